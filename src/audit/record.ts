@@ -1,0 +1,68 @@
+import type { Interaction } from '../policy/request.js';
+
+/**
+ * One audit record per request (SPEC 5). Written, durably, before the response is released.
+ * Holds identifiers (resource ids, patient ids) but never resource content or tokens.
+ */
+export interface AuditRecord {
+  /** Equals the response's X-Request-Id. */
+  readonly id: string;
+  /** ISO 8601 time the request arrived. */
+  readonly time: string;
+  readonly kind: 'fhir' | 'export' | 'break-glass-review' | 'break-glass-start' | 'break-glass-end' | 'alert' | 'anomaly';
+  readonly actor: {
+    readonly iss?: string | undefined;
+    readonly sub?: string | undefined;
+    readonly clientId?: string | undefined;
+    readonly jti?: string | undefined;
+    readonly roles: readonly string[];
+  };
+  readonly purpose: string | undefined;
+  /** Role whose data set applied. */
+  readonly role?: string | undefined;
+  readonly breakGlass?: { readonly session: string; readonly reason: string } | undefined;
+  readonly client: { readonly address: string; readonly userAgent?: string | undefined };
+  readonly request: {
+    readonly method: string;
+    /** Path and query as received (ids only: the gateway forbids PHI-bearing search on hidden elements). */
+    readonly path: string;
+    readonly interaction: Interaction | undefined;
+    readonly resourceType: string | undefined;
+  };
+  readonly decision: 'allow' | 'deny' | 'error';
+  /** The rule behind the decision, e.g. `roles.billing.purposes.HPAYMT -> dataSets.billing.rules[0]`, or the error code. */
+  readonly rule: string;
+  readonly disclosed: {
+    /** `Type/id` of every resource released (after redaction). */
+    readonly resources: readonly string[];
+    /** Patient ids whose data was released. */
+    readonly patients: readonly string[];
+    readonly elementsRemoved: number;
+    readonly resourcesWithheld: number;
+  };
+  readonly status: number;
+  readonly upstreamStatus: number | undefined;
+  readonly durations: { readonly totalMs: number; readonly upstreamMs?: number | undefined };
+  readonly policyVersion: string;
+  /** Free-form, kind-specific details (export filters, review outcome...). No PHI. */
+  readonly details?: Readonly<Record<string, unknown>> | undefined;
+}
+
+/** A record as stored: the record plus the chain fields the sink assigns. */
+export interface ChainedRecord extends AuditRecord {
+  readonly chain: {
+    /** Writer (gateway instance) id: one chain per writer. */
+    readonly writer: string;
+    readonly seq: number;
+    readonly prev: string;
+    readonly hash: string;
+  };
+}
+
+export interface AuditSink {
+  /** Resolves once the record is durable; rejects if it cannot be made durable. */
+  write(record: AuditRecord): Promise<void>;
+  /** Health probe for /readyz. */
+  ready(): Promise<boolean>;
+  close(): Promise<void>;
+}

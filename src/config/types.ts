@@ -1,0 +1,77 @@
+/**
+ * config/gateway.yaml after validation, defaults and environment overrides (SPEC 2), frozen.
+ * Relative paths are resolved against the directory of the file that names them.
+ */
+export interface GatewayConfig {
+  /** Absolute path of the gateway file this came from (undefined when built in code). */
+  readonly file: string | undefined;
+  /** Absolute path of the policy file. */
+  readonly policyFile: string;
+  readonly listen: HostPort;
+  readonly admin: HostPort;
+  /** Public base URL of the FHIR API as clients see it, e.g. `http://localhost:8080/fhir`. */
+  readonly publicBaseUrl: string;
+  readonly upstream: UpstreamConfig;
+  readonly auth: AuthConfig;
+  readonly audit: AuditConfig;
+  readonly alerts: AlertsConfig;
+  readonly limits: LimitsConfig;
+  /** HMAC key for pseudonyms (from `pseudonymKey`, `pseudonymKeyFile` or PHI_GATEWAY_PSEUDONYM_KEY). */
+  readonly pseudonymKey: string | undefined;
+  readonly logLevel: string;
+}
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface UpstreamConfig {
+  /** FHIR base URL, no trailing slash. */
+  readonly url: string;
+  readonly connectTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly bodyTimeoutMs: number;
+  readonly connections: number;
+  readonly auth:
+    | { readonly type: 'none' }
+    | { readonly type: 'bearer'; readonly token: string }
+    | {
+        readonly type: 'client-credentials';
+        readonly tokenUrl: string;
+        readonly clientId: string;
+        readonly clientSecret: string;
+        readonly scope?: string;
+      };
+  readonly tls?: { readonly ca?: string; readonly cert?: string; readonly key?: string };
+}
+
+export interface AuthConfig {
+  readonly issuer: string;
+  readonly audience: string;
+  /** Exactly one of jwksUri / jwksFile. */
+  readonly jwksUri: string | undefined;
+  readonly jwksFile: string | undefined;
+  readonly algorithms: readonly string[];
+  readonly rolesClaim: string;
+  readonly clockToleranceSec: number;
+  /** Max verified tokens kept in memory (0 disables the cache). */
+  readonly tokenCacheSize: number;
+  /** Accept only tokens with this `typ` header when set (e.g. `at+jwt`). */
+  readonly requiredTyp: string | undefined;
+}
+
+export type AuditConfig =
+  | { readonly sink: 'file'; readonly path: string; readonly failOpen: boolean; readonly rotateBytes: number; readonly groupCommitMs: number }
+  | { readonly sink: 'redis'; readonly url: string; readonly stream: string; readonly failOpen: boolean };
+
+export interface AlertsConfig {
+  readonly webhook: string | undefined;
+  readonly redisChannel: string | undefined;
+}
+
+export interface LimitsConfig {
+  readonly requestBodyBytes: number;
+  readonly responseBodyBytes: number;
+  readonly decompressedBytes: number;
+}

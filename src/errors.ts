@@ -1,0 +1,87 @@
+// Every error the gateway can answer with, in one place. Each code is stable (clients and
+// auditors key on it), used for exactly one situation, and documented by
+// test/unit/errors.test.ts. Bodies are OperationOutcomes with no PHI and no upstream internals.
+import type { OperationOutcome } from 'fhir/r4.js';
+
+export const ERROR_SYSTEM = 'https://phi-gateway.dev/CodeSystem/error';
+
+interface ErrorSpec {
+  readonly status: number;
+  /** FHIR issue-type code (http://hl7.org/fhir/issue-type). */
+  readonly issue: string;
+  /** Client-safe text; never interpolated with request data. */
+  readonly text: string;
+}
+
+export const ERRORS = {
+  'invalid-token': { status: 401, issue: 'login', text: 'The access token is missing, malformed, expired or not trusted.' },
+  'purpose-missing': { status: 400, issue: 'required', text: 'The X-Purpose-Of-Use header is required.' },
+  'purpose-repeated': { status: 400, issue: 'invalid', text: 'Exactly one X-Purpose-Of-Use header is allowed.' },
+  'purpose-unknown': { status: 400, issue: 'code-invalid', text: 'The declared purpose of use is not a known code.' },
+  'purpose-not-permitted': { status: 403, issue: 'forbidden', text: 'None of your roles may act for the declared purpose of use.' },
+  'purpose-not-in-token': { status: 403, issue: 'forbidden', text: 'The declared purpose of use is not among the purposes your token allows.' },
+  'role-ambiguous': { status: 403, issue: 'forbidden', text: 'Several of your roles grant this purpose with different data sets; choose one with X-Role.' },
+  'role-not-held': { status: 403, issue: 'forbidden', text: 'The role named in X-Role is not one of your roles.' },
+  'interaction-denied': { status: 403, issue: 'forbidden', text: 'Your role may not perform this interaction for the declared purpose.' },
+  'type-denied': { status: 403, issue: 'forbidden', text: 'Your role may not access this resource type for the declared purpose.' },
+  'search-param-denied': { status: 403, issue: 'forbidden', text: 'Your role may not search on this parameter.' },
+  'compartment-denied': { status: 403, issue: 'forbidden', text: 'The request reaches outside the patient compartment your token is limited to.' },
+  'scope-denied': { status: 403, issue: 'forbidden', text: 'Your token scopes do not permit this request.' },
+  'break-glass-available': { status: 403, issue: 'suppressed', text: 'This resource is restricted. Break-glass access (purpose BTG with a reason) can reveal it; that access is alerted and reviewed.' },
+  'break-glass-not-eligible': { status: 403, issue: 'forbidden', text: 'None of your roles may break the glass.' },
+  'break-glass-reason-required': { status: 400, issue: 'required', text: 'Break-glass requires an X-Break-Glass-Reason of sufficient length.' },
+  'break-glass-no-patient': { status: 400, issue: 'invalid', text: 'Break-glass requests must name exactly one patient.' },
+  'break-glass-limit': { status: 429, issue: 'throttled', text: 'Break-glass session limit reached; the privacy office has been alerted.' },
+  'request-unclassified': { status: 400, issue: 'not-supported', text: 'The gateway cannot classify this request, so it is not forwarded.' },
+  'method-not-allowed': { status: 405, issue: 'not-supported', text: 'This method is not supported on this path.' },
+  'request-body-invalid': { status: 400, issue: 'structure', text: 'The request body is not valid FHIR JSON.' },
+  'request-too-large': { status: 413, issue: 'too-costly', text: 'The request body exceeds the configured limit.' },
+  'unsupported-media-type': { status: 415, issue: 'not-supported', text: 'Only FHIR JSON request bodies are accepted.' },
+  'not-found': { status: 404, issue: 'not-found', text: 'The resource was not found.' },
+  'route-not-found': { status: 404, issue: 'not-found', text: 'No such route.' },
+  'upstream-unavailable': { status: 502, issue: 'transient', text: 'The FHIR server could not be reached.' },
+  'upstream-timeout': { status: 504, issue: 'timeout', text: 'The FHIR server did not answer in time.' },
+  'upstream-bad-response': { status: 502, issue: 'exception', text: 'The FHIR server answered with a body the gateway cannot safely filter.' },
+  'upstream-too-large': { status: 502, issue: 'too-costly', text: 'The FHIR server answer exceeds the configured size limit.' },
+  'upstream-error': { status: 502, issue: 'exception', text: 'The FHIR server reported an error.' },
+  'filter-failed': { status: 500, issue: 'exception', text: 'The response could not be filtered, so it was not released.' },
+  'audit-unavailable': { status: 503, issue: 'transient', text: 'The audit trail cannot be written, so no data is released.' },
+  'export-denied': { status: 403, issue: 'forbidden', text: 'Only auditors and privacy officers acting for HCOMPL may export the audit trail.' },
+  'bad-request': { status: 400, issue: 'invalid', text: 'The request is malformed.' },
+  'internal': { status: 500, issue: 'exception', text: 'Internal gateway error.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** A typed, client-safe failure. `detail` is for logs only (no PHI, no tokens) and never sent. */
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly detail: string | undefined;
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    super(ERRORS[code].text, options);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+    this.detail = detail;
+  }
+}
+
+export function isGatewayError(e: unknown): e is GatewayError {
+  return e instanceof GatewayError;
+}
+
+/** The only way an error body is built: the catalogue text, the code, nothing from the request. */
+export function operationOutcome(code: ErrorCode, severity: 'error' | 'information' = 'error'): OperationOutcome {
+  const spec: ErrorSpec = ERRORS[code];
+  return {
+    resourceType: 'OperationOutcome',
+    issue: [
+      {
+        severity,
+        code: spec.issue as 'invalid',
+        details: { coding: [{ system: ERROR_SYSTEM, code }], text: spec.text },
+      },
+    ],
+  };
+}

@@ -1,0 +1,81 @@
+/**
+ * The policy file (config/policy.yaml) as written by a security admin, after JSON-Schema
+ * validation. See README "Writing a policy" and config/policy.yaml for a commented example.
+ *
+ * Selectors (elements / remove / transforms[].select):
+ *   `*`                          everything (elements only)
+ *   `name`, `address.postalCode` a path from the resource root; `value[x]` matches every valueXxx
+ *   `identifier[system=URI]`     array items whose child equals the value; for a CodeableConcept or
+ *   `identifier[type=MR]`        Coding child the value matches any coding's `code` (or `system|code`)
+ *   `@HumanName`, `@date`        every element of that FHIR data type anywhere in the resource
+ *   `@Reference.display`         a path inside every element of that data type
+ */
+export interface PolicyFile {
+  readonly version: 1;
+  /** Purposes that may be declared, with their parent in the v3-ActReason hierarchy. */
+  readonly purposes: Readonly<Record<string, PurposeSpec>>;
+  readonly safeHarbor?: { readonly restrictedZip3: readonly string[] };
+  readonly dataSets: Readonly<Record<string, DataSetSpec>>;
+  readonly roles: Readonly<Record<string, RoleSpec>>;
+  readonly breakGlass?: BreakGlassSpec;
+}
+
+export interface PurposeSpec {
+  readonly display: string;
+  /** Parent code: a role granted the parent may declare this purpose. */
+  readonly parent?: string;
+  /** False for treatment and the other 164.502(b)(2) exceptions. Informational (explain, audit). */
+  readonly minimumNecessary?: boolean;
+}
+
+/** A label: `R`, `PSY` (a v3-Confidentiality or v3-ActCode code) or `system|code`. */
+export type LabelSpec = string;
+
+export interface DataSetSpec {
+  readonly description?: string;
+  /** Resources carrying any of these labels are withheld, for every type in this data set. */
+  readonly withhold?: readonly LabelSpec[];
+  readonly rules: readonly RuleSpec[];
+}
+
+export type PolicyInteraction = 'read' | 'search' | 'history' | 'create' | 'update' | 'patch' | 'delete';
+export type TransformName = 'remove' | 'mask' | 'year' | 'zip3' | 'age90' | 'pseudonym';
+
+export interface RuleSpec {
+  /** Resource types this rule grants; a type may appear in one rule per data set only. */
+  readonly types: readonly string[];
+  /** Default: [read, search]. `read` covers vread; `history` covers instance and type history. */
+  readonly interactions?: readonly PolicyInteraction[];
+  /** Elements kept (allow-list). Default `['*']`. `resourceType`, `id`, `meta` are always kept. */
+  readonly elements?: readonly string[];
+  /** Elements removed even though `elements` keeps them. */
+  readonly remove?: readonly string[];
+  readonly transforms?: ReadonlyArray<{ readonly select: string; readonly apply: TransformName }>;
+  /** Search parameters allowed in addition to those derived from the kept elements. */
+  readonly search?: readonly string[];
+  /** Operations granted on these types, e.g. `$everything`. */
+  readonly operations?: readonly string[];
+  /** Labels withheld for these types, in addition to the data set's. */
+  readonly withhold?: readonly LabelSpec[];
+}
+
+export type RoleCapability = 'audit-export' | 'break-glass-review';
+
+export interface RoleSpec {
+  readonly description?: string;
+  /** Purpose code -> data set name. A purpose covers its children in the hierarchy. */
+  readonly purposes: Readonly<Record<string, string>>;
+  readonly breakGlass?: boolean;
+  /** Restrict the role to the patient compartment named by the token's `patient` claim. */
+  readonly compartment?: 'patient';
+  readonly capabilities?: readonly RoleCapability[];
+}
+
+export interface BreakGlassSpec {
+  readonly dataSet: string;
+  readonly sessionMinutes?: number;
+  readonly minReasonLength?: number;
+  /** Optional coded reasons; when set, `X-Break-Glass-Reason` must start with one (`CODE: text`). */
+  readonly reasons?: readonly string[];
+  readonly maxSessionsPerDay?: number;
+}

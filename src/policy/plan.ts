@@ -1,0 +1,68 @@
+/**
+ * The policy compiled once at load (src/policy/compile.ts): per (role, purpose, resource type)
+ * plans. Pure data; the hot path only does map lookups.
+ */
+import type { Coding } from 'fhir/r4.js';
+import type { ElementPlan } from '../redact/types.js';
+import type { PolicyInteraction, RoleCapability } from './model.js';
+
+export interface LabelSet {
+  readonly labels: readonly string[];
+  /** The first label (as `system|code`) among `security` that this set withholds, or undefined. */
+  match(security: readonly Coding[] | undefined): string | undefined;
+}
+
+export interface ResourcePlan {
+  readonly resourceType: string;
+  /** Where it comes from, e.g. `dataSets.billing.rules[0]` (explain, audit). */
+  readonly rule: string;
+  readonly interactions: ReadonlySet<PolicyInteraction>;
+  readonly operations: ReadonlySet<string>;
+  /** Allowed search parameters (derived from kept elements + explicit + control params). */
+  readonly searchParams: ReadonlySet<string>;
+  readonly withhold: LabelSet;
+  readonly elements: ElementPlan;
+}
+
+export interface AccessPlan {
+  readonly role: string;
+  readonly purpose: string;
+  readonly dataSet: string;
+  /** e.g. `roles.billing.purposes.HPAYMT` (for a child purpose: the granting parent). */
+  readonly grantedBy: string;
+  readonly compartment: 'patient' | undefined;
+  readonly types: ReadonlyMap<string, ResourcePlan>;
+}
+
+export interface CompiledRole {
+  readonly name: string;
+  readonly breakGlass: boolean;
+  readonly capabilities: ReadonlySet<RoleCapability>;
+  /** Declared purpose code (children included) -> plan. */
+  readonly plans: ReadonlyMap<string, AccessPlan>;
+}
+
+export interface PurposeInfo {
+  readonly code: string;
+  readonly display: string;
+  readonly parent: string | undefined;
+  readonly minimumNecessary: boolean;
+}
+
+export interface CompiledBreakGlass {
+  readonly dataSet: string;
+  readonly sessionMs: number;
+  readonly minReasonLength: number;
+  readonly reasons: readonly string[] | undefined;
+  readonly maxSessionsPerDay: number;
+  /** The break-glass data set compiled as an access plan (role `break-glass`, purpose BTG). */
+  readonly plan: AccessPlan;
+}
+
+export interface CompiledPolicy {
+  /** sha256 (hex, first 16 chars) of the policy file bytes: recorded in every audit record. */
+  readonly version: string;
+  readonly purposes: ReadonlyMap<string, PurposeInfo>;
+  readonly roles: ReadonlyMap<string, CompiledRole>;
+  readonly breakGlass: CompiledBreakGlass | undefined;
+}

@@ -1,0 +1,65 @@
+/**
+ * The redaction engine's contract. `compileElementPlan` (src/redact/compile.ts) turns a rule's
+ * elements / remove / transforms into an ElementPlan once at load; `redactResource`
+ * (src/redact/apply.ts) applies it without mutating its input; `filterResponse`
+ * (src/redact/response.ts) walks a whole response body (resource, Bundle of any type, contained,
+ * nested Bundles, Parameters) with per-type plans and label withholding.
+ */
+import type { ResourcePlan } from '../policy/plan.js';
+
+export interface ElementPlan {
+  /** True when the plan keeps every element unchanged: the engine may skip the walk. */
+  readonly keepsAll: boolean;
+  /** Element by element, what survives and how, for `explain`. */
+  describe(): readonly ElementLine[];
+}
+
+export interface ElementLine {
+  /** e.g. `Patient.name`, `Patient.identifier[system=http://hl7.org/fhir/sid/us-ssn]`, `@HumanName`. */
+  readonly element: string;
+  readonly action: 'keep' | 'remove' | 'mask' | 'year' | 'zip3' | 'age90' | 'pseudonym';
+  /** The selector that caused it, as written in the policy. */
+  readonly selector: string;
+}
+
+export interface RedactContext {
+  /** Restricted ZIP3 prefixes become `000`. */
+  readonly restrictedZip3: ReadonlySet<string>;
+  /** HMAC key for pseudonyms; undefined = the `pseudonym` transform removes instead. */
+  readonly pseudonymKey: Uint8Array | undefined;
+  /** For age90 on birthDate: "now", injectable for tests. */
+  readonly now: () => Date;
+}
+
+export interface RedactResult<T = unknown> {
+  readonly resource: T;
+  /** Number of elements removed (an array item or an object key counts one). */
+  readonly removed: number;
+  /** Number of values transformed (masked, generalized, pseudonymized). */
+  readonly transformed: number;
+}
+
+export interface ResponseContext extends RedactContext {
+  /** The plan for a resource type, or undefined when the caller may not see that type at all. */
+  planFor(resourceType: string): ResourcePlan | undefined;
+  /** `hide`: withheld resources vanish. `announce`: a search gets one `suppressed` outcome entry. */
+  readonly withheldMode: 'hide' | 'announce';
+  /** Maps an absolute upstream URL to the gateway's public URL; undefined if it is not upstream's. */
+  rewriteUrl(url: string): string | undefined;
+  /** Limit to one patient's compartment (SMART `patient` claim or compartment role). */
+  readonly patientCompartment: string | undefined;
+}
+
+export interface FilterStats {
+  elementsRemoved: number;
+  resourcesWithheld: number;
+  /** `Type/id` (real ids) of every resource released. */
+  readonly resources: string[];
+  /** Real patient ids whose data was released. */
+  readonly patients: Set<string>;
+}
+
+export type FilterResult =
+  | { readonly kind: 'ok'; readonly body: unknown; readonly stats: FilterStats }
+  /** The response is a single resource the caller may not see. `label` says why (audit only). */
+  | { readonly kind: 'withheld'; readonly reason: 'label' | 'type' | 'compartment'; readonly stats: FilterStats };
