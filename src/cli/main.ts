@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/** `phi-gateway <verb>`: one file per verb under src/cli, loaded on demand. */
+import { pathToFileURL } from 'node:url';
+
+export interface CliIo {
+  readonly stdout: NodeJS.WritableStream;
+  readonly stderr: NodeJS.WritableStream;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+type Verb = (argv: string[], io: CliIo) => Promise<number>;
+
+const VERBS: Record<string, () => Promise<Verb>> = {
+  serve: async () => (await import('./serve.js')).run,
+  demo: async () => (await import('./demo.js')).run,
+  'check-config': async () => (await import('./check-config.js')).run,
+  explain: async () => (await import('./explain.js')).run,
+  audit: async () => (await import('./audit.js')).run,
+  token: async () => (await import('./token.js')).run,
+};
+
+const USAGE = `usage: phi-gateway <verb> [options]
+
+  serve [--config F]                 run the gateway (default config/gateway.yaml)
+  demo                               the embedded demo (sample FHIR server + gateway + demo tokens)
+  check-config [--config F]          validate gateway + policy files
+  explain --role R --purpose P [--resource T]
+                                     what that role may do and see for that purpose, element by element
+  audit export [filters] [--format ndjson|csv|fhir] [--out F]
+  audit verify                       check the audit hash chains
+  token --role R [--sub S] [--purpose P] [--patient ID] [--ttl 1h]
+                                     demo only: mint a token with the demo key
+`;
+
+export async function main(argv: string[], io: CliIo): Promise<number> {
+  const [verb, ...rest] = argv;
+  if (!verb || verb === '--help' || verb === '-h' || verb === 'help') {
+    io.stdout.write(USAGE);
+    return verb ? 0 : 1;
+  }
+  const load = VERBS[verb];
+  if (!load) {
+    io.stderr.write(`phi-gateway: unknown verb "${verb}"\n\n${USAGE}`);
+    return 1;
+  }
+  return (await load())(rest, io);
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env }).then(
+    (code) => {
+      // Long-running verbs (serve, demo) resolve only when they are told to stop.
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(`phi-gateway: ${(e as Error)?.message ?? String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

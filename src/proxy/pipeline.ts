@@ -1,0 +1,328 @@
+/**
+ * The request pipeline. A request flows one way:
+ *   authenticate -> purpose -> classify -> decide -> (break-glass) -> forward -> read + filter
+ *   the answer -> audit -> release.
+ * Every path ends in `finish()`, which writes the audit record and only then sends. Any exception
+ * after the upstream answered becomes an error response; the unfiltered body is never sent.
+ */
+import type { Readable } from 'node:stream';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { AuditSink } from '../audit/record.js';
+import type { Principal } from '../auth/principal.js';
+import type { GatewayConfig } from '../config/types.js';
+import { ERRORS, type ErrorCode, GatewayError, isGatewayError, operationOutcome } from '../errors.js';
+import type { AccessPlan, CompiledPolicy } from '../policy/plan.js';
+import type { ClassifiedRequest } from '../policy/request.js';
+import type { FilterResult, RedactContext, ResponseContext } from '../redact/types.js';
+import { type Exchange, elapsedMs, toAuditRecord } from './record.js';
+import { readUpstreamBody } from './upstream-body.js';
+import { buildUpstreamCall } from './upstream-request.js';
+
+/** The pieces of the gateway the pipeline calls. Each is replaceable (hot reload, tests). */
+export interface PipelineDeps {
+  readonly config: GatewayConfig;
+  /** The policy in force right now (hot reload swaps what this returns, atomically per request). */
+  policy(): PolicyRuntime;
+  readonly verifier: { verify(authorization: string | string[] | undefined): Promise<Principal> };
+  readonly audit: AuditSink;
+  readonly logger: Logger;
+  readonly steps: PipelineSteps;
+  readonly breakGlass?: BreakGlassGate | undefined;
+  /** Upstream's own credentials (static bearer or OAuth client credentials). */
+  upstreamAuthorization(): Promise<string | undefined>;
+  readonly now?: () => Date;
+}
+
+export interface PolicyRuntime {
+  readonly policy: CompiledPolicy;
+  readonly redact: RedactContext;
+}
+
+/** The pure steps, injected so the pipeline depends on their contracts only. */
+export interface PipelineSteps {
+  parsePurpose(raw: string | string[] | undefined, policy: CompiledPolicy): { ok: true; code: string } | { ok: false; code: ErrorCode };
+  classify(raw: { method: string; url: string; headers: FastifyRequest['headers']; body: Buffer | undefined }): ClassifiedRequest;
+  decide(input: { policy: CompiledPolicy; principal: Principal; purpose: string; requestedRole?: string | undefined; request: ClassifiedRequest }):
+    | { allow: true; plan: AccessPlan; rule: string }
+    | { allow: false; code: ErrorCode; rule: string };
+  filterResponse(body: unknown, ctx: ResponseContext): FilterResult;
+}
+
+/** Break-glass seam (SPEC 3.3): opens or reuses the session for (actor, patient) and alerts. */
+export interface BreakGlassGate {
+  open(input: {
+    principal: Principal;
+    request: ClassifiedRequest;
+    reason: string | string[] | undefined;
+    requestId: string;
+  }): Promise<{ session: string; reason: string; patient: string }>;
+}
+
+type Headers = Record<string, string>;
+
+interface Outcome {
+  status: number;
+  body: unknown;
+  headers?: Headers;
+  decision: 'allow' | 'deny' | 'error';
+  rule: string;
+  /** HEAD: headers only. */
+  omitBody?: boolean;
+}
+
+const FHIR_JSON = 'application/fhir+json; charset=utf-8';
+
+function errorOutcome(e: unknown): { code: ErrorCode; status: number } {
+  if (isGatewayError(e)) return { code: e.code, status: e.status };
+  return { code: 'internal', status: 500 };
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? undefined : v;
+}
+
+export function createPipeline(deps: PipelineDeps) {
+  const { config, logger } = deps;
+  const upstreamUrl = new URL(config.upstream.url);
+  const upstreamBase = config.upstream.url.replace(/\/+$/, '');
+  const upstreamBasePath = upstreamUrl.pathname.replace(/\/+$/, '');
+  const publicBase = config.publicBaseUrl.replace(/\/+$/, '');
+
+  function rewriteUrl(url: string): string | undefined {
+    if (url === upstreamBase) return publicBase;
+    if (url.startsWith(upstreamBase)) {
+      const next = url.charAt(upstreamBase.length);
+      if (next === '/' || next === '?') return publicBase + url.slice(upstreamBase.length);
+    }
+    return undefined;
+  }
+
+  /** Writes the audit record, then releases the response. Called exactly once per request. */
+  async function finish(ex: Exchange, reply: FastifyReply, out: Outcome): Promise<void> {
+    let status = out.status;
+    let body = out.body;
+    let headers = out.headers ?? {};
+    try {
+      await deps.audit.write(toAuditRecord(ex, { status, decision: out.decision, rule: out.rule }));
+    } catch (e) {
+      if (config.audit.failOpen) {
+        logger.error({ reqId: ex.id, err: e }, 'AUDIT WRITE FAILED: releasing response WITHOUT an audit record (audit.failOpen is on)');
+      } else {
+        logger.error({ reqId: ex.id, err: e }, 'audit write failed: response withheld (503)');
+        status = 503;
+        body = operationOutcome('audit-unavailable');
+        headers = {};
+      }
+    }
+    logger.info(
+      {
+        reqId: ex.id,
+        status,
+        decision: out.decision,
+        interaction: ex.request?.interaction,
+        resourceType: ex.request?.resourceType,
+        role: ex.role,
+        purpose: ex.purpose,
+        ms: elapsedMs(ex.started),
+      },
+      'request completed',
+    );
+    const payload = body === undefined ? '' : JSON.stringify(body);
+    reply
+      .code(status)
+      .headers({ ...headers, 'content-type': FHIR_JSON, 'cache-control': 'no-store', 'x-request-id': ex.id });
+    reply.send(out.omitBody ? undefined : payload);
+  }
+
+  function fail(ex: Exchange, reply: FastifyReply, e: unknown, decision: 'deny' | 'error'): Promise<void> {
+    const { code, status } = errorOutcome(e);
+    if (!isGatewayError(e)) logger.error({ reqId: ex.id, err: e }, 'unexpected error');
+    else if (e.detail) logger.debug({ reqId: ex.id, code, detail: e.detail }, 'request refused');
+    const headers: Headers = {};
+    if (code === 'invalid-token') headers['www-authenticate'] = 'Bearer realm="phi-gateway", error="invalid_token"';
+    return finish(ex, reply, { status, body: operationOutcome(code), headers, decision, rule: ex.rule ? `${ex.rule}: ${code}` : code });
+  }
+
+  function exchange(request: FastifyRequest, rt: PolicyRuntime): Exchange {
+    return {
+      id: request.id,
+      time: deps.now?.() ?? new Date(),
+      started: process.hrtime.bigint(),
+      method: request.method,
+      url: request.url.startsWith('/fhir') ? request.url.slice('/fhir'.length) || '/' : request.url,
+      clientAddress: request.ip,
+      userAgent: headerValue(request.headers['user-agent'])?.slice(0, 200),
+      policyVersion: rt.policy.version,
+    };
+  }
+
+  /** For failures before the pipeline runs (body too large, unknown route): still audited. */
+  function reject(request: FastifyRequest, reply: FastifyReply, e: unknown): Promise<void> {
+    return fail(exchange(request, deps.policy()), reply, e, 'deny');
+  }
+
+  async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const rt = deps.policy();
+    const ex = exchange(request, rt);
+    const url = ex.url;
+    let plan: AccessPlan;
+    let decided: ClassifiedRequest;
+    try {
+      ex.principal = await deps.verifier.verify(request.headers.authorization);
+      const purpose = deps.steps.parsePurpose(request.headers['x-purpose-of-use'], rt.policy);
+      if (!purpose.ok) throw new GatewayError(purpose.code);
+      ex.purpose = purpose.code;
+      decided = deps.steps.classify({
+        method: request.method,
+        url,
+        headers: request.headers,
+        body: Buffer.isBuffer(request.body) ? request.body : undefined,
+      });
+      ex.request = decided;
+      const requestedRole = request.headers['x-role'];
+      if (Array.isArray(requestedRole)) throw new GatewayError('role-not-held', 'repeated X-Role');
+      const d = deps.steps.decide({ policy: rt.policy, principal: ex.principal, purpose: ex.purpose, requestedRole, request: decided });
+      ex.rule = d.rule;
+      if (!d.allow) throw new GatewayError(d.code);
+      plan = d.plan;
+      ex.role = plan.role;
+      if (ex.purpose === 'BTG') {
+        if (!deps.breakGlass) throw new GatewayError('break-glass-not-eligible', 'no break-glass service configured');
+        ex.breakGlass = await deps.breakGlass.open({
+          principal: ex.principal,
+          request: decided,
+          reason: request.headers['x-break-glass-reason'],
+          requestId: ex.id,
+        });
+      }
+    } catch (e) {
+      return fail(ex, reply, e, 'deny');
+    }
+    return forward(ex, reply, rt, plan, decided, request);
+  }
+
+  async function forward(ex: Exchange, reply: FastifyReply, rt: PolicyRuntime, plan: AccessPlan, req: ClassifiedRequest, request: FastifyRequest): Promise<void> {
+    let call: ReturnType<typeof buildUpstreamCall>;
+    try {
+      call = buildUpstreamCall(req, request.headers, {
+        basePath: upstreamBasePath,
+        requestId: ex.id,
+        authorization: await deps.upstreamAuthorization(),
+      });
+    } catch (e) {
+      return fail(ex, reply, e, 'error');
+    }
+    const sentAt = process.hrtime.bigint();
+    const principal = ex.principal!;
+    const eligible = !ex.breakGlass && principal.roles.some((r) => rt.policy.roles.get(r)?.breakGlass === true);
+    const compartment = ex.breakGlass?.patient ?? principal.patient;
+
+    return new Promise<void>((resolve) => {
+      const done = (p: Promise<void>) => p.then(resolve, (e) => fail(ex, reply, e, 'error').then(resolve, resolve));
+      reply.from(call.path, {
+        method: call.method,
+        body: call.body ?? null,
+        contentType: call.headers['content-type'],
+        queryString: () => call.query,
+        rewriteRequestHeaders: () => call.headers,
+        rewriteHeaders: () => ({}), // nothing from upstream reaches the client unless copied below
+        retryDelay: () => null,
+        onError: (_reply, { error }) => {
+          ex.upstreamMs = elapsedMs(sentAt);
+          const code = (error as { code?: string }).code ?? '';
+          const gw = code.includes('TIMEOUT')
+            ? new GatewayError('upstream-timeout', code)
+            : new GatewayError('upstream-unavailable', code, { cause: error });
+          done(fail(ex, reply, gw, 'error'));
+        },
+        onResponse: (_request, _reply, res) => {
+          const stream = (res as unknown as { stream: Readable }).stream;
+          done(
+            respond(ex, reply, rt, plan, req, {
+              statusCode: res.statusCode,
+              headers: (res as unknown as { headers: Record<string, string | string[] | undefined> }).headers,
+              stream,
+              sentAt,
+              eligible,
+              compartment,
+            }),
+          );
+        },
+      });
+    });
+  }
+
+  async function respond(
+    ex: Exchange,
+    reply: FastifyReply,
+    rt: PolicyRuntime,
+    plan: AccessPlan,
+    req: ClassifiedRequest,
+    up: {
+      statusCode: number;
+      headers: Record<string, string | string[] | undefined>;
+      stream: Readable;
+      sentAt: bigint;
+      eligible: boolean;
+      compartment: string | undefined;
+    },
+  ): Promise<void> {
+    ex.upstreamStatus = up.statusCode;
+    let body: Awaited<ReturnType<typeof readUpstreamBody>>;
+    try {
+      body = await readUpstreamBody(up.stream, up.headers, config.limits);
+    } catch (e) {
+      up.stream.destroy();
+      throw e;
+    } finally {
+      ex.upstreamMs = elapsedMs(up.sentAt);
+    }
+    const status = up.statusCode;
+    const omitBody = req.method === 'HEAD';
+    const headers: Headers = {};
+    if (ex.breakGlass) headers['x-break-glass-session'] = ex.breakGlass.session;
+
+    if (status === 404 || status === 410) throw new GatewayError('not-found', `upstream ${status}`);
+    if (status >= 500) throw new GatewayError('upstream-error', `upstream ${status}`);
+    if (status < 200 || (status >= 300 && status < 400)) throw new GatewayError('upstream-bad-response', `upstream ${status}`);
+
+    if (body.kind === 'empty') {
+      // 204 / 200 without body (delete, some updates): nothing to filter.
+      return finish(ex, reply, { status, body: undefined, headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '', omitBody: true });
+    }
+    const value = body.value as { resourceType?: unknown };
+    if (status >= 400 && value.resourceType !== 'OperationOutcome') throw new GatewayError('upstream-error', `upstream ${status} without OperationOutcome`);
+    if (req.interaction === 'capabilities') {
+      if (value.resourceType !== 'CapabilityStatement') throw new GatewayError('upstream-bad-response', 'metadata is not a CapabilityStatement');
+      return finish(ex, reply, { status, body: value, headers, decision: 'allow', rule: ex.rule ?? '', omitBody });
+    }
+
+    const ctx: ResponseContext = {
+      ...rt.redact,
+      planFor: (t) => plan.types.get(t),
+      withheldMode: up.eligible ? 'announce' : 'hide',
+      rewriteUrl,
+      patientCompartment: up.compartment,
+    };
+    const result = deps.steps.filterResponse(value, ctx);
+    ex.stats = result.stats;
+    if (result.kind === 'withheld') {
+      const code: ErrorCode = up.eligible && result.reason === 'label' ? 'break-glass-available' : 'not-found';
+      const oo = operationOutcome(code);
+      return finish(ex, reply, { status: ERRORS[code].status, body: oo, decision: 'deny', rule: `${ex.rule ?? ''}: withheld (${result.reason})`, omitBody });
+    }
+    for (const name of ['location', 'content-location'] as const) {
+      const v = headerValue(up.headers[name]);
+      const rewritten = v === undefined ? undefined : rewriteUrl(v);
+      if (rewritten !== undefined) headers[name] = rewritten;
+    }
+    const etag = headerValue(up.headers.etag);
+    if (etag && status < 300) headers.etag = etag;
+    const lastModified = headerValue(up.headers['last-modified']);
+    if (lastModified && status < 300) headers['last-modified'] = lastModified;
+    return finish(ex, reply, { status, body: result.body, headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '', omitBody });
+  }
+
+  return { handle, reject };
+}

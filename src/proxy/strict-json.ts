@@ -1,0 +1,29 @@
+/**
+ * JSON parsing for bytes the gateway will filter. JSON.parse keeps a `__proto__` key as an own
+ * property, which becomes a prototype write the moment any code copies it with `obj[key] = value`;
+ * such bodies are refused. The check is a byte search, so the common case costs nothing extra.
+ * (Duplicate keys in upstream answers are harmless here: only the parsed value is filtered and
+ * re-serialized, never the original bytes.)
+ */
+import { type ErrorCode, GatewayError } from '../errors.js';
+
+function hasProtoKey(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  if (Array.isArray(value)) return value.some(hasProtoKey);
+  if (Object.hasOwn(value, '__proto__')) return true;
+  for (const k in value) if (hasProtoKey((value as Record<string, unknown>)[k])) return true;
+  return false;
+}
+
+export function parseStrictJson(bytes: Buffer | string, code: ErrorCode): unknown {
+  const text = typeof bytes === 'string' ? bytes : bytes.toString('utf8');
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new GatewayError(code, 'malformed JSON', { cause: e });
+  }
+  // A key may also be spelled with \u escapes; then the walk runs too.
+  if ((text.includes('__proto__') || text.includes('\\u')) && hasProtoKey(value)) throw new GatewayError(code, '__proto__ key in JSON');
+  return value;
+}

@@ -1,0 +1,101 @@
+/**
+ * Reads the upstream's answer into memory under hard limits and decides whether it is something the
+ * gateway can filter. Anything else is a typed error: the client never receives upstream bytes the
+ * response pipeline has not parsed and filtered.
+ */
+import type { Readable } from 'node:stream';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import { GatewayError } from '../errors.js';
+import { parseStrictJson } from './strict-json.js';
+
+export interface BodyLimits {
+  /** Bytes accepted from the wire (compressed or not). */
+  readonly responseBodyBytes: number;
+  /** Bytes accepted after decompression. */
+  readonly decompressedBytes: number;
+}
+
+export type UpstreamBody = { readonly kind: 'empty' } | { readonly kind: 'json'; readonly value: unknown; readonly bytes: number };
+
+type Headers = Readonly<Record<string, string | string[] | undefined>>;
+
+/** Collects the stream, aborting it as soon as the limit is crossed (memory stays bounded). */
+export async function collect(stream: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    const buf = chunk as Buffer;
+    size += buf.length;
+    if (size > limit) {
+      stream.destroy();
+      throw new GatewayError('upstream-too-large', `upstream body over ${limit} bytes`);
+    }
+    chunks.push(buf);
+  }
+  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
+}
+
+function single(headers: Headers, name: string): string | undefined {
+  const v = headers[name];
+  if (Array.isArray(v)) {
+    if (v.length !== 1) throw new GatewayError('upstream-bad-response', `repeated ${name} header`);
+    return v[0];
+  }
+  return v;
+}
+
+function decode(raw: Buffer, encoding: string | undefined, limits: BodyLimits): Buffer {
+  const enc = (encoding ?? 'identity').trim().toLowerCase();
+  const opts = { maxOutputLength: limits.decompressedBytes };
+  try {
+    switch (enc) {
+      case '':
+      case 'identity':
+        return raw;
+      case 'gzip':
+      case 'x-gzip':
+        return gunzipSync(raw, opts);
+      case 'deflate':
+        return inflateSync(raw, opts);
+      case 'br':
+        return brotliDecompressSync(raw, opts);
+      default:
+        throw new GatewayError('upstream-bad-response', `content-encoding ${enc.slice(0, 20)}`);
+    }
+  } catch (e) {
+    if (e instanceof GatewayError) throw e;
+    if (e instanceof RangeError || (e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new GatewayError('upstream-too-large', 'decompressed body over limit', { cause: e });
+    }
+    throw new GatewayError('upstream-bad-response', 'undecodable compressed body', { cause: e });
+  }
+}
+
+const JSON_TYPES = new Set(['application/fhir+json', 'application/json']);
+
+/** True when the content type is FHIR JSON (or plain JSON) in UTF-8. */
+export function isJsonContentType(ct: string | undefined): boolean {
+  if (!ct) return false;
+  const [type, ...params] = ct.split(';');
+  if (!JSON_TYPES.has(type.trim().toLowerCase())) return false;
+  for (const p of params) {
+    const [k, v] = p.split('=');
+    if (k.trim().toLowerCase() === 'charset' && v !== undefined && v.trim().replace(/"/g, '').toLowerCase() !== 'utf-8') return false;
+  }
+  return true;
+}
+
+export async function readUpstreamBody(stream: Readable, headers: Headers, limits: BodyLimits): Promise<UpstreamBody> {
+  const raw = await collect(stream, limits.responseBodyBytes);
+  const decoded = decode(raw, single(headers, 'content-encoding'), limits);
+  if (decoded.length > limits.decompressedBytes) throw new GatewayError('upstream-too-large', 'body over limit');
+  if (decoded.length === 0) return { kind: 'empty' };
+  if (!isJsonContentType(single(headers, 'content-type'))) {
+    throw new GatewayError('upstream-bad-response', 'non-JSON upstream content type');
+  }
+  const value = parseStrictJson(decoded, 'upstream-bad-response');
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new GatewayError('upstream-bad-response', 'upstream JSON is not a resource');
+  }
+  return { kind: 'json', value, bytes: decoded.length };
+}

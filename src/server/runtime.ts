@@ -1,0 +1,107 @@
+/**
+ * Starting and stopping a whole gateway from a GatewayConfig: policy, token verifier, audit sink,
+ * the proxy app and the admin listener. Used by `serve`, `demo` and the integration tests.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { createAuditSink } from '../audit/index.js';
+import type { AuditSink } from '../audit/record.js';
+import { createTokenVerifier } from '../auth/verify.js';
+import { loadPolicy } from '../config/load.js';
+import type { GatewayConfig } from '../config/types.js';
+import { isR4ResourceType } from '../fhir/resource-types.js';
+import { classify } from '../policy/classify.js';
+import { decide } from '../policy/decide.js';
+import { parsePurposeHeader } from '../policy/purpose.js';
+import type { BreakGlassGate, PipelineSteps, PolicyRuntime } from '../proxy/pipeline.js';
+import { createUpstreamAuthorization } from '../proxy/upstream-auth.js';
+import { filterResponse } from '../redact/response.js';
+import { buildAdminApp } from './admin.js';
+import { buildApp } from './app.js';
+import { createLogger } from './logger.js';
+
+export function defaultSteps(maxBodyBytes: number): PipelineSteps {
+  return {
+    parsePurpose: (raw, policy) => parsePurposeHeader(raw, policy.purposes),
+    classify: (raw) => classify(raw, { isResourceType: isR4ResourceType, maxBodyBytes }),
+    decide,
+    filterResponse,
+  };
+}
+
+export function policyRuntime(config: GatewayConfig, now: () => Date = () => new Date()): PolicyRuntime {
+  const loaded = loadPolicy(config.policyFile, { pseudonymKey: config.pseudonymKey, now });
+  return {
+    policy: loaded.policy,
+    redact: {
+      restrictedZip3: new Set(loaded.raw.safeHarbor?.restrictedZip3 ?? []),
+      pseudonymKey: config.pseudonymKey === undefined ? undefined : new TextEncoder().encode(config.pseudonymKey),
+      now,
+    },
+  };
+}
+
+export interface RunningGateway {
+  readonly app: FastifyInstance;
+  readonly admin: FastifyInstance | undefined;
+  /** Base URL of the FHIR API, e.g. http://127.0.0.1:8080/fhir */
+  readonly url: string;
+  readonly audit: AuditSink;
+  readonly logger: Logger;
+  /** Re-reads the policy file; throws (keeping the running policy) if it is invalid. */
+  reload(): string;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly logger?: Logger;
+  readonly audit?: AuditSink;
+  readonly breakGlass?: BreakGlassGate;
+  readonly now?: () => Date;
+  /** Listen on the admin port too (default true). */
+  readonly admin?: boolean;
+}
+
+export async function startGateway(config: GatewayConfig, opts: StartOptions = {}): Promise<RunningGateway> {
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  const now = opts.now ?? (() => new Date());
+  let runtime = policyRuntime(config, now);
+  const audit = opts.audit ?? (await createAuditSink(config.audit, { logger }));
+  const verifier = createTokenVerifier(config.auth);
+  const app = await buildApp({
+    config,
+    policy: () => runtime,
+    verifier,
+    audit,
+    logger,
+    steps: defaultSteps(config.limits.requestBodyBytes),
+    breakGlass: opts.breakGlass,
+    upstreamAuthorization: createUpstreamAuthorization(config.upstream.auth),
+    now,
+  });
+  await app.listen({ host: config.listen.host, port: config.listen.port });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
+  let admin: FastifyInstance | undefined;
+  if (opts.admin !== false) {
+    admin = await buildAdminApp({ logger, audit, upstreamUrl: config.upstream.url, policyVersion: () => runtime.policy.version });
+    await admin.listen({ host: config.admin.host, port: config.admin.port });
+  }
+  logger.info({ port, policyVersion: runtime.policy.version }, 'phi-gateway listening');
+  return {
+    app,
+    admin,
+    url: `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${port}/fhir`,
+    audit,
+    logger,
+    async close() {
+      await app.close();
+      await admin?.close();
+      await audit.close();
+    },
+    reload() {
+      runtime = policyRuntime(config, now);
+      return runtime.policy.version;
+    },
+  };
+}
