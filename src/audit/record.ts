@@ -9,7 +9,16 @@ export interface AuditRecord {
   readonly id: string;
   /** ISO 8601 time the request arrived. */
   readonly time: string;
-  readonly kind: 'fhir' | 'export' | 'break-glass-review' | 'break-glass-start' | 'break-glass-end' | 'alert' | 'anomaly';
+  readonly kind:
+    | 'fhir'
+    | 'export'
+    | 'break-glass-review'
+    | 'break-glass-start'
+    | 'break-glass-end'
+    | 'alert'
+    | 'anomaly'
+    /** Written by the sink itself as a writer's last record on a clean close (src/audit/chain.ts). */
+    | 'writer-seal';
   readonly actor: {
     readonly iss?: string | undefined;
     readonly sub?: string | undefined;

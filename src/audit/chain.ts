@@ -1,0 +1,103 @@
+/**
+ * Tamper-evident hash chains over audit records (pure: no I/O, no clock, no randomness).
+ *
+ * Why one chain per writer: several gateway replicas append to one Redis stream (or several
+ * processes to one directory over time). A single global chain would need a global lock around
+ * "read head, hash, append" on every request; instead each writer (one gateway process) keeps its
+ * own chain, assigned in-process, and a stream is an interleaving of chains. `verify` groups by
+ * writer. A process restart is a new writer id, so no chain ever has to be resumed from disk.
+ *
+ * Each record gets `chain = { writer, seq, prev, hash }`: seq counts from 1 per writer, prev is the
+ * writer's previous hash (GENESIS for seq 1), and hash = sha256 hex of the canonical JSON of the
+ * record including `chain.writer/seq/prev` but without `chain.hash`.
+ *
+ * What the chain cannot see by itself: a writer's tail cut off (the last records simply end).
+ * Mitigation: on a clean close the sink appends a `writer-seal` record carrying the number of
+ * records before it; `verify` reports writers without a seal as a WARNING (a crash, or the live
+ * writer, also ends unsealed) and a seal whose count disagrees as an error. Sinks also log the
+ * chain head (writer, seq, hash: no PHI) periodically and on close, so an operator holds an
+ * external anchor that a tail truncation or a wholesale re-hash of the file would contradict.
+ * sha256 is unkeyed: someone able to rewrite the whole store can recompute every hash; the
+ * anchors in the (separately shipped) logs are what catch that.
+ */
+import { createHash } from 'node:crypto';
+import { canonicalJson, toPlainJson } from './canonical.js';
+import type { AuditRecord, ChainedRecord } from './record.js';
+
+export const GENESIS = '0'.repeat(64);
+
+/** A writer's chain head: the state needed to append the next record. Immutable. */
+export interface ChainHead {
+  readonly writer: string;
+  /** seq of the last record appended (0 = none yet). */
+  readonly seq: number;
+  /** hash of the last record appended (GENESIS = none yet). */
+  readonly hash: string;
+}
+
+export function genesisHead(writer: string): ChainHead {
+  if (!writer || /\s/.test(writer)) throw new Error('writer id must be a non-empty string without whitespace');
+  return { writer, seq: 0, hash: GENESIS };
+}
+
+/** sha256 hex over the canonical JSON of the record with `chain.hash` left out. */
+export function recordHash(record: AuditRecord & { readonly chain: { writer: string; seq: number; prev: string } }): string {
+  const { chain, ...rest } = record;
+  const body = { ...rest, chain: { writer: chain.writer, seq: chain.seq, prev: chain.prev } };
+  return createHash('sha256').update(canonicalJson(body)).digest('hex');
+}
+
+/**
+ * Chains `records` after `head`. Returns the chained copies (plain JSON, frozen at top level) and the
+ * head after them. Nothing is committed: the caller keeps `next` only once the batch is durable,
+ * so a failed write never consumes sequence numbers.
+ */
+export function chainRecords(head: ChainHead, records: readonly AuditRecord[]): { chained: ChainedRecord[]; next: ChainHead } {
+  const chained: ChainedRecord[] = [];
+  let seq = head.seq;
+  let prev = head.hash;
+  for (const r of records) {
+    // Our own plain copy; any `chain` field on the input is replaced, never trusted.
+    const { chain: _ignored, ...plain } = toPlainJson(r) as AuditRecord & { chain?: unknown };
+    seq += 1;
+    const unsealed = { ...plain, chain: { writer: head.writer, seq, prev } };
+    const hash = recordHash(unsealed);
+    chained.push(Object.freeze({ ...plain, chain: Object.freeze({ writer: head.writer, seq, prev, hash }) }) as ChainedRecord);
+    prev = hash;
+  }
+  return { chained, next: { writer: head.writer, seq, hash: prev } };
+}
+
+/** True when the stored hash matches the record's content. */
+export function hashMatches(record: ChainedRecord): boolean {
+  return recordHash(record) === record.chain.hash;
+}
+
+/**
+ * The record a writer appends on clean close. `records` = how many records precede it in this
+ * writer's chain (= head.seq), so verify can tell a sealed, complete chain from a cut one.
+ */
+export function sealRecord(head: ChainHead, id: string, time: string): AuditRecord {
+  return {
+    id,
+    time,
+    kind: 'writer-seal',
+    actor: { roles: [] },
+    purpose: undefined,
+    client: { address: '' },
+    request: { method: '', path: '', interaction: undefined, resourceType: undefined },
+    decision: 'allow',
+    rule: 'writer-seal',
+    disclosed: { resources: [], patients: [], elementsRemoved: 0, resourcesWithheld: 0 },
+    status: 0,
+    upstreamStatus: undefined,
+    durations: { totalMs: 0 },
+    policyVersion: '',
+    details: { sealed: true, records: head.seq, lastHash: head.hash },
+  };
+}
+
+/** Records the sink itself writes to maintain the chain (excluded from filtered exports). */
+export function isChainRecord(record: AuditRecord): boolean {
+  return record.kind === 'writer-seal';
+}

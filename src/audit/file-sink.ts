@@ -1,0 +1,371 @@
+/**
+ * The file audit sink: append-only NDJSON files `audit-YYYY-MM-DD-NNN.ndjson` in one directory,
+ * one ChainedRecord per line, group-committed: writes arriving while an fsync is in flight are
+ * batched into the next write+fdatasync, and every write() resolves only after the fdatasync that
+ * covers its line. One batch is in flight at a time, so lines land in chain order.
+ *
+ * Start-up recovery: a torn final line of the last file (no trailing newline: it was never
+ * acknowledged) is truncated away; this process then starts a NEW writer chain (the previous
+ * process's chain is complete as written). Rotation by size (`rotateBytes`) or UTC day never
+ * breaks a chain: chains are per writer and span files; readers go through files in name order.
+ *
+ * Failures: a failed write or fdatasync rejects every write of the batch (-> 503) and the chain
+ * head is not advanced. The file is truncated back to its size before the batch so no partial
+ * line stays behind; if even that fails the sink is poisoned (all later writes reject, ready() is
+ * false) until the process restarts: after a failed fsync the kernel's view of the file can no
+ * longer be trusted, and failing closed is the only safe answer.
+ */
+import { randomUUID } from 'node:crypto';
+import { constants } from 'node:fs';
+import { access, mkdir, open, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { type ChainHead, chainRecords, genesisHead, sealRecord } from './chain.js';
+import { auditFileName, listAuditFiles, utcDay } from './files.js';
+import type { AuditRecord, AuditSink } from './record.js';
+
+/** The few file operations the sink needs; injectable so tests can simulate disk errors. */
+export interface AppendHandle {
+  /** Appends the whole buffer (loops over partial writes). */
+  append(buf: Buffer): Promise<void>;
+  datasync(): Promise<void>;
+  truncate(len: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface FileIo {
+  /** Opens (creating if needed, mode 0600) for O_APPEND writes. */
+  openAppend(path: string): Promise<AppendHandle>;
+  /** Makes a newly created directory entry durable. */
+  syncDir(dir: string): Promise<void>;
+}
+
+export const nodeFileIo: FileIo = {
+  async openAppend(path) {
+    const fh = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600);
+    return {
+      async append(buf) {
+        let off = 0;
+        while (off < buf.length) {
+          const { bytesWritten } = await fh.write(buf, off, buf.length - off);
+          off += bytesWritten;
+        }
+      },
+      datasync: () => fh.datasync(),
+      truncate: (len) => fh.truncate(len),
+      close: () => fh.close(),
+    };
+  },
+  async syncDir(dir) {
+    const fh = await open(dir, constants.O_RDONLY);
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  },
+};
+
+export interface FileSinkOptions {
+  readonly dir: string;
+  readonly rotateBytes: number;
+  /** Extra wait before starting a flush from idle, to batch more writes (0 = next tick). */
+  readonly groupCommitMs: number;
+  readonly writerId: string;
+  readonly logger?: Logger | undefined;
+  readonly now?: () => Date;
+  readonly io?: FileIo;
+  /** Log the chain head every N records (an external anchor). Default 10000. */
+  readonly checkpointEvery?: number;
+  /** Max records per batch; the rest wait for the next one. Default 10000. */
+  readonly maxBatch?: number;
+}
+
+interface Pending {
+  readonly record: AuditRecord;
+  readonly resolve: () => void;
+  readonly reject: (e: Error) => void;
+}
+
+interface CurrentFile {
+  day: string;
+  n: number;
+  size: number;
+  handle: AppendHandle | undefined;
+}
+
+/** Drops a torn final line (no trailing newline) from `path`; returns the bytes dropped. */
+export async function dropTornTail(path: string): Promise<number> {
+  const fh = await open(path, 'r+');
+  try {
+    const { size } = await fh.stat();
+    if (size === 0) return 0;
+    const chunk = Buffer.alloc(64 * 1024);
+    let end = size;
+    let keep = 0;
+    let lastByteChecked = false;
+    while (end > 0) {
+      const start = Math.max(0, end - chunk.length);
+      const len = end - start;
+      await fh.read(chunk, 0, len, start);
+      if (!lastByteChecked) {
+        if (chunk[len - 1] === 0x0a) return 0;
+        lastByteChecked = true;
+      }
+      const i = chunk.subarray(0, len).lastIndexOf(0x0a);
+      if (i !== -1) {
+        keep = start + i + 1;
+        break;
+      }
+      end = start;
+    }
+    await fh.truncate(keep);
+    await fh.sync();
+    return size - keep;
+  } finally {
+    await fh.close();
+  }
+}
+
+const FAILED_NOT_READY_MS = 10_000;
+
+export class FileAuditSink implements AuditSink {
+  readonly writerId: string;
+  private readonly dir: string;
+  private readonly rotateBytes: number;
+  private readonly groupCommitMs: number;
+  private readonly logger: Logger | undefined;
+  private readonly now: () => Date;
+  private readonly io: FileIo;
+  private readonly checkpointEvery: number;
+  private readonly maxBatch: number;
+  private head: ChainHead;
+  private current: CurrentFile | undefined;
+  private pending: Pending[] = [];
+  private flushing = false;
+  private scheduled = false;
+  private closed = false;
+  private poisoned: Error | undefined;
+  private idleWaiters: Array<() => void> = [];
+  private lastCheckpoint = 0;
+  /** When the last batch failed (0 = the last batch succeeded); readiness reflects it for a while. */
+  private failedAt = 0;
+
+  private constructor(opts: FileSinkOptions) {
+    this.dir = opts.dir;
+    this.rotateBytes = opts.rotateBytes;
+    this.groupCommitMs = opts.groupCommitMs;
+    this.writerId = opts.writerId;
+    this.logger = opts.logger;
+    this.now = opts.now ?? (() => new Date());
+    this.io = opts.io ?? nodeFileIo;
+    this.checkpointEvery = opts.checkpointEvery ?? 10_000;
+    this.maxBatch = opts.maxBatch ?? 10_000;
+    this.head = genesisHead(opts.writerId);
+  }
+
+  /** Creates the directory if needed, repairs a torn tail, and returns a sink for a new writer. */
+  static async open(opts: FileSinkOptions): Promise<FileAuditSink> {
+    if (!(opts.rotateBytes > 0)) throw new Error('audit rotateBytes must be positive');
+    const sink = new FileAuditSink(opts);
+    await mkdir(opts.dir, { recursive: true, mode: 0o700 });
+    const files = await listAuditFiles(opts.dir);
+    const last = files[files.length - 1];
+    if (last) {
+      const path = join(opts.dir, last.name);
+      const dropped = await dropTornTail(path);
+      if (dropped > 0) sink.logger?.warn({ audit: { file: last.name, droppedBytes: dropped } }, 'audit file ended with a torn line; truncated it (never acknowledged)');
+      const { size } = await stat(path);
+      sink.current = { day: last.day, n: last.n, size, handle: undefined };
+    }
+    return sink;
+  }
+
+  /** The chain head as committed (for tests and checkpoints). */
+  get chainHead(): ChainHead {
+    return this.head;
+  }
+
+  write(record: AuditRecord): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('audit sink is closed'));
+    if (this.poisoned) return Promise.reject(new Error('audit sink failed earlier; restart required', { cause: this.poisoned }));
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ record, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  async ready(): Promise<boolean> {
+    if (this.closed || this.poisoned) return false;
+    // A recent failed batch (disk full, EIO) means not ready; after a quiet period /readyz lets
+    // traffic back in so a healed disk is retried without a restart.
+    if (this.failedAt > 0 && Date.now() - this.failedAt < FAILED_NOT_READY_MS) return false;
+    try {
+      await access(this.dir, constants.W_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.idle();
+    if (!this.poisoned && this.head.seq > 0) {
+      const seal = sealRecord(this.head, randomUUID(), this.now().toISOString());
+      await new Promise<void>((resolve, reject) => {
+        this.pending.push({ record: seal, resolve, reject });
+        this.schedule();
+      }).catch((e: unknown) => this.logger?.error({ err: errInfo(e) }, 'audit seal could not be written'));
+      await this.idle();
+    }
+    this.logCheckpoint('audit chain closed');
+    const h = this.current?.handle;
+    if (this.current) this.current.handle = undefined;
+    await h?.close();
+  }
+
+  private idle(): Promise<void> {
+    if (!this.flushing && !this.scheduled && this.pending.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private schedule(): void {
+    if (this.flushing || this.scheduled) return;
+    this.scheduled = true;
+    const run = (): void => {
+      this.scheduled = false;
+      void this.flush();
+    };
+    if (this.groupCommitMs > 0) setTimeout(run, this.groupCommitMs);
+    else setImmediate(run);
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    const batch = this.pending.splice(0, this.maxBatch);
+    try {
+      await this.commit(batch);
+    } catch (e) {
+      // commit() settles every promise itself; this is a last guard against a bug leaving them hanging.
+      for (const p of batch) p.reject(asError(e));
+    } finally {
+      this.flushing = false;
+      if (this.pending.length > 0) this.schedule();
+      else {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const w of waiters) w();
+      }
+    }
+  }
+
+  private async commit(batch: Pending[]): Promise<void> {
+    if (this.poisoned) {
+      for (const p of batch) p.reject(new Error('audit sink failed earlier; restart required', { cause: this.poisoned }));
+      return;
+    }
+    // Chain one by one so a record that cannot be serialized fails alone without consuming a seq.
+    let next = this.head;
+    const ok: Pending[] = [];
+    const lines: string[] = [];
+    for (const p of batch) {
+      try {
+        const r = chainRecords(next, [p.record]);
+        lines.push(JSON.stringify(r.chained[0]) + '\n');
+        next = r.next;
+        ok.push(p);
+      } catch (e) {
+        p.reject(new Error('audit record is not serializable', { cause: e }));
+      }
+    }
+    if (ok.length === 0) return;
+    const buf = Buffer.from(lines.join(''), 'utf8');
+    let file: CurrentFile;
+    try {
+      file = await this.fileFor(buf.length);
+    } catch (e) {
+      this.failedAt = Date.now();
+      for (const p of ok) p.reject(asError(e));
+      return;
+    }
+    const before = file.size;
+    try {
+      await file.handle!.append(buf);
+      await file.handle!.datasync();
+    } catch (e) {
+      const err = asError(e);
+      this.logger?.error({ err: errInfo(err), audit: { writer: this.writerId } }, 'audit write failed; rejecting the batch');
+      await this.rollbackFile(file, before, err);
+      this.failedAt = Date.now();
+      for (const p of ok) p.reject(err);
+      return;
+    }
+    file.size += buf.length;
+    this.head = next;
+    this.failedAt = 0;
+    for (const p of ok) p.resolve();
+    if (this.head.seq - this.lastCheckpoint >= this.checkpointEvery) this.logCheckpoint('audit chain head');
+  }
+
+  private async rollbackFile(file: CurrentFile, size: number, cause: Error): Promise<void> {
+    try {
+      await file.handle!.truncate(size);
+      await file.handle!.datasync();
+    } catch (e) {
+      this.poisoned = cause;
+      this.logger?.fatal({ err: errInfo(e), audit: { writer: this.writerId } }, 'audit file could not be rolled back; sink disabled until restart');
+    }
+  }
+
+  /** The file the next batch goes to, rotating by day or size and opening it on first use. */
+  private async fileFor(bytes: number): Promise<CurrentFile> {
+    const today = utcDay(this.now());
+    const cur = this.current;
+    let target: CurrentFile;
+    if (!cur) {
+      target = { day: today, n: 1, size: 0, handle: undefined };
+    } else if (today > cur.day) {
+      // A clock going backwards never reopens an earlier day: file order is chain order.
+      target = { day: today, n: 1, size: 0, handle: undefined };
+    } else if (cur.size > 0 && cur.size + bytes > this.rotateBytes) {
+      target = { day: cur.day, n: cur.n + 1, size: 0, handle: undefined };
+    } else {
+      target = cur;
+    }
+    if (target !== cur && cur?.handle) {
+      const h = cur.handle;
+      cur.handle = undefined;
+      await h.close();
+    }
+    if (!target.handle) {
+      const name = auditFileName(target.day, target.n);
+      const path = join(this.dir, name);
+      target.handle = await this.io.openAppend(path);
+      if (target !== cur) {
+        // A file for this (day, n) may already exist (a restart on the same day after rotation).
+        target.size = (await stat(path)).size;
+        await this.io.syncDir(this.dir);
+      }
+    }
+    this.current = target;
+    return target;
+  }
+
+  private logCheckpoint(msg: string): void {
+    this.lastCheckpoint = this.head.seq;
+    if (this.head.seq > 0) this.logger?.info({ audit: { writer: this.head.writer, seq: this.head.seq, hash: this.head.hash } }, msg);
+  }
+}
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+/** Error fields safe to log: code and message of a system error, never a record. */
+export function errInfo(e: unknown): { code?: string; message: string } {
+  const err = asError(e);
+  const code = (err as NodeJS.ErrnoException).code;
+  return code ? { code, message: err.message } : { message: err.message };
+}

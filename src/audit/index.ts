@@ -1,0 +1,112 @@
+/**
+ * The audit trail's entry points: `createAuditSink` (what the request pipeline writes to) and
+ * `openAuditSource` (what verify, export and tests read from).
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { AuditConfig } from '../config/types.js';
+import { FileAuditSink } from './file-sink.js';
+import { DEFAULT_STREAM, type ReadItem, readFileRecords, readRedisRecords } from './read.js';
+import type { AuditSink } from './record.js';
+import { RedisAuditSink, type RedisSinkOptions } from './redis-sink.js';
+
+export type { ReadItem } from './read.js';
+export type { AuditRecord, AuditSink, ChainedRecord } from './record.js';
+
+/**
+ * A fresh writer id: hostname and pid for humans, 64 random bits so two processes (or a restart
+ * reusing a pid) never share a chain. Only `[A-Za-z0-9._-]`.
+ */
+export function newWriterId(): string {
+  const host = hostname().replace(/[^A-Za-z0-9.-]/g, '_').slice(0, 40) || 'host';
+  return `${host}-${process.pid}-${randomBytes(8).toString('hex')}`;
+}
+
+export interface CreateSinkOptions {
+  readonly writerId?: string;
+  readonly logger?: Logger;
+  /** Redis-only tuning (WAIT, Sentinel/TLS options, timeouts). */
+  readonly redis?: Partial<Omit<RedisSinkOptions, 'url' | 'stream' | 'writerId' | 'logger'>>;
+}
+
+export async function createAuditSink(cfg: AuditConfig, opts: CreateSinkOptions = {}): Promise<AuditSink & { readonly writerId: string }> {
+  const writerId = opts.writerId ?? newWriterId();
+  if (cfg.sink === 'file') {
+    return FileAuditSink.open({
+      dir: cfg.path,
+      rotateBytes: cfg.rotateBytes,
+      groupCommitMs: cfg.groupCommitMs,
+      writerId,
+      logger: opts.logger,
+    });
+  }
+  if (cfg.sink === 'redis') {
+    return RedisAuditSink.open({
+      newWriterId,
+      ...opts.redis,
+      url: cfg.url,
+      stream: cfg.stream || DEFAULT_STREAM,
+      writerId,
+      logger: opts.logger,
+    });
+  }
+  throw new Error('unknown audit sink');
+}
+
+/** A readable audit store: records in stored order, and a close for its connection. */
+export interface AuditSource extends AsyncIterable<ReadItem> {
+  /** e.g. `file:/var/lib/phi-gateway/audit` or `redis://host:6379 stream phi-gateway:audit` (no password). */
+  readonly description: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a source from `file:DIR`, a bare directory path, `redis://...` / `rediss://...` (stream from
+ * `?stream=NAME`, default `phi-gateway:audit`), or an AuditConfig.
+ */
+export function openAuditSource(source: string | AuditConfig): AuditSource {
+  let spec: { kind: 'file'; dir: string } | { kind: 'redis'; url: string; stream: string };
+  if (typeof source !== 'string') {
+    spec = source.sink === 'file' ? { kind: 'file', dir: source.path } : { kind: 'redis', url: source.url, stream: source.stream || DEFAULT_STREAM };
+  } else if (/^rediss?:\/\//i.test(source)) {
+    const u = new URL(source);
+    const stream = u.searchParams.get('stream') || DEFAULT_STREAM;
+    u.searchParams.delete('stream');
+    spec = { kind: 'redis', url: u.toString(), stream };
+  } else {
+    spec = { kind: 'file', dir: source.startsWith('file:') ? source.slice(5) : source };
+  }
+  if (spec.kind === 'file') {
+    const dir = spec.dir;
+    return {
+      description: `file:${dir}`,
+      [Symbol.asyncIterator]: () => readFileRecords(dir),
+      close: async () => {},
+    };
+  }
+  const { url, stream } = spec;
+  const u = new URL(url);
+  let client: Redis | undefined;
+  return {
+    description: `${u.protocol}//${u.host}${u.pathname} stream ${stream}`,
+    [Symbol.asyncIterator]: () => {
+      if (!client) {
+        client = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 1 });
+        // Failures surface as rejected XRANGE calls; the event would only duplicate them.
+        client.on('error', () => {});
+      }
+      return readRedisRecords(client, stream);
+    },
+    close: async () => {
+      if (client) {
+        try {
+          await client.quit();
+        } catch {
+          client.disconnect();
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,87 @@
+/**
+ * Streaming readers over stored audit records, in stored order, in constant memory. They never
+ * throw on a bad line: an unparsable line is yielded as `{ corrupt }` so verify can name it and
+ * export can skip it.
+ */
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
+import type { Redis } from 'ioredis';
+import { listAuditFiles } from './files.js';
+import type { ChainedRecord } from './record.js';
+
+export type ReadItem =
+  | { readonly position: string; readonly record: ChainedRecord }
+  /** `torn`: the last line of the last file has no newline (an unacknowledged write cut by a crash). */
+  | { readonly position: string; readonly corrupt: string; readonly torn?: boolean };
+
+export const DEFAULT_STREAM = 'phi-gateway:audit';
+
+function parseLine(line: string, position: string): ReadItem {
+  try {
+    const v: unknown = JSON.parse(line);
+    if (v && typeof v === 'object' && !Array.isArray(v)) return { position, record: v as ChainedRecord };
+    return { position, corrupt: 'not a JSON object' };
+  } catch {
+    // Never echo the line: it may hold identifiers; the position is enough to find it.
+    return { position, corrupt: 'unparsable JSON' };
+  }
+}
+
+/** Lines of one file, with a flag on a final line that lacks its newline. */
+async function* fileLines(path: string): AsyncGenerator<{ line: string; n: number; torn: boolean }> {
+  const decoder = new StringDecoder('utf8');
+  let rest = '';
+  let n = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 256 * 1024 })) {
+    const text = rest + decoder.write(chunk as Buffer);
+    let start = 0;
+    for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', start)) {
+      n++;
+      yield { line: text.slice(start, i), n, torn: false };
+      start = i + 1;
+    }
+    rest = text.slice(start);
+  }
+  rest += decoder.end();
+  if (rest.length > 0) yield { line: rest, n: n + 1, torn: true };
+}
+
+/** Every record of a file sink directory, files in chain order, positions `file:line`. */
+export async function* readFileRecords(dir: string): AsyncGenerator<ReadItem> {
+  const files = await listAuditFiles(dir);
+  for (let f = 0; f < files.length; f++) {
+    const isLast = f === files.length - 1;
+    for await (const { line, n, torn } of fileLines(join(dir, files[f].name))) {
+      const position = `${files[f].name}:${n}`;
+      if (line.length === 0) {
+        yield { position, corrupt: 'empty line' };
+        continue;
+      }
+      const item = parseLine(line, position);
+      if (torn) {
+        // A complete JSON object without its newline is still a torn write: it was never fsynced
+        // as a line, so it was never acknowledged. Only the last file can legitimately end so.
+        yield { position, corrupt: 'line without trailing newline', torn: isLast };
+      } else {
+        yield item;
+      }
+    }
+  }
+}
+
+/** Every record of a Redis stream, paged with XRANGE, positions `stream@id`. */
+export async function* readRedisRecords(client: Redis, stream: string = DEFAULT_STREAM, pageSize = 1000): AsyncGenerator<ReadItem> {
+  let start = '-';
+  for (;;) {
+    const page = (await client.xrange(stream, start, '+', 'COUNT', pageSize)) as Array<[string, string[]]>;
+    for (const [id, fields] of page) {
+      const position = `${stream}@${id}`;
+      let value: string | undefined;
+      for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'r') value = fields[i + 1];
+      yield value === undefined ? { position, corrupt: 'entry without field r' } : parseLine(value, position);
+    }
+    if (page.length < pageSize) return;
+    start = '(' + page[page.length - 1][0];
+  }
+}

@@ -1,0 +1,275 @@
+/**
+ * The Redis audit sink: XADD to one stream (field `r` = the ChainedRecord as JSON), never XTRIM,
+ * never XDEL. Several gateway replicas share the stream; each is its own writer chain.
+ *
+ * Writes are group-committed like the file sink: one batch in flight, everything that arrives
+ * meanwhile goes into the next, sent as one MULTI/EXEC (pipelined, and atomic: a batch lands
+ * entirely or not at all). Chain fields are assigned in-process and the head advances only when
+ * the batch is known to be stored, so a failure never leaves a hole:
+ *   - not connected (no offline queue) or EXECABORT: nothing was applied; the head stays, the next
+ *     batch reuses those seqs;
+ *   - anything else after sending (timeout, connection lost mid-reply): the batch may or may not
+ *     have been applied (a timed-out command can still run later). Reusing its seqs could then
+ *     duplicate them, so the writer is RETIRED and a fresh writer id starts at genesis. The retired
+ *     chain is intact either way (with or without the atomic batch); verify shows it as unsealed.
+ * Every write of a failed batch rejects (-> 503).
+ *
+ * Durability is Redis's: run it with `appendonly yes` and `appendfsync always` (the gateway
+ * cannot check this from a replica-safe client), and for HA replicas + `waitReplicas`, which
+ * issues `WAIT n timeout` after each batch and rejects the batch's writes when fewer replicas
+ * acknowledged (the records stay in the chain: they are on the primary). Sentinel or Cluster:
+ * pass ioredis options through `redisOptions`.
+ */
+import { randomUUID } from 'node:crypto';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import { type ChainHead, chainRecords, genesisHead, sealRecord } from './chain.js';
+import { errInfo } from './file-sink.js';
+import { DEFAULT_STREAM } from './read.js';
+import type { AuditRecord, AuditSink } from './record.js';
+
+export interface RedisSinkOptions {
+  readonly url: string;
+  readonly stream?: string;
+  readonly writerId: string;
+  /** Makes the id of a replacement writer after an ambiguous failure. */
+  readonly newWriterId: () => string;
+  readonly logger?: Logger | undefined;
+  /** Per-command timeout; an outage must turn into a prompt 503. Default 2000 ms. */
+  readonly commandTimeoutMs?: number;
+  /** When > 0, `WAIT waitReplicas waitTimeoutMs` after each batch. */
+  readonly waitReplicas?: number;
+  readonly waitTimeoutMs?: number;
+  /** Extra ioredis options (Sentinel, TLS, ...); the fail-fast options above always win. */
+  readonly redisOptions?: RedisOptions;
+  /** Wait this long for the first connection before returning the sink. Default 2000 ms. */
+  readonly connectTimeoutMs?: number;
+  readonly maxBatch?: number;
+  readonly checkpointEvery?: number;
+  readonly now?: () => Date;
+}
+
+interface Pending {
+  readonly record: AuditRecord;
+  readonly resolve: () => void;
+  readonly reject: (e: Error) => void;
+}
+
+export class RedisAuditSink implements AuditSink {
+  readonly client: Redis;
+  readonly stream: string;
+  private head: ChainHead;
+  private readonly opts: RedisSinkOptions;
+  private readonly logger: Logger | undefined;
+  private readonly maxBatch: number;
+  private readonly checkpointEvery: number;
+  private readonly now: () => Date;
+  private pending: Pending[] = [];
+  private flushing = false;
+  private scheduled = false;
+  private closed = false;
+  private idleWaiters: Array<() => void> = [];
+  private lastCheckpoint = 0;
+  private lastErrorLog = 0;
+
+  private constructor(opts: RedisSinkOptions) {
+    this.opts = opts;
+    this.logger = opts.logger;
+    this.stream = opts.stream ?? DEFAULT_STREAM;
+    this.maxBatch = opts.maxBatch ?? 5000;
+    this.checkpointEvery = opts.checkpointEvery ?? 10_000;
+    this.now = opts.now ?? (() => new Date());
+    this.head = genesisHead(opts.writerId);
+    this.client = new Redis(opts.url, {
+      ...opts.redisOptions,
+      // Fail fast while Redis is away (commands reject at once instead of queueing), reconnect forever.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: opts.commandTimeoutMs ?? 2000,
+      retryStrategy: (times: number) => Math.min(50 * times, 1000),
+      lazyConnect: false,
+    });
+    this.client.on('error', (e: unknown) => {
+      // ioredis re-emits every reconnect failure; one line per 10 s is enough. No URL (password).
+      const t = Date.now();
+      if (t - this.lastErrorLog > 10_000) {
+        this.lastErrorLog = t;
+        this.logger?.warn({ err: errInfo(e) }, 'audit redis connection error');
+      }
+    });
+  }
+
+  static async open(opts: RedisSinkOptions): Promise<RedisAuditSink> {
+    const sink = new RedisAuditSink(opts);
+    const timeout = opts.connectTimeoutMs ?? 2000;
+    if (sink.client.status !== 'ready') {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, timeout);
+        function done(): void {
+          clearTimeout(t);
+          sink.client.off('ready', done);
+          resolve();
+        }
+        sink.client.once('ready', done);
+      });
+    }
+    // Not ready yet is not fatal: writes reject (503) and /readyz says so until Redis is back.
+    if (sink.client.status !== 'ready') sink.logger?.warn('audit redis not reachable at start; writes fail closed until it is');
+    return sink;
+  }
+
+  get writerId(): string {
+    return this.head.writer;
+  }
+
+  get chainHead(): ChainHead {
+    return this.head;
+  }
+
+  write(record: AuditRecord): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('audit sink is closed'));
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ record, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  async ready(): Promise<boolean> {
+    if (this.closed || this.client.status !== 'ready') return false;
+    try {
+      return (await this.client.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.idle();
+    if (this.head.seq > 0 && this.client.status === 'ready') {
+      const seal = sealRecord(this.head, randomUUID(), this.now().toISOString());
+      await new Promise<void>((resolve, reject) => {
+        this.pending.push({ record: seal, resolve, reject });
+        this.schedule();
+      }).catch((e: unknown) => this.logger?.error({ err: errInfo(e) }, 'audit seal could not be written'));
+      await this.idle();
+    }
+    this.logCheckpoint('audit chain closed');
+    try {
+      await this.client.quit();
+    } catch {
+      this.client.disconnect();
+    }
+  }
+
+  private idle(): Promise<void> {
+    if (!this.flushing && !this.scheduled && this.pending.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private schedule(): void {
+    if (this.flushing || this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    const batch = this.pending.splice(0, this.maxBatch);
+    try {
+      await this.commit(batch);
+    } catch (e) {
+      for (const p of batch) p.reject(e instanceof Error ? e : new Error(String(e)));
+    } finally {
+      this.flushing = false;
+      if (this.pending.length > 0) this.schedule();
+      else {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const w of waiters) w();
+      }
+    }
+  }
+
+  private async commit(batch: Pending[]): Promise<void> {
+    if (this.client.status !== 'ready') {
+      // Nothing sent: the head stays where it is, no seq consumed.
+      const err = new Error('audit redis is not connected');
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    let next = this.head;
+    const ok: Pending[] = [];
+    const lines: string[] = [];
+    for (const p of batch) {
+      try {
+        const r = chainRecords(next, [p.record]);
+        lines.push(JSON.stringify(r.chained[0]));
+        next = r.next;
+        ok.push(p);
+      } catch (e) {
+        p.reject(new Error('audit record is not serializable', { cause: e }));
+      }
+    }
+    if (ok.length === 0) return;
+    const multi = this.client.multi();
+    for (const line of lines) multi.xadd(this.stream, '*', 'r', line);
+    let failure: Error | undefined;
+    let applied: 'yes' | 'no' | 'unknown' = 'unknown';
+    try {
+      const results = await multi.exec();
+      if (results === null) {
+        applied = 'no';
+        failure = new Error('audit redis transaction aborted');
+      } else {
+        const bad = results.find(([err]) => err);
+        if (bad) failure = bad[0] as Error;
+        else applied = 'yes';
+      }
+    } catch (e) {
+      failure = e instanceof Error ? e : new Error(String(e));
+      // EXECABORT: Redis discarded the whole transaction. Not connected: never sent.
+      if (/EXECABORT|isn't writeable|enableOfflineQueue/i.test(failure.message)) applied = 'no';
+    }
+    if (applied === 'yes') {
+      this.head = next;
+      if ((this.opts.waitReplicas ?? 0) > 0) {
+        try {
+          const acked = await this.client.wait(this.opts.waitReplicas!, this.opts.waitTimeoutMs ?? 1000);
+          if (acked < this.opts.waitReplicas!) failure = new Error(`audit redis: ${acked} of ${this.opts.waitReplicas} replicas acknowledged`);
+        } catch (e) {
+          failure = e instanceof Error ? e : new Error(String(e));
+        }
+      }
+    } else if (applied === 'unknown') {
+      this.retire();
+    }
+    if (failure) {
+      this.logger?.error({ err: errInfo(failure), audit: { writer: this.head.writer, applied } }, 'audit redis write failed; rejecting the batch');
+      for (const p of ok) p.reject(failure);
+      return;
+    }
+    for (const p of ok) p.resolve();
+    if (this.head.seq - this.lastCheckpoint >= this.checkpointEvery) this.logCheckpoint('audit chain head');
+  }
+
+  /** After an ambiguous failure: leave the old chain as it is and continue under a new writer id. */
+  private retire(): void {
+    const old = this.head;
+    this.head = genesisHead(this.opts.newWriterId());
+    this.lastCheckpoint = 0;
+    this.logger?.warn(
+      { audit: { retiredWriter: old.writer, lastConfirmedSeq: old.seq, lastConfirmedHash: old.hash, writer: this.head.writer } },
+      'audit redis batch outcome unknown; retired the writer chain and started a new one',
+    );
+  }
+
+  private logCheckpoint(msg: string): void {
+    this.lastCheckpoint = this.head.seq;
+    if (this.head.seq > 0) this.logger?.info({ audit: { writer: this.head.writer, seq: this.head.seq, hash: this.head.hash } }, msg);
+  }
+}
