@@ -1,0 +1,336 @@
+/**
+ * classify(): THE place where the gateway decides what a request is. Pure and synchronous. It
+ * returns a ClassifiedRequest (src/policy/request.ts) or throws a GatewayError with one of
+ * `method-not-allowed`, `request-unclassified`, `request-body-invalid`, `unsupported-media-type`,
+ * `request-too-large`; never anything else for any input. What is forwarded upstream is rebuilt
+ * from its output (upstreamMethod(), upstreamPath, upstreamQuery, body), never from the raw URL,
+ * so the upstream sees exactly what the decision layer judged. Fixed check order: method ->
+ * override headers -> If-None-Exist -> URL (path shape, then query) -> body.
+ *
+ * Contracts and choices (README design notes repeat them):
+ * - `POST Type/_search` and `POST /_search` merge the form body into the URL parameters (URL
+ *   first) and are recorded with method POST, interaction search-type / search-system, no body.
+ *   They are forwarded as `GET /Type?<merged>` (see upstreamMethod()), so the upstream cannot see
+ *   a parameter that was not decided (BYPASSES 7). HEAD is classified like GET and forwarded as
+ *   GET: the gateway needs the filtered body to answer the headers truthfully.
+ * - A POST operation with a form body is handled the same way: its parameters join `params` and
+ *   `upstreamQuery`, and `body` is undefined. A JSON operation body must be a Parameters resource
+ *   (kept in `body`; its parameters are not copied into `params`).
+ * - Conditional create (`If-None-Exist`, in a header or a Bundle entry) is refused: whether the
+ *   server answers 200 or 201 tells the caller if a matching resource exists, an existence oracle
+ *   on criteria the caller may not be allowed to search (BYPASSES 3). Conditional update, patch
+ *   and delete (`PUT Type?criteria`) are classified without an id, so the decision layer can deny
+ *   them; without criteria they are refused (a criteria-less conditional delete could match all).
+ * - Method overrides (the X-HTTP-Method-Override family, or a `_method` parameter) are refused,
+ *   never honoured or ignored. `_format` and `_pretty` are dropped; every other parameter is kept.
+ * - Only the Patient compartment is classified (`Patient/id/Type`, GET/HEAD).
+ * - Batch/transaction entries are classified with the same rules (urls relative to the base; an
+ *   absolute url is refused since the gateway cannot tell a foreign base from its own). The
+ *   returned `body` is a rebuilt Bundle whose every `entry.request` carries the canonical method
+ *   and url, so the upstream executes what was classified. Bundles nest at most MAX_BUNDLE_DEPTH.
+ */
+import { GatewayError } from '../errors.js';
+import type { ClassifiedRequest, HttpMethod, Interaction } from './request.js';
+import { parseStrictJson } from './classify/json.js';
+import { type BodyMedia, bodyMedia } from './classify/media.js';
+import { ID, resolveTarget, type Target } from './classify/target.js';
+import { dropFormatting, encodeParams, type Param, parseForm, pathSegments, splitTarget } from './classify/url.js';
+
+export interface RawRequest {
+  /** As received (any case). */
+  readonly method: string;
+  /** Path + query as received, relative to the FHIR base (`/fhir` removed), e.g. `/Patient/123?_format=xml`. */
+  readonly url: string;
+  /** Lower-case names, as node gives them. */
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** Raw request body bytes (undefined for none). */
+  readonly body: Buffer | undefined;
+}
+
+export interface ClassifyOptions {
+  /** Exact R4 spelling, case-sensitive. */
+  isResourceType(name: string): boolean;
+  maxBodyBytes: number;
+}
+
+/** A Bundle inside a Bundle inside a Bundle is the deepest nesting classified. */
+export const MAX_BUNDLE_DEPTH = 3;
+/** JSON nesting limit for request bodies: far beyond real resources, far below stack trouble. */
+export const MAX_JSON_DEPTH = 100;
+
+/** Headers that some servers and frameworks honour to change the method. */
+export const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const;
+
+const METHODS: ReadonlySet<string> = new Set<HttpMethod>(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
+const JSON_PATCH_OPS: ReadonlySet<string> = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
+
+function unclassified(detail: string): GatewayError {
+  return new GatewayError('request-unclassified', detail);
+}
+function bodyInvalid(detail: string): GatewayError {
+  return new GatewayError('request-body-invalid', detail);
+}
+
+type JsonObject = Record<string, unknown>;
+function isObject(v: unknown): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * The method the upstream is called with: searches submitted by POST go as GET (their parameters
+ * are all in upstreamQuery), HEAD goes as GET; everything else as classified.
+ */
+export function upstreamMethod(req: ClassifiedRequest): Exclude<HttpMethod, 'HEAD'> {
+  if (req.method === 'HEAD') return 'GET';
+  if (req.method === 'POST' && (req.interaction === 'search-type' || req.interaction === 'search-system')) return 'GET';
+  return req.method;
+}
+
+/** `upstreamPath` plus `?upstreamQuery` when there is one. */
+export function upstreamUrl(req: ClassifiedRequest): string {
+  return req.upstreamQuery === '' ? req.upstreamPath : `${req.upstreamPath}?${req.upstreamQuery}`;
+}
+
+/** URL params of the request or entry; a conditional update/patch/delete must carry criteria. */
+function urlParams(query: string, t: Target, what: string): Param[] {
+  const params = dropFormatting(parseForm(query, what));
+  if (t.conditional && params.length === 0) throw unclassified('conditional interaction without criteria');
+  return params;
+}
+
+function parseMethod(raw: unknown): HttpMethod {
+  // ASCII letters only: 'poſt'.toUpperCase() is 'POST'.
+  if (typeof raw !== 'string' || !/^[A-Za-z]{1,16}$/.test(raw)) throw new GatewayError('method-not-allowed', 'malformed method');
+  const m = raw.toUpperCase();
+  if (!METHODS.has(m)) throw new GatewayError('method-not-allowed', 'method not supported');
+  return m as HttpMethod;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+function decodeUtf8(bytes: Uint8Array, what: string): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw bodyInvalid(`${what}: not UTF-8`);
+  }
+}
+
+// ---- body checks shared by the request body and Bundle entry resources ----
+
+function checkResource(v: unknown, t: Target): JsonObject {
+  if (!isObject(v)) throw bodyInvalid('body is not a resource');
+  if (v.resourceType !== t.resourceType) throw bodyInvalid('resourceType does not match the path');
+  if (t.id !== undefined) {
+    if (v.id !== t.id) throw bodyInvalid('id does not match the path');
+  } else if (v.id !== undefined && (typeof v.id !== 'string' || !ID.test(v.id))) {
+    throw bodyInvalid('invalid id');
+  }
+  return v;
+}
+
+function checkParameters(v: unknown): JsonObject {
+  if (!isObject(v) || v.resourceType !== 'Parameters') throw bodyInvalid('body is not a Parameters resource');
+  if (v.parameter !== undefined && !Array.isArray(v.parameter)) throw bodyInvalid('Parameters.parameter is not an array');
+  return v;
+}
+
+function checkJsonPatch(v: unknown): unknown[] {
+  if (!Array.isArray(v)) throw bodyInvalid('JSON Patch is not an array');
+  for (const op of v) {
+    if (!isObject(op) || typeof op.op !== 'string' || !JSON_PATCH_OPS.has(op.op)) throw bodyInvalid('invalid JSON Patch operation');
+    if (typeof op.path !== 'string' || (op.path !== '' && !op.path.startsWith('/'))) throw bodyInvalid('invalid JSON Patch path');
+    if ((op.op === 'move' || op.op === 'copy') && (typeof op.from !== 'string' || (op.from !== '' && !op.from.startsWith('/')))) {
+      throw bodyInvalid('invalid JSON Patch from');
+    }
+    if ((op.op === 'add' || op.op === 'replace' || op.op === 'test') && !Object.hasOwn(op, 'value')) throw bodyInvalid('JSON Patch value missing');
+  }
+  return v;
+}
+
+/** A Bundle entry's PATCH: FHIRPath Patch (Parameters) or a Binary holding a JSON Patch. */
+function checkEntryPatch(v: unknown): JsonObject {
+  if (isObject(v) && v.resourceType === 'Binary') {
+    const ct = v.contentType;
+    if (typeof ct !== 'string' || bodyMedia(ct) !== 'json-patch') throw new GatewayError('unsupported-media-type', 'Binary patch content type');
+    const data = v.data;
+    if (typeof data !== 'string' || data.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(data)) throw bodyInvalid('Binary patch data is not base64');
+    checkJsonPatch(parseStrictJson(decodeUtf8(Buffer.from(data, 'base64'), 'Binary patch'), MAX_JSON_DEPTH));
+    return v;
+  }
+  return checkParameters(v);
+}
+
+// ---- assembly ----
+
+interface Parts {
+  readonly method: HttpMethod;
+  readonly target: Target;
+  readonly params: readonly Param[];
+  readonly body: unknown;
+  readonly interaction?: Interaction;
+  readonly entries?: readonly ClassifiedRequest[];
+}
+
+function assemble(p: Parts): ClassifiedRequest {
+  const t = p.target;
+  const params = Object.freeze(p.params.map((pair) => Object.freeze([pair[0], pair[1]] as const)));
+  return Object.freeze({
+    method: p.method,
+    interaction: p.interaction ?? t.interaction,
+    resourceType: t.resourceType,
+    id: t.id,
+    versionId: t.versionId,
+    operation: t.operation,
+    compartment: t.compartment === undefined ? undefined : Object.freeze({ ...t.compartment }),
+    params,
+    upstreamPath: t.upstreamPath,
+    upstreamQuery: encodeParams(params),
+    body: p.body,
+    entries: p.entries === undefined ? undefined : Object.freeze([...p.entries]),
+  });
+}
+
+// ---- batch / transaction ----
+
+function classifyBundle(v: unknown, level: number, opts: ClassifyOptions): { interaction: Interaction; body: JsonObject; entries: ClassifiedRequest[] } {
+  if (!isObject(v) || v.resourceType !== 'Bundle') throw bodyInvalid('body is not a Bundle');
+  if (v.type !== 'batch' && v.type !== 'transaction') throw bodyInvalid('Bundle type is not batch or transaction');
+  if (v.entry !== undefined && !Array.isArray(v.entry)) throw bodyInvalid('Bundle.entry is not an array');
+  const entries: ClassifiedRequest[] = [];
+  const rebuilt: unknown[] = [];
+  for (const e of (v.entry as unknown[] | undefined) ?? []) {
+    const r = classifyEntry(e, level, opts);
+    entries.push(r.classified);
+    rebuilt.push(r.entry);
+  }
+  // A new Bundle: the parsed input is never modified, and the forwarded urls are the canonical ones.
+  const body: JsonObject = v.entry === undefined ? { ...v } : { ...v, entry: rebuilt };
+  return { interaction: v.type, body, entries };
+}
+
+function entryUrl(c: ClassifiedRequest): string {
+  const path = c.upstreamPath.slice(1);
+  const url = c.upstreamQuery === '' ? path : `${path}?${c.upstreamQuery}`;
+  return url === '' ? '/' : url;
+}
+
+function classifyEntry(e: unknown, level: number, opts: ClassifyOptions): { classified: ClassifiedRequest; entry: JsonObject } {
+  if (!isObject(e)) throw bodyInvalid('Bundle entry is not an object');
+  const req = e.request;
+  if (!isObject(req)) throw unclassified('Bundle entry without request');
+  if (typeof req.method !== 'string') throw unclassified('Bundle entry without method');
+  // Bundle.entry.request.method is a code: exact upper case, no normalization.
+  if (!METHODS.has(req.method)) throw new GatewayError('method-not-allowed', 'Bundle entry method');
+  const method = req.method as HttpMethod;
+  if (req.ifNoneExist !== undefined) throw unclassified('conditional create in Bundle entry');
+  if (typeof req.url !== 'string' || req.url === '') throw unclassified('Bundle entry without url');
+  const { path, query } = splitTarget(req.url, 'optional');
+  const t = resolveTarget(method, pathSegments(path), opts.isResourceType);
+  const params = urlParams(query, t, 'entry query');
+  const resource = e.resource;
+
+  let body: unknown;
+  let interaction: Interaction | undefined;
+  let entries: ClassifiedRequest[] | undefined;
+  switch (t.body) {
+    case 'none':
+    case 'form':
+      // An entry has no form body: a search's parameters are all in its url.
+      if (resource !== undefined) throw unclassified('Bundle entry carries a resource this request does not take');
+      break;
+    case 'resource':
+      body = checkResource(resource, t);
+      break;
+    case 'patch':
+      body = checkEntryPatch(resource);
+      break;
+    case 'operation':
+      body = resource === undefined ? undefined : checkParameters(resource);
+      break;
+    case 'bundle': {
+      if (level + 1 > MAX_BUNDLE_DEPTH) throw unclassified('Bundles nested too deeply');
+      const nested = classifyBundle(resource, level + 1, opts);
+      body = nested.body;
+      interaction = nested.interaction;
+      entries = nested.entries;
+      break;
+    }
+  }
+  const classified = assemble({ method, target: t, params, body, ...(interaction && { interaction }), ...(entries && { entries }) });
+  const entry: JsonObject = { ...e, request: { ...req, method: upstreamMethod(classified), url: entryUrl(classified) } };
+  if (body !== undefined) entry.resource = body;
+  return { classified, entry };
+}
+
+// ---- the request body ----
+
+interface BodyResult {
+  readonly extraParams: readonly Param[];
+  readonly body: unknown;
+  readonly interaction?: Interaction;
+  readonly entries?: readonly ClassifiedRequest[];
+}
+
+function requestBody(input: RawRequest, t: Target, opts: ClassifyOptions): BodyResult {
+  const bytes = input.body;
+  if (bytes !== undefined && bytes.length > opts.maxBodyBytes) throw new GatewayError('request-too-large', 'request body over the limit');
+  if (bytes === undefined || bytes.length === 0) {
+    if (t.body === 'resource' || t.body === 'patch' || t.body === 'bundle') throw bodyInvalid('body required');
+    return { extraParams: [], body: undefined };
+  }
+  // A body where the interaction takes none (GET, DELETE...) has no agreed meaning: refuse it.
+  if (t.body === 'none') throw unclassified('request carries a body this interaction does not take');
+  const encoding = input.headers['content-encoding'];
+  if (encoding !== undefined && (typeof encoding !== 'string' || encoding.trim().toLowerCase() !== 'identity')) {
+    throw new GatewayError('unsupported-media-type', 'encoded request body');
+  }
+  const media: BodyMedia = bodyMedia(input.headers['content-type']);
+  const text = decodeUtf8(bytes, 'request body');
+  const json = (): unknown => parseStrictJson(text, MAX_JSON_DEPTH);
+  const wrongMedia = (): GatewayError => new GatewayError('unsupported-media-type', 'media type not accepted for this interaction');
+
+  switch (t.body) {
+    case 'form':
+      if (media !== 'form') throw wrongMedia();
+      return { extraParams: dropFormatting(parseForm(text, 'form body')), body: undefined };
+    case 'operation':
+      if (media === 'form') return { extraParams: dropFormatting(parseForm(text, 'form body')), body: undefined };
+      if (media !== 'json') throw wrongMedia();
+      return { extraParams: [], body: checkParameters(json()) };
+    case 'resource':
+      if (media !== 'json') throw wrongMedia();
+      return { extraParams: [], body: checkResource(json(), t) };
+    case 'patch':
+      if (media === 'json-patch') return { extraParams: [], body: checkJsonPatch(json()) };
+      if (media !== 'json') throw wrongMedia();
+      return { extraParams: [], body: checkParameters(json()) };
+    case 'bundle': {
+      if (media !== 'json') throw wrongMedia();
+      const b = classifyBundle(json(), 1, opts);
+      return { extraParams: [], body: b.body, interaction: b.interaction, entries: b.entries };
+    }
+  }
+}
+
+/** Classifies one client request; see the module comment for the contract. */
+export function classify(input: RawRequest, opts: ClassifyOptions): ClassifiedRequest {
+  // A misconfigured limit must not turn into "no limit".
+  if (!(Number.isFinite(opts.maxBodyBytes) && opts.maxBodyBytes >= 0)) throw new GatewayError('internal', 'maxBodyBytes is not a finite size');
+  const method = parseMethod(input.method);
+  for (const h of METHOD_OVERRIDE_HEADERS) {
+    if (input.headers[h] !== undefined) throw unclassified('method override header');
+  }
+  if (input.headers['if-none-exist'] !== undefined) throw unclassified('conditional create');
+  const { path, query } = splitTarget(input.url, 'required');
+  const t = resolveTarget(method, pathSegments(path), opts.isResourceType);
+  const params = urlParams(query, t, 'query');
+  const b = requestBody(input, t, opts);
+  return assemble({
+    method,
+    target: t,
+    params: b.extraParams.length === 0 ? params : [...params, ...b.extraParams],
+    body: b.body,
+    ...(b.interaction && { interaction: b.interaction }),
+    ...(b.entries && { entries: b.entries }),
+  });
+}
