@@ -1,0 +1,101 @@
+/** Redis sink behaviour beyond the shared contract: ambiguous failures, outages at start, WAIT. */
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createAuditSink, openAuditSource } from '../../src/audit/index.js';
+import type { ReadItem } from '../../src/audit/read.js';
+import type { ChainedRecord } from '../../src/audit/record.js';
+import { RedisAuditSink } from '../../src/audit/redis-sink.js';
+import { verifyChains } from '../../src/audit/verify.js';
+import { startRedis } from '../helpers/redis.js';
+import { sampleRecord } from '../unit/audit/fixtures.js';
+
+const redis = await startRedis();
+
+async function read(url: string, stream: string): Promise<ReadItem[]> {
+  const src = openAuditSource(`${url}?stream=${encodeURIComponent(stream)}`);
+  const out: ReadItem[] = [];
+  try {
+    for await (const i of src) out.push(i);
+  } finally {
+    await src.close();
+  }
+  return out;
+}
+const recs = (xs: ReadItem[]): ChainedRecord[] => xs.flatMap((i) => ('record' in i ? [i.record] : []));
+
+(redis ? describe : describe.skip)('redis audit sink', () => {
+  afterAll(async () => {
+    await redis?.dispose();
+  });
+
+  it('a batch whose outcome is unknown (timed out, applied later) retires the writer: no duplicate seq, no hole', async () => {
+    const stream = 'ambiguous';
+    let n = 0;
+    const sink = await RedisAuditSink.open({ url: redis!.url, stream, writerId: 'first', newWriterId: () => `next-${++n}`, commandTimeoutMs: 300 });
+    await sink.write(sampleRecord(1));
+    const admin = new Redis(redis!.url);
+    // Writes are held by the server past the client's timeout, then executed: the classic
+    // "did it or did it not" failure.
+    await admin.call('CLIENT', 'PAUSE', '1000', 'WRITE');
+    await expect(sink.write(sampleRecord(2))).rejects.toThrow();
+    expect(sink.writerId).toBe('next-1');
+    await new Promise((r) => setTimeout(r, 1200));
+    await sink.write(sampleRecord(3));
+    await sink.close();
+    await admin.quit();
+    const items = await read(redis!.url, stream);
+    const got = recs(items);
+    // The paused batch did land (under the retired writer), and the new writer starts at genesis.
+    expect(got.filter((r) => r.chain.writer === 'first').map((r) => [r.id, r.chain.seq])).toEqual([
+      ['req-1', 1],
+      ['req-2', 2],
+    ]);
+    expect(got.filter((r) => r.chain.writer === 'next-1').map((r) => r.chain.seq)).toEqual([1, 2]);
+    const report = await verifyChains(items);
+    expect(report.ok).toBe(true);
+    expect(report.warnings.map((w) => w.writer)).toEqual(['first']);
+  });
+
+  it('starts while Redis is down, fails closed, then recovers without a restart', async () => {
+    await redis!.stop();
+    const sink = await createAuditSink(
+      { sink: 'redis', url: redis!.url, stream: 'late', failOpen: false },
+      { writerId: 'late-w', redis: { connectTimeoutMs: 200, commandTimeoutMs: 500 } },
+    );
+    expect(await sink.ready()).toBe(false);
+    await expect(sink.write(sampleRecord(1))).rejects.toThrow(/not connected/);
+    await redis!.restart();
+    const deadline = Date.now() + 5000;
+    while (!(await sink.ready()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await sink.write(sampleRecord(2));
+    await sink.close();
+    const got = recs(await read(redis!.url, 'late'));
+    // The rejected write consumed no seq: the first stored record is seq 1, then the seal.
+    expect(got.map((r) => [r.kind, r.id === 'req-2' || r.kind === 'writer-seal', r.chain.seq])).toEqual([
+      ['fhir', true, 1],
+      ['writer-seal', true, 2],
+    ]);
+  });
+
+  it('survives a Redis restart from its AOF: everything acknowledged is still there', async () => {
+    const sink = await createAuditSink({ sink: 'redis', url: redis!.url, stream: 'aof', failOpen: false }, { writerId: 'aof-w' });
+    await Promise.all(Array.from({ length: 50 }, (_, i) => sink.write(sampleRecord(i))));
+    await redis!.kill();
+    await redis!.restart();
+    expect(recs(await read(redis!.url, 'aof'))).toHaveLength(50);
+    await sink.close();
+  });
+
+  it('with waitReplicas and no replica, writes reject (not enough copies) but the chain stays whole', async () => {
+    const sink = await createAuditSink(
+      { sink: 'redis', url: redis!.url, stream: 'wait', failOpen: false },
+      { writerId: 'wait-w', redis: { waitReplicas: 1, waitTimeoutMs: 50 } },
+    );
+    await expect(sink.write(sampleRecord(1))).rejects.toThrow(/replicas acknowledged/);
+    await expect(sink.write(sampleRecord(2))).rejects.toThrow(/replicas acknowledged/);
+    await sink.close();
+    const items = await read(redis!.url, 'wait');
+    expect(recs(items).map((r) => r.chain.seq)).toEqual([1, 2, 3]);
+    expect((await verifyChains(items)).ok).toBe(true);
+  });
+});
