@@ -1,0 +1,397 @@
+/**
+ * Filters a whole upstream response body: a single resource, a Bundle of any type (nested Bundles
+ * included), `contained`, `Parameters`, OperationOutcomes. Pure; never mutates the body.
+ *
+ * Fail closed: a shape the engine does not understand is withheld (Bundle entries) or rejected
+ * with GatewayError('upstream-bad-response') (the top level), never passed through.
+ */
+import type { Coding, OperationOutcome } from 'fhir/r4.js';
+import { GatewayError } from '../errors.js';
+import { isResourceType, patientReferencePaths } from '../fhir/tables.js';
+import type { ResourcePlan } from '../policy/plan.js';
+import { type ContainedHandler, redactWith } from './apply.js';
+import { pseudonymId, REMOVE } from './transforms.js';
+import type { ElementPlan, FilterResult, FilterStats, ResponseContext } from './types.js';
+
+type Obj = Record<string, unknown>;
+
+/** Bundles nest (a Bundle in a Bundle, in Parameters): bounded so a hostile body cannot recurse us away. */
+const MAX_DEPTH = 8;
+
+const WITHHELD_TEXT = 'Some results were withheld; break-glass access can reveal them.';
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function bad(detail: string): GatewayError {
+  return new GatewayError('upstream-bad-response', detail);
+}
+
+/** The announcement a searchset carries when entries were withheld (withheldMode `announce`). */
+export function withheldOutcomeEntry(): Obj {
+  const outcome: OperationOutcome = {
+    resourceType: 'OperationOutcome',
+    issue: [
+      {
+        severity: 'information',
+        code: 'suppressed',
+        details: {
+          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'BTG' }],
+          text: WITHHELD_TEXT,
+        },
+      },
+    ],
+  };
+  return { search: { mode: 'outcome' }, resource: outcome };
+}
+
+/**
+ * Rebuilds an upstream OperationOutcome from an allow-list: diagnostics, details.text, narrative
+ * and extensions can echo PHI or upstream internals, so only coded content survives.
+ */
+export function scrubOperationOutcome(oo: Obj): Obj {
+  const out: Obj = { resourceType: 'OperationOutcome' };
+  if (typeof oo.id === 'string') out.id = oo.id;
+  const issues: Obj[] = [];
+  if (Array.isArray(oo.issue)) {
+    for (const i of oo.issue) {
+      if (!isObj(i)) continue;
+      const issue: Obj = {
+        severity: typeof i.severity === 'string' ? i.severity : 'error',
+        code: typeof i.code === 'string' ? i.code : 'processing',
+      };
+      if (isObj(i.details) && Array.isArray(i.details.coding)) {
+        const coding = i.details.coding
+          .filter(isObj)
+          .map((c) => {
+            const k: Obj = {};
+            if (typeof c.system === 'string') k.system = c.system;
+            if (typeof c.code === 'string') k.code = c.code;
+            return k;
+          })
+          .filter((c) => c.code !== undefined);
+        if (coding.length > 0) issue.details = { coding };
+      }
+      issues.push(issue);
+    }
+  }
+  // issue is 1..*: an outcome with no usable issue still says that something happened.
+  out.issue = issues.length > 0 ? issues : [{ severity: 'error', code: 'processing' }];
+  return out;
+}
+
+function newStats(): FilterStats {
+  return { elementsRemoved: 0, resourcesWithheld: 0, resources: [], patients: new Set<string>() };
+}
+
+/** `Type/id` at the end of a reference or URL (history suffix ignored), exact segments only. */
+function tailTypeId(ref: string): { type: string; id: string; prefix: string } | undefined {
+  const h = ref.indexOf('/_history/');
+  const base = h >= 0 ? ref.slice(0, h) : ref;
+  const j = base.lastIndexOf('/');
+  if (j <= 0 || j === base.length - 1) return undefined;
+  const k = base.lastIndexOf('/', j - 1);
+  const type = base.slice(k + 1, j);
+  if (!isResourceType(type)) return undefined;
+  return { type, id: base.slice(j + 1), prefix: base.slice(0, k + 1) };
+}
+
+const splitPaths = new Map<string, ReadonlyArray<readonly string[]>>();
+
+function referencePaths(type: string): ReadonlyArray<readonly string[]> {
+  let p = splitPaths.get(type);
+  if (p === undefined) {
+    p = patientReferencePaths(type).map((x) => x.split('.'));
+    splitPaths.set(type, p);
+  }
+  return p;
+}
+
+function collectRefs(v: unknown, path: readonly string[], i: number, out: string[]): void {
+  if (Array.isArray(v)) {
+    for (const x of v) collectRefs(x, path, i, out);
+    return;
+  }
+  if (!isObj(v)) return;
+  if (i === path.length) {
+    if (typeof v.reference === 'string') out.push(v.reference);
+    return;
+  }
+  collectRefs(v[path[i]], path, i + 1, out);
+}
+
+/** Real patient ids a resource is about: its own id (Patient) or its compartment references. */
+function patientsOf(res: Obj): string[] {
+  const type = res.resourceType as string;
+  const ids: string[] = [];
+  if (type === 'Patient' && typeof res.id === 'string') ids.push(res.id);
+  const refs: string[] = [];
+  for (const p of referencePaths(type)) collectRefs(res, p, 0, refs);
+  for (const r of refs) {
+    const t = tailTypeId(r);
+    if (t && t.type === 'Patient' && !ids.includes(t.id)) ids.push(t.id);
+  }
+  return ids;
+}
+
+/** Whether a plan rewrites `id` (pseudonym) or drops it; probed once per plan. */
+const idFate = new WeakMap<ElementPlan, 'keep' | 'pseudonym' | 'remove'>();
+
+class Filter {
+  readonly stats: FilterStats = newStats();
+  private announceNeeded = false;
+
+  constructor(readonly ctx: ResponseContext) {}
+
+  private readonly contained: ContainedHandler = (c) => {
+    if (!isObj(c) || typeof c.resourceType !== 'string') return REMOVE;
+    const plan = this.ctx.planFor(c.resourceType);
+    // No plan for that type: the caller may not see it, even inside another resource.
+    if (plan === undefined) return REMOVE;
+    for (const p of patientsOf(c)) this.stats.patients.add(p);
+    return redactWith(c, plan.elements, this.ctx, { contained: this.contained, isContained: true });
+  };
+
+  private idFateOf(rp: ResourcePlan): 'keep' | 'pseudonym' | 'remove' {
+    let f = idFate.get(rp.elements);
+    if (f === undefined) {
+      const probe = redactWith({ resourceType: rp.resourceType, id: 'probe' }, rp.elements, this.ctx, {}).resource as Obj;
+      f = probe.id === 'probe' ? 'keep' : typeof probe.id === 'string' && this.ctx.pseudonymKey !== undefined ? 'pseudonym' : 'remove';
+      idFate.set(rp.elements, f);
+    }
+    return f;
+  }
+
+  /** The compartment check: Patient by id (or link), others through their compartment references. */
+  private inCompartment(res: Obj): boolean {
+    const patient = this.ctx.patientCompartment;
+    if (patient === undefined) return true;
+    const type = res.resourceType as string;
+    if (type !== 'Patient' && referencePaths(type).length === 0) return true; // not patient data (Practitioner, Organization...)
+    return patientsOf(res).includes(patient);
+  }
+
+  /** One resource: withheld (with reason) or redacted with its type's plan. */
+  resource(res: Obj): { kind: 'withheld'; reason: 'label' | 'type' | 'compartment' } | { kind: 'ok'; resource: Obj; plan: ResourcePlan } {
+    const type = res.resourceType as string;
+    const plan = this.ctx.planFor(type);
+    if (plan === undefined) return { kind: 'withheld', reason: 'type' };
+    const meta = res.meta;
+    if (meta !== undefined && !isObj(meta)) return { kind: 'withheld', reason: 'label' };
+    const security = meta?.security;
+    if (security !== undefined && !Array.isArray(security)) return { kind: 'withheld', reason: 'label' };
+    if (plan.withhold.match(security as readonly Coding[] | undefined) !== undefined) return { kind: 'withheld', reason: 'label' };
+    if (!this.inCompartment(res)) return { kind: 'withheld', reason: 'compartment' };
+    const r = redactWith(res, plan.elements, this.ctx, { contained: this.contained });
+    this.stats.elementsRemoved += r.removed;
+    if (typeof res.id === 'string') this.stats.resources.push(`${type}/${res.id}`);
+    for (const p of patientsOf(res)) this.stats.patients.add(p);
+    return { kind: 'ok', resource: r.resource as Obj, plan };
+  }
+
+  /** Any resource-shaped value found inside a Bundle or Parameters; REMOVE when withheld. */
+  nested(v: unknown, depth: number): Obj | typeof REMOVE {
+    if (!isObj(v) || typeof v.resourceType !== 'string' || !isResourceType(v.resourceType)) {
+      this.stats.resourcesWithheld++;
+      return REMOVE;
+    }
+    switch (v.resourceType) {
+      case 'Bundle':
+        return this.bundle(v, depth + 1);
+      case 'Parameters':
+        return this.parameters(v, depth + 1);
+      case 'OperationOutcome':
+        return scrubOperationOutcome(v);
+    }
+    const r = this.resource(v);
+    if (r.kind === 'withheld') {
+      this.stats.resourcesWithheld++;
+      return REMOVE;
+    }
+    return r.resource;
+  }
+
+  /** Maps an upstream URL to the gateway, pseudonymizing a trailing `Type/id` when the type's plan does. */
+  private url(u: unknown, allowRelative: boolean): string | undefined {
+    if (typeof u !== 'string') return undefined;
+    const absolute = u.includes('://');
+    let out: string | undefined;
+    if (absolute) out = this.ctx.rewriteUrl(u);
+    else if (allowRelative) out = u;
+    else if (u.startsWith('urn:uuid:') || u.startsWith('urn:oid:')) out = u;
+    if (out === undefined) return undefined;
+    const t = tailTypeId(out);
+    if (t === undefined) return out;
+    const plan = this.ctx.planFor(t.type);
+    if (plan === undefined) return out;
+    const fate = this.idFateOf(plan);
+    if (fate === 'keep') return out;
+    if (fate === 'remove' || this.ctx.pseudonymKey === undefined) return undefined;
+    return `${t.prefix}${t.type}/${pseudonymId(this.ctx.pseudonymKey, t.type, t.id)}`;
+  }
+
+  bundle(b: Obj, depth: number): Obj {
+    if (depth > MAX_DEPTH) throw bad('bundle nesting too deep');
+    const type = b.type;
+    if (typeof type !== 'string') throw bad('bundle without type');
+    if (b.entry !== undefined && !Array.isArray(b.entry)) throw bad('bundle entry is not an array');
+    if (b.link !== undefined && !Array.isArray(b.link)) throw bad('bundle link is not an array');
+    const batch = type === 'batch-response' || type === 'transaction-response';
+    const out: Obj = {};
+    const withheldBefore = this.stats.resourcesWithheld;
+    for (const k of Object.keys(b)) {
+      if (k === 'entry' || k === 'link' || k === 'total' || k === 'signature') continue;
+      // Bundle.id/meta/type/timestamp/identifier carry no entry content; other keys are unknown here.
+      if (k === 'resourceType' || k === 'id' || k === 'meta' || k === 'type' || k === 'timestamp' || k === 'identifier' || k === 'language') {
+        out[k] = b[k];
+      } else this.stats.elementsRemoved++;
+    }
+    if (Array.isArray(b.link)) {
+      const links: Obj[] = [];
+      for (const l of b.link) {
+        if (!isObj(l)) continue;
+        const url = this.url(l.url, false);
+        if (url !== undefined && typeof l.relation === 'string') links.push({ relation: l.relation, url });
+      }
+      if (links.length > 0) out.link = links;
+    }
+    const entries: Obj[] = [];
+    let changed = false;
+    for (const e of (b.entry as unknown[] | undefined) ?? []) {
+      const ne = this.entry(e, depth, batch);
+      if (ne === REMOVE) {
+        changed = true;
+        continue;
+      }
+      if (ne !== e) changed = true;
+      entries.push(ne);
+    }
+    const withheld = this.stats.resourcesWithheld > withheldBefore;
+    if (withheld && this.ctx.withheldMode === 'announce' && type === 'searchset') this.announceNeeded = true;
+    if (this.announceNeeded && depth === 0 && type === 'searchset') {
+      entries.push(withheldOutcomeEntry());
+      this.announceNeeded = false;
+    }
+    if (entries.length > 0) out.entry = entries;
+    // A count that includes withheld resources is an existence oracle.
+    if (b.total !== undefined && !withheld) out.total = b.total;
+    // A redacted document's signature no longer verifies; an unchanged one is passed on.
+    if (b.signature !== undefined && !changed && !withheld) out.signature = b.signature;
+    return out;
+  }
+
+  private entry(e: unknown, depth: number, batch: boolean): Obj | typeof REMOVE {
+    if (!isObj(e) || e.modifierExtension !== undefined) {
+      this.stats.resourcesWithheld++;
+      return REMOVE;
+    }
+    const out: Obj = {};
+    let resource: Obj | typeof REMOVE | undefined;
+    if (e.resource !== undefined) {
+      resource = this.nested(e.resource, depth);
+      // A batch/transaction response entry keeps its position and status even when its resource is withheld.
+      if (resource === REMOVE && !batch) return REMOVE;
+    }
+    if (e.fullUrl !== undefined && resource !== REMOVE) {
+      const u = this.url(e.fullUrl, false);
+      // A fullUrl must never carry the real id of a resource whose id was pseudonymized or removed.
+      const realId = isObj(e.resource) ? e.resource.id : undefined;
+      const idChanged = resource !== undefined && realId !== undefined && resource.id !== realId;
+      if (u !== undefined && (!idChanged || (typeof resource?.id === 'string' && u.endsWith(`/${resource.id}`)))) out.fullUrl = u;
+    }
+    if (resource !== undefined && resource !== REMOVE) out.resource = resource;
+    if (isObj(e.search)) {
+      const s: Obj = {};
+      if (typeof e.search.mode === 'string') s.mode = e.search.mode;
+      if (typeof e.search.score === 'number') s.score = e.search.score;
+      out.search = s;
+    }
+    if (isObj(e.request)) {
+      const r: Obj = {};
+      if (typeof e.request.method === 'string') r.method = e.request.method;
+      const u = this.url(e.request.url, true);
+      if (u !== undefined) r.url = u;
+      out.request = r;
+    }
+    if (isObj(e.response)) {
+      const r: Obj = {};
+      const rsp = e.response;
+      if (typeof rsp.status === 'string') r.status = rsp.status;
+      if (rsp.location !== undefined) {
+        const u = this.url(rsp.location, true);
+        if (u !== undefined) r.location = u;
+      }
+      if (typeof rsp.etag === 'string') r.etag = rsp.etag;
+      if (typeof rsp.lastModified === 'string') r.lastModified = rsp.lastModified;
+      if (isObj(rsp.outcome) && rsp.outcome.resourceType === 'OperationOutcome') r.outcome = scrubOperationOutcome(rsp.outcome);
+      out.response = r;
+    }
+    return out;
+  }
+
+  parameters(p: Obj, depth: number): Obj {
+    if (depth > MAX_DEPTH) throw bad('parameters nesting too deep');
+    if (p.parameter !== undefined && !Array.isArray(p.parameter)) throw bad('parameter is not an array');
+    const out: Obj = {};
+    for (const k of Object.keys(p)) if (k !== 'parameter' && (k === 'resourceType' || k === 'id' || k === 'meta')) out[k] = p[k];
+    const params = this.parameterList(p.parameter as unknown[] | undefined, depth);
+    if (params.length > 0) out.parameter = params;
+    return out;
+  }
+
+  private parameterList(list: unknown[] | undefined, depth: number): Obj[] {
+    const out: Obj[] = [];
+    for (const q of list ?? []) {
+      if (!isObj(q)) {
+        this.stats.elementsRemoved++;
+        continue;
+      }
+      const nq: Obj = {};
+      let drop = false;
+      for (const k of Object.keys(q)) {
+        if (k === 'resource') {
+          const r = this.nested(q.resource, depth);
+          if (r === REMOVE) drop = true;
+          else nq.resource = r;
+        } else if (k === 'part') {
+          if (!Array.isArray(q.part)) {
+            drop = true;
+            continue;
+          }
+          const parts = this.parameterList(q.part, depth + 1);
+          if (parts.length > 0) nq.part = parts;
+        } else nq[k] = q[k];
+      }
+      if (!drop) out.push(nq);
+    }
+    return out;
+  }
+}
+
+/**
+ * Filters one upstream response body with the caller's per-type plans. A single resource the
+ * caller may not see comes back as `{kind: 'withheld'}` (the proxy answers 404 or, for a
+ * break-glass-eligible caller, 403); in Bundles such resources vanish (counted) and `total` goes.
+ * Upstream `_elements` / `_summary` claims are ignored: every resource is filtered anyway.
+ */
+export function filterResponse(body: unknown, ctx: ResponseContext): FilterResult {
+  if (!isObj(body) || typeof body.resourceType !== 'string' || !isResourceType(body.resourceType)) {
+    throw bad('response body is not a FHIR resource');
+  }
+  const f = new Filter(ctx);
+  switch (body.resourceType) {
+    case 'Bundle':
+      return { kind: 'ok', body: f.bundle(body, 0), stats: f.stats };
+    case 'Parameters':
+      return { kind: 'ok', body: f.parameters(body, 0), stats: f.stats };
+    case 'OperationOutcome':
+      return { kind: 'ok', body: scrubOperationOutcome(body), stats: f.stats };
+  }
+  const r = f.resource(body);
+  if (r.kind === 'withheld') {
+    f.stats.resourcesWithheld++;
+    return { kind: 'withheld', reason: r.reason, stats: f.stats };
+  }
+  return { kind: 'ok', body: r.resource, stats: f.stats };
+}
