@@ -21,6 +21,7 @@ const CODE_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 // FHIR R4 id datatype.
 const FHIR_ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
 const MAX_SUB_LENGTH = 1024;
+const UNSAFE_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
 
 /**
  * Builds the Principal from an already verified claims set. Throws `invalid-token` when a claim that
@@ -56,13 +57,14 @@ export function principalFromClaims(claims: Claims, rolesClaim: string): Princip
 /**
  * Reads a claim by name, or by dotted path (`realm_access.roles`) when no top-level claim has that
  * exact name: namespaced claims like `https://example.org/roles` contain dots themselves.
- * Only own properties are followed, so `__proto__.x` or `constructor.name` resolve to nothing.
+ * Only own properties are followed and prototype-ish names never are, so `__proto__.x` or
+ * `constructor.name` resolve to nothing.
  */
 export function claimAt(claims: Claims, name: string): unknown {
   if (Object.hasOwn(claims, name)) return claims[name];
   let cur: unknown = claims;
   for (const seg of name.split('.')) {
-    if (cur === null || typeof cur !== 'object' || Array.isArray(cur) || !Object.hasOwn(cur, seg)) return undefined;
+    if (UNSAFE_KEYS.has(seg) || cur === null || typeof cur !== 'object' || Array.isArray(cur) || !Object.hasOwn(cur, seg)) return undefined;
     cur = (cur as Record<string, unknown>)[seg];
   }
   return cur;

@@ -23,7 +23,7 @@ export function bearerToken(header: string | readonly string[] | undefined): str
   if (typeof header === 'string') value = header;
   else if (header.length === 1) value = header[0];
   else throw new GatewayError('invalid-token', `expected one Authorization header, got ${header.length}`);
-  if (value.length > MAX_TOKEN_LENGTH + 16) throw new GatewayError('invalid-token', 'Authorization header too long');
+  if (value.length > MAX_TOKEN_LENGTH + 32) throw new GatewayError('invalid-token', 'Authorization header too long');
   const m = BEARER_RE.exec(value);
   if (m === null) {
     // Only a registered scheme name is logged: an unknown first word could be a bare secret.
