@@ -65,4 +65,6 @@ export interface CompiledPolicy {
   readonly purposes: ReadonlyMap<string, PurposeInfo>;
   readonly roles: ReadonlyMap<string, CompiledRole>;
   readonly breakGlass: CompiledBreakGlass | undefined;
+  /** safeHarbor.restrictedZip3 (for RedactContext). Always set by compilePolicy. */
+  readonly restrictedZip3?: ReadonlySet<string>;
 }

@@ -1,0 +1,449 @@
+/**
+ * config/gateway.yaml: read, validate (schema + semantics), apply defaults and the environment
+ * overrides of SPEC 2, freeze. Every problem is reported, located: `file:line:col message` for the
+ * file, `VARIABLE: message` for the environment.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import {
+  formatHostPort,
+  isRedisUrl,
+  MIN_PSEUDONYM_KEY_LENGTH,
+  nonEmpty,
+  parseAuditTarget,
+  parseHostPort,
+  parseHttpUrl,
+} from './env.js';
+import { ConfigError, deepFreeze } from './errors.js';
+import { ASYMMETRIC_ALGORITHMS, gatewaySchema, LOG_LEVELS, validateSchema } from './schema.js';
+import type { AuditConfig, GatewayConfig, HostPort, UpstreamConfig } from './types.js';
+import { formatPath, formatProblem, type ParsedYaml, type PathSegment, parseYaml, sortProblems } from './yaml.js';
+
+export const DEFAULTS = Object.freeze({
+  listen: '127.0.0.1:8080',
+  adminListen: '127.0.0.1:9090',
+  policy: './policy.yaml',
+  algorithms: ['RS256', 'PS256', 'ES256', 'EdDSA'] as readonly string[],
+  rolesClaim: 'roles',
+  clockToleranceSec: 30,
+  tokenCacheSize: 10_000,
+  requestBodyBytes: 1024 * 1024,
+  responseBodyBytes: 16 * 1024 * 1024,
+  decompressedBytes: 32 * 1024 * 1024,
+  auditPath: './data/audit',
+  auditRotateBytes: 256 * 1024 * 1024,
+  auditGroupCommitMs: 2,
+  auditStream: 'phi-gateway:audit',
+  connectTimeoutMs: 5_000,
+  headersTimeoutMs: 30_000,
+  bodyTimeoutMs: 30_000,
+  connections: 64,
+  logLevel: 'info',
+});
+
+/** How a path is shown in problem lines: relative to the working directory when below it. */
+export function displayPath(file: string): string {
+  const abs = resolve(file);
+  const rel = relative(process.cwd(), abs);
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) ? rel : abs;
+}
+
+export interface GatewayLoad {
+  readonly config: GatewayConfig | undefined;
+  readonly problems: readonly string[];
+  /** The policy file this configuration names (even when the rest is invalid), if it can tell. */
+  readonly policyFile: string | undefined;
+}
+
+/** Loads the gateway file; never throws (for check-config, which reports everything at once). */
+export function readGatewayConfig(file: string, env: NodeJS.ProcessEnv): GatewayLoad {
+  const shown = displayPath(file);
+  const abs = resolve(file);
+  const envPolicy = nonEmpty(env.PHI_GATEWAY_POLICY);
+  let text: string;
+  try {
+    text = readFileSync(abs, 'utf8');
+  } catch (e) {
+    return {
+      config: undefined,
+      problems: [formatProblem(shown, { line: 1, col: 1 }, `cannot read gateway config (${(e as NodeJS.ErrnoException).code ?? 'error'})`)],
+      policyFile: envPolicy ? resolve(envPolicy) : undefined,
+    };
+  }
+  const yaml = parseYaml(shown, text);
+  if (yaml.problems.length > 0) {
+    return { config: undefined, problems: yaml.problems, policyFile: envPolicy ? resolve(envPolicy) : undefined };
+  }
+  const b = new Builder(yaml, abs, env);
+  const config = b.build();
+  return { config: b.problems.length === 0 ? config : undefined, problems: sortProblems(b.problems), policyFile: b.policyFile };
+}
+
+export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv): GatewayConfig {
+  const r = readGatewayConfig(file, env);
+  if (!r.config) throw new ConfigError(r.problems);
+  return r.config;
+}
+
+type Raw = Record<string, unknown>;
+
+class Builder {
+  readonly problems: string[] = [];
+  policyFile: string | undefined;
+  private readonly data: Raw;
+  private readonly dir: string;
+  private readonly broken = new Set<string>();
+
+  constructor(
+    private readonly yaml: ParsedYaml,
+    private readonly absFile: string,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {
+    this.data = (yaml.data ?? {}) as Raw;
+    this.dir = dirname(absFile);
+  }
+
+  private at(path: readonly PathSegment[], message: string, key = false): void {
+    const pos = key ? this.yaml.locateKey(path) : this.yaml.locate(path);
+    const where = formatPath(path);
+    this.problems.push(formatProblem(this.yaml.file, pos, where === '' ? message : `${where}: ${message}`));
+  }
+
+  private envProblem(variable: string, message: string): void {
+    this.problems.push(`${variable}: ${message}`);
+  }
+
+  private obj(key: string): Raw {
+    const v = this.data[key];
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Raw) : {};
+  }
+
+  private file(value: string): string {
+    return resolve(this.dir, value);
+  }
+
+  /** Reads a secret from a file named in the config; the secret itself never appears in messages. */
+  private secretFile(path: readonly PathSegment[], value: string): string | undefined {
+    try {
+      const s = readFileSync(this.file(value), 'utf8').trim();
+      if (s === '') this.at(path, 'secret file is empty');
+      return s;
+    } catch (e) {
+      this.at(path, `cannot read secret file (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+      return undefined;
+    }
+  }
+
+  private mustExist(path: readonly PathSegment[], value: string): string {
+    const abs = this.file(value);
+    if (!existsSync(abs)) this.at(path, `file not found: ${value}`);
+    return abs;
+  }
+
+  build(): GatewayConfig | undefined {
+    const schemaProblems = validateSchema(gatewaySchema, this.yaml.data ?? {});
+    for (const p of schemaProblems) {
+      const pos = p.at === 'key' ? this.yaml.locateKey(p.path) : this.yaml.locate(p.path);
+      this.problems.push(formatProblem(this.yaml.file, pos, p.message));
+    }
+    // Semantic checks below assume the shapes the schema guarantees; with shape errors, stop here,
+    // but still say which policy file was meant.
+    const envPolicy = nonEmpty(this.env.PHI_GATEWAY_POLICY);
+    const filePolicy = typeof this.data.policy === 'string' ? this.data.policy : DEFAULTS.policy;
+    this.policyFile = envPolicy ? resolve(envPolicy) : resolve(this.dir, filePolicy);
+    // Sections with shape errors are skipped; the others are still checked so that one run
+    // reports every problem.
+    for (const p of schemaProblems) this.broken.add(p.path.length === 0 ? '' : String(p.path[0]));
+    if (this.broken.has('')) return undefined;
+
+    const env = this.env;
+    const listen = this.broken.has('listen')
+      ? undefined
+      : this.hostPort(['listen'], (this.data.listen as string) ?? DEFAULTS.listen, 'PHI_GATEWAY_LISTEN');
+    const admin = this.broken.has('adminListen')
+      ? undefined
+      : this.hostPort(['adminListen'], (this.data.adminListen as string) ?? DEFAULTS.adminListen, 'PHI_GATEWAY_ADMIN_LISTEN');
+    if (listen && admin && listen.port !== 0 && listen.port === admin.port && listen.host === admin.host) {
+      this.at(['adminListen'], 'admin listener must not share the proxy listener');
+    }
+
+    let publicBaseUrl: string | undefined;
+    if (this.broken.has('publicBaseUrl')) {
+      // reported by the schema
+    } else if (typeof this.data.publicBaseUrl === 'string') {
+      const u = parseHttpUrl(this.data.publicBaseUrl);
+      if (u.ok) publicBaseUrl = u.value;
+      else this.at(['publicBaseUrl'], u.message);
+    } else if (listen) {
+      // A wildcard bind address is not somewhere a client can be sent back to.
+      const host = listen.host === '0.0.0.0' || listen.host === '::' ? 'localhost' : listen.host;
+      publicBaseUrl = `http://${formatHostPort({ host, port: listen.port })}/fhir`;
+    }
+
+    const upstream = this.broken.has('upstream') ? undefined : this.upstream();
+    const auth = this.broken.has('auth') ? undefined : this.auth();
+    const audit = this.broken.has('audit') ? undefined : this.audit();
+
+    const alertsRaw = this.obj('alerts');
+    let webhook = typeof alertsRaw.webhook === 'string' ? alertsRaw.webhook : undefined;
+    if (webhook !== undefined && !this.broken.has('alerts')) {
+      const u = parseHttpUrl(webhook, { httpsUnlessLoopback: true });
+      if (u.ok) webhook = u.value;
+      else this.at(['alerts', 'webhook'], u.message);
+    }
+    const envWebhook = nonEmpty(env.PHI_GATEWAY_ALERT_WEBHOOK);
+    if (envWebhook !== undefined) {
+      const u = parseHttpUrl(envWebhook, { httpsUnlessLoopback: true });
+      if (u.ok) webhook = u.value;
+      else this.envProblem('PHI_GATEWAY_ALERT_WEBHOOK', u.message);
+    }
+
+    const limitsRaw = this.obj('limits');
+    const limits = {
+      requestBodyBytes: (limitsRaw.requestBodyBytes as number) ?? DEFAULTS.requestBodyBytes,
+      responseBodyBytes: (limitsRaw.responseBodyBytes as number) ?? DEFAULTS.responseBodyBytes,
+      decompressedBytes: (limitsRaw.decompressedBytes as number) ?? DEFAULTS.decompressedBytes,
+    };
+    if (!this.broken.has('limits') && limits.decompressedBytes < limits.responseBodyBytes) {
+      this.at(['limits', 'decompressedBytes'], 'decompressedBytes must be at least responseBodyBytes');
+    }
+
+    let pseudonymKey: string | undefined;
+    if (typeof this.data.pseudonymKey === 'string' && typeof this.data.pseudonymKeyFile === 'string') {
+      this.at(['pseudonymKeyFile'], 'set pseudonymKey or pseudonymKeyFile, not both', true);
+    } else if (typeof this.data.pseudonymKey === 'string') {
+      pseudonymKey = this.data.pseudonymKey;
+      if (pseudonymKey.length < MIN_PSEUDONYM_KEY_LENGTH) this.at(['pseudonymKey'], `pseudonym key must be at least ${MIN_PSEUDONYM_KEY_LENGTH} characters`);
+    } else if (typeof this.data.pseudonymKeyFile === 'string') {
+      pseudonymKey = this.secretFile(['pseudonymKeyFile'], this.data.pseudonymKeyFile);
+      if (pseudonymKey !== undefined && pseudonymKey.length < MIN_PSEUDONYM_KEY_LENGTH) {
+        this.at(['pseudonymKeyFile'], `pseudonym key must be at least ${MIN_PSEUDONYM_KEY_LENGTH} characters`);
+      }
+    }
+    const envKey = nonEmpty(env.PHI_GATEWAY_PSEUDONYM_KEY);
+    if (envKey !== undefined) {
+      if (envKey.length < MIN_PSEUDONYM_KEY_LENGTH) {
+        this.envProblem('PHI_GATEWAY_PSEUDONYM_KEY', `must be at least ${MIN_PSEUDONYM_KEY_LENGTH} characters`);
+      }
+      pseudonymKey = envKey;
+    }
+
+    let logLevel = (this.data.logLevel as string) ?? DEFAULTS.logLevel;
+    const envLevel = nonEmpty(env.LOG_LEVEL);
+    if (envLevel !== undefined) {
+      if ((LOG_LEVELS as readonly string[]).includes(envLevel)) logLevel = envLevel;
+      else this.envProblem('LOG_LEVEL', `must be one of: ${LOG_LEVELS.join(', ')}`);
+    }
+
+    if (this.problems.length > 0 || this.broken.size > 0 || !listen || !admin || !publicBaseUrl || !upstream || !auth || !audit) return undefined;
+    return deepFreeze({
+      file: this.absFile,
+      policyFile: this.policyFile,
+      listen,
+      admin,
+      publicBaseUrl,
+      upstream,
+      auth,
+      audit,
+      alerts: { webhook, redisChannel: typeof alertsRaw.redisChannel === 'string' ? alertsRaw.redisChannel : undefined },
+      limits,
+      pseudonymKey,
+      logLevel,
+    }) as GatewayConfig;
+  }
+
+  private hostPort(path: readonly PathSegment[], fileValue: string, variable: string): HostPort | undefined {
+    const envValue = nonEmpty(this.env[variable]);
+    if (envValue !== undefined) {
+      const p = parseHostPort(envValue);
+      if (p.ok) return p.value;
+      this.envProblem(variable, p.message);
+      return undefined;
+    }
+    const p = parseHostPort(fileValue);
+    if (p.ok) return p.value;
+    this.at(path, p.message);
+    return undefined;
+  }
+
+  private upstream(): UpstreamConfig | undefined {
+    const raw = this.obj('upstream');
+    let url: string | undefined;
+    const envUrl = nonEmpty(this.env.PHI_GATEWAY_UPSTREAM);
+    if (envUrl !== undefined) {
+      const u = parseHttpUrl(envUrl);
+      if (u.ok) url = u.value;
+      else this.envProblem('PHI_GATEWAY_UPSTREAM', u.message);
+    } else {
+      const u = parseHttpUrl(raw.url as string);
+      if (u.ok) url = u.value;
+      else this.at(['upstream', 'url'], u.message);
+    }
+    const authRaw = (raw.auth ?? { type: 'none' }) as Raw;
+    const p = (k: string): PathSegment[] => ['upstream', 'auth', k];
+    const allowed: Record<string, readonly string[]> = {
+      none: ['type'],
+      bearer: ['type', 'token', 'tokenFile'],
+      'client-credentials': ['type', 'tokenUrl', 'clientId', 'clientSecret', 'clientSecretFile', 'scope'],
+    };
+    const type = authRaw.type as string;
+    for (const k of Object.keys(authRaw)) {
+      if (!allowed[type].includes(k)) this.at(p(k), `'${k}' does not apply to upstream auth type ${type}`, true);
+    }
+    let auth: UpstreamConfig['auth'] | undefined;
+    if (type === 'none') auth = { type: 'none' };
+    else if (type === 'bearer') {
+      const token = this.oneSecret(authRaw, 'token', 'tokenFile', p);
+      if (token !== undefined) auth = { type: 'bearer', token };
+    } else {
+      const clientSecret = this.oneSecret(authRaw, 'clientSecret', 'clientSecretFile', p);
+      const tokenUrl = parseHttpUrl(authRaw.tokenUrl as string, { httpsUnlessLoopback: true });
+      if (!tokenUrl.ok) this.at(p('tokenUrl'), tokenUrl.message);
+      if (authRaw.clientId === undefined) this.at(['upstream', 'auth'], "client-credentials needs 'clientId'");
+      if (authRaw.tokenUrl === undefined) this.at(['upstream', 'auth'], "client-credentials needs 'tokenUrl'");
+      if (clientSecret !== undefined && tokenUrl.ok && typeof authRaw.clientId === 'string') {
+        auth = {
+          type: 'client-credentials',
+          tokenUrl: tokenUrl.value,
+          clientId: authRaw.clientId,
+          clientSecret,
+          ...(typeof authRaw.scope === 'string' ? { scope: authRaw.scope } : {}),
+        };
+      }
+    }
+    let tls: UpstreamConfig['tls'];
+    if (raw.tls !== undefined) {
+      const t = raw.tls as Raw;
+      const files: Record<string, string> = {};
+      for (const k of ['ca', 'cert', 'key'] as const) {
+        if (typeof t[k] === 'string') files[k] = this.mustExist(['upstream', 'tls', k], t[k] as string);
+      }
+      if ((files.cert === undefined) !== (files.key === undefined)) this.at(['upstream', 'tls'], 'tls cert and key go together');
+      tls = files;
+    }
+    if (!url || !auth) return undefined;
+    return {
+      url,
+      connectTimeoutMs: (raw.connectTimeoutMs as number) ?? DEFAULTS.connectTimeoutMs,
+      headersTimeoutMs: (raw.headersTimeoutMs as number) ?? DEFAULTS.headersTimeoutMs,
+      bodyTimeoutMs: (raw.bodyTimeoutMs as number) ?? DEFAULTS.bodyTimeoutMs,
+      connections: (raw.connections as number) ?? DEFAULTS.connections,
+      auth,
+      ...(tls ? { tls } : {}),
+    };
+  }
+
+  private oneSecret(raw: Raw, inline: string, fileKey: string, p: (k: string) => PathSegment[]): string | undefined {
+    const hasInline = typeof raw[inline] === 'string';
+    const hasFile = typeof raw[fileKey] === 'string';
+    if (hasInline === hasFile) {
+      this.at(hasFile ? p(fileKey) : ['upstream', 'auth'], `set exactly one of '${inline}' or '${fileKey}'`, hasFile);
+      return undefined;
+    }
+    return hasInline ? (raw[inline] as string) : this.secretFile(p(fileKey), raw[fileKey] as string);
+  }
+
+  private auth(): GatewayConfig['auth'] | undefined {
+    const raw = this.obj('auth');
+    const env = this.env;
+    let issuer = raw.issuer as string;
+    let audience = raw.audience as string;
+    let jwksUri = raw.jwksUri as string | undefined;
+    let jwksFile = raw.jwksFile as string | undefined;
+    const envIss = nonEmpty(env.PHI_GATEWAY_ISSUER);
+    if (envIss !== undefined) issuer = envIss;
+    const envAud = nonEmpty(env.PHI_GATEWAY_AUDIENCE);
+    if (envAud !== undefined) audience = envAud;
+    const envJwks = nonEmpty(env.PHI_GATEWAY_JWKS_URI);
+    let ok = true;
+    if (envJwks !== undefined) {
+      const u = parseHttpUrl(envJwks, { httpsUnlessLoopback: true });
+      if (u.ok) {
+        jwksUri = u.value;
+        jwksFile = undefined; // the override replaces whichever key source the file named
+      } else {
+        this.envProblem('PHI_GATEWAY_JWKS_URI', u.message);
+        ok = false;
+      }
+    } else {
+      if ((jwksUri === undefined) === (jwksFile === undefined)) {
+        this.at(jwksFile !== undefined ? ['auth', 'jwksFile'] : ['auth'], "set exactly one of 'jwksUri' or 'jwksFile'", jwksFile !== undefined);
+        ok = false;
+      } else if (jwksUri !== undefined) {
+        const u = parseHttpUrl(jwksUri, { httpsUnlessLoopback: true });
+        if (u.ok) jwksUri = u.value;
+        else {
+          this.at(['auth', 'jwksUri'], u.message);
+          ok = false;
+        }
+      } else if (jwksFile !== undefined) {
+        jwksFile = this.mustExist(['auth', 'jwksFile'], jwksFile);
+      }
+    }
+    const algorithms = (raw.algorithms as string[] | undefined) ?? DEFAULTS.algorithms;
+    algorithms.forEach((alg, i) => {
+      if (!(ASYMMETRIC_ALGORITHMS as readonly string[]).includes(alg)) {
+        const why = /^(HS|none$)/i.test(alg) ? 'symmetric algorithms and none are refused' : 'unsupported algorithm';
+        this.at(['auth', 'algorithms', i], `'${alg}': ${why}; allowed: ${ASYMMETRIC_ALGORITHMS.join(', ')}`);
+        ok = false;
+      }
+    });
+    if (!ok) return undefined;
+    return {
+      issuer,
+      audience,
+      jwksUri,
+      jwksFile,
+      algorithms: [...algorithms],
+      rolesClaim: (raw.rolesClaim as string) ?? DEFAULTS.rolesClaim,
+      clockToleranceSec: (raw.clockToleranceSec as number) ?? DEFAULTS.clockToleranceSec,
+      tokenCacheSize: (raw.tokenCacheSize as number) ?? DEFAULTS.tokenCacheSize,
+      requiredTyp: raw.requiredTyp as string | undefined,
+    };
+  }
+
+  private audit(): AuditConfig | undefined {
+    const raw = this.data.audit === undefined ? { sink: 'file' } : this.obj('audit');
+    const failOpen = (raw.failOpen as boolean | undefined) ?? false;
+    const allowed: Record<string, readonly string[]> = {
+      file: ['sink', 'path', 'failOpen', 'rotateBytes', 'groupCommitMs'],
+      redis: ['sink', 'url', 'stream', 'failOpen'],
+    };
+    for (const k of Object.keys(raw)) {
+      if (!allowed[raw.sink as string].includes(k)) this.at(['audit', k], `'${k}' does not apply to the ${raw.sink} audit sink`, true);
+    }
+    const envAudit = nonEmpty(this.env.PHI_GATEWAY_AUDIT);
+    if (envAudit !== undefined) {
+      const t = parseAuditTarget(envAudit);
+      if (!t.ok) {
+        this.envProblem('PHI_GATEWAY_AUDIT', t.message);
+        return undefined;
+      }
+      if (t.value.sink === 'file') return this.fileSink(resolve(t.value.path), raw, failOpen);
+      return { sink: 'redis', url: t.value.url, stream: (raw.stream as string) ?? DEFAULTS.auditStream, failOpen };
+    }
+    if (raw.sink === 'redis') {
+      if (typeof raw.url !== 'string') {
+        this.at(['audit'], "the redis audit sink needs 'url'");
+        return undefined;
+      }
+      // Never echo the URL: it may hold a password.
+      if (!isRedisUrl(raw.url)) {
+        this.at(['audit', 'url'], 'must be a redis:// or rediss:// URL');
+        return undefined;
+      }
+      return { sink: 'redis', url: raw.url, stream: (raw.stream as string) ?? DEFAULTS.auditStream, failOpen };
+    }
+    return this.fileSink(resolve(this.dir, (raw.path as string) ?? DEFAULTS.auditPath), raw, failOpen);
+  }
+
+  private fileSink(path: string, raw: Raw, failOpen: boolean): AuditConfig {
+    return {
+      sink: 'file',
+      path,
+      failOpen,
+      rotateBytes: (raw.rotateBytes as number) ?? DEFAULTS.auditRotateBytes,
+      groupCommitMs: (raw.groupCommitMs as number) ?? DEFAULTS.auditGroupCommitMs,
+    };
+  }
+}

@@ -1,0 +1,302 @@
+/**
+ * JSON Schemas of config/gateway.yaml and config/policy.yaml. `additionalProperties: false`
+ * everywhere: a misspelt key is an error, never a silently ignored safeguard.
+ */
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+
+const str = { type: 'string', minLength: 1 } as const;
+const posInt = { type: 'integer', minimum: 1 } as const;
+const hostPort = { type: 'string', minLength: 3 } as const;
+const strList = { type: 'array', items: str, uniqueItems: true } as const;
+
+/** Asymmetric JWS algorithms only: HS* (key confusion) and `none` are never accepted. */
+export const ASYMMETRIC_ALGORITHMS = [
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519',
+] as const;
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export const gatewaySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['upstream', 'auth'],
+  properties: {
+    version: { const: 1 },
+    listen: hostPort,
+    adminListen: hostPort,
+    publicBaseUrl: str,
+    policy: str,
+    upstream: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url'],
+      properties: {
+        url: str,
+        connectTimeoutMs: posInt,
+        headersTimeoutMs: posInt,
+        bodyTimeoutMs: posInt,
+        connections: posInt,
+        // Which fields each type needs is checked in load.ts, with a message naming the type.
+        auth: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['type'],
+          properties: {
+            type: { enum: ['none', 'bearer', 'client-credentials'] },
+            token: str,
+            tokenFile: str,
+            tokenUrl: str,
+            clientId: str,
+            clientSecret: str,
+            clientSecretFile: str,
+            scope: str,
+          },
+        },
+        tls: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { ca: str, cert: str, key: str },
+        },
+      },
+    },
+    auth: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['issuer', 'audience'],
+      properties: {
+        issuer: str,
+        audience: str,
+        jwksUri: str,
+        jwksFile: str,
+        algorithms: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string' } },
+        rolesClaim: str,
+        clockToleranceSec: { type: 'integer', minimum: 0, maximum: 300 },
+        tokenCacheSize: { type: 'integer', minimum: 0 },
+        requiredTyp: str,
+      },
+    },
+    audit: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['sink'],
+      properties: {
+        sink: { enum: ['file', 'redis'] },
+        path: str,
+        url: str,
+        stream: str,
+        failOpen: { type: 'boolean' },
+        rotateBytes: posInt,
+        groupCommitMs: { type: 'integer', minimum: 0, maximum: 1000 },
+      },
+    },
+    alerts: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { webhook: str, redisChannel: str },
+    },
+    limits: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { requestBodyBytes: posInt, responseBodyBytes: posInt, decompressedBytes: posInt },
+    },
+    pseudonymKey: str,
+    pseudonymKeyFile: str,
+    logLevel: { enum: LOG_LEVELS },
+  },
+} as const;
+
+const code = { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_-]*$' } as const;
+const name = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]*$' } as const;
+const labels = { type: 'array', uniqueItems: true, items: str } as const;
+const selectors = { type: 'array', uniqueItems: true, items: str } as const;
+
+export const policySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['version', 'purposes', 'dataSets', 'roles'],
+  properties: {
+    version: { const: 1 },
+    purposes: {
+      type: 'object',
+      propertyNames: code,
+      additionalProperties: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['display'],
+        properties: { display: str, parent: str, minimumNecessary: { type: 'boolean' } },
+      },
+    },
+    safeHarbor: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['restrictedZip3'],
+      properties: {
+        restrictedZip3: { type: 'array', uniqueItems: true, items: { type: 'string', pattern: '^[0-9]{3}$' } },
+      },
+    },
+    dataSets: {
+      type: 'object',
+      propertyNames: name,
+      additionalProperties: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['rules'],
+        properties: {
+          description: { type: 'string' },
+          withhold: labels,
+          rules: {
+            type: 'array',
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['types'],
+              properties: {
+                types: { type: 'array', minItems: 1, uniqueItems: true, items: str },
+                interactions: {
+                  type: 'array',
+                  uniqueItems: true,
+                  items: { enum: ['read', 'search', 'history', 'create', 'update', 'patch', 'delete'] },
+                },
+                elements: { ...selectors, minItems: 1 },
+                remove: selectors,
+                transforms: {
+                  type: 'array',
+                  items: {
+                    type: 'object',
+                    additionalProperties: false,
+                    required: ['select', 'apply'],
+                    properties: {
+                      select: str,
+                      apply: { enum: ['remove', 'mask', 'year', 'zip3', 'age90', 'pseudonym'] },
+                    },
+                  },
+                },
+                search: strList,
+                operations: {
+                  type: 'array',
+                  uniqueItems: true,
+                  items: { type: 'string', pattern: '^\\$[A-Za-z][A-Za-z0-9-]*$' },
+                },
+                withhold: labels,
+              },
+            },
+          },
+        },
+      },
+    },
+    roles: {
+      type: 'object',
+      propertyNames: name,
+      additionalProperties: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['purposes'],
+        properties: {
+          description: { type: 'string' },
+          purposes: { type: 'object', propertyNames: code, additionalProperties: str },
+          breakGlass: { type: 'boolean' },
+          compartment: { const: 'patient' },
+          capabilities: { type: 'array', uniqueItems: true, items: { enum: ['audit-export', 'break-glass-review'] } },
+        },
+      },
+    },
+    breakGlass: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['dataSet'],
+      properties: {
+        dataSet: str,
+        sessionMinutes: { type: 'integer', minimum: 1, maximum: 1440 },
+        minReasonLength: { type: 'integer', minimum: 1, maximum: 1000 },
+        reasons: { type: 'array', uniqueItems: true, minItems: 1, items: code },
+        maxSessionsPerDay: { type: 'integer', minimum: 1, maximum: 1000 },
+      },
+    },
+  },
+} as const;
+
+export interface SchemaProblem {
+  /** Where to point: the value (`value`), or the key of the last segment (`key`). */
+  readonly path: ReadonlyArray<string | number>;
+  readonly at: 'value' | 'key';
+  readonly message: string;
+}
+
+let ajv: Ajv | undefined;
+const validators = new Map<object, ValidateFunction>();
+
+function validatorFor(schema: object): ValidateFunction {
+  let v = validators.get(schema);
+  if (!v) {
+    ajv ??= new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
+    v = ajv.compile(schema);
+    validators.set(schema, v);
+  }
+  return v;
+}
+
+/** Validates `data` against `schema`; every error, located and phrased for an admin. */
+export function validateSchema(schema: object, data: unknown): SchemaProblem[] {
+  const validate = validatorFor(schema);
+  if (validate(data)) return [];
+  return toProblems(validate.errors ?? []);
+}
+
+function decodePointer(pointer: string): Array<string | number> {
+  if (pointer === '') return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((s) => (/^(0|[1-9][0-9]*)$/.test(s) ? Number(s) : s));
+}
+
+function toProblems(errors: readonly ErrorObject[]): SchemaProblem[] {
+  const out: SchemaProblem[] = [];
+  const seen = new Set<string>();
+  // oneOf/const branch noise: report the branch errors that explain the problem, not the umbrella.
+  const hasSpecific = new Set(errors.filter((e) => e.keyword !== 'oneOf').map((e) => e.instancePath));
+  for (const e of errors) {
+    if (e.keyword === 'oneOf' && hasSpecific.has(e.instancePath)) continue;
+    if (e.keyword === 'if') continue;
+    // A bad property name is reported once, by its propertyNames error, not again by the pattern.
+    if (e.propertyName !== undefined) continue;
+    const path = decodePointer(e.instancePath);
+    let p: SchemaProblem;
+    switch (e.keyword) {
+      case 'required':
+        p = { path, at: 'value', message: `${label(path)}missing required property '${e.params.missingProperty}'` };
+        break;
+      case 'additionalProperties':
+        p = {
+          path: [...path, e.params.additionalProperty as string],
+          at: 'key',
+          message: `${label(path)}unknown property '${e.params.additionalProperty}'`,
+        };
+        break;
+      case 'propertyNames':
+        p = { path: [...path, e.params.propertyName as string], at: 'key', message: `${label(path)}invalid name '${e.params.propertyName}'` };
+        break;
+      case 'enum':
+        p = { path, at: 'value', message: `${label(path)}must be one of: ${(e.params.allowedValues as unknown[]).join(', ')}` };
+        break;
+      case 'const':
+        p = { path, at: 'value', message: `${label(path)}must be ${JSON.stringify(e.params.allowedValue)}` };
+        break;
+      default:
+        p = { path, at: 'value', message: `${label(path)}${e.message ?? 'is invalid'}` };
+    }
+    const key = `${p.at}:${JSON.stringify(p.path)}:${p.message}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(p);
+  }
+  return out;
+}
+
+function label(path: ReadonlyArray<string | number>): string {
+  if (path.length === 0) return '';
+  let s = '';
+  for (const seg of path) s += typeof seg === 'number' ? `[${seg}]` : s === '' ? seg : `.${seg}`;
+  return `${s}: `;
+}

@@ -1,0 +1,280 @@
+/**
+ * The access decision (pure): from a principal, a declared purpose and a classified request to
+ * allow (with the plan that filters the response) or deny (with a stable error code). Checks run
+ * in a fixed order, pinned by test/unit/policy/decide.test.ts:
+ *
+ *   1. token purposes   2. break-glass / role selection   3. interaction and type
+ *   4. search parameters   5. patient compartment   6. SMART scopes
+ *
+ * Batch and transaction Bundles: every entry goes through 3-6; the first denied entry denies all.
+ */
+import type { Principal, SmartScope } from '../auth/principal.js';
+import type { ErrorCode } from '../errors.js';
+import type { PolicyInteraction } from './model.js';
+import type { AccessPlan, CompiledPolicy, CompiledRole, ResourcePlan } from './plan.js';
+import { isCoveredBy } from './purpose.js';
+import type { ClassifiedRequest, Interaction } from './request.js';
+
+export type Decision =
+  | { readonly allow: true; readonly plan: AccessPlan; readonly typePlan: ResourcePlan | undefined; readonly rule: string }
+  | { readonly allow: false; readonly code: ErrorCode; readonly rule: string };
+
+export interface DecideInput {
+  readonly policy: CompiledPolicy;
+  readonly principal: Principal;
+  /** The declared purpose (already parsed by parsePurposeHeader). */
+  readonly purpose: string;
+  /** X-Role, when the client chose among its roles. */
+  readonly requestedRole?: string | undefined;
+  readonly request: ClassifiedRequest;
+}
+
+export const BREAK_GLASS = 'BTG';
+
+/** Parameters of instance/type history beyond the search controls. */
+const HISTORY_PARAMS: ReadonlySet<string> = new Set(['_count', '_since', '_at']);
+
+/** Parameters an operation may take when the operation itself is granted. */
+const OPERATION_PARAMS: Readonly<Record<string, ReadonlySet<string>>> = Object.assign(Object.create(null), {
+  $everything: new Set(['start', 'end', '_since', '_type', '_count']),
+});
+
+const deny = (code: ErrorCode, rule: string): Decision => ({ allow: false, code, rule });
+
+export function decide(input: DecideInput): Decision {
+  const { policy, principal, purpose, request } = input;
+
+  // Unknown purposes never get this far (parsePurposeHeader), but a hand-built call must not pass.
+  if (!policy.purposes.has(purpose)) return deny('purpose-unknown', `purposes.${purpose}`);
+
+  // 1. The header is only trustworthy when the token itself allows that purpose.
+  if (principal.tokenPurposes !== undefined) {
+    const covered = principal.tokenPurposes.some((tp) => isCoveredBy(purpose, tp, policy.purposes));
+    if (!covered) return deny('purpose-not-in-token', `token.purpose_of_use does not cover ${purpose}`);
+  }
+
+  // 2. Which role (and so which data set) applies.
+  const selected = purpose === BREAK_GLASS ? selectBreakGlass(input) : selectRole(input);
+  if (!selected.ok) return selected.decision;
+  const { plan, grant } = selected;
+
+  // 3-6, once for a plain request, per entry for batch/transaction.
+  if (request.interaction === 'batch' || request.interaction === 'transaction') {
+    const entries = request.entries;
+    if (entries === undefined) return deny('request-unclassified', `${grant} -> ${request.interaction} without entries`);
+    for (let i = 0; i < entries.length; i++) {
+      const d = decideOne(plan, grant, principal, entries[i], true);
+      if (!d.allow) return deny(d.code, `${request.interaction}.entry[${i}]: ${d.rule}`);
+    }
+    return { allow: true, plan, typePlan: undefined, rule: `${grant} -> ${request.interaction} of ${entries.length} entries` };
+  }
+  return decideOne(plan, grant, principal, request, false);
+}
+
+type Selection =
+  | { readonly ok: true; readonly plan: AccessPlan; readonly grant: string }
+  | { readonly ok: false; readonly decision: Decision };
+
+function heldRoles(input: DecideInput): CompiledRole[] {
+  const out: CompiledRole[] = [];
+  const seen = new Set<string>();
+  for (const name of input.principal.roles) {
+    if (seen.has(name)) continue;
+    seen.add(name);
+    const role = input.policy.roles.get(name);
+    if (role) out.push(role);
+  }
+  return out;
+}
+
+function selectRole(input: DecideInput): Selection {
+  const { purpose, requestedRole, principal } = input;
+  if (requestedRole !== undefined && !principal.roles.includes(requestedRole)) {
+    return { ok: false, decision: deny('role-not-held', `X-Role ${requestedRole} is not held`) };
+  }
+  let candidates = heldRoles(input).filter((r) => r.plans.has(purpose));
+  if (requestedRole !== undefined) candidates = candidates.filter((r) => r.name === requestedRole);
+  if (candidates.length === 0) {
+    const who = requestedRole !== undefined ? `role ${requestedRole}` : 'no role held';
+    return { ok: false, decision: deny('purpose-not-permitted', `${who} grants purpose ${purpose}`) };
+  }
+  const first = candidates[0].plans.get(purpose)!;
+  // Roles that grant the same data set the same way are interchangeable; anything else must be chosen.
+  const ambiguous = candidates.some((r) => {
+    const p = r.plans.get(purpose)!;
+    return p.dataSet !== first.dataSet || p.compartment !== first.compartment;
+  });
+  if (ambiguous) {
+    const names = candidates.map((r) => r.name).join(', ');
+    return { ok: false, decision: deny('role-ambiguous', `roles ${names} grant ${purpose} with different data sets`) };
+  }
+  return { ok: true, plan: first, grant: first.grantedBy };
+}
+
+function selectBreakGlass(input: DecideInput): Selection {
+  const { policy, requestedRole, principal } = input;
+  if (requestedRole !== undefined && !principal.roles.includes(requestedRole)) {
+    return { ok: false, decision: deny('role-not-held', `X-Role ${requestedRole} is not held`) };
+  }
+  const bg = policy.breakGlass;
+  let eligible = heldRoles(input).filter((r) => r.breakGlass);
+  if (requestedRole !== undefined) eligible = eligible.filter((r) => r.name === requestedRole);
+  if (bg === undefined || eligible.length === 0) {
+    return { ok: false, decision: deny('break-glass-not-eligible', 'no break-glass eligible role held') };
+  }
+  return { ok: true, plan: bg.plan, grant: `roles.${eligible[0].name}.breakGlass -> breakGlass.dataSet ${bg.dataSet}` };
+}
+
+const NEEDS: Partial<Record<Interaction, PolicyInteraction>> = {
+  read: 'read',
+  vread: 'read',
+  'search-type': 'search',
+  'search-compartment': 'search',
+  'history-instance': 'history',
+  'history-type': 'history',
+  create: 'create',
+  update: 'update',
+  patch: 'patch',
+  delete: 'delete',
+};
+
+function decideOne(plan: AccessPlan, grant: string, principal: Principal, req: ClassifiedRequest, inBatch: boolean): Decision {
+  const interaction = req.interaction;
+
+  // 3. Interaction and type.
+  if (interaction === 'capabilities') {
+    if (req.params.length > 0) {
+      // /metadata takes no filtering parameters worth forwarding; mode= is harmless but not needed.
+      for (const [name] of req.params) if (name !== 'mode') return deny('search-param-denied', `${grant} -> capabilities: parameter ${name}`);
+    }
+    return { allow: true, plan, typePlan: undefined, rule: `${grant} -> capabilities` };
+  }
+  if (interaction === 'search-system' || interaction === 'history-system') {
+    return deny('interaction-denied', `${grant} -> ${interaction} is never granted`);
+  }
+  if (interaction === 'batch' || interaction === 'transaction') {
+    // Nested Bundles would hide entries from this check.
+    return deny('interaction-denied', `${grant} -> ${interaction} nested in ${inBatch ? 'a batch' : 'a request'}`);
+  }
+  const type = req.resourceType;
+  if (type === undefined) {
+    if (interaction === 'operation') return deny('interaction-denied', `${grant} -> system operation ${req.operation ?? ''}`.trim());
+    return deny('request-unclassified', `${grant} -> ${interaction} without a resource type`);
+  }
+  const typePlan = plan.types.get(type);
+  if (typePlan === undefined) return deny('type-denied', `${grant} -> dataSets.${plan.dataSet}: type ${type} not granted`);
+  const where = `${grant} -> ${typePlan.rule}`;
+
+  if (interaction === 'operation') {
+    if (req.operation === undefined || !typePlan.operations.has(req.operation)) {
+      return deny('interaction-denied', `${where}: operation ${req.operation ?? '(none)'} not granted`);
+    }
+  } else {
+    const needed = NEEDS[interaction];
+    if (needed === undefined) return deny('request-unclassified', `${where}: interaction ${interaction}`);
+    if (!typePlan.interactions.has(needed)) return deny('interaction-denied', `${where}: ${needed} not granted`);
+  }
+  if (interaction === 'search-compartment') {
+    const owner = req.compartment;
+    if (owner === undefined) return deny('request-unclassified', `${where}: compartment search without a compartment`);
+    const ownerPlan = plan.types.get(owner.type);
+    if (ownerPlan === undefined) return deny('type-denied', `${grant} -> dataSets.${plan.dataSet}: compartment type ${owner.type} not granted`);
+    if (!ownerPlan.interactions.has('read')) return deny('interaction-denied', `${grant} -> ${ownerPlan.rule}: read of compartment owner not granted`);
+  }
+
+  // 4. Search parameters: searching on what the role cannot see is an oracle.
+  const bad = deniedParam(req, typePlan);
+  if (bad !== undefined) return deny('search-param-denied', `${where}: parameter ${bad} not allowed`);
+
+  // 5. Patient compartment.
+  const patient = principal.patient;
+  if (plan.compartment === 'patient' && patient === undefined) {
+    return deny('compartment-denied', `${grant}: compartment role without a patient claim`);
+  }
+  if (patient !== undefined) {
+    if (type === 'Patient' && req.id !== undefined && req.id !== patient) {
+      return deny('compartment-denied', `${where}: Patient outside the token's compartment`);
+    }
+    if (interaction === 'search-compartment') {
+      const owner = req.compartment!;
+      // Another kind of compartment (Practitioner/...) would reach other patients' records.
+      if (owner.type !== 'Patient' || owner.id !== patient) {
+        return deny('compartment-denied', `${where}: compartment outside the token's patient`);
+      }
+    }
+  }
+
+  // 6. SMART scopes narrow, never widen, what the role grants.
+  if (principal.scopes !== undefined && !scopesAllow(principal.scopes, principal.patient !== undefined, req, type)) {
+    return deny('scope-denied', `${where}: no scope covers ${interaction} of ${type}`);
+  }
+
+  return { allow: true, plan, typePlan, rule: where };
+}
+
+/** The first parameter (by name) that the type plan does not allow, or undefined. */
+function deniedParam(req: ClassifiedRequest, typePlan: ResourcePlan): string | undefined {
+  const allowed = typePlan.searchParams;
+  const interaction = req.interaction;
+  const extra =
+    interaction === 'history-instance' || interaction === 'history-type'
+      ? HISTORY_PARAMS
+      : interaction === 'operation' && req.operation !== undefined
+        ? OPERATION_PARAMS[req.operation]
+        : undefined;
+  for (const [name, value] of req.params) {
+    if (name === '') return '(empty)';
+    if (extra?.has(name)) continue;
+    // Chains and reverse chains are oracles on other resources: only if granted word for word.
+    if (name.includes('.') || name === '_has' || name.startsWith('_has:')) {
+      if (allowed.has(name)) continue;
+      return name;
+    }
+    const colon = name.indexOf(':');
+    const base = colon < 0 ? name : name.slice(0, colon);
+    if (!allowed.has(base)) return name;
+    if (base === '_sort') {
+      for (const raw of value.split(',')) {
+        const key = raw.trim().replace(/^-/, '');
+        if (key === '' || key.includes('.') || !allowed.has(key)) return `_sort=${key}`;
+      }
+    }
+    // `_summary=text` returns the narrative alone: it repeats what the plan removes.
+    if (base === '_summary' && value === 'text' && !typePlan.elements.keepsAll) return '_summary=text';
+  }
+  return undefined;
+}
+
+const PERMISSION: Partial<Record<Interaction, 'c' | 'r' | 'u' | 'd' | 's'>> = {
+  read: 'r',
+  vread: 'r',
+  'search-type': 's',
+  'search-compartment': 's',
+  'history-instance': 'r',
+  'history-type': 's',
+  create: 'c',
+  update: 'u',
+  patch: 'u',
+  delete: 'd',
+  operation: 'r',
+};
+
+function scopesAllow(scopes: readonly SmartScope[], hasPatient: boolean, req: ClassifiedRequest, type: string): boolean {
+  const perm = PERMISSION[req.interaction];
+  if (perm === undefined) return false;
+  const usable = scopes.filter((s) => s.context !== 'patient' || hasPatient);
+  const covers = (s: SmartScope, t: string, p: 'c' | 'r' | 'u' | 'd' | 's') => {
+    if (s.resourceType !== '*' && s.resourceType !== t) return false;
+    if (!s.permissions.has(p)) return false;
+    if (s.params.length === 0) return true;
+    // A scope limited by parameters only covers searches that carry exactly those filters.
+    if (p !== 's') return false;
+    return s.params.every(([k, v]) => req.params.some(([rk, rv]) => rk === k && rv === v));
+  };
+  if (!usable.some((s) => covers(s, type, perm))) return false;
+  // $everything returns every type in the compartment: it needs a wildcard search scope too.
+  if (req.interaction === 'operation' && req.operation === '$everything') {
+    return usable.some((s) => s.resourceType === '*' && s.params.length === 0 && s.permissions.has('r') && s.permissions.has('s'));
+  }
+  return true;
+}

@@ -1,0 +1,76 @@
+/**
+ * Security-label sets (DS4P) compiled once per resource plan. Matching fails safe: a plain code
+ * in the policy matches wherever that code may turn up in real data, including retired systems
+ * and legacy system URIs, so a sloppy label in the upstream never lets a resource through.
+ */
+import type { Coding } from 'fhir/r4.js';
+import type { LabelSet } from './plan.js';
+
+export const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
+export const ACT_CODE = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
+
+/** Current v3-Confidentiality codes: a plain label with one of these means confidentiality only. */
+const CONFIDENTIALITY_CODES: ReadonlySet<string> = new Set(['U', 'L', 'M', 'N', 'R', 'V']);
+
+/** Older spellings of the same code systems that still appear in exported data. */
+const SYSTEM_ALIASES: Readonly<Record<string, string>> = Object.assign(Object.create(null), {
+  [CONFIDENTIALITY]: CONFIDENTIALITY,
+  'http://hl7.org/fhir/v3/Confidentiality': CONFIDENTIALITY,
+  'urn:oid:2.16.840.1.113883.5.25': CONFIDENTIALITY,
+  [ACT_CODE]: ACT_CODE,
+  'http://hl7.org/fhir/v3/ActCode': ACT_CODE,
+  'urn:oid:2.16.840.1.113883.5.4': ACT_CODE,
+});
+
+function canonicalSystem(system: string): string {
+  return SYSTEM_ALIASES[system] ?? system;
+}
+
+/**
+ * The `system|code` keys a policy label stands for. `R` -> confidentiality only; `PSY` -> the
+ * ActCode sensitivity and the retired confidentiality code of the same letters.
+ */
+export function expandLabel(label: string): string[] {
+  const bar = label.indexOf('|');
+  if (bar >= 0) return [`${canonicalSystem(label.slice(0, bar))}|${label.slice(bar + 1)}`];
+  if (CONFIDENTIALITY_CODES.has(label)) return [`${CONFIDENTIALITY}|${label}`];
+  return [`${ACT_CODE}|${label}`, `${CONFIDENTIALITY}|${label}`];
+}
+
+/** A plain label (no system) or `system|code` with a non-empty system and code. */
+export function isValidLabel(label: string): boolean {
+  const bar = label.indexOf('|');
+  if (bar < 0) return /^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(label);
+  return bar > 0 && bar < label.length - 1 && label.indexOf('|', bar + 1) < 0 && !/\s/.test(label);
+}
+
+export function compileLabelSet(labels: readonly string[]): LabelSet {
+  const keys = new Set<string>();
+  // Codings without a system are ambiguous; match them by code alone (withhold rather than leak).
+  const codes = new Set<string>();
+  for (const label of labels) {
+    for (const key of expandLabel(label)) {
+      keys.add(key);
+      codes.add(key.slice(key.lastIndexOf('|') + 1));
+    }
+  }
+  const list = Object.freeze([...keys].sort());
+  return Object.freeze({
+    labels: list,
+    match(security: readonly Coding[] | undefined): string | undefined {
+      if (keys.size === 0 || !Array.isArray(security)) return undefined;
+      for (const coding of security) {
+        if (coding === null || typeof coding !== 'object') continue;
+        const code = coding.code;
+        if (typeof code !== 'string') continue;
+        if (typeof coding.system !== 'string' || coding.system === '') {
+          if (codes.has(code)) return `|${code}`;
+          continue;
+        }
+        const key = `${canonicalSystem(coding.system)}|${code}`;
+        if (keys.has(key)) return key;
+      }
+      return undefined;
+    },
+  });
+}
