@@ -19,7 +19,8 @@ export class PrincipalCache {
   readonly #entries = new Map<string, Entry>();
 
   constructor(maxEntries: number) {
-    this.#max = Math.max(0, Math.floor(maxEntries));
+    // A non-number must not become an unbounded cache.
+    this.#max = Number.isFinite(maxEntries) ? Math.max(0, Math.floor(maxEntries)) : 0;
   }
 
   get size(): number {

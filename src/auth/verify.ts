@@ -43,6 +43,8 @@ export function createTokenVerifier(cfg: AuthConfig, opts: VerifierOptions = {})
   const tolerance = cfg.clockToleranceSec;
   if (!Number.isFinite(tolerance) || tolerance < 0 || tolerance > 300) throw new Error('auth: clockToleranceSec must be 0..300');
 
+  if (!Number.isInteger(cfg.tokenCacheSize) || cfg.tokenCacheSize < 0) throw new Error('auth: tokenCacheSize must be a non-negative integer');
+
   const keySet: JWTVerifyGetKey = createKeySet(cfg, opts);
   const now = opts.now ?? Date.now;
   const cache = new PrincipalCache(cfg.tokenCacheSize);

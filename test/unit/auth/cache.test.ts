@@ -48,6 +48,11 @@ describe('PrincipalCache', () => {
     c.set('a', principal('a', T / 1000 + 3600), T);
     expect(c.get('a', T)).toBeUndefined();
   });
+  it('treats a non-numeric bound as 0, never as unbounded', () => {
+    const c = new PrincipalCache(Number.NaN);
+    c.set('a', principal('a', T / 1000 + 3600), T);
+    expect(c.size).toBe(0);
+  });
   it('stays bounded under many distinct keys', () => {
     const c = new PrincipalCache(100);
     for (let i = 0; i < 10_000; i++) c.set(String(i), principal(String(i), T / 1000 + 3600), T);

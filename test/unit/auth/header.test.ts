@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { authorizationFromRawHeaders, bearerToken, MAX_TOKEN_LENGTH } from '../../../src/auth/header.js';
 import { GatewayError } from '../../../src/errors.js';
@@ -39,5 +41,28 @@ describe('authorizationFromRawHeaders', () => {
     expect(authorizationFromRawHeaders(['Host', 'x', 'Authorization', 'Bearer a', 'authorization', 'Bearer b'])).toEqual(['Bearer a', 'Bearer b']);
     expect(authorizationFromRawHeaders(['AUTHORIZATION', 'Bearer a'])).toBe('Bearer a');
     expect(authorizationFromRawHeaders(['Host', 'x'])).toBeUndefined();
+  });
+});
+
+describe('duplicate Authorization headers over real HTTP', () => {
+  it('Node keeps only the first in headers.authorization; rawHeaders keeps both, and the pair is refused', async () => {
+    const seen = await new Promise<{ parsed: string | undefined; raw: string[] }>((resolve, reject) => {
+      const server = createServer((req, res) => {
+        resolve({ parsed: req.headers.authorization, raw: req.rawHeaders });
+        res.end();
+        server.close();
+      });
+      server.listen(0, '127.0.0.1', () => {
+        const socket = connect((server.address() as AddressInfo).port, '127.0.0.1', () => {
+          socket.end(`GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${JWT}\r\nAuthorization: Bearer ${JWT}x\r\nConnection: close\r\n\r\n`);
+        });
+        socket.on('error', reject);
+        socket.resume();
+      });
+    });
+    expect(seen.parsed).toBe(`Bearer ${JWT}`);
+    const all = authorizationFromRawHeaders(seen.raw);
+    expect(all).toEqual([`Bearer ${JWT}`, `Bearer ${JWT}x`]);
+    expect(refusal(() => bearerToken(all)).detail).toMatch(/got 2/);
   });
 });

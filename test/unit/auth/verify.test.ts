@@ -94,6 +94,11 @@ describe('createTokenVerifier: configuration', () => {
     expect(() => createTokenVerifier(config({ jwksUri: 'http://idp.example.org/jwks' }))).toThrow(/https/);
     expect(() => createTokenVerifier(config({ jwksUri: 'https://idp.example.org/jwks' }))).not.toThrow();
   });
+  it('refuses a cache size that is not a non-negative integer (it would be unbounded)', () => {
+    for (const tokenCacheSize of [Number.NaN, -1, 1.5, undefined as unknown as number]) {
+      expect(() => createTokenVerifier(config({ tokenCacheSize }))).toThrow(/tokenCacheSize/);
+    }
+  });
   it('needs an issuer and an audience', () => {
     expect(() => createTokenVerifier(config({ issuer: '' }))).toThrow(/issuer/);
     expect(() => createTokenVerifier(config({ audience: '' }))).toThrow(/audience/);
