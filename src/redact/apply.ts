@@ -214,7 +214,14 @@ function walkObject(obj: Obj, type: string, b: Branch | undefined, st: State, is
   if (out === undefined) return obj;
   // Left-over empty objects carry nothing and are invalid FHIR.
   if (kept === 0 && !isRoot) return REMOVE;
+  // An extension whose value was removed says nothing (and breaks ext-1): drop it whole.
+  if (type === 'Extension' && isHollowExtension(out)) return REMOVE;
   return out;
+}
+
+function isHollowExtension(ext: Obj): boolean {
+  for (const k in ext) if (k !== 'url' && k !== 'id') return false;
+  return true;
 }
 
 function hasCoding(security: unknown[], code: string): boolean {

@@ -73,6 +73,11 @@ export function scrubOperationOutcome(oo: Obj): Obj {
           .filter((c) => c.code !== undefined);
         if (coding.length > 0) issue.details = { coding };
       }
+      // FHIRPath locations name elements, not values.
+      for (const k of ['expression', 'location']) {
+        const v = i[k];
+        if (Array.isArray(v) && v.every((x) => typeof x === 'string')) issue[k] = v;
+      }
       issues.push(issue);
     }
   }
