@@ -2,7 +2,8 @@
  * classify(): THE place where the gateway decides what a request is. Pure and synchronous. It
  * returns a ClassifiedRequest (src/policy/request.ts) or throws a GatewayError with one of
  * `method-not-allowed`, `request-unclassified`, `request-body-invalid`, `unsupported-media-type`,
- * `request-too-large`; never anything else for any input. What is forwarded upstream is rebuilt
+ * `request-too-large`; never anything else for any request (a non-finite `maxBodyBytes` is a
+ * configuration bug and answers `internal`). What is forwarded upstream is rebuilt
  * from its output (upstreamMethod(), upstreamPath, upstreamQuery, body), never from the raw URL,
  * so the upstream sees exactly what the decision layer judged. Fixed check order: method ->
  * override headers -> If-None-Exist -> URL (path shape, then query) -> body.
