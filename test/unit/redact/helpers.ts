@@ -52,7 +52,8 @@ export function responseCtx(
     patientCompartment: undefined,
     ...over,
     planFor: (t: string) => (Object.hasOwn(plans, t) ? plans[t] : undefined),
-    rewriteUrl: (u: string) => (u.startsWith(`${UPSTREAM}/`) || u === UPSTREAM ? PUBLIC + u.slice(UPSTREAM.length) : undefined),
+    rewriteUrl: (u: string) =>
+      u === UPSTREAM || u.startsWith(`${UPSTREAM}/`) || u.startsWith(`${UPSTREAM}?`) ? PUBLIC + u.slice(UPSTREAM.length) : undefined,
   };
 }
 
