@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { AuditSink } from '../audit/record.js';
+import { authorizationFromRawHeaders } from '../auth/header.js';
 import type { Principal } from '../auth/principal.js';
 import type { GatewayConfig } from '../config/types.js';
 import { ERRORS, type ErrorCode, GatewayError, isGatewayError, operationOutcome } from '../errors.js';
@@ -169,7 +170,8 @@ export function createPipeline(deps: PipelineDeps) {
     let plan: AccessPlan;
     let decided: ClassifiedRequest;
     try {
-      ex.principal = await deps.verifier.verify(request.headers.authorization);
+      // Node keeps only the first of repeated Authorization headers; the raw list lets the verifier refuse them.
+      ex.principal = await deps.verifier.verify(authorizationFromRawHeaders(request.raw.rawHeaders));
       const purpose = deps.steps.parsePurpose(request.headers['x-purpose-of-use'], rt.policy);
       if (!purpose.ok) throw new GatewayError(purpose.code);
       ex.purpose = purpose.code;
@@ -305,7 +307,13 @@ export function createPipeline(deps: PipelineDeps) {
       rewriteUrl,
       patientCompartment: up.compartment,
     };
-    const result = deps.steps.filterResponse(value, ctx);
+    let result: FilterResult;
+    try {
+      result = deps.steps.filterResponse(value, ctx);
+    } catch (e) {
+      // Whatever went wrong, the unfiltered body stays here.
+      throw isGatewayError(e) ? e : new GatewayError('filter-failed', 'response filter threw', { cause: e });
+    }
     ex.stats = result.stats;
     if (result.kind === 'withheld') {
       const code: ErrorCode = up.eligible && result.reason === 'label' ? 'break-glass-available' : 'not-found';
