@@ -245,6 +245,11 @@ function compileDataSet(
         problem(`${where}.transforms[${i}].apply`, 'zip3 needs safeHarbor.restrictedZip3 in the policy');
       }
     });
+    rule.search?.forEach((p, i) => {
+      if (!isVerbatimOnly(p) && !rule.types.some((t) => isR4ResourceType(t) && searchParam(t, p) !== undefined)) {
+        problem(`${where}.search[${i}]`, `no type of this rule has a search parameter '${p}'`);
+      }
+    });
     const withhold = compileLabelSet([...dataSetWithhold, ...(rule.withhold ?? [])]);
     const interactions = new Set(rule.interactions ?? DEFAULT_INTERACTIONS);
     const operations = new Set(rule.operations ?? []);
@@ -283,10 +288,8 @@ function compileDataSet(
       }
       const searchParams = new Set<string>(CONTROL_SEARCH_PARAMS);
       for (const p of compiler.derivedSearchParams?.(type, elements) ?? []) searchParams.add(p);
-      rule.search?.forEach((p, i) => {
-        if (isVerbatimOnly(p) || searchParam(type, p.split(':')[0]) !== undefined) searchParams.add(p);
-        else problem(`${where}.search[${i}]`, `${type} has no search parameter '${p}'`);
-      });
+      // A rule's search list applies to each of its types that has the parameter.
+      for (const p of rule.search ?? []) if (isVerbatimOnly(p) || searchParam(type, p) !== undefined) searchParams.add(p);
       types.set(
         type,
         Object.freeze({

@@ -1,0 +1,157 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { loadPolicy } from '../../../src/config/load.js';
+import { CONTROL_SEARCH_PARAMS, compilePolicy, type ElementCompiler } from '../../../src/policy/compile.js';
+import type { PolicyFile } from '../../../src/policy/model.js';
+
+const SHIPPED = 'config/policy.yaml';
+const loaded = loadPolicy(SHIPPED);
+const { policy } = loaded;
+
+describe('compiling the shipped policy', () => {
+  it('versions the policy by the sha256 of its bytes', () => {
+    const hex = createHash('sha256').update(readFileSync(SHIPPED)).digest('hex');
+    expect(policy.version).toBe(hex.slice(0, 16));
+    expect(policy.version).toMatch(/^[0-9a-f]{16}$/);
+  });
+
+  it('gives a role every descendant of a granted purpose, granted by the parent', () => {
+    const billing = policy.roles.get('billing')!;
+    expect([...billing.plans.keys()].sort()).toEqual(['CLMATTCH', 'COVAUTH', 'COVERAGE', 'ELIGDTRM', 'ELIGVER', 'ENROLLM', 'HPAYMT', 'REMITADV']);
+    expect(billing.plans.get('ELIGVER')).toMatchObject({ purpose: 'ELIGVER', dataSet: 'billing', grantedBy: 'roles.billing.purposes.HPAYMT' });
+  });
+
+  it('prefers an explicit grant over the inherited one', () => {
+    const clinician = policy.roles.get('clinician')!;
+    expect(clinician.plans.get('COC')?.grantedBy).toBe('roles.clinician.purposes.COC');
+    expect(clinician.plans.get('ETREAT')?.grantedBy).toBe('roles.clinician.purposes.TREAT');
+  });
+
+  it('never lets BTG be inherited from TREAT', () => {
+    for (const role of policy.roles.values()) expect(role.plans.has('BTG')).toBe(false);
+    expect(policy.roles.get('clinician')?.breakGlass).toBe(true);
+    expect(policy.roles.get('billing')?.breakGlass).toBe(false);
+  });
+
+  it('lets HOPERAT roles declare HCOMPL (audit export is gated by capability elsewhere)', () => {
+    expect(policy.roles.get('front-desk')?.plans.get('HCOMPL')?.grantedBy).toBe('roles.front-desk.purposes.HOPERAT');
+    expect(policy.roles.get('front-desk')?.capabilities.has('audit-export')).toBe(false);
+    expect([...policy.roles.get('privacy-officer')!.capabilities].sort()).toEqual(['audit-export', 'break-glass-review']);
+    expect(policy.roles.get('auditor')?.plans.get('HCOMPL')?.types.size).toBe(0);
+  });
+
+  it('shares one compiled data set between roles and purposes', () => {
+    const coder = policy.roles.get('coder')!;
+    expect(coder.plans.get('HPAYMT')?.types).toBe(coder.plans.get('HOPERAT')?.types);
+  });
+
+  it('billing: the table of SPEC 4', () => {
+    const types = policy.roles.get('billing')!.plans.get('HPAYMT')!.types;
+    expect([...types.keys()].sort()).toEqual(
+      ['Claim', 'Condition', 'Coverage', 'Encounter', 'ExplanationOfBenefit', 'Organization', 'Patient', 'Practitioner', 'Procedure'],
+    );
+    const patient = types.get('Patient')!;
+    expect(patient.rule).toBe('dataSets.billing.rules[0]');
+    expect([...patient.interactions].sort()).toEqual(['read', 'search']);
+    expect(patient.elements.keepsAll).toBe(false);
+    for (const label of ['PSY', 'PSYTHPN', 'SUD', 'HIV', 'ETH', 'SDV']) {
+      expect(patient.withhold.match([{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: label }])).toBeDefined();
+    }
+    expect(patient.withhold.match([{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }])).toBeDefined();
+    expect(patient.withhold.match([{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }])).toBeUndefined();
+    // Search only on what billing can see: telecom is removed, name is kept.
+    expect(patient.searchParams.has('name')).toBe(true);
+    expect(patient.searchParams.has('telecom')).toBe(false);
+    expect(patient.searchParams.has('phone')).toBe(false);
+    expect(types.has('Observation')).toBe(false);
+    expect(types.has('DocumentReference')).toBe(false);
+  });
+
+  it('clinician: everything clinical, $everything on Patient only, R and V withheld', () => {
+    const types = policy.roles.get('clinician')!.plans.get('TREAT')!.types;
+    expect(types.size).toBe(23);
+    expect([...types.get('Patient')!.operations]).toEqual(['$everything']);
+    expect(types.get('Observation')!.operations.size).toBe(0);
+    expect([...types.get('Observation')!.interactions].sort()).toEqual(['create', 'history', 'read', 'search', 'update']);
+    expect(types.get('Observation')!.elements.keepsAll).toBe(true);
+    expect(types.get('Observation')!.withhold.labels).toEqual([
+      'http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R',
+      'http://terminology.hl7.org/CodeSystem/v3-Confidentiality|V',
+    ]);
+  });
+
+  it('every plan allows the control parameters', () => {
+    for (const role of policy.roles.values()) {
+      for (const plan of role.plans.values()) {
+        for (const t of plan.types.values()) for (const p of CONTROL_SEARCH_PARAMS) expect(t.searchParams.has(p)).toBe(true);
+      }
+    }
+  });
+
+  it('researcher: Safe Harbor transforms remove date searches (transformed values are oracles)', () => {
+    const obs = policy.roles.get('researcher')!.plans.get('HRESCH')!.types.get('Observation')!;
+    expect(obs.searchParams.has('date')).toBe(false);
+    expect(obs.searchParams.has('code')).toBe(true);
+    expect(policy.restrictedZip3).toEqual(new Set(['036', '059', '063', '102', '203', '556', '692', '790', '821', '823', '830', '831', '878', '879', '884', '890', '893']));
+  });
+
+  it('break-glass: the emergency data set with nothing withheld', () => {
+    const bg = policy.breakGlass!;
+    expect(bg).toMatchObject({ dataSet: 'emergency', sessionMs: 3_600_000, minReasonLength: 20, maxSessionsPerDay: 5 });
+    expect(bg.plan).toMatchObject({ role: 'break-glass', purpose: 'BTG', grantedBy: 'breakGlass', compartment: undefined });
+    expect(bg.plan.types.size).toBe(23);
+    for (const t of bg.plan.types.values()) expect(t.withhold.labels).toEqual([]);
+  });
+
+  it('is frozen', () => {
+    expect(Object.isFrozen(policy)).toBe(true);
+    expect(Object.isFrozen(policy.roles.get('billing')!.plans.get('HPAYMT'))).toBe(true);
+    expect(Object.isFrozen(loaded.raw.roles.billing.purposes)).toBe(true);
+  });
+});
+
+describe('compilePolicy problems', () => {
+  const fake: ElementCompiler = { compileElementPlan: () => ({ keepsAll: true, describe: () => [] }) };
+  const base: PolicyFile = {
+    version: 1,
+    purposes: { TREAT: { display: 't' }, BTG: { display: 'b', parent: 'TREAT' } },
+    dataSets: { d: { rules: [{ types: ['Patient'] }] } },
+    roles: { r: { purposes: { TREAT: 'd' } } },
+  };
+  const problems = (raw: PolicyFile) => {
+    const r = compilePolicy(raw, 'x', fake);
+    return r.ok ? [] : r.problems.map((p) => `${p.path}: ${p.message}`);
+  };
+
+  it('a valid policy has none', () => {
+    expect(problems(base)).toEqual([]);
+  });
+
+  it.each([
+    ['BTG granted as a purpose', { ...base, roles: { r: { purposes: { BTG: 'd' } } } }, 'roles.r.purposes.BTG: BTG cannot be granted'],
+    ['breakGlass role without a breakGlass section', { ...base, roles: { r: { purposes: { TREAT: 'd' }, breakGlass: true } } }, 'roles.r.breakGlass: role is break-glass eligible'],
+    ['breakGlass without BTG purpose', { ...base, purposes: { TREAT: { display: 't' } }, breakGlass: { dataSet: 'd' } }, 'breakGlass: breakGlass is configured but purpose BTG'],
+    ['purpose cycle', { ...base, purposes: { A: { display: 'a', parent: 'B' }, B: { display: 'b', parent: 'A' } }, roles: {} }, 'purposes.A.parent: purpose hierarchy has a cycle'],
+    ['zip3 without safeHarbor', { ...base, dataSets: { d: { rules: [{ types: ['Patient'], transforms: [{ select: 'address.postalCode', apply: 'zip3' }] }] } } }, 'dataSets.d.rules[0].transforms[0].apply: zip3 needs safeHarbor.restrictedZip3'],
+    ['selector error without a where', { ...base }, 'dataSets.d.rules[0]: Patient: boom'],
+  ] as Array<[string, PolicyFile, string]>)('%s', (name, raw, expected) => {
+    if (name === 'selector error without a where') {
+      const throwing: ElementCompiler = {
+        compileElementPlan: () => {
+          throw new Error('boom');
+        },
+      };
+      const r = compilePolicy(raw, 'x', throwing);
+      expect(r.ok ? [] : r.problems.map((p) => `${p.path}: ${p.message}`)).toEqual([expected]);
+      return;
+    }
+    expect(problems(raw).some((p) => p.startsWith(expected)), problems(raw).join('\n')).toBe(true);
+  });
+
+  it('a policy with problems yields no compiled policy at all', () => {
+    const r = compilePolicy({ ...base, roles: { r: { purposes: { TREAT: 'missing' } } } }, 'x', fake);
+    expect(r.ok).toBe(false);
+    expect(r.policy).toBeUndefined();
+  });
+});
