@@ -1,0 +1,116 @@
+/**
+ * `phi-gateway explain --role R --purpose P [--resource T] [--config F]`: what a role may do and
+ * see for a purpose, type by type and element by element, with the policy lines that grant it.
+ */
+import { parseArgs } from 'node:util';
+import { resolveConfigPath } from '../config/env.js';
+import { ConfigError, type LoadedPolicy, loadGatewayConfig, loadPolicy } from '../config/load.js';
+import { BREAK_GLASS } from '../policy/decide.js';
+import type { AccessPlan, ResourcePlan } from '../policy/plan.js';
+import { parsePurposeHeader } from '../policy/purpose.js';
+import type { Io } from './check-config.js';
+
+const USAGE = 'usage: phi-gateway explain --role R --purpose P [--resource T] [--config F]\n';
+
+export async function run(argv: string[], io: Io): Promise<number> {
+  let values: { role?: string; purpose?: string; resource?: string; config?: string };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: { role: { type: 'string' }, purpose: { type: 'string' }, resource: { type: 'string' }, config: { type: 'string' } },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    io.stderr.write(`explain: ${(e as Error).message}\n${USAGE}`);
+    return 1;
+  }
+  if (values.role === undefined || values.purpose === undefined) {
+    io.stderr.write(`explain: --role and --purpose are required\n${USAGE}`);
+    return 1;
+  }
+  let loaded: LoadedPolicy;
+  try {
+    const config = loadGatewayConfig(resolveConfigPath(values.config, io.env), io.env);
+    loaded = loadPolicy(config.policyFile, { pseudonymKey: config.pseudonymKey });
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    for (const p of e.problems) io.stderr.write(`${p}\n`);
+    return 1;
+  }
+  const { policy } = loaded;
+  const roleName = values.role;
+  const role = policy.roles.get(roleName);
+  if (!role) {
+    io.stderr.write(`explain: unknown role '${roleName}' (roles: ${[...policy.roles.keys()].join(', ')})\n`);
+    return 1;
+  }
+  const parsed = parsePurposeHeader(values.purpose, policy.purposes);
+  if (!parsed.ok) {
+    io.stderr.write(`explain: '${values.purpose}' is not a purpose of this policy (${parsed.code})\n`);
+    return 1;
+  }
+  const purpose = parsed.code;
+  let plan: AccessPlan | undefined;
+  let grant: string;
+  if (purpose === BREAK_GLASS) {
+    if (!role.breakGlass || !policy.breakGlass) {
+      io.stderr.write(`explain: role ${roleName} may not break the glass\n`);
+      return 1;
+    }
+    plan = policy.breakGlass.plan;
+    grant = `${at(loaded, `roles.${roleName}.breakGlass`)} -> ${at(loaded, 'breakGlass.dataSet')}`;
+  } else {
+    plan = role.plans.get(purpose);
+    if (!plan) {
+      const can = [...role.plans.keys()].join(', ') || 'none';
+      io.stderr.write(`explain: role ${roleName} cannot declare purpose ${purpose} (it may declare: ${can})\n`);
+      return 1;
+    }
+    grant = at(loaded, plan.grantedBy);
+  }
+  const info = policy.purposes.get(purpose)!;
+  const out: string[] = [];
+  out.push(`role ${roleName}, purpose ${purpose} (${info.display})${info.minimumNecessary ? '' : ' - minimum necessary does not apply'}`);
+  out.push(`policy ${loaded.file} version ${policy.version}`);
+  out.push(`granted by ${grant} -> data set ${plan.dataSet}`);
+  if (plan.compartment === 'patient') out.push("limited to the patient compartment of the token's patient claim");
+  if (role.capabilities.size > 0) out.push(`capabilities: ${[...role.capabilities].join(', ')}`);
+  if (purpose === BREAK_GLASS && policy.breakGlass) {
+    const bg = policy.breakGlass;
+    out.push(`break-glass: sessions of ${bg.sessionMs / 60_000} min, reason of at least ${bg.minReasonLength} characters, ${bg.maxSessionsPerDay} sessions per day; alerted and reviewed`);
+  }
+  let types = [...plan.types.values()];
+  if (values.resource !== undefined) {
+    const one = plan.types.get(values.resource);
+    if (!one) {
+      out.push(`${values.resource}: not granted (type-denied)`);
+      io.stdout.write(`${out.join('\n')}\n`);
+      return 1;
+    }
+    types = [one];
+  }
+  if (types.length === 0) out.push('no FHIR resource types are granted');
+  for (const t of types) out.push('', ...describeType(loaded, grant, t));
+  io.stdout.write(`${out.join('\n')}\n`);
+  return 0;
+}
+
+/** `path (file:line)` for a policy path, or the path alone when it cannot be located. */
+function at(loaded: LoadedPolicy, path: string): string {
+  const pos = loaded.locate(path);
+  return pos ? `${path} (${loaded.file}:${pos.line})` : path;
+}
+
+function describeType(loaded: LoadedPolicy, grant: string, t: ResourcePlan): string[] {
+  const lines = [t.resourceType, `  granted by ${grant} -> ${at(loaded, t.rule)}`];
+  lines.push(`  interactions: ${[...t.interactions].join(', ') || 'none'}`);
+  lines.push(`  operations: ${[...t.operations].join(', ') || 'none'}`);
+  lines.push(`  search parameters: ${[...t.searchParams].sort().join(', ')}`);
+  lines.push(`  withheld labels: ${t.withhold.labels.join(', ') || 'none'}`);
+  lines.push(`  elements:${t.elements.keepsAll ? ' all kept unchanged' : ''}`);
+  const described = t.elements.describe();
+  const width = Math.max(0, ...described.map((l) => l.element.length));
+  for (const l of described) lines.push(`    ${l.action.padEnd(9)} ${l.element.padEnd(width)}  by ${l.selector}`);
+  return lines;
+}

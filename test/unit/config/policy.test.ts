@@ -1,0 +1,64 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { checkConfig, loadPolicy, readPolicy } from '../../../src/config/load.js';
+
+const dir = 'test/fixtures/config';
+
+describe('policy problems, all of them, as file:line:col', () => {
+  it('semantic problems point at the offending node', () => {
+    expect(checkConfig(`${dir}/semantic/gateway.yaml`, {})).toEqual([
+      `${dir}/semantic/policy.yaml:6:39 purposes.HPAYMT.parent: unknown parent purpose 'NOPE'`,
+      `${dir}/semantic/policy.yaml:11:28 dataSets.clinical.rules[1].types[1]: type Observation is already granted by dataSets.clinical.rules[0] (one rule per type per data set)`,
+      `${dir}/semantic/policy.yaml:12:17 dataSets.clinical.rules[2].types[0]: unknown FHIR R4 resource type 'Pateint'`,
+      `${dir}/semantic/policy.yaml:16:26 dataSets.billing.rules[0].elements[1]: Patient: selector "address.foo": Address has no element "foo"`,
+      `${dir}/semantic/policy.yaml:18:27 dataSets.billing.rules[1].search[1]: no type of this rule has a search parameter 'colour'`,
+      `${dir}/semantic/policy.yaml:19:20 dataSets.billing.rules[1].withhold[0]: invalid security label 'bad label' (CODE or system|code)`,
+      `${dir}/semantic/policy.yaml:22:34 roles.clinician.purposes.HRESCH: unknown purpose 'HRESCH' (not declared under purposes)`,
+      `${dir}/semantic/policy.yaml:25:15 roles.billing.purposes.HPAYMT: unknown data set 'billingg'`,
+      `${dir}/semantic/policy.yaml:27:12 breakGlass.dataSet: unknown data set 'emergency'`,
+    ]);
+  });
+
+  it('schema problems: an unknown key at the key, a missing property at the parent, a bad value at the value', () => {
+    expect(checkConfig(`${dir}/schema/gateway.yaml`, {})).toEqual([
+      `${dir}/schema/policy.yaml:8:30 dataSets.clinical.rules[0].interactions[1]: must be one of: read, search, history, create, update, patch, delete`,
+      `${dir}/schema/policy.yaml:9:9 dataSets.clinical.rules[0]: unknown property 'element'`,
+      `${dir}/schema/policy.yaml:12:5 roles.clinician: missing required property 'purposes'`,
+    ]);
+  });
+
+  it('YAML syntax errors (a duplicate key) are located too', () => {
+    expect(checkConfig(`${dir}/syntax/gateway.yaml`, {})).toEqual([`${dir}/syntax/policy.yaml:4:3 YAML: Map keys must be unique`]);
+  });
+
+  it('loadPolicy throws a ConfigError carrying every problem', () => {
+    expect(() => loadPolicy(`${dir}/semantic/policy.yaml`)).toThrowError(expect.objectContaining({ name: 'ConfigError', problems: expect.arrayContaining([expect.stringContaining(':12:17 ')]) }));
+  });
+
+  it('an unreadable policy is a located problem, not a crash', () => {
+    expect(readPolicy(`${dir}/missing-policy.yaml`).problems).toEqual([`${dir}/missing-policy.yaml:1:1 cannot read policy (ENOENT)`]);
+  });
+});
+
+describe('LoadedPolicy', () => {
+  const loaded = loadPolicy('config/policy.yaml', { pseudonymKey: 'x'.repeat(32), now: () => new Date('2030-01-01T00:00:00Z') });
+
+  it('locates policy paths for explain', () => {
+    const pos = loaded.locate('dataSets.billing.rules[0]');
+    expect(pos).toBeDefined();
+    const lines = readFileSync('config/policy.yaml', 'utf8').split('\n');
+    expect(lines[pos!.line - 1].slice(pos!.col - 1)).toMatch(/^types: \[Patient\]/);
+    const grant = loaded.locate('roles.billing.purposes.HPAYMT')!;
+    expect(lines[grant.line - 1]).toContain('HPAYMT: billing');
+    expect(loaded.locate('dataSets.billing.rules[99]')).toBeUndefined();
+    expect(loaded.locate('roles.nobody')).toBeUndefined();
+  });
+
+  it('builds the redaction context from the policy and options', () => {
+    expect(loaded.context.restrictedZip3.has('036')).toBe(true);
+    expect(loaded.context.restrictedZip3.size).toBe(17);
+    expect(new TextDecoder().decode(loaded.context.pseudonymKey)).toBe('x'.repeat(32));
+    expect(loaded.context.now().getUTCFullYear()).toBe(2030);
+    expect(loadPolicy('config/policy.yaml').context.pseudonymKey).toBeUndefined();
+  });
+});
