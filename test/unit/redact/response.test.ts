@@ -178,7 +178,8 @@ describe('filterResponse: Bundles', () => {
   it('searchset include entries and upstream outcome entries', () => {
     const b = searchset([cond('c1', 'p1'), pat('p1')]);
     b.entry![1].search = { mode: 'include' };
-    b.entry!.push({ search: { mode: 'outcome' }, resource: { resourceType: 'OperationOutcome', issue: [{ severity: 'warning', code: 'processing', diagnostics: 'Famp1 leaked' }] } });
+    const upstreamOutcome: OperationOutcome = { resourceType: 'OperationOutcome', issue: [{ severity: 'warning', code: 'processing', diagnostics: 'Famp1 leaked' }] };
+    b.entry!.push({ search: { mode: 'outcome' }, resource: upstreamOutcome });
     const r = ok(filterResponse(b, responseCtx(billingPlans())));
     const body = r.body as Bundle;
     expect(body.entry).toHaveLength(3);
@@ -221,7 +222,7 @@ describe('filterResponse: Bundles', () => {
       type: 'batch-response',
       entry: [
         { resource: cond('c1', 'p1', ['R']) as never, response: { status: '200 OK' } },
-        { resource: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found', diagnostics: 'Patient Famp1 missing' }] }, response: { status: '404 Not Found' } },
+        { resource: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found', diagnostics: 'Patient Famp1 missing' }] } as OperationOutcome, response: { status: '404 Not Found' } },
       ],
     };
     const r = ok(filterResponse(b, responseCtx(billingPlans())));
