@@ -31,14 +31,7 @@ export function defaultSteps(maxBodyBytes: number): PipelineSteps {
 
 export function policyRuntime(config: GatewayConfig, now: () => Date = () => new Date()): PolicyRuntime {
   const loaded = loadPolicy(config.policyFile, { pseudonymKey: config.pseudonymKey, now });
-  return {
-    policy: loaded.policy,
-    redact: {
-      restrictedZip3: new Set(loaded.raw.safeHarbor?.restrictedZip3 ?? []),
-      pseudonymKey: config.pseudonymKey === undefined ? undefined : new TextEncoder().encode(config.pseudonymKey),
-      now,
-    },
-  };
+  return { policy: loaded.policy, redact: loaded.context };
 }
 
 export interface RunningGateway {
