@@ -332,5 +332,5 @@ export function createPipeline(deps: PipelineDeps) {
     return finish(ex, reply, { status, body: result.body, headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '', omitBody });
   }
 
-  return { handle, reject };
+  return { handle, reject, exchange, fail, finish };
 }

@@ -17,6 +17,9 @@ export interface Exchange {
   readonly clientAddress: string;
   readonly userAgent: string | undefined;
   policyVersion: string;
+  /** Default 'fhir'; the audit export route records 'export'. */
+  kind?: AuditRecord['kind'];
+  details?: Record<string, unknown>;
   principal?: Principal;
   purpose?: string;
   role?: string;
@@ -37,7 +40,7 @@ export function toAuditRecord(ex: Exchange, outcome: { status: number; decision:
   return {
     id: ex.id,
     time: ex.time.toISOString(),
-    kind: 'fhir',
+    kind: ex.kind ?? 'fhir',
     actor: { iss: p?.iss, sub: p?.sub, clientId: p?.clientId, jti: p?.jti, roles: p?.roles ?? [] },
     purpose: ex.purpose,
     role: ex.role,
@@ -61,5 +64,6 @@ export function toAuditRecord(ex: Exchange, outcome: { status: number; decision:
     upstreamStatus: ex.upstreamStatus,
     durations: { totalMs: elapsedMs(ex.started), upstreamMs: ex.upstreamMs },
     policyVersion: ex.policyVersion,
+    details: ex.details,
   };
 }

@@ -7,6 +7,7 @@ import replyFrom from '@fastify/reply-from';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { GatewayError } from '../errors.js';
 import { createPipeline, type PipelineDeps } from '../proxy/pipeline.js';
+import { registerAuditRoutes } from './audit-routes.js';
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
@@ -48,6 +49,8 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   for (const url of ['/fhir', '/fhir/*']) {
     app.route({ method: [...METHODS], url, exposeHeadRoute: false, handler: (req, reply) => pipeline.handle(req, reply) });
   }
+
+  registerAuditRoutes(app as unknown as FastifyInstance, deps, pipeline, config.audit);
 
   app.setNotFoundHandler((request, reply) => pipeline.reject(request, reply, new GatewayError('route-not-found')));
   app.setErrorHandler((error, request, reply) => {
