@@ -8,6 +8,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { GatewayError } from '../errors.js';
 import { createPipeline, type PipelineDeps } from '../proxy/pipeline.js';
 import { registerAuditRoutes } from './audit-routes.js';
+import { registerBreakGlassRoutes } from './breakglass-routes.js';
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
@@ -51,6 +52,8 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   }
 
   registerAuditRoutes(app as unknown as FastifyInstance, deps, pipeline, config.audit);
+
+  registerBreakGlassRoutes(app as unknown as FastifyInstance, deps);
 
   app.setNotFoundHandler((request, reply) => pipeline.reject(request, reply, new GatewayError('route-not-found')));
   app.setErrorHandler((error, request, reply) => {

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { createAuditSink } from '../audit/index.js';
 import type { AuditSink } from '../audit/record.js';
 import { createTokenVerifier } from '../auth/verify.js';
+import { openBreakGlass } from '../breakglass/index.js';
 import { loadPolicy } from '../config/load.js';
 import type { GatewayConfig } from '../config/types.js';
 import { isR4ResourceType } from '../fhir/resource-types.js';
@@ -41,6 +42,8 @@ export interface RunningGateway {
   readonly url: string;
   readonly audit: AuditSink;
   readonly logger: Logger;
+  /** The break-glass gate in use (the full service unless the caller injected another): stats, sweep. */
+  readonly breakGlass: BreakGlassGate | undefined;
   /** Re-reads the policy file; throws (keeping the running policy) if it is invalid. */
   reload(): string;
   close(): Promise<void>;
@@ -61,6 +64,8 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
   let runtime = policyRuntime(config, now);
   const audit = opts.audit ?? (await createAuditSink(config.audit, { logger }));
   const verifier = createTokenVerifier(config.auth);
+  // Built from the config unless the caller brings its own; closed with the gateway only if built here.
+  const breakGlass = opts.breakGlass ?? (await openBreakGlass(config, { audit, logger, policy: () => runtime.policy, now }));
   const app = await buildApp({
     config,
     policy: () => runtime,
@@ -68,7 +73,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     audit,
     logger,
     steps: defaultSteps(config.limits.requestBodyBytes),
-    breakGlass: opts.breakGlass,
+    breakGlass,
     upstreamAuthorization: createUpstreamAuthorization(config.upstream.auth),
     now,
   });
@@ -87,9 +92,11 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     url: `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${port}/fhir`,
     audit,
     logger,
+    breakGlass,
     async close() {
       await app.close();
       await admin?.close();
+      if (breakGlass !== opts.breakGlass) await (breakGlass as { close?: () => Promise<void> }).close?.();
       await audit.close();
     },
     reload() {
