@@ -117,7 +117,7 @@ class ChunkWriter {
 
 /** Streams the matching records of `source` to `out` (which is not ended). */
 export async function exportRecords(
-  source: AsyncIterable<ReadItem | ChainedRecord>,
+  source: AsyncIterable<ReadItem | ChainedRecord> | Iterable<ReadItem | ChainedRecord>,
   out: Writable,
   opts: ExportOptions,
 ): Promise<ExportProgress> {
@@ -136,19 +136,22 @@ export async function exportRecords(
     scanned++;
     if (opts.onProgress && scanned % every === 0) opts.onProgress({ scanned, exported, skippedCorrupt, done: false });
     let r: ChainedRecord;
+    let raw: string | undefined;
     if ('position' in item && ('record' in item || 'corrupt' in item)) {
       if ('corrupt' in item) {
         skippedCorrupt++;
         continue;
       }
       r = item.record;
+      raw = item.raw;
     } else {
       r = item as ChainedRecord;
     }
     if (!match(r)) continue;
     switch (opts.format) {
       case 'ndjson':
-        await w.push(JSON.stringify(r) + '\n');
+        // The stored line verbatim when available: byte-identical to what was hashed and stored.
+        await w.push((raw ?? JSON.stringify(r)) + '\n');
         exported++;
         break;
       case 'csv':

@@ -103,100 +103,79 @@ function eventType(r: ChainedRecord): { type: Coding; subtype: Coding[] | undefi
   }
 }
 
-/** `[A-Za-z0-9\-.]{1,64}` or undefined (FHIR id rules). */
-function fhirId(s: string): string | undefined {
-  return /^[A-Za-z0-9\-.]{1,64}$/.test(s) ? s : undefined;
-}
+// Constant codings, built once (an export converts millions of records).
+const IRCP: CodeableConcept = { coding: [{ system: PARTICIPATION, code: 'IRCP', display: 'information recipient' }] };
+const SOURCE_ROLE: CodeableConcept = { coding: [{ system: DCM, code: '110153', display: 'Source Role ID' }] };
+const DEST_ROLE: CodeableConcept = { coding: [{ system: DCM, code: '110152', display: 'Destination Role ID' }] };
+const SYSTEM_OBJECT: Coding = { system: ENTITY_TYPE, code: '2', display: 'System Object' };
+const PERSON: Coding = { system: ENTITY_TYPE, code: '1', display: 'Person' };
+const ROLE_PATIENT: Coding = { system: OBJECT_ROLE, code: '1', display: 'Patient' };
+const ROLE_QUERY: Coding = { system: OBJECT_ROLE, code: '24', display: 'Query' };
+const ROLE_DOMAIN: Coding = { system: OBJECT_ROLE, code: '4', display: 'Domain Resource' };
+const ROLE_SECURITY: Coding = { system: OBJECT_ROLE, code: '13', display: 'Security Resource' };
+const XREQUESTID: Coding = { system: BALP_ENTITY, code: 'XrequestId', display: 'X-Request-Id' };
+const APP_SERVER: Coding[] = [{ system: SOURCE_TYPE, code: '4', display: 'Application Server' }];
+const SERVER_WHO = { display: 'FHIR server (via phi-gateway)' };
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
-function nonEmpty(s: string | undefined): string | undefined {
-  return s === undefined || s === '' ? undefined : s;
-}
-
+/**
+ * The AuditEvents for one record. Objects are built with only the members that have values
+ * (FHIR forbids empty properties) and may share constant codings: serialize, do not mutate.
+ */
 export function toAuditEvents(r: ChainedRecord): AuditEvent[] {
   const { type, subtype } = eventType(r);
   const act = action(r);
   const interaction = r.request?.interaction;
   const readLike = act === 'R';
   const roles = r.actor?.roles ?? [];
-  const address = nonEmpty(r.client?.address);
-  const network = address ? { address, type: (address.includes(':') || /^[\d.]+$/.test(address) ? '2' : '1') as '1' | '2' } : undefined;
-  const purposes = new Set<string>();
-  if (r.purpose) purposes.add(r.purpose);
-  if (r.breakGlass) purposes.add('BTG');
+  const purposes: CodeableConcept[] = [];
+  if (r.purpose) purposes.push(purposeConcept(r.purpose));
+  if (r.breakGlass && r.purpose !== 'BTG') purposes.push(purposeConcept('BTG'));
 
-  const user: AuditEventAgent = {
-    type: { coding: [{ system: PARTICIPATION, code: 'IRCP', display: 'information recipient' }] },
-    who: r.actor?.sub ? { identifier: { system: nonEmpty(r.actor.iss), value: r.actor.sub } } : { display: 'unauthenticated' },
-    requestor: true,
-    role: roles.length ? roles.map((code) => ({ coding: [{ system: ROLE_SYSTEM, code }] })) : undefined,
-    policy: nonEmpty(r.actor?.jti) ? [r.actor.jti!] : undefined,
-    purposeOfUse: purposes.size ? [...purposes].map(purposeConcept) : undefined,
-  };
+  const user: AuditEventAgent = { type: IRCP, who: { display: 'unauthenticated' }, requestor: true };
+  if (r.actor?.sub) user.who = r.actor.iss ? { identifier: { system: r.actor.iss, value: r.actor.sub } } : { identifier: { value: r.actor.sub } };
+  if (roles.length) user.role = roles.map((code) => ({ coding: [{ system: ROLE_SYSTEM, code }] }));
+  if (r.actor?.jti) user.policy = [r.actor.jti];
+  if (purposes.length) user.purposeOfUse = purposes;
+
   const client: AuditEventAgent = {
-    type: { coding: [readLike ? { system: DCM, code: '110152', display: 'Destination Role ID' } : { system: DCM, code: '110153', display: 'Source Role ID' }] },
+    type: readLike ? DEST_ROLE : SOURCE_ROLE,
     who: r.actor?.clientId ? { identifier: { value: r.actor.clientId } } : { display: r.client?.userAgent || 'client' },
     requestor: false,
-    network,
   };
-  const server: AuditEventAgent = {
-    type: { coding: [readLike ? { system: DCM, code: '110153', display: 'Source Role ID' } : { system: DCM, code: '110152', display: 'Destination Role ID' }] },
-    who: { display: 'FHIR server (via phi-gateway)' },
-    requestor: false,
-  };
+  const address = r.client?.address;
+  if (address) client.network = { address, type: address.includes(':') || /^[\d.]+$/.test(address) ? '2' : '1' };
+  const server: AuditEventAgent = { type: readLike ? SOURCE_ROLE : DEST_ROLE, who: SERVER_WHO, requestor: false };
 
   const common: AuditEventEntity[] = [];
   if (r.kind === 'fhir' && isSearch(interaction) && r.request?.path) {
-    common.push({
-      type: { system: ENTITY_TYPE, code: '2', display: 'System Object' },
-      role: { system: OBJECT_ROLE, code: '24', display: 'Query' },
-      query: Buffer.from(r.request.path, 'utf8').toString('base64'),
-    });
+    common.push({ type: SYSTEM_OBJECT, role: ROLE_QUERY, query: Buffer.from(r.request.path, 'utf8').toString('base64') });
   } else if (r.kind === 'fhir') {
-    for (const ref of r.disclosed?.resources ?? []) {
-      common.push({ what: { reference: ref }, type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '4', display: 'Domain Resource' } });
-    }
+    for (const ref of r.disclosed?.resources ?? []) common.push({ what: { reference: ref }, type: SYSTEM_OBJECT, role: ROLE_DOMAIN });
   }
   if (r.breakGlass) {
     common.push({
       what: { identifier: { system: SESSION_SYSTEM, value: r.breakGlass.session } },
-      type: { system: ENTITY_TYPE, code: '2', display: 'System Object' },
-      role: { system: OBJECT_ROLE, code: '13', display: 'Security Resource' },
+      type: SYSTEM_OBJECT,
+      role: ROLE_SECURITY,
       description: r.breakGlass.reason,
     });
   }
-  common.push({ what: { identifier: { value: r.id } }, type: { system: BALP_ENTITY, code: 'XrequestId', display: 'X-Request-Id' } });
+  common.push({ what: { identifier: { value: r.id } }, type: XREQUESTID });
+  const source = { observer: { display: r.chain?.writer ? `phi-gateway ${r.chain.writer}` : 'phi-gateway' }, type: APP_SERVER };
+  const status = typeof r.status === 'number' ? r.status : 0;
 
-  const base = (suffix: string, patient: string | undefined): AuditEvent => {
-    const id = fhirId(suffix ? `${r.id}-${suffix}` : r.id);
-    const entity: AuditEventEntity[] = patient
-      ? [{ what: { reference: `Patient/${patient}` }, type: { system: ENTITY_TYPE, code: '1', display: 'Person' }, role: { system: OBJECT_ROLE, code: '1', display: 'Patient' } }, ...common]
-      : common;
-    const ev: AuditEvent = {
-      resourceType: 'AuditEvent',
-      id,
-      type,
-      subtype,
-      action: act,
-      recorded: r.time,
-      outcome: outcome(r.status),
-      outcomeDesc: r.status >= 400 || r.decision !== 'allow' ? r.rule : undefined,
-      purposeOfEvent: purposes.size ? [...purposes].map(purposeConcept) : undefined,
-      agent: [user, client, server],
-      source: {
-        observer: { display: `phi-gateway ${r.chain?.writer ?? ''}`.trim() },
-        type: [{ system: SOURCE_TYPE, code: '4', display: 'Application Server' }],
-      },
-      entity,
-    };
-    return dropUndefined(ev);
+  const make = (id: string, patient: string | undefined): AuditEvent => {
+    const ev: AuditEvent = { resourceType: 'AuditEvent', type, action: act, recorded: r.time, outcome: outcome(status), agent: [user, client, server], source, entity: common };
+    if (FHIR_ID.test(id)) ev.id = id;
+    if (subtype) ev.subtype = subtype;
+    if (status >= 400 || r.decision !== 'allow') ev.outcomeDesc = r.rule;
+    if (purposes.length) ev.purposeOfEvent = purposes;
+    if (patient) ev.entity = [{ what: { reference: `Patient/${patient}` }, type: PERSON, role: ROLE_PATIENT }, ...common];
+    return ev;
   };
 
   const patients = r.disclosed?.patients ?? [];
-  if (patients.length <= 1) return [base('', patients[0])];
-  return patients.map((p, i) => base(String(i + 1), p));
-}
-
-/** JSON-clean copy: FHIR forbids empty or null properties. */
-function dropUndefined<T>(v: T): T {
-  return JSON.parse(JSON.stringify(v)) as T;
+  if (patients.length <= 1) return [make(r.id, patients[0])];
+  return patients.map((p, i) => make(`${r.id}-${i + 1}`, p));
 }

