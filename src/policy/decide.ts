@@ -12,6 +12,7 @@ import type { Principal, SmartScope } from '../auth/principal.js';
 import type { ErrorCode } from '../errors.js';
 import type { PolicyInteraction } from './model.js';
 import type { AccessPlan, CompiledPolicy, CompiledRole, ResourcePlan } from './plan.js';
+import { patientReferencePaths } from '../fhir/tables.js';
 import { isCoveredBy } from './purpose.js';
 import type { ClassifiedRequest, Interaction } from './request.js';
 
@@ -202,6 +203,8 @@ function decideOne(plan: AccessPlan, grant: string, principal: Principal, req: C
         return deny('compartment-denied', `${where}: compartment outside the token's patient`);
       }
     }
+    const write = writeInCompartment(req, type, patient);
+    if (write !== undefined) return deny('compartment-denied', `${where}: ${write}`);
   }
 
   // 6. SMART scopes narrow, never widen, what the role grants.
@@ -210,6 +213,53 @@ function decideOne(plan: AccessPlan, grant: string, principal: Principal, req: C
   }
 
   return { allow: true, plan, typePlan, rule: where };
+}
+
+/**
+ * Writes under a patient compartment (BYPASSES 11): a create or update may neither move a resource
+ * out of the compartment nor create one outside it, so every patient reference on the type's
+ * compartment paths in the body must be exactly `Patient/<patient>`, and there must be one. What
+ * a patch or delete touches is not in the request, so both are refused for compartment types
+ * (they would need the stored resource, which a pure decision cannot read). Returns why, or
+ * undefined when the write stays inside the compartment.
+ */
+function writeInCompartment(req: ClassifiedRequest, type: string, patient: string): string | undefined {
+  const i = req.interaction;
+  if (i !== 'create' && i !== 'update' && i !== 'patch' && i !== 'delete') return undefined;
+  const paths = patientReferencePaths(type);
+  if (type === 'Patient') {
+    // Update and delete of the token's own Patient were checked by id above; a new Patient is
+    // by definition someone else.
+    if (i === 'create') return 'create of a Patient under a patient compartment';
+    if (req.id === undefined) return `conditional ${i} of Patient under a patient compartment`;
+    if (i === 'update' && (req.body as { id?: unknown } | undefined)?.id !== patient) return 'Patient body id outside the compartment';
+    return undefined;
+  }
+  if (paths.length === 0) return undefined; // not patient data (Practitioner, Organization...)
+  if (i === 'patch' || i === 'delete') return `${i} of ${type} cannot be checked against the compartment`;
+  if (req.id === undefined && i === 'update') return `conditional update of ${type} under a patient compartment`;
+  const refs: string[] = [];
+  for (const p of paths) collectReferences(req.body, p.split('.'), 0, refs);
+  const patients = refs.filter((r) => r.startsWith('Patient/') || r.includes('/Patient/') || !r.includes('/'));
+  if (patients.length === 0) return `${type} body names no patient of the compartment`;
+  // Exact match only: Patient/12 is not Patient/123, and an absolute or contained reference is not the token's patient.
+  if (patients.some((r) => r !== `Patient/${patient}`)) return `${type} body references a patient outside the compartment`;
+  return undefined;
+}
+
+function collectReferences(v: unknown, path: readonly string[], i: number, out: string[]): void {
+  if (Array.isArray(v)) {
+    for (const x of v) collectReferences(x, path, i, out);
+    return;
+  }
+  if (typeof v !== 'object' || v === null) return;
+  const o = v as Record<string, unknown>;
+  if (i === path.length) {
+    // A Reference without a `reference` string (identifier or display only) cannot be checked.
+    out.push(typeof o.reference === 'string' ? o.reference : '');
+    return;
+  }
+  if (Object.hasOwn(o, path[i]!)) collectReferences(o[path[i]!], path, i + 1, out);
 }
 
 /** The first parameter (by name) that the type plan does not allow, or undefined. */

@@ -23,14 +23,22 @@ type Headers = Readonly<Record<string, string | string[] | undefined>>;
 export async function collect(stream: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of stream) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    if (size > limit) {
-      stream.destroy();
-      throw new GatewayError('upstream-too-large', `upstream body over ${limit} bytes`);
+  try {
+    for await (const chunk of stream) {
+      const buf = chunk as Buffer;
+      size += buf.length;
+      if (size > limit) {
+        stream.destroy();
+        throw new GatewayError('upstream-too-large', `upstream body over ${limit} bytes`);
+      }
+      chunks.push(buf);
     }
-    chunks.push(buf);
+  } catch (e) {
+    // A reset or stall mid-body is the upstream's failure (502/504), not the gateway's (500).
+    if (e instanceof GatewayError) throw e;
+    const code = String((e as { code?: unknown })?.code ?? '');
+    if (code.includes('TIMEOUT')) throw new GatewayError('upstream-timeout', `upstream body: ${code}`, { cause: e });
+    throw new GatewayError('upstream-unavailable', `upstream body: ${code || 'stream error'}`, { cause: e });
   }
   return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
 }

@@ -146,6 +146,8 @@ const idFate = new WeakMap<ElementPlan, 'keep' | 'pseudonym' | 'remove'>();
 class Filter {
   readonly stats: FilterStats = newStats();
   private announceNeeded = false;
+  /** Withheld for their labels: the only kind break-glass can reveal, so the only kind announced. */
+  private labelWithheld = 0;
 
   constructor(readonly ctx: ResponseContext) {}
 
@@ -212,6 +214,7 @@ class Filter {
     const r = this.resource(v);
     if (r.kind === 'withheld') {
       this.stats.resourcesWithheld++;
+      if (r.reason === 'label') this.labelWithheld++;
       return REMOVE;
     }
     return r.resource;
@@ -245,6 +248,7 @@ class Filter {
     const batch = type === 'batch-response' || type === 'transaction-response';
     const out: Obj = {};
     const withheldBefore = this.stats.resourcesWithheld;
+    const labelWithheldBefore = this.labelWithheld;
     for (const k of Object.keys(b)) {
       if (k === 'entry' || k === 'link' || k === 'total' || k === 'signature') continue;
       // Bundle.id/meta/type/timestamp/identifier carry no entry content; other keys are unknown here.
@@ -273,7 +277,9 @@ class Filter {
       entries.push(ne);
     }
     const withheld = this.stats.resourcesWithheld > withheldBefore;
-    if (withheld && this.ctx.withheldMode === 'announce' && type === 'searchset') this.announceNeeded = true;
+    // Announcing type or compartment withholding would tell a patient-limited caller that other
+    // patients' records match, and break-glass could not show them anyway.
+    if (this.labelWithheld > labelWithheldBefore && this.ctx.withheldMode === 'announce' && type === 'searchset') this.announceNeeded = true;
     if (this.announceNeeded && depth === 0 && type === 'searchset') {
       entries.push(withheldOutcomeEntry());
       this.announceNeeded = false;

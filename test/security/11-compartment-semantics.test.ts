@@ -1,0 +1,160 @@
+/**
+ * BYPASSES 4, 11, 12: a token with a `patient` claim sees and writes only that patient's
+ * compartment, by exact reference (Patient/pat-1 is not Patient/pat-12), in reads, searches,
+ * includes, history and writes; an update cannot move a resource out of the compartment. The
+ * upstream here is hand-written so the answers can carry look-alike ids deterministically.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type FaultyUpstream, fhirJson, startFaultyUpstream } from '../helpers/faulty-upstream.js';
+import { type Stack, startStack } from '../helpers/gateway.js';
+import { auditFor, expectAbsent, expectError, receive, refs } from './support.js';
+
+const ME = 'pat-1';
+const SECRET_12 = 'NEIGHBOUR-12-SECRET';
+const SECRET_1X = 'ABSOLUTE-URL-SECRET';
+
+const obs = (id: string, subject: string, secret = 'ok') => ({
+  resourceType: 'Observation',
+  id,
+  status: 'final',
+  code: { text: secret },
+  subject: { reference: subject },
+});
+const pat = (id: string, extra: Record<string, unknown> = {}) => ({ resourceType: 'Patient', id, name: [{ family: `Fam-${id}` }], ...extra });
+
+const searchset = {
+  resourceType: 'Bundle',
+  type: 'searchset',
+  total: 5,
+  entry: [
+    { fullUrl: 'x/Observation/o1', search: { mode: 'match' }, resource: obs('o1', `Patient/${ME}`) },
+    { search: { mode: 'match' }, resource: obs('o12', 'Patient/pat-12', SECRET_12) },
+    { search: { mode: 'match' }, resource: obs('o1x', `http://elsewhere.example/fhir/Patient/x${ME}`, SECRET_1X) },
+    { search: { mode: 'include' }, resource: pat(ME) },
+    { search: { mode: 'include' }, resource: pat('pat-12', { telecom: [{ value: SECRET_12 }] }) },
+  ],
+};
+const history = {
+  resourceType: 'Bundle',
+  type: 'history',
+  entry: [
+    { resource: obs('o9', `Patient/${ME}`), request: { method: 'PUT', url: 'Observation/o9' } },
+    // An older version that belonged to another patient: its content must not reappear.
+    { resource: obs('o9', 'Patient/pat-12', SECRET_12), request: { method: 'PUT', url: 'Observation/o9' } },
+  ],
+};
+
+let up: FaultyUpstream;
+let stack: Stack;
+
+beforeAll(async () => {
+  up = await startFaultyUpstream({
+    '/Observation': fhirJson(searchset),
+    '/Observation/o12': fhirJson(obs('o12', 'Patient/pat-12', SECRET_12)),
+    '/Observation/o1': fhirJson(obs('o1', `Patient/${ME}`)),
+    '/Observation/o9/_history': fhirJson(history),
+    '/Patient/pat-12': fhirJson(pat('pat-12', { telecom: [{ value: SECRET_12 }] })),
+    '/Patient/pat-1': fhirJson(pat(ME)),
+  });
+  stack = await startStack({ upstreamUrl: up.url });
+});
+
+afterAll(async () => {
+  await stack?.close();
+  await up?.close();
+});
+
+const mine = { role: 'clinician', purpose: 'TREAT', tokenClaims: { patient: ME } } as const;
+
+describe('reads and searches', () => {
+  it('a direct read of another patient is refused before the upstream is asked', async () => {
+    const before = up.requests.length;
+    const r = await receive(await stack.get('/Patient/pat-12', mine));
+    expectError(r, 403, 'compartment-denied');
+    expect(up.requests.length).toBe(before);
+  });
+
+  it('an Observation of Patient/pat-12 is not in the compartment of pat-1 (no substring match)', async () => {
+    const r = await receive(await stack.get('/Observation/o12', mine));
+    expect(r.status).toBe(404);
+    expectAbsent(r, [SECRET_12, 'pat-12']);
+    const own = await receive(await stack.get('/Observation/o1', mine));
+    expect(own.status).toBe(200);
+  });
+
+  it('search and _include results are enforced entry by entry; total goes', async () => {
+    const r = await receive(await stack.get('/Observation?_include=Observation:subject', mine));
+    expect(r.status).toBe(200);
+    expect(refs(r.json).sort(), r.text).toEqual(['Observation/o1', `Patient/${ME}`]);
+    expectAbsent(r, [SECRET_12, SECRET_1X, 'pat-12']);
+    expect((r.json as { total?: number }).total).toBeUndefined();
+    const rec = await auditFor(stack, r.requestId);
+    expect(rec.disclosed.patients).toEqual([ME]);
+    expect(rec.disclosed.resourcesWithheld).toBe(3);
+  });
+
+  it('history: a version that belonged to another patient is withheld', async () => {
+    const r = await receive(await stack.get('/Observation/o9/_history', mine));
+    expect(r.status).toBe(200);
+    expectAbsent(r, [SECRET_12]);
+  });
+
+  it('compartment search and $everything for another patient are refused', async () => {
+    for (const path of ['/Patient/pat-12/Observation', '/Patient/pat-12/$everything', '/Patient/pat-12/_history', '/Patient/pat-12/Observation?code=x']) {
+      const r = await receive(await stack.get(path, mine));
+      expectError(r, 403, 'compartment-denied');
+    }
+  });
+});
+
+describe('writes cannot leave (or name someone outside) the compartment', () => {
+  const post = (path: string, method: string, body: unknown) =>
+    stack.request(path, { ...mine, method, body: JSON.stringify(body), contentType: 'application/fhir+json' });
+
+  it.each([
+    ['create for another patient', 'POST', '/Observation', obs(undefined as never, 'Patient/pat-12')],
+    ['create for a look-alike id', 'POST', '/Observation', obs(undefined as never, 'Patient/pat-10')],
+    ['create for a prefix id', 'POST', '/Observation', obs(undefined as never, 'Patient/pat-')],
+    ['create naming no patient', 'POST', '/Observation', { resourceType: 'Observation', status: 'final', code: { text: 'x' } }],
+    ['create with an absolute reference', 'POST', '/Observation', obs(undefined as never, `http://elsewhere.example/fhir/Patient/${ME}`)],
+    ['create with a second patient on another path', 'POST', '/Observation', { ...obs(undefined as never, `Patient/${ME}`), performer: [{ reference: 'Patient/pat-12' }] }],
+    ['update that moves a resource out', 'PUT', '/Observation/o1', obs('o1', 'Patient/pat-12')],
+    ['create of a new Patient', 'POST', '/Patient', pat(undefined as never)],
+    ['update of another Patient', 'PUT', '/Patient/pat-12', pat('pat-12')],
+  ])('%s: 403 compartment-denied, never forwarded', async (_name, method, path, body) => {
+    const before = up.requests.length;
+    const r = await receive(await post(path, method, body));
+    expectError(r, 403, 'compartment-denied');
+    expect(up.requests.length).toBe(before);
+  });
+
+  it('a batch whose one entry leaves the compartment is refused as a whole', async () => {
+    const before = up.requests.length;
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [
+        { request: { method: 'GET', url: `Patient/${ME}` } },
+        { request: { method: 'POST', url: 'Observation' }, resource: obs(undefined as never, 'Patient/pat-12') },
+      ],
+    };
+    const r = await receive(await post('/', 'POST', bundle));
+    expectError(r, 403, 'compartment-denied');
+    expect(up.requests.length).toBe(before);
+  });
+
+  it('a write inside the compartment is forwarded', async () => {
+    up.set('/Observation', fhirJson(obs('new', `Patient/${ME}`), 201));
+    const r = await receive(await post('/Observation', 'POST', obs(undefined as never, `Patient/${ME}`)));
+    expect(r.status).toBe(201);
+    expect(up.requests.at(-1)?.method).toBe('POST');
+    up.set('/Observation', fhirJson(searchset));
+  });
+});
+
+describe('a compartment-limited token with no patient claim fails closed', () => {
+  it('a patient-scoped SMART token without patient context is refused', async () => {
+    const r = await receive(await stack.get('/Observation', { role: 'clinician', purpose: 'TREAT', tokenClaims: { scope: 'patient/*.rs' } }));
+    expectError(r, 403, 'scope-denied');
+  });
+});
