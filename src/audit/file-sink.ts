@@ -14,6 +14,9 @@
  * line stays behind; if even that fails the sink is poisoned (all later writes reject, ready() is
  * false) until the process restarts: after a failed fsync the kernel's view of the file can no
  * longer be trusted, and failing closed is the only safe answer.
+ *
+ * One gateway process per directory: start-up recovery truncates an unterminated last line, which
+ * would cut a concurrent writer's batch in flight. Replicas share the Redis sink instead.
  */
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
