@@ -184,7 +184,8 @@ function decideOne(plan: AccessPlan, grant: string, principal: Principal, req: C
   }
 
   // 4. Search parameters: searching on what the role cannot see is an oracle.
-  const bad = deniedParam(req, typePlan);
+  const mayWithhold = typePlan.withhold.labels.length > 0 || principal.patient !== undefined || plan.compartment !== undefined;
+  const bad = deniedParam(req, typePlan, mayWithhold);
   if (bad !== undefined) return deny('search-param-denied', `${where}: parameter ${bad} not allowed`);
 
   // 5. Patient compartment.
@@ -263,7 +264,7 @@ function collectReferences(v: unknown, path: readonly string[], i: number, out: 
 }
 
 /** The first parameter (by name) that the type plan does not allow, or undefined. */
-function deniedParam(req: ClassifiedRequest, typePlan: ResourcePlan): string | undefined {
+function deniedParam(req: ClassifiedRequest, typePlan: ResourcePlan, mayWithhold: boolean): string | undefined {
   const allowed = typePlan.searchParams;
   const interaction = req.interaction;
   const extra =
@@ -291,6 +292,9 @@ function deniedParam(req: ClassifiedRequest, typePlan: ResourcePlan): string | u
     }
     // `_summary=text` returns the narrative alone: it repeats what the plan removes.
     if (base === '_summary' && value === 'text' && !typePlan.elements.keepsAll) return '_summary=text';
+    // A bare count counts what the caller may not see (BYPASSES 3): when resources of this type
+    // can be withheld, `_summary=count` and `_count=0` answer "how many exist", not "how many you see".
+    if (mayWithhold && ((base === '_summary' && value === 'count') || (base === '_count' && /^0+$/.test(value.trim())))) return `${base}=${value}`;
   }
   return undefined;
 }

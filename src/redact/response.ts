@@ -143,6 +143,17 @@ function patientsOf(res: Obj): string[] {
 /** Whether a plan rewrites `id` (pseudonym) or drops it; probed once per plan. */
 const idFate = new WeakMap<ElementPlan, 'keep' | 'pseudonym' | 'remove'>();
 
+/** Entries that count towards `Bundle.total`: search matches (or, outside searchsets, every entry). */
+function matchCount(entry: unknown): number {
+  if (!Array.isArray(entry)) return 0;
+  let n = 0;
+  for (const e of entry) {
+    const mode = isObj(e) && isObj(e.search) ? e.search.mode : undefined;
+    if (mode === undefined || mode === 'match') n++;
+  }
+  return n;
+}
+
 class Filter {
   readonly stats: FilterStats = newStats();
   private announceNeeded = false;
@@ -285,8 +296,10 @@ class Filter {
       this.announceNeeded = false;
     }
     if (entries.length > 0) out.entry = entries;
-    // A count that includes withheld resources is an existence oracle.
-    if (b.total !== undefined && !withheld) out.total = b.total;
+    // A count that includes withheld resources is an existence oracle, and so is the total of a
+    // paged result, whose withheld members may sit on another page: the total is released only
+    // when this page holds every match and none was withheld.
+    if (b.total !== undefined && !withheld && b.total === matchCount(b.entry)) out.total = b.total;
     // A redacted document's signature no longer verifies; an unchanged one is passed on.
     if (b.signature !== undefined && !changed && !withheld) out.signature = b.signature;
     return out;

@@ -1,0 +1,106 @@
+/**
+ * BYPASSES 3: a resource the caller may not see and one that does not exist look the same (status,
+ * headers, body; only X-Request-Id differs) to callers who cannot break glass; `total` never
+ * counts withheld resources; bare counts are refused where resources can be withheld; conditional
+ * create (a match-URL existence oracle) is refused; upstream diagnostics are scrubbed.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEMO } from '../../src/demo/data.js';
+import { type Stack, startStack } from '../helpers/gateway.js';
+import { comparableHeaders, expectAbsent, expectError, receive } from './support.js';
+
+let stack: Stack;
+beforeAll(async () => {
+  stack = await startStack();
+});
+afterAll(async () => {
+  await stack?.close();
+});
+
+const billing = { role: 'billing', purpose: 'HPAYMT' } as const;
+
+describe('withheld looks exactly like absent', () => {
+  it.each([
+    ['PSY-labelled Condition', `/Condition/${DEMO.psyCondition}`, '/Condition/cond-does-not-exist'],
+    ['R-labelled Patient', `/Patient/${DEMO.vip.patient}`, '/Patient/pat-does-not-exist'],
+    ['HIV-labelled Condition', `/Condition/${DEMO.hivCondition}`, '/Condition/cond-nope'],
+    ['a type the role may not see', `/Observation/obs-alice-bp`, '/Observation/obs-nope'],
+  ])('%s vs a missing id (billing)', async (_n, hidden, missing) => {
+    const a = await receive(await stack.get(hidden, billing));
+    const b = await receive(await stack.get(missing, billing));
+    // A type the role cannot see at all is refused before the upstream is asked, for both ids.
+    expect(a.status).toBe(b.status);
+    expect(a.text).toBe(b.text);
+    expect(comparableHeaders(a.headers)).toEqual(comparableHeaders(b.headers));
+    expect([403, 404]).toContain(a.status);
+  });
+
+  it('HEAD on withheld and missing answers the same headers', async () => {
+    const a = await stack.request(`/Condition/${DEMO.psyCondition}`, { ...billing, method: 'HEAD' });
+    const b = await stack.request('/Condition/cond-does-not-exist', { ...billing, method: 'HEAD' });
+    expect(a.status).toBe(b.status);
+    expect(comparableHeaders(a.headers)).toEqual(comparableHeaders(b.headers));
+  });
+
+  it('vread and history of a withheld resource look like a missing one', async () => {
+    const a = await receive(await stack.get(`/Condition/${DEMO.psyCondition}/_history/1`, billing));
+    const b = await receive(await stack.get('/Condition/cond-nope/_history/1', billing));
+    expect([a.status, a.text]).toEqual([b.status, b.text]);
+  });
+
+  it('a break-glass-eligible clinician is told break-glass can reveal it (by design, SPEC 3.6)', async () => {
+    const r = await receive(await stack.get(`/Patient/${DEMO.vip.patient}`, { role: 'clinician', purpose: 'TREAT' }));
+    expectError(r, 403, 'break-glass-available');
+    expectAbsent(r, [DEMO.names.vip, DEMO.ssn.vip, DEMO.phones.vip]);
+  });
+});
+
+describe('counts never include what is withheld', () => {
+  it('a searchset with withheld entries has no total', async () => {
+    const r = await receive(await stack.get('/Condition?_total=accurate', billing));
+    expect(r.status).toBe(200);
+    expect((r.json as { total?: number }).total).toBeUndefined();
+    expectAbsent(r, [DEMO.psyCondition, DEMO.hivCondition, DEMO.vip.condition, DEMO.notes.psy]);
+  });
+
+  it('a paged result has no total (withheld members may be on another page)', async () => {
+    const r = await receive(await stack.get('/Patient?_count=1&_total=accurate', { role: 'front-desk', purpose: 'HOPERAT' }));
+    expect(r.status).toBe(200);
+    expect((r.json as { total?: number }).total).toBeUndefined();
+  });
+
+  it.each(['_summary=count', '_count=0', '_count=00'])('%s is refused where resources can be withheld', async (q) => {
+    const r = await receive(await stack.get(`/Condition?${q}`, billing));
+    expectError(r, 403, 'search-param-denied');
+  });
+
+  it('a complete, unfiltered page keeps its exact total', async () => {
+    const r = await receive(await stack.get(`/Condition?_id=${DEMO.hypertension}&_total=accurate`, billing));
+    expect(r.status).toBe(200);
+    expect((r.json as { total?: number }).total).toBe(1);
+  });
+});
+
+describe('other existence oracles', () => {
+  it('conditional create (If-None-Exist) is refused', async () => {
+    const r = await receive(
+      await stack.request('/Patient', {
+        role: 'clinician',
+        purpose: 'TREAT',
+        method: 'POST',
+        headers: { 'if-none-exist': `identifier=${DEMO.ssn.vip}` },
+        body: JSON.stringify({ resourceType: 'Patient' }),
+        contentType: 'application/fhir+json',
+      }),
+    );
+    expectError(r, 400, 'request-unclassified');
+  });
+
+  it('upstream OperationOutcome diagnostics never reach the client', async () => {
+    const r = await receive(await stack.get('/Patient?birthdate=not-a-date', billing));
+    expect(r.status).toBeGreaterThanOrEqual(400);
+    expect(r.text).not.toContain('not-a-date');
+    const oo = r.json as { issue?: Array<{ diagnostics?: string; details?: { text?: string } }> };
+    for (const i of oo.issue ?? []) expect(i.diagnostics).toBeUndefined();
+  });
+});
