@@ -213,6 +213,9 @@ export class DemoRepository extends MemoryRepository {
   }
 
   override async deleteResource(resourceType: string, id: string): Promise<void> {
+    // Deleting a deleted resource succeeds (FHIR delete is idempotent); an unknown one is 404.
+    const latest = this.latest(`${resourceType}/${id}`);
+    if (latest && !latest.resource) return;
     await this.readResource(resourceType, id);
     await super.deleteResource(resourceType, id);
     this.record({
@@ -253,6 +256,7 @@ export class DemoRepository extends MemoryRepository {
    * parameters (`patient=123` means `Patient/123`, as the spec allows), and a default page size.
    */
   override async search<T extends MedplumResource>(searchRequest: SearchRequest<T>): Promise<MedplumBundle<WithId<T>>> {
+    if (searchRequest.types?.length) return this.searchTypes(searchRequest);
     const request = normalizeSearch(searchRequest);
     ensureTypes([request.resourceType, ...(request.include ?? []).map((i) => i.resourceType),
       ...(request.revInclude ?? []).map((i) => i.resourceType)]);
@@ -269,6 +273,19 @@ export class DemoRepository extends MemoryRepository {
       ...(request.total === 'none' ? {} : { total: result.total }),
       ...(entry.length > 0 ? { entry } : {}),
     } as MedplumBundle<WithId<T>>;
+  }
+
+  /** System search with `_type`: each type's matches, concatenated, then paged. */
+  private async searchTypes<T extends MedplumResource>(searchRequest: SearchRequest<T>): Promise<MedplumBundle<WithId<T>>> {
+    const { types = [], offset = 0 } = searchRequest;
+    const count = Math.min(searchRequest.count ?? DEFAULT_COUNT, MAX_COUNT);
+    const entries: NonNullable<MedplumBundle<WithId<T>>['entry']> = [];
+    for (const type of types) {
+      const one = await this.search({ ...searchRequest, resourceType: type, types: undefined, offset: 0, count: MAX_COUNT });
+      entries.push(...(one.entry ?? []).filter((e) => e.search?.mode === 'match'));
+    }
+    const page = entries.slice(offset, offset + count);
+    return { resourceType: 'Bundle', type: 'searchset', total: entries.length, ...(page.length ? { entry: page } : {}) };
   }
 
   /** `Patient/id/$everything`: the patient and every resource in its compartment. */
@@ -492,7 +509,12 @@ export async function buildFhirUpstream(opts: BuildOptions = {}): Promise<Fastif
   if (opts.seed ?? true) await seedDemoData(repo);
   const router = createRouter(repo);
 
-  const app = Fastify({ logger: opts.logger ?? false, bodyLimit: 16 * 1024 * 1024 });
+  const app = Fastify({
+    // Request logs name the method and resource type only: ids and query strings can identify
+    // patients (`identifier=...|123-45-6789`), even in a demo.
+    logger: opts.logger ? { level: 'info', serializers: { req: logRequest, res: (r) => ({ statusCode: r.statusCode }) } } : false,
+    bodyLimit: 16 * 1024 * 1024,
+  });
   const json = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser(['application/fhir+json', 'application/json-patch+json'], { parseAs: 'string' }, json);
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
@@ -504,7 +526,7 @@ export async function buildFhirUpstream(opts: BuildOptions = {}): Promise<Fastif
     const path = req.url.slice('/fhir'.length).replace(/^\/+/, '');
     let answer: Answer;
     try {
-      answer = await serve(router, repo, defs, req, path, base);
+      answer = await serve(router, repo, defs, req, path);
     } catch (err) {
       answer = { outcome: normalizeOperationOutcome(err) as unknown as OperationOutcome };
     }
@@ -567,6 +589,11 @@ function createRouter(repo: DemoRepository): FhirRouter {
   return router;
 }
 
+function logRequest(req: { method: string; url: string }): { method: string; type: string } {
+  const type = /^\/fhir\/?([A-Za-z$_]*)/.exec(req.url)?.[1] ?? '';
+  return { method: req.method, type };
+}
+
 function historyOptions(req: FhirRequest): ReadHistoryOptions {
   const int = (v: unknown) => (typeof v === 'string' && /^\d{1,6}$/.test(v) ? Number(v) : undefined);
   return { offset: int(req.query._offset), limit: int(req.query._count) };
@@ -589,7 +616,6 @@ async function serve(
   defs: Definitions,
   req: FastifyRequest,
   path: string,
-  _base: string,
 ): Promise<Answer> {
   const method = req.method as HttpMethod;
   const [pathOnly, rawQuery = ''] = splitOnce(path, '?');

@@ -301,6 +301,14 @@ describe('demo FHIR upstream over HTTP', () => {
     }
   });
 
+  it('serves system search with _type, paged at the base URL', async () => {
+    const res = await up.get<Bundle>('?_type=Coverage,ExplanationOfBenefit&_count=3');
+    expect(res.status).toBe(200);
+    expect(res.body.total).toBe(4);
+    expect(res.body.entry?.map((e) => e.resource?.resourceType)).toEqual(['Coverage', 'Coverage', 'Coverage']);
+    expect(res.body.link?.find((l) => l.relation === 'next')?.url).toMatch(new RegExp(`^${up.url}\\?`));
+  });
+
   it('serves a minimal CapabilityStatement at /metadata', async () => {
     const res = await up.get<CapabilityStatement>('metadata');
     expect(res.status).toBe(200);
@@ -370,6 +378,9 @@ describe('demo FHIR upstream writes', () => {
     expect(hist.body.entry?.[0].fullUrl).toBe(`${up.url}/Appointment/appt-grace-1`);
     const search = await up.get<Bundle>(`Appointment?patient=${DEMO.patients.grace}`);
     expect(search.body.total).toBe(0);
+    // Delete is idempotent; an id that never existed is 404.
+    expect((await fetch(`${up.url}/Appointment/appt-grace-1`, { method: 'DELETE' })).status).toBe(200);
+    expect((await fetch(`${up.url}/Appointment/never-was`, { method: 'DELETE' })).status).toBe(404);
   });
 
   it('processes a batch entry by entry (reads, searches, a miss) with absolute fullUrls inside', async () => {
