@@ -1,0 +1,198 @@
+/**
+ * Synthetic, deterministic FHIR R4 payloads for the benchmarks: a ~4 KB Patient, a 100-entry
+ * searchset (~400 KB) and a ~5 MB searchset for the memory test. Every Patient carries what the
+ * shipped policy acts on (SSN and MRN identifiers, telecom, addresses, narrative, extensions, a
+ * contact, dates), so billing and researcher plans do real work. No real person's data.
+ */
+
+const GIVEN = ['Maria', 'James', 'Aiyana', 'Wei', 'Oluwaseun', 'Sofia', 'Mateo', 'Hannah', 'Ravi', 'Noor', 'Elena', 'Kofi'];
+const FAMILY = ['Garcia', 'Okafor', 'Nguyen', 'Smith', 'Kowalski', 'Haddad', 'Silva', 'Johansson', 'Patel', 'Cohen'];
+const CITIES = [
+  ['Springfield', 'IL', '62704'],
+  ['Boston', 'MA', '02118'],
+  ['Portland', 'OR', '97205'],
+  ['Austin', 'TX', '78701'],
+  ['Madison', 'WI', '53703'],
+  ['Reno', 'NV', '89501'],
+];
+const STREETS = ['Maple Avenue', 'Oak Street', 'Harbor Road', 'Cedar Lane', 'Elm Court', 'Lakeview Drive'];
+
+/** Small deterministic PRNG (mulberry32): the same payload bytes on every run and machine. */
+export function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const pick = (r, list) => list[Math.floor(r() * list.length)];
+const digits = (r, n) => Array.from({ length: n }, () => Math.floor(r() * 10)).join('');
+const pad2 = (n) => String(n).padStart(2, '0');
+
+export function patientId(i) {
+  return `pat-${String(i).padStart(5, '0')}`;
+}
+
+/** One Patient of about 4 KB (serialized), index `i` picks its synthetic details. */
+export function makePatient(i) {
+  const r = rng(1000 + i);
+  const given = pick(r, GIVEN);
+  const middle = pick(r, GIVEN);
+  const family = pick(r, FAMILY);
+  const [city, state, zip] = pick(r, CITIES);
+  const street = `${100 + Math.floor(r() * 9000)} ${pick(r, STREETS)}`;
+  // One patient in ten is over 89, so age90 has something to do.
+  const year = i % 10 === 0 ? 1925 + Math.floor(r() * 8) : 1940 + Math.floor(r() * 65);
+  const birthDate = `${year}-${pad2(1 + Math.floor(r() * 12))}-${pad2(1 + Math.floor(r() * 28))}`;
+  const gender = r() < 0.5 ? 'female' : 'male';
+  const ssn = `${digits(r, 3)}-${digits(r, 2)}-${digits(r, 4)}`;
+  const mrn = `MRN${digits(r, 8)}`;
+  const phone = `(555) ${digits(r, 3)}-${digits(r, 4)}`;
+  const id = patientId(i);
+  return {
+    resourceType: 'Patient',
+    id,
+    meta: {
+      versionId: String(1 + (i % 7)),
+      lastUpdated: `2024-0${1 + (i % 9)}-1${i % 10}T08:${pad2(i % 60)}:00.000Z`,
+      profile: ['http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient'],
+      security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N', display: 'normal' }],
+    },
+    text: {
+      status: 'generated',
+      div:
+        `<div xmlns="http://www.w3.org/1999/xhtml"><table><tbody>` +
+        `<tr><td>Name</td><td>${given} ${middle} ${family}</td></tr>` +
+        `<tr><td>MRN</td><td>${mrn}</td></tr><tr><td>SSN</td><td>${ssn}</td></tr>` +
+        `<tr><td>Date of birth</td><td>${birthDate}</td></tr><tr><td>Phone</td><td>${phone}</td></tr>` +
+        `<tr><td>Address</td><td>${street}, ${city}, ${state} ${zip}</td></tr></tbody></table></div>`,
+    },
+    extension: [
+      {
+        url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-race',
+        extension: [
+          { url: 'ombCategory', valueCoding: { system: 'urn:oid:2.16.840.1.113883.6.238', code: '2106-3', display: 'White' } },
+          { url: 'text', valueString: 'White' },
+        ],
+      },
+      {
+        url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity',
+        extension: [
+          { url: 'ombCategory', valueCoding: { system: 'urn:oid:2.16.840.1.113883.6.238', code: '2186-5', display: 'Not Hispanic or Latino' } },
+          { url: 'text', valueString: 'Not Hispanic or Latino' },
+        ],
+      },
+      { url: 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex', valueCode: gender === 'female' ? 'F' : 'M' },
+    ],
+    identifier: [
+      {
+        use: 'usual',
+        type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR', display: 'Medical Record Number' }], text: 'Medical Record Number' },
+        system: 'http://hospital.example.org/mrn',
+        value: mrn,
+        period: { start: '2010-03-14' },
+        assigner: { reference: 'Organization/org-001', display: 'Example General Hospital' },
+      },
+      {
+        use: 'official',
+        type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'SS', display: 'Social Security number' }], text: 'Social Security Number' },
+        system: 'http://hl7.org/fhir/sid/us-ssn',
+        value: ssn,
+      },
+      {
+        use: 'secondary',
+        type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'DL', display: "Driver's license number" }] },
+        system: `urn:oid:2.16.840.1.113883.4.3.${state === 'IL' ? 17 : 25}`,
+        value: `D${digits(r, 9)}`,
+      },
+    ],
+    active: true,
+    name: [
+      { use: 'official', family, given: [given, middle], prefix: [gender === 'female' ? 'Ms.' : 'Mr.'], period: { start: birthDate } },
+      { use: 'usual', given: [given.slice(0, 3)] },
+    ],
+    telecom: [
+      { system: 'phone', value: phone, use: 'home', rank: 1 },
+      { system: 'phone', value: `(555) ${digits(r, 3)}-${digits(r, 4)}`, use: 'mobile', rank: 2 },
+      { system: 'email', value: `${given.toLowerCase()}.${family.toLowerCase()}${i}@example.com`, use: 'home' },
+    ],
+    gender,
+    birthDate,
+    deceasedBoolean: false,
+    address: [
+      {
+        use: 'home',
+        type: 'both',
+        text: `${street}, ${city}, ${state} ${zip}`,
+        line: [street, `Apt ${1 + Math.floor(r() * 40)}`],
+        city,
+        district: `${city} County`,
+        state,
+        postalCode: zip,
+        country: 'US',
+        period: { start: '2015-06-01' },
+      },
+      { use: 'old', line: [`${10 + Math.floor(r() * 90)} ${pick(r, STREETS)}`], city, state, postalCode: zip, country: 'US', period: { start: '2001-02-01', end: '2015-05-31' } },
+    ],
+    maritalStatus: {
+      coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-MaritalStatus', code: 'M', display: 'Married' }],
+      text: 'Married',
+    },
+    multipleBirthBoolean: false,
+    contact: [
+      {
+        relationship: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0131', code: 'N', display: 'Next-of-Kin' }] }],
+        name: { use: 'official', family, given: [pick(r, GIVEN)] },
+        telecom: [{ system: 'phone', value: `(555) ${digits(r, 3)}-${digits(r, 4)}`, use: 'mobile' }],
+        address: { line: [street], city, state, postalCode: zip, country: 'US' },
+        gender: r() < 0.5 ? 'female' : 'male',
+      },
+    ],
+    communication: [
+      { language: { coding: [{ system: 'urn:ietf:bcp:47', code: 'en-US', display: 'English (United States)' }], text: 'English' }, preferred: true },
+    ],
+    generalPractitioner: [{ reference: `Practitioner/prac-${String(i % 17).padStart(3, '0')}`, display: `Dr. ${pick(r, GIVEN)} ${pick(r, FAMILY)}` }],
+    managingOrganization: { reference: 'Organization/org-001', display: 'Example General Hospital' },
+  };
+}
+
+/** A searchset Bundle of `n` Patients, with upstream-absolute URLs the gateway must rewrite. */
+export function makeSearchset(n, upstreamBase) {
+  const entry = [];
+  for (let i = 1; i <= n; i++) {
+    const p = makePatient(i);
+    entry.push({ fullUrl: `${upstreamBase}/Patient/${p.id}`, resource: p, search: { mode: 'match', score: 1 } });
+  }
+  return {
+    resourceType: 'Bundle',
+    id: `bench-searchset-${n}`,
+    meta: { lastUpdated: '2024-05-01T12:00:00.000Z' },
+    type: 'searchset',
+    total: n,
+    link: [
+      { relation: 'self', url: `${upstreamBase}/Patient?_count=${n}` },
+      { relation: 'next', url: `${upstreamBase}/Patient?_count=${n}&_offset=${n}` },
+    ],
+    entry,
+  };
+}
+
+/** How many Patients make a searchset of at least `bytes` serialized. */
+export function entriesForBytes(bytes) {
+  const one = Buffer.byteLength(JSON.stringify(makePatient(1))) + 120;
+  // Patients vary a little in size around patient 1: 3% more entries keeps the total above `bytes`.
+  return Math.ceil((bytes / one) * 1.03);
+}
+
+/** The prebuilt response bodies the upstream serves, as Buffers. */
+export function buildPayloads(upstreamBase) {
+  return {
+    patient: Buffer.from(JSON.stringify(makePatient(1))),
+    searchset: Buffer.from(JSON.stringify(makeSearchset(100, upstreamBase))),
+    big: Buffer.from(JSON.stringify(makeSearchset(entriesForBytes(5 * 1024 * 1024), upstreamBase))),
+  };
+}

@@ -1,0 +1,186 @@
+/**
+ * Pure aggregation and Markdown rendering for the benchmark report (no I/O, testable).
+ * Load runs are combined per scenario: req/s = 2xx responses / seconds over all runs; p50 and
+ * p99 = the mean of the runs' percentiles (autocannon reports percentiles, not histograms).
+ */
+
+/** Combines the alternated runs of one scenario. */
+export function aggregate(runs) {
+  if (runs.length === 0) return undefined;
+  let ok = 0;
+  let seconds = 0;
+  let non2xx = 0;
+  let errors = 0;
+  let p50 = 0;
+  let p99 = 0;
+  for (const r of runs) {
+    ok += r.ok;
+    seconds += r.seconds;
+    non2xx += r.non2xx;
+    errors += r.errors;
+    p50 += r.p50;
+    p99 += r.p99;
+  }
+  return { rps: seconds > 0 ? ok / seconds : 0, p50: p50 / runs.length, p99: p99 / runs.length, non2xx, errors, runs: runs.length };
+}
+
+/** Maps an autocannon result to the fields `aggregate` uses. */
+export function fromAutocannon(r) {
+  return {
+    ok: r['2xx'] ?? 0,
+    seconds: r.duration,
+    non2xx: r.non2xx ?? 0,
+    errors: (r.errors ?? 0) + (r.timeouts ?? 0),
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+  };
+}
+
+/**
+ * Order in which to run the scenarios of each round: forwards on odd rounds, backwards on even
+ * ones (A B C, C B A, ...), so a slow drift of the machine does not favour whoever runs first.
+ */
+export function alternation(ids, rounds) {
+  const order = [];
+  for (let r = 0; r < rounds; r++) order.push(...(r % 2 === 0 ? ids : [...ids].reverse()));
+  return order;
+}
+
+const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+const ratio = (a, b) => (b > 0 && Number.isFinite(a) ? a / b : Number.NaN);
+
+/**
+ * Rows for one payload group. `rows` = [{ label, kind: 'bare'|'parse'|'gateway', stats, error }].
+ * Ratios are against the bare proxy and the parse-only proxy of the same group and run.
+ */
+export function withRatios(rows) {
+  const bare = rows.find((r) => r.kind === 'bare')?.stats;
+  const parse = rows.find((r) => r.kind === 'parse')?.stats;
+  return rows.map((r) => ({
+    ...r,
+    vsBare: r.stats && bare ? ratio(r.stats.rps, bare.rps) : Number.NaN,
+    vsParse: r.stats && parse ? ratio(r.stats.rps, parse.rps) : Number.NaN,
+    p99Added: r.stats && bare ? r.stats.p99 - bare.p99 : Number.NaN,
+  }));
+}
+
+export function loadTable(groups, connections) {
+  const lines = [
+    `| scenario (${connections} connections) | req/s | p50 ms | p99 ms | x bare | x parse-only | p99 added ms | non-2xx / errors |`,
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const g of groups) {
+    for (const r of withRatios(g.rows)) {
+      const name = `${g.name}: ${r.label}`;
+      if (!r.stats) {
+        lines.push(`| ${name} | FAILED: ${r.error ?? 'no result'} | | | | | | |`);
+        continue;
+      }
+      const s = r.stats;
+      lines.push(
+        `| ${name} | ${fmt(s.rps)} | ${fmt(s.p50, 1)} | ${fmt(s.p99, 1)} | ${fmt(r.vsBare, 2)} | ${fmt(r.vsParse, 2)} | ${r.kind === 'bare' ? '-' : fmt(r.p99Added, 1)} | ${s.non2xx} / ${s.errors} |`,
+      );
+    }
+  }
+  return lines.join('\n');
+}
+
+const nsFmt = (ns) => (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1e3 ? `${(ns / 1e3).toFixed(1)} µs` : `${ns.toFixed(0)} ns`);
+
+export function microTable(micro) {
+  const lines = ['| micro-benchmark | time/op | ops/s | spread |', '|---|---:|---:|---:|'];
+  for (const r of micro.results) {
+    lines.push(`| ${r.group}: ${r.name} | ${nsFmt(r.nsPerOp)} | ${fmt(r.opsPerSec)} | ±${fmt((r.spread * 100) / 2, 0)}% |`);
+  }
+  lines.push('', '| redaction of the searchset | filter alone vs parse+stringify | parse+filter+stringify vs parse+stringify | elements removed | output bytes |', '|---|---:|---:|---:|---:|');
+  for (const [role, v] of Object.entries(micro.redaction)) {
+    lines.push(`| ${role} | ${fmt(v.filterVsParseStringify, 2)}x | ${fmt(v.fullVsParseStringify, 2)}x | ${v.elementsRemoved} | ${v.outBytes} |`);
+  }
+  return lines.join('\n');
+}
+
+/** The SPEC 7 targets, each judged on its worst applicable row. */
+export function targets(groups, micro) {
+  const out = [];
+  const gwRows = (name) => withRatios(groups.find((g) => g.key === name)?.rows ?? []).filter((r) => r.kind === 'gateway');
+  const judge = (title, rows, value, ok, show) => {
+    const measured = rows.filter((r) => Number.isFinite(value(r)));
+    if (measured.length === 0) return out.push({ title, pass: false, detail: 'not measured' });
+    // Values are oriented so that larger is better: the worst row is the smallest.
+    const worst = measured.reduce((a, b) => (value(b) < value(a) ? b : a));
+    const failing = measured.filter((r) => !ok(value(r)));
+    const missing = rows.length - measured.length;
+    out.push({
+      title,
+      pass: failing.length === 0 && missing === 0,
+      detail:
+        failing.length === 0
+          ? `all ${measured.length} rows pass${missing ? `, ${missing} not measured` : ''} (worst: ${worst.label} ${show(value(worst))})`
+          : failing.map((r) => `${r.label} ${show(value(r))}`).join('; '),
+    });
+  };
+  judge('gateway req/s >= 0.75x bare proxy, Patient read', gwRows('read'), (r) => r.vsBare, (v) => v >= 0.75, (v) => `${fmt(v, 2)}x`);
+  judge('gateway req/s >= 0.9x parse-only proxy, searchset', gwRows('search'), (r) => r.vsParse, (v) => v >= 0.9, (v) => `${fmt(v, 2)}x`);
+  judge(
+    'p99 added latency <= 2 ms over bare proxy',
+    [...gwRows('read').map((r) => ({ ...r, label: `read ${r.label}` })), ...gwRows('search').map((r) => ({ ...r, label: `search ${r.label}` }))],
+    (r) => -r.p99Added,
+    (v) => v >= -2,
+    (v) => `+${fmt(-v, 1)} ms`,
+  );
+  if (micro) {
+    const rows = Object.entries(micro.redaction)
+      .filter(([role]) => role !== 'clinician')
+      .map(([role, v]) => ({ label: role, v: v.filterVsParseStringify }));
+    judge('redaction engine >= 0.9x parse+stringify throughput', rows, (r) => r.v, (v) => v >= 0.9, (v) => `${fmt(v, 2)}x`);
+  }
+  return out;
+}
+
+export function targetsTable(list) {
+  const lines = ['| target (SPEC 7) | result | detail |', '|---|---|---|'];
+  for (const t of list) lines.push(`| ${t.title} | ${t.pass ? 'PASS' : 'FAIL'} | ${t.detail} |`);
+  return lines.join('\n');
+}
+
+const mb = (bytes) => (bytes === undefined ? 'n/a' : `${(bytes / 1048576).toFixed(0)} MB`);
+
+export function memoryTable(mem) {
+  const lines = [
+    `| memory: ${mem.clients} clients fetching the ${mb(mem.bigBytes)} Bundle | response limit | RSS before | peak RSS | peak - before | responses | seconds | non-2xx / errors |`,
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of mem.rows) {
+    if (r.error) {
+      lines.push(`| ${r.label} | ${r.limit ? mb(r.limit) : '-'} | FAILED: ${r.error} | | | | | |`);
+      continue;
+    }
+    lines.push(
+      `| ${r.label} | ${r.limit ? mb(r.limit) : '-'} | ${mb(r.before)} | ${mb(r.peak)} | ${mb(r.peak - r.before)} | ${r.ok} x 2xx, ${r.non2xx} x non-2xx | ${fmt(r.seconds, 1)} | ${r.non2xx} / ${r.errors} |`,
+    );
+  }
+  if (mem.overLimit) lines.push('', `Over-limit check: ${mem.overLimit}`);
+  return lines.join('\n');
+}
+
+export function machineLines(m) {
+  return [
+    `- date: ${m.date}`,
+    `- CPU: ${m.cpu} x ${m.cores} cores`,
+    `- memory: ${m.memGb} GB, Node ${m.node}, ${m.platform}`,
+    `- commit: ${m.commit}`,
+    `- load: autocannon ${m.autocannon}, ${m.connections} connections, ${m.duration} s per run, ${m.rounds} alternated rounds after a ${m.warmup} s warm-up per scenario; load generator, upstream and proxy share the machine`,
+    `- CPU pinning: ${m.pinning ?? 'none'}`,
+    `- load average at start: ${m.loadavg ?? 'n/a'}${m.loadavgEnd ? `, at end: ${m.loadavgEnd}` : ''} (other work on the machine skews absolute numbers; the alternation keeps ratios fairer)`,
+  ];
+}
+
+export function renderReport({ machine, groups, micro, memory, notes }) {
+  const parts = ['# phi-gateway benchmark', '', ...machineLines(machine), ''];
+  if (groups.length > 0) parts.push('## Throughput and latency', '', loadTable(groups, machine.connections), '');
+  parts.push('## Targets', '', targetsTable(targets(groups, micro)), '');
+  if (micro) parts.push('## Micro-benchmarks (in-process, median of rounds)', '', microTable(micro), '');
+  if (memory) parts.push('## Memory', '', memoryTable(memory), '');
+  if (notes.length > 0) parts.push('## Notes', '', ...notes.map((n) => `- ${n}`), '');
+  return parts.join('\n');
+}

@@ -1,0 +1,310 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench`: the end-to-end benchmark of SPEC 7, one table.
+ *
+ * Starts, each in its own process on loopback: a fixed-response upstream, a bare
+ * @fastify/http-proxy, a parse-and-re-serialize proxy, and the gateway (built dist/) with the file
+ * audit sink and, when redis-server is installed, the Redis sink. Drives every scenario with the
+ * same autocannon load (fixed connections and duration, a warm-up, alternated rounds), then runs
+ * the memory test and the in-process micro-benchmarks, and writes the report to stdout and
+ * bench/results/latest.md (+ latest.json for bench/compare.mjs).
+ *
+ * Options: --root DIR (the checkout whose dist/ and config/ are measured; default: this one)
+ *          --duration S (5) --rounds N (2) --warmup S (2) --connections N (32)
+ *          --only read,search,memory,micro   --quick (1 s runs, for trying it out)
+ *          --out FILE (bench/results/latest.md)   --pin auto|on|off (CPU pinning; auto = from 4 cores)
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { probe, runLoad } from './lib/load.mjs';
+import { freePort, pin, redisAvailable, sampleRss, startChild, startRedis } from './lib/procs.mjs';
+import { aggregate, alternation, renderReport } from './lib/report.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    root: { type: 'string', default: join(here, '..') },
+    duration: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '2' },
+    warmup: { type: 'string', default: '2' },
+    connections: { type: 'string', default: '32' },
+    only: { type: 'string', default: 'read,search,memory,micro' },
+    quick: { type: 'boolean', default: false },
+    out: { type: 'string', default: join(here, 'results', 'latest.md') },
+    pin: { type: 'string', default: 'auto' },
+  },
+});
+const root = resolve(args.root);
+const duration = args.quick ? 1 : Number(args.duration);
+const rounds = Number(args.rounds);
+const warmup = args.quick ? 1 : Number(args.warmup);
+const connections = Number(args.connections);
+const only = new Set(args.only.split(','));
+const MEMORY_CLIENTS = 64;
+const memoryRequestsPerClient = args.quick ? 1 : 2;
+const SMALL_LIMIT = 1024 * 1024;
+const started = Date.now();
+const log = (msg) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
+const notes = [];
+
+// CPU pinning: the proxy under test gets the last core to itself; the load generator (this
+// process), the upstream and Redis share the others. Unpinned, a proxy that burns more CPU also
+// slows the load generator, which hides part of its cost in the ratios.
+const ncpu = cpus().length;
+// 'auto' pins only from 4 cores: on 2, one core cannot generate the load a proxy core serves,
+// and the load generator becomes the bottleneck (measured: bare proxy halved).
+const wantPin = args.pin === 'on' ? ncpu >= 2 : args.pin === 'auto' ? ncpu >= 4 : false;
+const pinning = !wantPin ? undefined : { proxy: String(ncpu - 1), load: ncpu === 2 ? '0' : `0-${ncpu - 2}` };
+if (pinning && !pin(process.pid, pinning.load)) {
+  notes.push('taskset unavailable: processes are not pinned to CPUs');
+}
+const pinProxy = (pid) => pinning && pin(pid, pinning.proxy);
+const pinLoad = (pid) => pinning && pin(pid, pinning.load);
+
+const dist = (p) => import(pathToFileURL(join(root, 'dist', p)).href);
+const demo = await dist('auth/demo-keys.js').catch((e) => {
+  throw new Error(`cannot load ${root}/dist (run \`npm run build\` first): ${e.message}`);
+});
+
+const tmp = mkdtempSync(join(tmpdir(), 'phi-bench-'));
+const children = [];
+let redis;
+async function cleanup() {
+  await Promise.allSettled(children.map((c) => c.stop()));
+  await redis?.stop().catch(() => {});
+  rmSync(tmp, { recursive: true, force: true });
+}
+process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+
+const keys = await demo.ensureDemoKeys(join(tmp, 'keys'));
+const pseudonymKey = 'bench-pseudonym-key-0123456789abcdef0123';
+const ROLES = { clinician: 'TREAT', billing: 'HPAYMT', researcher: 'HRESCH' };
+const tokens = {};
+for (const role of Object.keys(ROLES)) tokens[role] = await demo.mintDemoToken(keys, { role, ttlSec: 3 * 3600 });
+const roleHeaders = (role) => ({ authorization: `Bearer ${tokens[role]}`, 'x-purpose-of-use': ROLES[role], accept: 'application/fhir+json' });
+const plainHeaders = { accept: 'application/fhir+json' };
+
+const serverScript = (name) => join(here, 'servers', `${name}.mjs`);
+async function start(name, env, opts = {}) {
+  const port = await freePort();
+  const child = await startChild(serverScript(name), { env: { BENCH_PORT: String(port), ...env }, label: opts.label ?? name, ...opts });
+  children.push(child);
+  if (opts.role === 'load') pinLoad(child.pid);
+  else pinProxy(child.pid);
+  return { ...child, base: `http://127.0.0.1:${port}` };
+}
+async function stopChild(c) {
+  await c.stop();
+  children.splice(children.indexOf(c), 1);
+}
+
+async function startGatewayProcess(label, upstreamOrigin, audit, extraEnv = {}) {
+  const port = await freePort();
+  const env = {
+    BENCH_ROOT: root,
+    BENCH_JWKS_FILE: keys.jwksFile,
+    PHI_GATEWAY_UPSTREAM: `${upstreamOrigin}/fhir`,
+    PHI_GATEWAY_LISTEN: `127.0.0.1:${port}`,
+    PHI_GATEWAY_ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
+    PHI_GATEWAY_AUDIT: audit,
+    PHI_GATEWAY_ISSUER: keys.issuer,
+    PHI_GATEWAY_AUDIENCE: keys.audience,
+    PHI_GATEWAY_PSEUDONYM_KEY: pseudonymKey,
+    LOG_LEVEL: 'info',
+    ...extraEnv,
+  };
+  const child = await startChild(serverScript('gateway'), { env, label });
+  children.push(child);
+  pinProxy(child.pid);
+  return { ...child, base: `http://127.0.0.1:${port}` };
+}
+
+function machineInfo() {
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['-C', root, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no', '--', 'src', 'config'], { encoding: 'utf8' }).trim();
+    if (dirty) commit += ' (+ uncommitted changes in src/config)';
+  } catch {}
+  const acVersion = JSON.parse(readFileSync(join(here, '..', 'node_modules', 'autocannon', 'package.json'), 'utf8')).version;
+  return {
+    date: new Date().toISOString(),
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    memGb: (totalmem() / 2 ** 30).toFixed(1),
+    node: process.version,
+    platform: `${process.platform}/${process.arch}`,
+    commit,
+    autocannon: acVersion,
+    connections,
+    duration,
+    rounds,
+    warmup,
+    loadavg: loadavg().map((x) => x.toFixed(2)).join(' '),
+    pinning: pinning ? `proxy under test on CPU ${pinning.proxy}; load generator, upstream and Redis on CPU ${pinning.load}` : 'none',
+  };
+}
+
+// Checks applied to one probe response before a scenario is timed: a scenario that does not do
+// what its name says is reported as FAILED instead of producing a misleading number.
+const expectations = {
+  clinician: (t) => (t.includes('us-ssn') ? undefined : 'clinician response lacks the SSN identifier (redacted?)'),
+  billing: (t) => (t.includes('us-ssn') || t.includes('"telecom"') ? 'billing response still has SSN or telecom' : undefined),
+  researcher: (t) => (t.includes('"family"') || t.includes('us-ssn') ? 'researcher response still has names or SSN' : undefined),
+};
+
+async function checkTarget(url, headers, role) {
+  try {
+    const p = await probe(url, headers);
+    if (p.status !== 200) return `HTTP ${p.status}${p.code ? ` ${p.code}` : ''}`;
+    return role ? expectations[role](p.text) : undefined;
+  } catch (e) {
+    return `request failed: ${e.cause?.code ?? e.message}`;
+  }
+}
+
+const report = { machine: machineInfo(), groups: [], micro: undefined, memory: undefined, notes };
+let exitCode = 0;
+try {
+  log(`root ${root}; starting upstream and proxies`);
+  const upstream = await start('upstream', {}, { role: 'load' });
+  const up = upstream.base;
+  const sizes = upstream.info.sizes;
+  notes.push(
+    `payloads: Patient read ${(sizes.patient / 1024).toFixed(1)} KB, searchset 100 entries ${(sizes.searchset / 1024).toFixed(0)} KB, memory-test Bundle ${(sizes.big / 1048576).toFixed(1)} MB (synthetic, bench/lib/payloads.mjs)`,
+  );
+
+  if (only.has('read') || only.has('search')) {
+    const [bare, parse, gwFile] = await Promise.all([
+      start('bare-proxy', { BENCH_UPSTREAM: up }),
+      start('parse-proxy', { BENCH_UPSTREAM: up }),
+      startGatewayProcess('gateway (file sink)', up, `file:${join(tmp, 'audit-file')}`),
+    ]);
+    let gwRedis;
+    if (redisAvailable()) {
+      mkdirSync(join(tmp, 'redis'));
+      redis = await startRedis(join(tmp, 'redis'));
+      pinLoad(redis.pid);
+      gwRedis = await startGatewayProcess('gateway (redis sink)', up, redis.url);
+    } else {
+      notes.push('redis-server not found: the Redis audit sink rows were skipped (install redis-server to include them)');
+    }
+
+    const targets = [
+      { id: 'bare', label: 'bare @fastify/http-proxy', kind: 'bare', base: bare.base, headers: plainHeaders },
+      { id: 'parse', label: 'parse + re-serialize proxy', kind: 'parse', base: parse.base, headers: plainHeaders },
+      ...['clinician', 'billing', 'researcher'].map((role) => ({ id: `file-${role}`, label: `gateway ${role}, file sink`, kind: 'gateway', role, base: gwFile.base, headers: roleHeaders(role) })),
+      ...(gwRedis
+        ? ['clinician', 'billing'].map((role) => ({ id: `redis-${role}`, label: `gateway ${role}, redis sink`, kind: 'gateway', role, base: gwRedis.base, headers: roleHeaders(role) }))
+        : []),
+    ];
+    const groups = [
+      { key: 'read', name: `Patient read (${(sizes.patient / 1024).toFixed(1)} KB)`, path: '/fhir/Patient/pat-00001' },
+      { key: 'search', name: `searchset (100 entries, ${(sizes.searchset / 1024).toFixed(0)} KB)`, path: '/fhir/Patient?_count=100' },
+    ].filter((g) => only.has(g.key));
+
+    for (const g of groups) {
+      const runs = new Map();
+      const errors = new Map();
+      for (const t of targets) {
+        const err = await checkTarget(t.base + g.path, t.headers, t.role);
+        if (err) {
+          errors.set(t.id, err);
+          log(`${g.key} ${t.label}: FAILED probe: ${err}`);
+        } else runs.set(t.id, []);
+      }
+      const live = targets.filter((t) => runs.has(t.id));
+      log(`${g.key}: warm-up ${warmup} s x ${live.length}`);
+      for (const t of live) await runLoad(t.base + g.path, t.headers, { connections, duration: warmup });
+      for (const id of alternation(live.map((t) => t.id), rounds)) {
+        const t = live.find((x) => x.id === id);
+        const r = await runLoad(t.base + g.path, t.headers, { connections, duration });
+        runs.get(id).push(r);
+        log(`${g.key} ${t.label}: ${(r.ok / r.seconds).toFixed(0)} req/s p99 ${r.p99} ms${r.non2xx ? ` non-2xx ${r.non2xx}` : ''}`);
+      }
+      report.groups.push({
+        key: g.key,
+        name: g.name,
+        rows: targets.map((t) => ({ label: t.label, kind: t.kind, stats: runs.has(t.id) ? aggregate(runs.get(t.id)) : undefined, error: errors.get(t.id) })),
+      });
+    }
+    await Promise.all([bare, parse, gwFile, ...(gwRedis ? [gwRedis] : [])].map(stopChild));
+    await redis?.stop();
+    redis = undefined;
+  }
+
+  if (only.has('memory')) {
+    const rows = [];
+    const bigPath = '/fhir/Patient?name=bigbundle';
+    // Fresh processes, so the peak belongs to this test alone.
+    const measureRss = async (label, child, headers, limit) => {
+      const before = child.rss().rss;
+      const sampler = sampleRss(child.pid, 25);
+      // One request per client, all at once: the peak is 64 bodies in flight together.
+      const t0 = Date.now();
+      const r = await runLoad(child.base + bigPath, headers, { connections: MEMORY_CLIENTS, amount: MEMORY_CLIENTS * memoryRequestsPerClient, timeout: 120 });
+      const seconds = (Date.now() - t0) / 1000;
+      const sampled = sampler.stop();
+      const peak = Math.max(sampled, child.rss().peak || 0);
+      rows.push({ label, limit, before, peak, ok: r.ok, non2xx: r.non2xx, errors: r.errors, seconds });
+      log(`memory ${label}: RSS ${(before / 1048576).toFixed(0)} -> peak ${(peak / 1048576).toFixed(0)} MB, ${r.ok} ok, ${r.non2xx} non-2xx`);
+    };
+    const parse = await start('parse-proxy', { BENCH_UPSTREAM: up });
+    await measureRss('parse + re-serialize proxy', parse, plainHeaders, undefined);
+    await stopChild(parse);
+
+    const gw = await startGatewayProcess('gateway (memory)', up, `file:${join(tmp, 'audit-mem')}`);
+    const defaultLimit = (await dist('config/gateway.js')).DEFAULTS?.responseBodyBytes;
+    const err = await checkTarget(gw.base + bigPath, roleHeaders('clinician'), 'clinician');
+    if (err) rows.push({ label: 'gateway clinician, configured limit', error: err });
+    else await measureRss('gateway clinician, configured limit', gw, roleHeaders('clinician'), defaultLimit);
+    await stopChild(gw);
+
+    const small = await startGatewayProcess('gateway (1 MiB limit)', up, `file:${join(tmp, 'audit-small')}`, { BENCH_RESPONSE_LIMIT: String(SMALL_LIMIT) });
+    const p = await probe(small.base + bigPath, roleHeaders('clinician')).catch((e) => ({ status: 0, code: e.message }));
+    const overLimit =
+      p.status === 502
+        ? `a ${(sizes.big / 1048576).toFixed(1)} MB upstream answer with responseBodyBytes = 1 MiB gets HTTP 502 (${p.code}), ${p.bytes} bytes, no PHI passed through.`
+        : `FAILED: expected 502 for an upstream answer over responseBodyBytes, got HTTP ${p.status} ${p.code ?? ''}`;
+    if (p.status !== 502) exitCode = 1;
+    await measureRss('gateway clinician, responseBodyBytes 1 MiB (all 502)', small, roleHeaders('clinician'), SMALL_LIMIT);
+    await stopChild(small);
+    report.memory = { clients: MEMORY_CLIENTS, bigBytes: sizes.big, rows, overLimit };
+  }
+
+  await stopChild(upstream);
+
+  if (only.has('micro')) {
+    log('micro-benchmarks');
+    try {
+      const micro = await startChild(join(here, 'micro.mjs'), {
+        env: { BENCH_ROOT: root, BENCH_KEYS_DIR: join(tmp, 'keys'), PHI_GATEWAY_PSEUDONYM_KEY: pseudonymKey, BENCH_QUICK: args.quick ? '1' : '0' },
+        timeoutMs: 240_000,
+        label: 'micro.mjs',
+      });
+      report.micro = micro.info.micro;
+      await micro.stop();
+    } catch (e) {
+      notes.push(`micro-benchmarks FAILED: ${e.message.split('\n').slice(0, 6).join(' | ')}`);
+      exitCode = 1;
+    }
+  }
+} catch (e) {
+  notes.push(`benchmark aborted: ${e.message.split('\n').slice(0, 6).join(' | ')}`);
+  exitCode = 1;
+} finally {
+  await cleanup();
+}
+
+report.machine.loadavgEnd = loadavg().map((x) => x.toFixed(2)).join(' ');
+notes.push(`total runtime ${((Date.now() - started) / 1000).toFixed(0)} s`);
+const markdown = renderReport(report);
+process.stdout.write(`${markdown}\n`);
+mkdirSync(dirname(resolve(args.out)), { recursive: true });
+writeFileSync(resolve(args.out), markdown);
+writeFileSync(resolve(args.out).replace(/\.md$/, '') + '.json', `${JSON.stringify(report, null, 2)}\n`);
+process.exit(exitCode);

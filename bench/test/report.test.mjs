@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { aggregate, alternation, fromAutocannon, loadTable, targets, withRatios } from '../lib/report.mjs';
+
+const run = (ok, seconds, p50 = 1, p99 = 2) => ({ ok, seconds, non2xx: 0, errors: 0, p50, p99 });
+const stats = (rps, p99 = 10) => aggregate([run(rps, 1, 5, p99)]);
+
+describe('aggregate', () => {
+  it('weights req/s by duration (total responses over total seconds), not a mean of rates', () => {
+    const a = aggregate([run(100, 1), run(100, 4)]);
+    assert.equal(a.rps, 40);
+  });
+  it('averages the percentiles of the runs and sums failures', () => {
+    const a = aggregate([
+      { ...run(10, 1, 2, 10), non2xx: 3 },
+      { ...run(10, 1, 4, 30), errors: 2 },
+    ]);
+    assert.deepEqual([a.p50, a.p99, a.non2xx, a.errors], [3, 20, 3, 2]);
+  });
+  it('has no result without runs', () => {
+    assert.equal(aggregate([]), undefined);
+  });
+});
+
+describe('fromAutocannon', () => {
+  it('counts only 2xx as successes and timeouts as errors', () => {
+    const r = fromAutocannon({ '2xx': 90, non2xx: 10, errors: 1, timeouts: 2, duration: 5.01, latency: { p50: 3, p99: 9 } });
+    assert.deepEqual(r, { ok: 90, seconds: 5.01, non2xx: 10, errors: 3, p50: 3, p99: 9 });
+  });
+});
+
+describe('alternation', () => {
+  it('runs forwards then backwards so drift does not favour the first scenario', () => {
+    assert.deepEqual(alternation(['a', 'b', 'c'], 3), ['a', 'b', 'c', 'c', 'b', 'a', 'a', 'b', 'c']);
+  });
+  it('gives every scenario the same number of runs', () => {
+    const order = alternation(['x', 'y', 'z', 'w'], 4);
+    for (const id of ['x', 'y', 'z', 'w']) assert.equal(order.filter((o) => o === id).length, 4);
+  });
+});
+
+function group(key, gw) {
+  return {
+    key,
+    name: key,
+    rows: [
+      { label: 'bare', kind: 'bare', stats: stats(1000, 10) },
+      { label: 'parse', kind: 'parse', stats: stats(500, 12) },
+      ...gw.map(([label, rps, p99]) => ({ label, kind: 'gateway', stats: stats(rps, p99) })),
+    ],
+  };
+}
+
+describe('withRatios', () => {
+  it('divides by the bare and parse-only rows of the same group', () => {
+    const rows = withRatios(group('read', [['gw', 800, 11.5]]).rows);
+    const gw = rows.find((r) => r.label === 'gw');
+    assert.equal(gw.vsBare, 0.8);
+    assert.equal(gw.vsParse, 1.6);
+    assert.equal(gw.p99Added, 1.5);
+  });
+  it('gives NaN ratios when a baseline failed', () => {
+    const rows = withRatios([{ label: 'gw', kind: 'gateway', stats: stats(10) }]);
+    assert.ok(Number.isNaN(rows[0].vsBare) && Number.isNaN(rows[0].vsParse));
+  });
+});
+
+describe('targets', () => {
+  const micro = { redaction: { clinician: { filterVsParseStringify: 0.1 }, billing: { filterVsParseStringify: 0.95 }, researcher: { filterVsParseStringify: 0.91 } } };
+  it('passes at the thresholds of SPEC 7 and names the worst row', () => {
+    const t = targets([group('read', [['a', 760, 11], ['b', 900, 12]]), group('search', [['c', 460, 12]])], micro);
+    assert.deepEqual(
+      t.map((x) => x.pass),
+      [true, true, true, true],
+    );
+    assert.match(t[0].detail, /worst: a 0\.76x/);
+    assert.match(t[2].detail, /worst: read b \+2\.0 ms/);
+  });
+  it('fails each target just past its threshold and lists the failing rows', () => {
+    const badMicro = { redaction: { billing: { filterVsParseStringify: 0.89 } } };
+    const t = targets([group('read', [['a', 740, 12.1]]), group('search', [['c', 440, 10]])], badMicro);
+    assert.deepEqual(
+      t.map((x) => x.pass),
+      [false, false, false, false],
+    );
+    assert.match(t[0].detail, /a 0\.74x/);
+    assert.match(t[2].detail, /read a \+2\.1 ms/);
+  });
+  it('ignores the clinician (no redaction) for the redaction target', () => {
+    const t = targets([], micro);
+    assert.equal(t[3].pass, true);
+  });
+  it('fails a target that was not measured rather than passing it', () => {
+    const t = targets([group('read', [])], undefined);
+    assert.equal(t.length, 3);
+    assert.ok(t.every((x) => !x.pass));
+    assert.match(t[1].detail, /not measured/);
+  });
+  it('fails when a gateway row could not be measured even if the others pass', () => {
+    const g = group('read', [['a', 900, 10]]);
+    g.rows.push({ label: 'broken', kind: 'gateway', stats: undefined, error: 'HTTP 500' });
+    const t = targets([g], undefined);
+    assert.equal(t[0].pass, false);
+    assert.match(t[0].detail, /1 not measured/);
+  });
+});
+
+describe('loadTable', () => {
+  it('shows a failed scenario with its error instead of numbers', () => {
+    const g = group('read', []);
+    g.rows.push({ label: 'gw', kind: 'gateway', stats: undefined, error: 'HTTP 403 purpose-not-allowed' });
+    const md = loadTable([g], 32);
+    assert.match(md, /\| read: gw \| FAILED: HTTP 403 purpose-not-allowed \|/);
+    assert.match(md, /\| read: bare \| 1000 \|/);
+  });
+});
