@@ -486,31 +486,86 @@ export function compileElementPlan(resourceType: string, rule: ElementRule, wher
   return new CompiledElementPlan(resourceType, rootBranch, typeSlots, keepsAll, describePlan(c, rootBranch, rule));
 }
 
-/** True when the element at `path` (dotted, from the root) reaches the client unchanged. */
+/**
+ * True when the element at `path` (dotted, from the root) reaches the client unchanged: no path
+ * rule and no type selector (e.g. `@Reference.display` while walking Reference) removes, filters or
+ * transforms it or anything below it.
+ */
 function pathUnchanged(plan: CompiledElementPlan, path: string): boolean {
   const names = path.split('.');
   let b: Branch | undefined = plan.root;
+  // Branches contributed by type selectors for the element being walked (`@Reference.display`).
+  let typed: Branch[] = [];
   let owner = plan.resourceType;
   for (let i = 0; i < names.length; i++) {
     const name = names[i];
     const info = typeElements(owner)?.[name];
     if (info?.types.length !== 1) return false;
     const t = info.types[0];
-    if (plan.typeSlots[t] !== undefined) return false;
     const s: Slot | undefined = b?.children?.[name];
     if (b !== undefined && b.keep !== 2 && (s === undefined || s.plain.keep === 0)) return false;
-    if (s) {
-      if (s.filtered || s.plain.remove || s.plain.transforms.length > 0) return false;
-      b = s.plain;
-    } else b = undefined;
+    if (s && (s.filtered || s.plain.remove || s.plain.transforms.length > 0)) return false;
+    b = s ? s.plain : undefined;
+    const next: Branch[] = [];
+    for (const tb of typed) {
+      const c = tb.children?.[name];
+      if (!c) continue;
+      if (c.filtered || c.plain.remove || c.plain.transforms.length > 0) return false;
+      next.push(c.plain);
+    }
+    const ts = plan.typeSlots[t];
+    if (ts) {
+      if ((ts.filtered && ts.filtered.length > 0) || ts.plain.remove || ts.plain.transforms.length > 0) return false;
+      next.push(ts.plain);
+    }
+    typed = next;
     if (i === names.length - 1) {
       // The whole subtree must be untouched: no partial keep, nothing removed or transformed below.
       if (b !== undefined && (b.keep !== 2 || subtreeTouched(b))) return false;
+      if (typed.some(subtreeTouched)) return false;
       if (!isPrimitiveType(t) && plan.needsWalk(t)) return false;
     }
     owner = t;
   }
   return true;
+}
+
+/** The element type at a dotted path, or undefined when it is not a single known type. */
+function typeAt(resourceType: string, path: string): string | undefined {
+  let owner = resourceType;
+  for (const name of path.split('.')) {
+    const info = typeElements(owner)?.[name];
+    if (info?.types.length !== 1) return undefined;
+    owner = info.types[0];
+  }
+  return owner;
+}
+
+/**
+ * What a search on `path` actually matches against, by search parameter type: a reference search
+ * compares `reference` (not `display`), a token search the codes and text, a string search the
+ * name or address parts. The parameter is an oracle only if one of these is hidden.
+ */
+const SEARCHED_PARTS: Readonly<Record<string, Readonly<Record<string, readonly string[]>>>> = {
+  reference: { Reference: ['reference'] },
+  token: {
+    CodeableConcept: ['coding.system', 'coding.code', 'text'],
+    Coding: ['system', 'code'],
+    Identifier: ['system', 'value', 'type'],
+    ContactPoint: ['system', 'value', 'use'],
+  },
+  string: {
+    HumanName: ['family', 'given', 'prefix', 'suffix', 'text'],
+    Address: ['line', 'city', 'district', 'state', 'postalCode', 'country', 'text'],
+  },
+  date: { Period: ['start', 'end'] },
+  quantity: { Quantity: ['value', 'unit', 'system', 'code'] },
+};
+
+function searchedPaths(resourceType: string, paramType: string, path: string): string[] {
+  const t = typeAt(resourceType, path);
+  const parts = t === undefined ? undefined : SEARCHED_PARTS[paramType]?.[t];
+  return parts ? parts.map((p) => `${path}.${p}`) : [path];
 }
 
 function subtreeTouched(b: Branch): boolean {
@@ -539,7 +594,7 @@ export function derivedSearchParams(resourceType: string, plan: ElementPlan): st
       continue;
     }
     if (!(plan instanceof CompiledElementPlan)) continue;
-    if (sp.paths.every((p) => pathUnchanged(plan, p))) out.push(code);
+    if (sp.paths.every((p) => searchedPaths(resourceType, sp.type, p).every((q) => pathUnchanged(plan, q)))) out.push(code);
   }
   return out.sort();
 }

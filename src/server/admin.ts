@@ -2,7 +2,7 @@
  * The admin listener (default 127.0.0.1:9090): liveness, readiness (upstream and audit sink
  * reachable, policy loaded). Metrics join it with the operations work.
  */
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { request } from 'undici';
 import type { AuditSink } from '../audit/record.js';
@@ -31,7 +31,7 @@ async function upstreamReachable(url: string): Promise<boolean> {
 }
 
 export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: deps.logger, disableRequestLogging: true });
+  const app = Fastify({ loggerInstance: deps.logger, logController: new LogController({ disableRequestLogging: true }) });
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     const [upstream, audit] = await Promise.all([upstreamReachable(deps.upstreamUrl), deps.audit.ready().catch(() => false)]);

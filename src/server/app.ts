@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import replyFrom from '@fastify/reply-from';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { GatewayError } from '../errors.js';
 import { createPipeline, type PipelineDeps } from '../proxy/pipeline.js';
 import { registerAuditRoutes } from './audit-routes.js';
@@ -17,7 +17,8 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   const { config } = deps;
   const app = Fastify({
     loggerInstance: deps.logger,
-    disableRequestLogging: true,
+    // Fastify's own request lines carry the URL (patient ids, search values): never logged.
+    logController: new LogController({ disableRequestLogging: true }),
     genReqId: () => randomUUID(),
     bodyLimit: config.limits.requestBodyBytes,
     return503OnClosing: true,

@@ -1,0 +1,147 @@
+/**
+ * `phi-gateway demo` (`npm start`): a sample FHIR server (medplum's FHIR router over an in-memory
+ * repository, seeded with synthetic patients), the gateway in front of it with the shipped example
+ * policy, a local signing key standing in for the identity provider, and the file audit sink under
+ * ./data. Prints curl commands with a token for each demo role. Needs no Redis, Docker or network.
+ */
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DEMO_AUDIENCE, DEMO_ISSUER, ensureDemoKeys, mintDemoToken } from '../auth/demo-keys.js';
+import { ConfigError, loadGatewayConfig } from '../config/load.js';
+import type { GatewayConfig } from '../config/types.js';
+import { DEMO } from '../demo/data.js';
+import { startFhirUpstream } from '../demo/upstream.js';
+import { startGateway } from '../server/runtime.js';
+import type { CliIo } from './main.js';
+import { serveUntilSignal } from './serve.js';
+
+/** The demo roles, the purpose each one declares, and requests that show what the policy does. */
+export const DEMO_TOUR: ReadonlyArray<{ role: string; purpose: string; sub: string; requests: ReadonlyArray<{ path: string; shows: string }> }> = [
+  {
+    role: 'clinician',
+    purpose: 'TREAT',
+    sub: 'dr-reyes',
+    requests: [
+      { path: `/Patient/${DEMO.patients.alice}`, shows: 'the whole chart: SSN, phone, narrative' },
+      { path: `/Condition?patient=${DEMO.patients.alice}`, shows: 'clinical data, notes included' },
+      { path: `/Patient/${DEMO.patients.vip}`, shows: 'the VIP chart is restricted: 403, break-glass can reveal it' },
+    ],
+  },
+  {
+    role: 'billing',
+    purpose: 'HPAYMT',
+    sub: 'billing-clerk-1',
+    requests: [
+      { path: `/Patient/${DEMO.patients.alice}`, shows: 'no SSN, no telecom, no narrative; marked REDACTED' },
+      { path: `/Condition?patient=${DEMO.patients.paula}`, shows: 'psychiatric conditions withheld, codes only' },
+      { path: `/Claim?patient=${DEMO.patients.alice}`, shows: 'claims' },
+      { path: `/Observation?patient=${DEMO.patients.alice}`, shows: '403: billing may not see observations' },
+    ],
+  },
+  {
+    role: 'coder',
+    purpose: 'HOPERAT',
+    sub: 'coder-1',
+    requests: [{ path: `/Patient/${DEMO.patients.alice}`, shows: 'MRN, gender and birth date only' }],
+  },
+  {
+    role: 'researcher',
+    purpose: 'HRESCH',
+    sub: 'researcher-1',
+    requests: [
+      { path: '/Patient?_count=5', shows: 'Safe Harbor: pseudonymous ids, birth year, 3-digit ZIP, no names' },
+      { path: `/Observation?code=http://loinc.org|8867-4`, shows: 'de-identified observations' },
+    ],
+  },
+  {
+    role: 'front-desk',
+    purpose: 'HOPERAT',
+    sub: 'front-desk-1',
+    requests: [
+      { path: `/Appointment?patient=${DEMO.patients.alice}`, shows: 'appointments' },
+      { path: `/Condition?patient=${DEMO.patients.alice}`, shows: '403: no clinical data' },
+    ],
+  },
+  {
+    role: 'auditor',
+    purpose: 'HCOMPL',
+    sub: 'auditor-1',
+    requests: [{ path: `/Patient/${DEMO.patients.alice}`, shows: '403: no PHI through the FHIR API' }],
+  },
+];
+
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+export function tourText(baseUrl: string, tokens: Record<string, string>): string {
+  const lines: string[] = [];
+  lines.push('# Demo tokens (valid 8 hours; mint more with: npx phi-gateway token --role billing)');
+  for (const t of DEMO_TOUR) lines.push(`export ${envName(t.role)}=${tokens[t.role]}`);
+  lines.push('');
+  for (const t of DEMO_TOUR) {
+    lines.push(`# ${t.role} (purpose ${t.purpose})`);
+    for (const r of t.requests) {
+      lines.push(`#   ${r.shows}`);
+      lines.push(
+        `curl -s ${shellQuote(baseUrl + r.path)} -H "Authorization: Bearer $${envName(t.role)}" -H 'X-Purpose-Of-Use: ${t.purpose}'`,
+      );
+    }
+    lines.push('');
+  }
+  lines.push('# break the glass (clinician, with a reason; alerted and queued for review):');
+  lines.push(
+    `curl -s ${shellQuote(`${baseUrl}/Patient/${DEMO.patients.vip}`)} -H "Authorization: Bearer $${envName('clinician')}" -H 'X-Purpose-Of-Use: BTG' -H 'X-Break-Glass-Reason: Unconscious patient in the ED, identity confirmed by ID band'`,
+  );
+  lines.push('');
+  lines.push(`# the audit trail: ./data/audit   (npx phi-gateway audit verify --source file:data/audit)`);
+  return `${lines.join('\n')}\n`;
+}
+
+function envName(role: string): string {
+  return `${role.toUpperCase().replace(/-/g, '_')}_TOKEN`;
+}
+
+export async function run(argv: string[], io: CliIo): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { config: { type: 'string' }, data: { type: 'string' } },
+    strict: true,
+  });
+  const dataDir = resolve(values.data ?? 'data');
+  const keys = await ensureDemoKeys(resolve(dataDir, 'demo-keys'));
+  const upstream = await startFhirUpstream({ seed: true });
+  const configFile = values.config ?? io.env.PHI_GATEWAY_CONFIG ?? new URL('../../config/gateway.yaml', import.meta.url).pathname;
+  let config: GatewayConfig;
+  try {
+    const loaded = loadGatewayConfig(configFile, {
+      ...io.env,
+      PHI_GATEWAY_UPSTREAM: upstream.url,
+      PHI_GATEWAY_ISSUER: DEMO_ISSUER,
+      PHI_GATEWAY_AUDIENCE: DEMO_AUDIENCE,
+      PHI_GATEWAY_AUDIT: io.env.PHI_GATEWAY_AUDIT ?? `file:${resolve(dataDir, 'audit')}`,
+      // A fixed demo key so pseudonyms are stable across demo runs; production sets its own secret.
+      PHI_GATEWAY_PSEUDONYM_KEY: io.env.PHI_GATEWAY_PSEUDONYM_KEY ?? 'demo-only-pseudonym-key-not-for-production-use',
+    });
+    // The demo's identity provider is a local key pair: verify against its JWKS file.
+    config = { ...loaded, auth: { ...loaded.auth, jwksUri: undefined, jwksFile: keys.jwksFile } };
+  } catch (e) {
+    await upstream.close();
+    if (e instanceof ConfigError) {
+      for (const p of e.problems) io.stderr.write(`${p}\n`);
+      return 1;
+    }
+    throw e;
+  }
+  const gw = await startGateway(config);
+  const tokens: Record<string, string> = {};
+  for (const t of DEMO_TOUR) {
+    tokens[t.role] = await mintDemoToken(keys, { role: t.role, sub: t.sub, ttlSec: 8 * 3600 });
+  }
+  io.stdout.write(`\nphi-gateway demo: FHIR API at ${gw.url} (upstream ${upstream.url}, admin http://${config.admin.host}:${config.admin.port})\n\n`);
+  io.stdout.write(tourText(gw.url, tokens));
+  io.stdout.write('\nCtrl-C to stop.\n');
+  const code = await serveUntilSignal(gw, io);
+  await upstream.close();
+  return code;
+}
