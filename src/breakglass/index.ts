@@ -4,7 +4,7 @@
  * next to the audit directory (`<audit dir>/../break-glass/`), which survive restarts.
  */
 import { randomUUID } from 'node:crypto';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AuditSink } from '../audit/record.js';
@@ -33,9 +33,16 @@ export interface OpenBreakGlassOptions {
   readonly dir?: string;
 }
 
-/** Where the embedded store lives for a file audit sink. */
+/**
+ * Where the embedded store lives for a file audit sink: `data/audit` -> `data/break-glass`; any
+ * other audit directory name X -> sibling `X.break-glass`, so two gateways whose audit directories
+ * share a parent (temp dirs) never share sessions.
+ */
 export function breakGlassDir(config: Pick<GatewayConfig, 'audit'>): string | undefined {
-  return config.audit.sink === 'file' ? join(dirname(resolve(config.audit.path)), 'break-glass') : undefined;
+  if (config.audit.sink !== 'file') return undefined;
+  const audit = resolve(config.audit.path);
+  const name = basename(audit);
+  return join(dirname(audit), name === 'audit' ? 'break-glass' : `${name}.break-glass`);
 }
 
 function redisClient(url: string): Redis {

@@ -17,17 +17,20 @@ export class JsonLinesLog {
     private readonly logger: Logger | undefined,
   ) {}
 
+  /** Nothing is created until the first append: a gateway that never breaks glass leaves no files. */
   static async open(path: string, logger?: Logger): Promise<JsonLinesLog> {
-    // Reasons and patient ids: readable by the gateway's user only.
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    const fh = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600);
-    await fh.close();
     return new JsonLinesLog(path, logger);
   }
 
   /** Lines appended (by anyone) since the last call, parsed. */
   async readNew(): Promise<unknown[]> {
-    const { size } = await stat(this.path);
+    let size: number;
+    try {
+      ({ size } = await stat(this.path));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && this.offset === 0) return [];
+      throw e;
+    }
     if (size < this.offset) throw new Error(`${this.path} shrank: the break-glass log was truncated`);
     if (size === this.offset) return [];
     const fh = await open(this.path, 'r');
@@ -63,7 +66,9 @@ export class JsonLinesLog {
   /** Appends one line and makes it durable. */
   async append(value: unknown): Promise<void> {
     const line = Buffer.from(`${JSON.stringify(value)}\n`, 'utf8');
-    const fh = await open(this.path, constants.O_WRONLY | constants.O_APPEND);
+    // Reasons and patient ids: readable by the gateway's user only.
+    await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
+    const fh = await open(this.path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600);
     try {
       let off = 0;
       while (off < line.length) {

@@ -69,7 +69,11 @@ export class FileOutbox implements Outbox {
     }
     // Rewrite (write + rename: atomic) so the file does not grow with every retry forever.
     const text = [...pending.values()].map((item) => `${JSON.stringify({ t: 'put', item } satisfies Event)}\n`).join('');
-    if (text !== (await readFile(path, 'utf8'))) {
+    const current = await readFile(path, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return '';
+      throw e;
+    });
+    if (text !== current) {
       const tmp = `${path}.${randomUUID()}.tmp`;
       await writeFile(tmp, text, { mode: 0o600, flush: true });
       await rename(tmp, path);

@@ -65,6 +65,11 @@ function actorOf(p: Principal): SessionActor {
   return { iss: p.iss, sub: p.sub, clientId: p.clientId, roles: [...p.roles] };
 }
 
+/** Separation of duties: nobody reviews their own emergency access, whatever issuer vouches for them. */
+export function reviewRefusal(s: BreakGlassSession, reviewerSub: string): 'own-session' | undefined {
+  return s.actor.sub === reviewerSub ? 'own-session' : undefined;
+}
+
 export function reviewBase(publicBaseUrl: string): string {
   return publicBaseUrl.replace(/\/+$/, '').replace(/\/fhir$/, '');
 }
@@ -193,8 +198,8 @@ export function createBreakGlassService(o: BreakGlassServiceOptions): BreakGlass
   async function review(input: ReviewInput): Promise<ReviewResult> {
     const s = await o.store.get(input.id);
     if (!s) return { ok: false, why: 'not-found' };
-    // Separation of duties: nobody reviews their own emergency access, whatever issuer vouches for them.
-    if (s.actor.sub === input.reviewer.sub) return { ok: false, why: 'own-session' };
+    const refused = reviewRefusal(s, input.reviewer.sub);
+    if (refused) return { ok: false, why: refused };
     const note = input.note?.slice(0, MAX_NOTE_LENGTH);
     const updated = await o.store.addReview(input.id, {
       reviewer: { iss: input.reviewer.iss, sub: input.reviewer.sub },

@@ -17,6 +17,7 @@ const VERBS: Record<string, () => Promise<Verb>> = {
   explain: async () => (await import('./explain.js')).run,
   audit: async () => (await import('./audit.js')).run,
   token: async () => (await import('./token.js')).run,
+  'break-glass': async () => (await import('./break-glass.js')).run,
 };
 
 const USAGE = `usage: phi-gateway <verb> [options]
@@ -28,6 +29,9 @@ const USAGE = `usage: phi-gateway <verb> [options]
                                      what that role may do and see for that purpose, element by element
   audit export [filters] [--format ndjson|csv|fhir] [--out F]
   audit verify                       check the audit hash chains
+  break-glass list [--unreviewed]    break-glass sessions: reason, actor, patient, expiry, review state
+  break-glass review ID --reviewer SUB --outcome justified|unjustified [--note T]
+                                     record a retrospective review (the reviewer may not be the actor)
   token --role R [--sub S] [--purpose P] [--patient ID] [--ttl 1h]
                                      demo only: mint a token with the demo key
 `;

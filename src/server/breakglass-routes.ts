@@ -13,7 +13,7 @@ import { authorizationFromRawHeaders } from '../auth/header.js';
 import type { Principal } from '../auth/principal.js';
 import { type BreakGlassSession, isBreakGlassService } from '../breakglass/index.js';
 import { isOpen } from '../breakglass/types.js';
-import { MAX_NOTE_LENGTH, REVIEW_OUTCOMES } from '../breakglass/service.js';
+import { MAX_NOTE_LENGTH, REVIEW_OUTCOMES, reviewRefusal } from '../breakglass/service.js';
 import { type ErrorCode, GatewayError, isGatewayError, operationOutcome } from '../errors.js';
 import { isCoveredBy } from '../policy/purpose.js';
 import type { PipelineDeps } from '../proxy/pipeline.js';
@@ -28,7 +28,6 @@ interface CallState {
   purpose?: string;
   role?: string;
   action: 'list' | 'get' | 'review';
-  session?: BreakGlassSession;
   patients: string[];
   details: Record<string, unknown>;
 }
@@ -73,7 +72,17 @@ export function registerBreakGlassRoutes(app: FastifyInstance, deps: PipelineDep
     st.role = role.name;
   }
 
-  async function finish(request: FastifyRequest, reply: FastifyReply, st: CallState, out: { status: number; body: unknown; json: boolean; rule: string; decision: AuditRecord['decision'] }, started: bigint) {
+  interface Out {
+    status: number;
+    body: unknown;
+    json: boolean;
+    rule: string;
+    decision: AuditRecord['decision'];
+    /** Runs only once the audit record is durable (a review is recorded in the trail first); returns the body. */
+    commit?: () => Promise<unknown>;
+  }
+
+  async function finish(request: FastifyRequest, reply: FastifyReply, st: CallState, out: Out, started: bigint) {
     const p = st.principal;
     const record: AuditRecord = {
       id: request.id,
@@ -95,8 +104,10 @@ export function registerBreakGlassRoutes(app: FastifyInstance, deps: PipelineDep
       details: { action: st.action, ...st.details },
     };
     let { status, body, json } = out;
+    let audited = false;
     try {
       await deps.audit.write(record);
+      audited = true;
     } catch (e) {
       if (deps.config.audit.failOpen) {
         deps.logger.error({ reqId: request.id, err: e }, 'AUDIT WRITE FAILED: releasing break-glass review answer WITHOUT an audit record (audit.failOpen is on)');
@@ -107,6 +118,16 @@ export function registerBreakGlassRoutes(app: FastifyInstance, deps: PipelineDep
         json = false;
       }
     }
+    if (out.commit && (audited || deps.config.audit.failOpen)) {
+      try {
+        body = await out.commit();
+      } catch (e) {
+        deps.logger.error({ reqId: request.id, err: e }, 'break-glass review audited but could not be stored');
+        status = 500;
+        body = operationOutcome('internal');
+        json = false;
+      }
+    }
     deps.logger.info({ reqId: request.id, status, action: st.action, decision: out.decision }, 'break-glass review call');
     reply
       .code(status)
@@ -114,18 +135,21 @@ export function registerBreakGlassRoutes(app: FastifyInstance, deps: PipelineDep
       .send(JSON.stringify(body));
   }
 
-  function failure(e: unknown): { status: number; body: unknown; json: boolean; rule: string; decision: 'deny' | 'error' } {
+  function failure(e: unknown): Out {
     const code: ErrorCode = isGatewayError(e) ? e.code : 'internal';
     const gw = isGatewayError(e) ? e : new GatewayError('internal');
     const rule = gw.detail ? `break-glass review: ${code} (${gw.detail})` : `break-glass review: ${code}`;
     return { status: gw.status, body: operationOutcome(code), json: false, rule, decision: gw.status >= 500 ? 'error' : 'deny' };
   }
 
-  function handler(action: CallState['action'], run: (request: FastifyRequest, st: CallState) => Promise<{ status: number; body: unknown; rule: string }>) {
+  function handler(
+    action: CallState['action'],
+    run: (request: FastifyRequest, st: CallState) => Promise<{ status: number; body: unknown; rule: string; commit?: () => Promise<unknown> }>,
+  ) {
     return async (request: FastifyRequest, reply: FastifyReply) => {
       const started = process.hrtime.bigint();
       const st: CallState = { action, patients: [], details: {} };
-      let out: Parameters<typeof finish>[3];
+      let out: Out;
       try {
         await authorize(request, st);
         const r = await run(request, st);
@@ -182,22 +206,27 @@ export function registerBreakGlassRoutes(app: FastifyInstance, deps: PipelineDep
     const note = body.note;
     if (note !== undefined && (typeof note !== 'string' || note.length > MAX_NOTE_LENGTH)) throw new GatewayError('bad-request', 'note');
     const p = st.principal!;
-    const res = await service.review({
-      id,
-      reviewer: { iss: p.iss, sub: p.sub, clientId: p.clientId, roles: p.roles },
-      outcome: outcome as ReviewOutcome,
-      note,
-      via: 'http',
-      auditId: request.id,
-    });
-    if (!res.ok) {
-      if (res.why === 'not-found') throw new GatewayError('not-found', 'no such break-glass session');
-      // Separation of duties.
-      throw new GatewayError('interaction-denied', 'reviewer is the session actor (separation of duties)');
-    }
-    st.session = res.session;
-    st.patients = [res.session.patient];
-    st.details = { session: id, outcome, note, sessionActor: res.session.actor.sub, patient: res.session.patient };
-    return { status: 200, body: sessionView(res.session, now()), rule: `roles.${st.role}.capabilities.break-glass-review: review ${outcome}` };
+    const session = await service.get(id);
+    if (!session) throw new GatewayError('not-found', 'no such break-glass session');
+    if (reviewRefusal(session, p.sub)) throw new GatewayError('interaction-denied', 'reviewer is the session actor (separation of duties)');
+    st.patients = [session.patient];
+    st.details = { session: id, outcome, note, sessionActor: session.actor.sub, patient: session.patient };
+    return {
+      status: 200,
+      body: undefined,
+      rule: `roles.${st.role}.capabilities.break-glass-review: review ${outcome}`,
+      commit: async () => {
+        const res = await service.review({
+          id,
+          reviewer: { iss: p.iss, sub: p.sub, clientId: p.clientId, roles: p.roles },
+          outcome: outcome as ReviewOutcome,
+          note,
+          via: 'http',
+          auditId: request.id,
+        });
+        if (!res.ok) throw new Error(`review refused after audit: ${res.why}`);
+        return sessionView(res.session, now());
+      },
+    };
   }));
 }
