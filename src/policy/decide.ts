@@ -263,6 +263,17 @@ function collectReferences(v: unknown, path: readonly string[], i: number, out: 
   if (Object.hasOwn(o, path[i]!)) collectReferences(o[path[i]!], path, i + 1, out);
 }
 
+const idHiddenCache = new WeakMap<ResourcePlan, boolean>();
+function idHidden(typePlan: ResourcePlan): boolean {
+  let hidden = idHiddenCache.get(typePlan);
+  if (hidden === undefined) {
+    const idElement = `${typePlan.resourceType}.id`;
+    hidden = typePlan.elements.describe().some((l) => l.element === idElement && l.action !== 'keep');
+    idHiddenCache.set(typePlan, hidden);
+  }
+  return hidden;
+}
+
 /** The first parameter (by name) that the type plan does not allow, or undefined. */
 function deniedParam(req: ClassifiedRequest, typePlan: ResourcePlan, mayWithhold: boolean): string | undefined {
   const allowed = typePlan.searchParams;
@@ -292,6 +303,8 @@ function deniedParam(req: ClassifiedRequest, typePlan: ResourcePlan, mayWithhold
     }
     // `_summary=text` returns the narrative alone: it repeats what the plan removes.
     if (base === '_summary' && value === 'text' && !typePlan.elements.keepsAll) return '_summary=text';
+    // Searching by the real id of a resource whose id is pseudonymized or removed links the two.
+    if (base === '_id' && idHidden(typePlan)) return name;
     // A bare count counts what the caller may not see (BYPASSES 3): when resources of this type
     // can be withheld, `_summary=count` and `_count=0` answer "how many exist", not "how many you see".
     if (mayWithhold && ((base === '_summary' && value === 'count') || (base === '_count' && /^0+$/.test(value.trim())))) return `${base}=${value}`;
