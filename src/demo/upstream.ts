@@ -617,7 +617,8 @@ async function serve(
   req: FastifyRequest,
   path: string,
 ): Promise<Answer> {
-  const method = req.method as HttpMethod;
+  // Fastify answers HEAD through the GET route (headers only); the router knows only GET.
+  const method = (req.method === 'HEAD' ? 'GET' : req.method) as HttpMethod;
   const [pathOnly, rawQuery = ''] = splitOnce(path, '?');
   const segments = pathOnly.split('/').filter(Boolean);
   const type = segments[0];

@@ -197,6 +197,15 @@ describe('demo FHIR upstream over HTTP', () => {
     expect(res.body).toEqual(seeded);
   });
 
+  it('answers HEAD like GET without a body', async () => {
+    const found = await fetch(`${up.url}/Condition/${DEMO.psyCondition}`, { method: 'HEAD' });
+    expect(found.status).toBe(200);
+    expect(found.headers.get('etag')).toBe('W/"1"');
+    expect(await found.text()).toBe('');
+    const missing = await fetch(`${up.url}/Condition/missing`, { method: 'HEAD' });
+    expect(missing.status).toBe(404);
+  });
+
   it('answers an unknown id with 404 and an OperationOutcome, and an unknown type too', async () => {
     for (const path of ['Patient/does-not-exist', 'NotAType/1', 'NotAType']) {
       const res = await up.get<OperationOutcome>(path);
