@@ -659,7 +659,8 @@ async function serve(
     answer.created = true;
   }
   if (getStatus(outcome) === 201) answer.created = true;
-  if (resource?.resourceType === 'Bundle' && (resource as Bundle).type === 'searchset') {
+  const isSearch = segments.length <= 1 || (segments.length === 2 && segments[1] === '_search');
+  if (isSearch && resource?.resourceType === 'Bundle' && (resource as Bundle).type === 'searchset') {
     answer.search = { resourceType: segments[0] === '_search' ? undefined : segments[0], query };
   }
   return answer;

@@ -305,6 +305,8 @@ describe('demo FHIR upstream over HTTP', () => {
     expect(refs).toContain(`Patient/${DEMO.patients.elder}`);
     expect(refs).toContain(`Condition/${DEMO.elderAgeCondition}`);
     expect(refs).toContain(`Observation/${DEMO.elderAgeObservation}`);
+    // No search paging links: they would point at a Patient search, not at this operation.
+    expect(res.body.link).toBeUndefined();
     for (const e of res.body.entry!) {
       if (e.resource?.resourceType !== 'Patient') expect(patientOf(e.resource!)).toBe(`Patient/${DEMO.patients.elder}`);
     }
