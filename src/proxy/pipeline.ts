@@ -68,8 +68,6 @@ interface Outcome {
   headers?: Headers;
   decision: 'allow' | 'deny' | 'error';
   rule: string;
-  /** HEAD: headers only. */
-  omitBody?: boolean;
 }
 
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -133,7 +131,9 @@ export function createPipeline(deps: PipelineDeps) {
     reply
       .code(status)
       .headers({ ...headers, 'content-type': FHIR_JSON, 'cache-control': 'no-store', 'x-request-id': ex.id });
-    reply.send(out.omitBody ? undefined : payload);
+    // For HEAD, Node sends the headers (Content-Length included) and drops the body itself, so a
+    // HEAD answer is byte-for-byte the GET answer's head: no oracle in which one lacks a length.
+    reply.send(payload);
   }
 
   function fail(ex: Exchange, reply: FastifyReply, e: unknown, decision: 'deny' | 'error'): Promise<void> {
@@ -281,7 +281,6 @@ export function createPipeline(deps: PipelineDeps) {
       ex.upstreamMs = elapsedMs(up.sentAt);
     }
     const status = up.statusCode;
-    const omitBody = req.method === 'HEAD';
     const headers: Headers = {};
     if (ex.breakGlass) headers['x-break-glass-session'] = ex.breakGlass.session;
 
@@ -291,13 +290,13 @@ export function createPipeline(deps: PipelineDeps) {
 
     if (body.kind === 'empty') {
       // 204 / 200 without body (delete, some updates): nothing to filter.
-      return finish(ex, reply, { status, body: undefined, headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '', omitBody: true });
+      return finish(ex, reply, { status, body: undefined, headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '' });
     }
     const value = body.value as { resourceType?: unknown };
     if (status >= 400 && value.resourceType !== 'OperationOutcome') throw new GatewayError('upstream-error', `upstream ${status} without OperationOutcome`);
     if (req.interaction === 'capabilities') {
       if (value.resourceType !== 'CapabilityStatement') throw new GatewayError('upstream-bad-response', 'metadata is not a CapabilityStatement');
-      return finish(ex, reply, { status, body: value, headers, decision: 'allow', rule: ex.rule ?? '', omitBody });
+      return finish(ex, reply, { status, body: value, headers, decision: 'allow', rule: ex.rule ?? '' });
     }
 
     const ctx: ResponseContext = {
@@ -318,7 +317,7 @@ export function createPipeline(deps: PipelineDeps) {
     if (result.kind === 'withheld') {
       const code: ErrorCode = up.eligible && result.reason === 'label' ? 'break-glass-available' : 'not-found';
       const oo = operationOutcome(code);
-      return finish(ex, reply, { status: ERRORS[code].status, body: oo, decision: 'deny', rule: `${ex.rule ?? ''}: withheld (${result.reason})`, omitBody });
+      return finish(ex, reply, { status: ERRORS[code].status, body: oo, decision: 'deny', rule: `${ex.rule ?? ''}: withheld (${result.reason})` });
     }
     for (const name of ['location', 'content-location'] as const) {
       const v = headerValue(up.headers[name]);
@@ -329,7 +328,7 @@ export function createPipeline(deps: PipelineDeps) {
     if (etag && status < 300) headers.etag = etag;
     const lastModified = headerValue(up.headers['last-modified']);
     if (lastModified && status < 300) headers['last-modified'] = lastModified;
-    return finish(ex, reply, { status, body: result.body, headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '', omitBody });
+    return finish(ex, reply, { status, body: result.body, headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '' });
   }
 
   return { handle, reject, exchange, fail, finish };
