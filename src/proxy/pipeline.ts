@@ -100,17 +100,32 @@ export function createPipeline(deps: PipelineDeps) {
   /** Writes the audit record, then releases the response. Called exactly once per request. */
   async function finish(ex: Exchange, reply: FastifyReply, out: Outcome): Promise<void> {
     let status = out.status;
-    let body = out.body;
     let headers = out.headers ?? {};
+    let decision = out.decision;
+    let rule = out.rule;
+    // Serialize first: the record must describe what is actually released, and a body that cannot
+    // be serialized (hostile nesting) is released as nothing at all.
+    let payload: string;
     try {
-      await deps.audit.write(toAuditRecord(ex, { status, decision: out.decision, rule: out.rule }));
+      payload = out.body === undefined ? '' : JSON.stringify(out.body);
+    } catch (e) {
+      logger.error({ reqId: ex.id, err: e }, 'response could not be serialized: withheld');
+      status = 500;
+      payload = JSON.stringify(operationOutcome('filter-failed'));
+      headers = {};
+      decision = 'error';
+      rule = `${rule}: filter-failed`;
+      ex.stats = undefined;
+    }
+    try {
+      await deps.audit.write(toAuditRecord(ex, { status, decision, rule }));
     } catch (e) {
       if (config.audit.failOpen) {
         logger.error({ reqId: ex.id, err: e }, 'AUDIT WRITE FAILED: releasing response WITHOUT an audit record (audit.failOpen is on)');
       } else {
         logger.error({ reqId: ex.id, err: e }, 'audit write failed: response withheld (503)');
         status = 503;
-        body = operationOutcome('audit-unavailable');
+        payload = JSON.stringify(operationOutcome('audit-unavailable'));
         headers = {};
       }
     }
@@ -118,7 +133,7 @@ export function createPipeline(deps: PipelineDeps) {
       {
         reqId: ex.id,
         status,
-        decision: out.decision,
+        decision,
         interaction: ex.request?.interaction,
         resourceType: ex.request?.resourceType,
         role: ex.role,
@@ -127,7 +142,6 @@ export function createPipeline(deps: PipelineDeps) {
       },
       'request completed',
     );
-    const payload = body === undefined ? '' : JSON.stringify(body);
     reply
       .code(status)
       .headers({ ...headers, 'content-type': FHIR_JSON, 'cache-control': 'no-store', 'x-request-id': ex.id });
