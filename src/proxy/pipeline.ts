@@ -17,6 +17,8 @@ import type { AccessPlan, CompiledPolicy } from '../policy/plan.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { FilterResult, RedactContext, ResponseContext } from '../redact/types.js';
 import { type Exchange, elapsedMs, toAuditRecord } from './record.js';
+
+export type { Exchange } from './record.js';
 import { readUpstreamBody } from './upstream-body.js';
 import { buildUpstreamCall } from './upstream-request.js';
 
@@ -30,6 +32,16 @@ export interface PipelineDeps {
   readonly logger: Logger;
   readonly steps: PipelineSteps;
   readonly breakGlass?: BreakGlassGate | undefined;
+  /**
+   * Runs after the decision allowed a request, before it is forwarded (anomaly rules that are
+   * configured to block, rate limits). Throwing a GatewayError refuses the request (audited).
+   */
+  readonly gate?: ((ex: Readonly<Exchange>) => Promise<void>) | undefined;
+  /**
+   * Called once per request after its audit record was written and the response released
+   * (metrics, anomaly detection, shadow policy evaluation). Must not throw; errors are logged.
+   */
+  readonly observe?: ((ex: Readonly<Exchange>, outcome: Readonly<{ status: number; decision: 'allow' | 'deny' | 'error'; rule: string }>) => void) | undefined;
   /** Upstream's own credentials (static bearer or OAuth client credentials). */
   upstreamAuthorization(): Promise<string | undefined>;
   readonly now?: () => Date;
@@ -148,6 +160,13 @@ export function createPipeline(deps: PipelineDeps) {
     // For HEAD, Node sends the headers (Content-Length included) and drops the body itself, so a
     // HEAD answer is byte-for-byte the GET answer's head: no oracle in which one lacks a length.
     reply.send(payload);
+    if (deps.observe) {
+      try {
+        deps.observe(ex, { status, decision, rule });
+      } catch (e) {
+        logger.error({ reqId: ex.id, err: e }, 'observer failed');
+      }
+    }
   }
 
   function fail(ex: Exchange, reply: FastifyReply, e: unknown, decision: 'deny' | 'error'): Promise<void> {
@@ -212,6 +231,7 @@ export function createPipeline(deps: PipelineDeps) {
           requestId: ex.id,
         });
       }
+      if (deps.gate) await deps.gate(ex);
     } catch (e) {
       return fail(ex, reply, e, 'deny');
     }
