@@ -14,7 +14,7 @@ import { isR4ResourceType } from '../fhir/resource-types.js';
 import { classify } from '../policy/classify.js';
 import { decide } from '../policy/decide.js';
 import { parsePurposeHeader } from '../policy/purpose.js';
-import type { BreakGlassGate, PipelineSteps, PolicyRuntime } from '../proxy/pipeline.js';
+import type { BreakGlassGate, PipelineDeps, PipelineSteps, PolicyRuntime } from '../proxy/pipeline.js';
 import { createUpstreamAuthorization } from '../proxy/upstream-auth.js';
 import { filterResponse } from '../redact/response.js';
 import { buildAdminApp } from './admin.js';
@@ -56,6 +56,36 @@ export interface StartOptions {
   readonly now?: () => Date;
   /** Listen on the admin port too (default true). */
   readonly admin?: boolean;
+  /** Extra per-request gates / observers (tests, embedding). Added to the built-in ones. */
+  readonly gates?: readonly Gate[];
+  readonly observers?: readonly Observer[];
+}
+
+export type Gate = NonNullable<PipelineDeps['gate']>;
+export type Observer = NonNullable<PipelineDeps['observe']>;
+
+/** Runs gates in order (the first refusal wins) and every observer (one failing does not stop the rest). */
+function composeHooks(gates: readonly Gate[], observers: readonly Observer[], logger: Logger): Pick<PipelineDeps, 'gate' | 'observe'> {
+  return {
+    gate:
+      gates.length === 0
+        ? undefined
+        : async (ex) => {
+            for (const g of gates) await g(ex);
+          },
+    observe:
+      observers.length === 0
+        ? undefined
+        : (ex, outcome) => {
+            for (const o of observers) {
+              try {
+                o(ex, outcome);
+              } catch (e) {
+                logger.error({ reqId: ex.id, err: e }, 'observer failed');
+              }
+            }
+          },
+  };
 }
 
 export async function startGateway(config: GatewayConfig, opts: StartOptions = {}): Promise<RunningGateway> {
@@ -66,7 +96,11 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
   const verifier = createTokenVerifier(config.auth);
   // Built from the config unless the caller brings its own; closed with the gateway only if built here.
   const breakGlass = opts.breakGlass ?? (await openBreakGlass(config, { audit, logger, policy: () => runtime.policy, now }));
+  // Built-in hooks (metrics, monitoring) register here, each from its own module.
+  const gates: Gate[] = [...(opts.gates ?? [])];
+  const observers: Observer[] = [...(opts.observers ?? [])];
   const app = await buildApp({
+    ...composeHooks(gates, observers, logger),
     config,
     policy: () => runtime,
     verifier,
