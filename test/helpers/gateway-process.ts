@@ -50,8 +50,11 @@ export interface GatewayProcess {
   readonly output: string[];
   /** Settles when the process has exited. */
   readonly exited: Promise<Exit>;
-  /** Sends `signal` (default SIGTERM) and resolves once the process is gone. */
-  kill(signal?: NodeJS.Signals): Promise<Exit>;
+  /**
+   * Sends `signal` (default SIGTERM) and resolves once the process is gone; SIGKILLs it after
+   * `graceMs` (default 20 s) so a shutdown that hangs shows up as `signal: 'SIGKILL'`.
+   */
+  kill(signal?: NodeJS.Signals, graceMs?: number): Promise<Exit>;
 }
 
 // Processes still alive when the test process exits (a test that failed before its cleanup).
@@ -155,9 +158,14 @@ async function spawnOnce(opts: SpawnGatewayOptions): Promise<GatewayProcess | { 
     adminUrl,
     output,
     exited,
-    async kill(signal: NodeJS.Signals = 'SIGTERM') {
-      if (!gone) proc.kill(signal);
-      return exited;
+    async kill(signal: NodeJS.Signals = 'SIGTERM', graceMs = 20_000) {
+      if (gone) return exited;
+      proc.kill(signal);
+      // A process that does not stop is a failure to report (signal SIGKILL), not a hung test.
+      const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+      const e = await exited;
+      clearTimeout(t);
+      return e;
     },
   };
 }
