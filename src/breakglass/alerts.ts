@@ -68,7 +68,8 @@ export class Alerter {
   /** Logs, persists and kicks off delivery. Never throws: alerting must not block care. */
   async raise(payload: AlertPayload): Promise<void> {
     this.o.logger.warn(
-      { alert: { type: payload.type, id: payload.alertId, session: payload.session, actor: payload.actor.sub, patient: payload.patient } },
+      // No patient id in logs (PHI); the session id leads the privacy office to it in the audit trail.
+      { alert: { type: payload.type, id: payload.alertId, session: payload.session, actor: payload.actor.sub } },
       payload.type === 'break-glass-start' ? 'BREAK-GLASS session opened' : 'BREAK-GLASS daily session limit exceeded',
     );
     const targets = this.targets();

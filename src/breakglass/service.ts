@@ -133,7 +133,7 @@ export function createBreakGlassService(o: BreakGlassServiceOptions): BreakGlass
     for (const s of await o.store.endExpired(now())) {
       try {
         await o.audit.write(eventRecord('break-glass-end', s, { rule: 'breakGlass: session expired', details: { endedBy: 'expiry' } }));
-        o.logger.warn({ breakGlass: { session: s.id, actor: s.actor.sub, patient: s.patient } }, 'BREAK-GLASS session ended');
+        o.logger.warn({ breakGlass: { session: s.id, actor: s.actor.sub } }, 'BREAK-GLASS session ended');
       } catch (e) {
         o.logger.error({ breakGlass: { session: s.id }, err: e }, 'break-glass end could not be audited; will retry');
         await o.store.unend(s.id).catch(() => {});

@@ -15,6 +15,9 @@ function hasProtoKey(value: unknown): boolean {
   return false;
 }
 
+/** `\u` escapes of the characters of `__proto__`: `_` 5f, `o` 6f, `p` 70, `r` 72, `t` 74 (any case). */
+const PROTO_ESCAPE = /\\u00(?:5[fF]|6[fF]|7[024])/;
+
 export function parseStrictJson(bytes: Buffer | string, code: ErrorCode): unknown {
   const text = typeof bytes === 'string' ? bytes : bytes.toString('utf8');
   let value: unknown;
@@ -23,7 +26,7 @@ export function parseStrictJson(bytes: Buffer | string, code: ErrorCode): unknow
   } catch (e) {
     throw new GatewayError(code, 'malformed JSON', { cause: e });
   }
-  // A key may also be spelled with \u escapes; then the walk runs too.
-  if ((text.includes('__proto__') || text.includes('\\u')) && hasProtoKey(value)) throw new GatewayError(code, '__proto__ key in JSON');
+  // A key may also be spelled with \u escapes of its letters (_ o p r t); then the walk runs too.
+  if ((text.includes('__proto__') || PROTO_ESCAPE.test(text)) && hasProtoKey(value)) throw new GatewayError(code, '__proto__ key in JSON');
   return value;
 }
