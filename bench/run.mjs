@@ -12,6 +12,8 @@
  * Options: --root DIR (the checkout whose dist/ and config/ are measured; default: this one)
  *          --duration S (5) --rounds N (2) --warmup S (2) --connections N (32)
  *          --only read,search,memory,micro   --quick (1 s runs, for trying it out)
+ *          --root-b DIR --name-a A --name-b B: measure a second checkout in the same run, its
+ *            gateway rows interleaved with the first's (bench/compare.mjs uses this)
  *          --out FILE (bench/results/latest.md)   --pin auto|on|off (CPU pinning; auto = from 4 cores)
  */
 import { execFileSync } from 'node:child_process';
@@ -28,6 +30,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
   options: {
     root: { type: 'string', default: join(here, '..') },
+    'root-b': { type: 'string' },
+    'name-a': { type: 'string', default: 'A' },
+    'name-b': { type: 'string', default: 'B' },
     duration: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '2' },
@@ -39,6 +44,13 @@ const { values: args } = parseArgs({
   },
 });
 const root = resolve(args.root);
+// One side normally; two when comparing revisions, so their runs alternate within one session.
+const sides = args['root-b']
+  ? [
+      { name: args['name-a'], root, suffix: ` @${args['name-a']}` },
+      { name: args['name-b'], root: resolve(args['root-b']), suffix: ` @${args['name-b']}` },
+    ]
+  : [{ name: undefined, root, suffix: '' }];
 const duration = args.quick ? 1 : Number(args.duration);
 const rounds = Number(args.rounds);
 const warmup = args.quick ? 1 : Number(args.warmup);
@@ -102,10 +114,10 @@ async function stopChild(c) {
   children.splice(children.indexOf(c), 1);
 }
 
-async function startGatewayProcess(label, upstreamOrigin, audit, extraEnv = {}) {
+async function startGatewayProcess(label, upstreamOrigin, audit, extraEnv = {}, side = sides[0]) {
   const port = await freePort();
   const env = {
-    BENCH_ROOT: root,
+    BENCH_ROOT: side.root,
     BENCH_JWKS_FILE: keys.jwksFile,
     PHI_GATEWAY_UPSTREAM: `${upstreamOrigin}/fhir`,
     PHI_GATEWAY_LISTEN: `127.0.0.1:${port}`,
@@ -117,19 +129,24 @@ async function startGatewayProcess(label, upstreamOrigin, audit, extraEnv = {}) 
     LOG_LEVEL: 'info',
     ...extraEnv,
   };
-  const child = await startChild(serverScript('gateway'), { env, label });
+  const child = await startChild(serverScript('gateway'), { env, label: `${label}${side.suffix}` });
   children.push(child);
   pinProxy(child.pid);
   return { ...child, base: `http://127.0.0.1:${port}` };
 }
 
 function machineInfo() {
-  let commit = 'unknown';
-  try {
-    commit = execFileSync('git', ['-C', root, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no', '--', 'src', 'config'], { encoding: 'utf8' }).trim();
-    if (dirty) commit += ' (+ uncommitted changes in src/config)';
-  } catch {}
+  const commitOf = (dir) => {
+    try {
+      let c = execFileSync('git', ['-C', dir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+      const dirty = execFileSync('git', ['-C', dir, 'status', '--porcelain', '--untracked-files=no', '--', 'src', 'config'], { encoding: 'utf8' }).trim();
+      if (dirty) c += ' (+ uncommitted changes in src/config)';
+      return c;
+    } catch {
+      return 'unknown';
+    }
+  };
+  const commit = sides.map((x) => `${x.name ? `@${x.name} ` : ''}${commitOf(x.root)}`).join(', ');
   const acVersion = JSON.parse(readFileSync(join(here, '..', 'node_modules', 'autocannon', 'package.json'), 'utf8')).version;
   return {
     date: new Date().toISOString(),
@@ -170,7 +187,7 @@ async function checkTarget(url, headers, role) {
 const report = { machine: machineInfo(), groups: [], micro: undefined, memory: undefined, notes };
 let exitCode = 0;
 try {
-  log(`root ${root}; starting upstream and proxies`);
+  log(`${sides.map((x) => `${x.name ? `@${x.name} = ` : ''}${x.root}`).join(', ')}; starting upstream and proxies`);
   const upstream = await start('upstream', {}, { role: 'load' });
   const up = upstream.base;
   const sizes = upstream.info.sizes;
@@ -179,17 +196,17 @@ try {
   );
 
   if (only.has('read') || only.has('search')) {
-    const [bare, parse, gwFile] = await Promise.all([
+    const [bare, parse, ...gwFiles] = await Promise.all([
       start('bare-proxy', { BENCH_UPSTREAM: up }),
       start('parse-proxy', { BENCH_UPSTREAM: up }),
-      startGatewayProcess('gateway (file sink)', up, `file:${join(tmp, 'audit-file')}`),
+      ...sides.map((side, i) => startGatewayProcess('gateway (file sink)', up, `file:${join(tmp, `audit-file-${i}`)}`, {}, side)),
     ]);
-    let gwRedis;
+    const gwRedises = [];
     if (redisAvailable()) {
       mkdirSync(join(tmp, 'redis'));
       redis = await startRedis(join(tmp, 'redis'));
       pinLoad(redis.pid);
-      gwRedis = await startGatewayProcess('gateway (redis sink)', up, redis.url);
+      for (const side of sides) gwRedises.push(await startGatewayProcess('gateway (redis sink)', up, redis.url, {}, side));
     } else {
       notes.push('redis-server not found: the Redis audit sink rows were skipped (install redis-server to include them)');
     }
@@ -197,10 +214,12 @@ try {
     const targets = [
       { id: 'bare', label: 'bare @fastify/http-proxy', kind: 'bare', base: bare.base, headers: plainHeaders },
       { id: 'parse', label: 'parse + re-serialize proxy', kind: 'parse', base: parse.base, headers: plainHeaders },
-      ...['clinician', 'billing', 'researcher'].map((role) => ({ id: `file-${role}`, label: `gateway ${role}, file sink`, kind: 'gateway', role, base: gwFile.base, headers: roleHeaders(role) })),
-      ...(gwRedis
-        ? ['clinician', 'billing'].map((role) => ({ id: `redis-${role}`, label: `gateway ${role}, redis sink`, kind: 'gateway', role, base: gwRedis.base, headers: roleHeaders(role) }))
-        : []),
+      ...['clinician', 'billing', 'researcher'].flatMap((role) =>
+        sides.map((side, i) => ({ id: `file-${role}-${i}`, label: `gateway ${role}, file sink${side.suffix}`, kind: 'gateway', role, base: gwFiles[i].base, headers: roleHeaders(role) })),
+      ),
+      ...['clinician', 'billing'].flatMap((role) =>
+        gwRedises.map((gw, i) => ({ id: `redis-${role}-${i}`, label: `gateway ${role}, redis sink${sides[i].suffix}`, kind: 'gateway', role, base: gw.base, headers: roleHeaders(role) })),
+      ),
     ];
     const groups = [
       { key: 'read', name: `Patient read (${(sizes.patient / 1024).toFixed(1)} KB)`, path: '/fhir/Patient/pat-00001' },
@@ -232,7 +251,7 @@ try {
         rows: targets.map((t) => ({ label: t.label, kind: t.kind, stats: runs.has(t.id) ? aggregate(runs.get(t.id)) : undefined, error: errors.get(t.id) })),
       });
     }
-    await Promise.all([bare, parse, gwFile, ...(gwRedis ? [gwRedis] : [])].map(stopChild));
+    await Promise.all([bare, parse, ...gwFiles, ...gwRedises].map(stopChild));
     await redis?.stop();
     redis = undefined;
   }
@@ -257,40 +276,48 @@ try {
     await measureRss('parse + re-serialize proxy', parse, plainHeaders, undefined);
     await stopChild(parse);
 
-    const gw = await startGatewayProcess('gateway (memory)', up, `file:${join(tmp, 'audit-mem')}`);
     const defaultLimit = (await dist('config/gateway.js')).DEFAULTS?.responseBodyBytes;
-    const err = await checkTarget(gw.base + bigPath, roleHeaders('clinician'), 'clinician');
-    if (err) rows.push({ label: 'gateway clinician, configured limit', error: err });
-    else await measureRss('gateway clinician, configured limit', gw, roleHeaders('clinician'), defaultLimit);
-    await stopChild(gw);
+    const overLimit = [];
+    for (const [i, side] of sides.entries()) {
+      const gw = await startGatewayProcess('gateway (memory)', up, `file:${join(tmp, `audit-mem-${i}`)}`, {}, side);
+      const label = `gateway clinician, configured limit${side.suffix}`;
+      const err = await checkTarget(gw.base + bigPath, roleHeaders('clinician'), 'clinician');
+      if (err) rows.push({ label, error: err });
+      else await measureRss(label, gw, roleHeaders('clinician'), defaultLimit);
+      await stopChild(gw);
 
-    const small = await startGatewayProcess('gateway (1 MiB limit)', up, `file:${join(tmp, 'audit-small')}`, { BENCH_RESPONSE_LIMIT: String(SMALL_LIMIT) });
-    const p = await probe(small.base + bigPath, roleHeaders('clinician')).catch((e) => ({ status: 0, code: e.message }));
-    const overLimit =
-      p.status === 502
-        ? `a ${(sizes.big / 1048576).toFixed(1)} MB upstream answer with responseBodyBytes = 1 MiB gets HTTP 502 (${p.code}), ${p.bytes} bytes, no PHI passed through.`
-        : `FAILED: expected 502 for an upstream answer over responseBodyBytes, got HTTP ${p.status} ${p.code ?? ''}`;
-    if (p.status !== 502) exitCode = 1;
-    await measureRss('gateway clinician, responseBodyBytes 1 MiB (all 502)', small, roleHeaders('clinician'), SMALL_LIMIT);
-    await stopChild(small);
-    report.memory = { clients: MEMORY_CLIENTS, bigBytes: sizes.big, rows, overLimit };
+      const small = await startGatewayProcess('gateway (1 MiB limit)', up, `file:${join(tmp, `audit-small-${i}`)}`, { BENCH_RESPONSE_LIMIT: String(SMALL_LIMIT) }, side);
+      const p = await probe(small.base + bigPath, roleHeaders('clinician')).catch((e) => ({ status: 0, code: e.message }));
+      overLimit.push(
+        p.status === 502
+          ? `${side.name ? `@${side.name}: ` : ''}a ${(sizes.big / 1048576).toFixed(1)} MB upstream answer with responseBodyBytes = 1 MiB gets HTTP 502 (${p.code}), ${p.bytes} bytes, no PHI passed through.`
+          : `${side.name ? `@${side.name}: ` : ''}FAILED: expected 502 for an upstream answer over responseBodyBytes, got HTTP ${p.status} ${p.code ?? ''}`,
+      );
+      if (p.status !== 502) exitCode = 1;
+      await measureRss(`gateway clinician, responseBodyBytes 1 MiB (all 502)${side.suffix}`, small, roleHeaders('clinician'), SMALL_LIMIT);
+      await stopChild(small);
+    }
+    report.memory = { clients: MEMORY_CLIENTS, bigBytes: sizes.big, rows, overLimit: overLimit.join(' ') };
   }
 
   await stopChild(upstream);
 
   if (only.has('micro')) {
-    log('micro-benchmarks');
-    try {
-      const micro = await startChild(join(here, 'micro.mjs'), {
-        env: { BENCH_ROOT: root, BENCH_KEYS_DIR: join(tmp, 'keys'), PHI_GATEWAY_PSEUDONYM_KEY: pseudonymKey, BENCH_QUICK: args.quick ? '1' : '0' },
-        timeoutMs: 240_000,
-        label: 'micro.mjs',
-      });
-      report.micro = micro.info.micro;
-      await micro.stop();
-    } catch (e) {
-      notes.push(`micro-benchmarks FAILED: ${e.message.split('\n').slice(0, 6).join(' | ')}`);
-      exitCode = 1;
+    for (const side of sides) {
+      log(`micro-benchmarks${side.suffix}`);
+      try {
+        const micro = await startChild(join(here, 'micro.mjs'), {
+          env: { BENCH_ROOT: side.root, BENCH_KEYS_DIR: join(tmp, 'keys'), PHI_GATEWAY_PSEUDONYM_KEY: pseudonymKey, BENCH_QUICK: args.quick ? '1' : '0' },
+          timeoutMs: 240_000,
+          label: 'micro.mjs',
+        });
+        if (side.name === undefined) report.micro = micro.info.micro;
+        else report.microBySide = { ...report.microBySide, [side.name]: micro.info.micro };
+        await micro.stop();
+      } catch (e) {
+        notes.push(`micro-benchmarks${side.suffix} FAILED: ${e.message.split('\n').slice(0, 6).join(' | ')}`);
+        exitCode = 1;
+      }
     }
   }
 } catch (e) {

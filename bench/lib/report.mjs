@@ -100,7 +100,7 @@ export function microTable(micro) {
 }
 
 /** The SPEC 7 targets, each judged on its worst applicable row. */
-export function targets(groups, micro) {
+export function targets(groups, micro, microBySide) {
   const out = [];
   const gwRows = (name) => withRatios(groups.find((g) => g.key === name)?.rows ?? []).filter((r) => r.kind === 'gateway');
   const judge = (title, rows, value, ok, show) => {
@@ -128,10 +128,13 @@ export function targets(groups, micro) {
     (v) => v >= -2,
     (v) => `+${fmt(-v, 1)} ms`,
   );
-  if (micro) {
-    const rows = Object.entries(micro.redaction)
-      .filter(([role]) => role !== 'clinician')
-      .map(([role, v]) => ({ label: role, v: v.filterVsParseStringify }));
+  const micros = microBySide ? Object.entries(microBySide).map(([side, m]) => [` @${side}`, m]) : micro ? [['', micro]] : [];
+  if (micros.length > 0) {
+    const rows = micros.flatMap(([suffix, m]) =>
+      Object.entries(m.redaction)
+        .filter(([role]) => role !== 'clinician')
+        .map(([role, v]) => ({ label: `${role}${suffix}`, v: v.filterVsParseStringify })),
+    );
     judge('redaction engine >= 0.9x parse+stringify throughput', rows, (r) => r.v, (v) => v >= 0.9, (v) => `${fmt(v, 2)}x`);
   }
   return out;
@@ -175,12 +178,68 @@ export function machineLines(m) {
   ];
 }
 
-export function renderReport({ machine, groups, micro, memory, notes }) {
+export function renderReport({ machine, groups, micro, microBySide, memory, notes }) {
   const parts = ['# phi-gateway benchmark', '', ...machineLines(machine), ''];
   if (groups.length > 0) parts.push('## Throughput and latency', '', loadTable(groups, machine.connections), '');
-  parts.push('## Targets', '', targetsTable(targets(groups, micro)), '');
+  parts.push('## Targets', '', targetsTable(targets(groups, micro, microBySide)), '');
   if (micro) parts.push('## Micro-benchmarks (in-process, median of rounds)', '', microTable(micro), '');
+  for (const [side, m] of Object.entries(microBySide ?? {})) {
+    parts.push(`## Micro-benchmarks @${side} (in-process, median of rounds)`, '', microTable(m), '');
+  }
   if (memory) parts.push('## Memory', '', memoryTable(memory), '');
   if (notes.length > 0) parts.push('## Notes', '', ...notes.map((n) => `- ${n}`), '');
   return parts.join('\n');
+}
+
+/**
+ * Side by side: two reports (from the same harness) for revisions `a` and `b`, with b/a ratios.
+ * Rows are matched by group and label; a row missing on one side is shown as such.
+ */
+export function compareMarkdown(a, b, nameA, nameB) {
+  const lines = [
+    `| scenario | req/s ${nameA} | req/s ${nameB} | ${nameB} / ${nameA} | p99 ms ${nameA} | p99 ms ${nameB} | p99 change ms |`,
+    '|---|---:|---:|---:|---:|---:|---:|',
+  ];
+  const keyed = (report) => {
+    const m = new Map();
+    for (const g of report.groups ?? []) for (const r of g.rows) m.set(`${g.name}: ${r.label}`, r.stats);
+    return m;
+  };
+  const ka = keyed(a);
+  const kb = keyed(b);
+  for (const key of new Set([...ka.keys(), ...kb.keys()])) {
+    const sa = ka.get(key);
+    const sb = kb.get(key);
+    lines.push(
+      `| ${key} | ${sa ? fmt(sa.rps) : 'n/a'} | ${sb ? fmt(sb.rps) : 'n/a'} | ${sa && sb ? `${fmt(ratio(sb.rps, sa.rps), 2)}x` : 'n/a'} | ${sa ? fmt(sa.p99, 1) : 'n/a'} | ${sb ? fmt(sb.p99, 1) : 'n/a'} | ${sa && sb ? fmt(sb.p99 - sa.p99, 1) : 'n/a'} |`,
+    );
+  }
+  const ma = new Map((a.micro?.results ?? []).map((r) => [`${r.group}: ${r.name}`, r]));
+  const mbm = new Map((b.micro?.results ?? []).map((r) => [`${r.group}: ${r.name}`, r]));
+  if (ma.size + mbm.size > 0) {
+    lines.push('', `| micro-benchmark | ${nameA} | ${nameB} | speed-up ${nameB} vs ${nameA} |`, '|---|---:|---:|---:|');
+    for (const key of new Set([...ma.keys(), ...mbm.keys()])) {
+      const ra = ma.get(key);
+      const rb = mbm.get(key);
+      lines.push(`| ${key} | ${ra ? nsFmt(ra.nsPerOp) : 'n/a'} | ${rb ? nsFmt(rb.nsPerOp) : 'n/a'} | ${ra && rb ? `${fmt(ra.nsPerOp / rb.nsPerOp, 2)}x` : 'n/a'} |`);
+    }
+  }
+  return lines.join('\n');
+}
+
+/**
+ * From a report that measured two revisions in one run (gateway rows labelled `... @SIDE`), the
+ * report of one side: the shared baselines plus that side's rows without the suffix.
+ */
+export function splitSide(report, side) {
+  const suffix = ` @${side}`;
+  return {
+    groups: (report.groups ?? []).map((g) => ({
+      ...g,
+      rows: g.rows
+        .filter((r) => r.kind !== 'gateway' || r.label.endsWith(suffix))
+        .map((r) => (r.kind === 'gateway' ? { ...r, label: r.label.slice(0, -suffix.length) } : r)),
+    })),
+    micro: report.microBySide?.[side],
+  };
 }

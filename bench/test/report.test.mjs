@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { aggregate, alternation, fromAutocannon, loadTable, targets, withRatios } from '../lib/report.mjs';
+import { aggregate, alternation, compareMarkdown, fromAutocannon, loadTable, splitSide, targets, withRatios } from '../lib/report.mjs';
 
 const run = (ok, seconds, p50 = 1, p99 = 2) => ({ ok, seconds, non2xx: 0, errors: 0, p50, p99 });
 const stats = (rps, p99 = 10) => aggregate([run(rps, 1, 5, p99)]);
@@ -112,5 +112,48 @@ describe('loadTable', () => {
     const md = loadTable([g], 32);
     assert.match(md, /\| read: gw \| FAILED: HTTP 403 purpose-not-allowed \|/);
     assert.match(md, /\| read: bare \| 1000 \|/);
+  });
+});
+
+describe('compareMarkdown', () => {
+  it('matches rows by group and label and gives head/base ratios', () => {
+    const a = { groups: [group('read', [['gw', 500, 20]])], micro: { results: [{ group: 'redact', name: 'x', nsPerOp: 2000 }] } };
+    const b = { groups: [group('read', [['gw', 750, 15]])], micro: { results: [{ group: 'redact', name: 'x', nsPerOp: 1000 }] } };
+    const md = compareMarkdown(a, b, 'base', 'head');
+    assert.match(md, /\| read: gw \| 500 \| 750 \| 1\.50x \| 20\.0 \| 15\.0 \| -5\.0 \|/);
+    assert.match(md, /\| redact: x \| 2\.0 µs \| 1\.0 µs \| 2\.00x \|/);
+  });
+  it('shows rows present on one side only', () => {
+    const a = { groups: [group('read', [])] };
+    const b = { groups: [group('read', [['new', 100, 1]])] };
+    assert.match(compareMarkdown(a, b, 'a', 'b'), /\| read: new \| n\/a \| 100 \| n\/a \|/);
+  });
+});
+
+describe('splitSide', () => {
+  it('keeps the shared baselines and one side\'s gateway rows, without the suffix', () => {
+    const report = {
+      groups: [group('read', [['gw billing @base', 500, 20], ['gw billing @head', 700, 15]])],
+      microBySide: { base: { results: [] }, head: { results: [{ group: 'g', name: 'n', nsPerOp: 5 }] } },
+    };
+    const head = splitSide(report, 'head');
+    assert.deepEqual(
+      head.groups[0].rows.map((r) => r.label),
+      ['bare', 'parse', 'gw billing'],
+    );
+    assert.equal(head.groups[0].rows[2].stats.rps, 700);
+    assert.equal(head.micro, report.microBySide.head);
+    assert.match(compareMarkdown(splitSide(report, 'base'), head, 'base', 'head'), /\| read: gw billing \| 500 \| 700 \| 1\.40x \|/);
+  });
+});
+
+describe('targets with two sides', () => {
+  it('judges the redaction target on each side and names the failing one', () => {
+    const t = targets([], undefined, {
+      base: { redaction: { billing: { filterVsParseStringify: 0.5 } } },
+      head: { redaction: { billing: { filterVsParseStringify: 1.2 } } },
+    });
+    assert.equal(t[3].pass, false);
+    assert.match(t[3].detail, /^billing @base 0\.50x$/);
   });
 });
