@@ -27,6 +27,12 @@ export interface AlerterOptions {
   readonly fetch?: typeof fetch;
 }
 
+const ALERT_MESSAGES: Record<AlertPayload['type'], string> = {
+  'break-glass-start': 'BREAK-GLASS session opened',
+  'break-glass-limit': 'BREAK-GLASS daily session limit exceeded',
+  anomaly: 'ANOMALY rule fired',
+};
+
 function describeError(e: unknown): string {
   const err = e as { name?: string; code?: string; cause?: { code?: string } };
   // Codes only: messages can echo the URL, which may carry a webhook secret.
@@ -69,8 +75,8 @@ export class Alerter {
   async raise(payload: AlertPayload): Promise<void> {
     this.o.logger.warn(
       // No patient id in logs (PHI); the session id leads the privacy office to it in the audit trail.
-      { alert: { type: payload.type, id: payload.alertId, session: payload.session, actor: payload.actor.sub } },
-      payload.type === 'break-glass-start' ? 'BREAK-GLASS session opened' : 'BREAK-GLASS daily session limit exceeded',
+      { alert: { type: payload.type, id: payload.alertId, session: payload.session, actor: payload.actor.sub, rule: payload.anomaly?.rule } },
+      ALERT_MESSAGES[payload.type],
     );
     const targets = this.targets();
     if (targets.length === 0) return;
@@ -172,13 +178,13 @@ export class Alerter {
       kind: 'alert',
       // The user the alert is about: auditors find it with the actor's other records.
       actor: { iss: p.actor.iss, sub: p.actor.sub, clientId: p.actor.clientId, roles: p.actor.roles },
-      purpose: 'BTG',
+      purpose: p.type === 'anomaly' ? undefined : 'BTG',
       breakGlass: p.session !== undefined ? { session: p.session, reason: p.reason ?? '' } : undefined,
       client: { address: '' },
       request: { method: 'POST', path: target === 'webhook' ? 'alert:webhook' : 'alert:redis', interaction: undefined, resourceType: undefined },
       decision: result === 'delivered' ? 'allow' : 'error',
       rule: `alerts.${target === 'webhook' ? 'webhook' : 'redisChannel'}: ${result}${error ? ` (${error})` : ''}`,
-      disclosed: { resources: [], patients: [p.patient], elementsRemoved: 0, resourcesWithheld: 0 },
+      disclosed: { resources: [], patients: p.patient ? [p.patient] : [], elementsRemoved: 0, resourcesWithheld: 0 },
       status: result === 'delivered' ? 200 : 502,
       upstreamStatus: undefined,
       durations: { totalMs: 0 },

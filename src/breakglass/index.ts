@@ -98,3 +98,49 @@ export async function openBreakGlass(config: GatewayConfig, opts: OpenBreakGlass
     sweepMs: opts.sweepMs,
   });
 }
+
+/**
+ * A second alert channel on the same targets (webhook, Redis PUBLISH, warn log) with its own outbox
+ * (Redis prefix / directory `namespace`), for alerts that are not about break-glass sessions
+ * (src/monitor anomaly rules). The caller closes it.
+ */
+export async function openAlertChannel(
+  config: GatewayConfig,
+  opts: { readonly namespace: string; readonly audit: AuditSink; readonly logger: Logger; readonly policyVersion: () => string; readonly now?: () => Date; readonly dir?: string } & Pick<OpenBreakGlassOptions, 'alerts'>,
+): Promise<Alerter> {
+  let outbox: Outbox;
+  let redis: Redis | undefined;
+  if (config.audit.sink === 'redis' && opts.dir === undefined) {
+    redis = redisClient(config.audit.url);
+    outbox = new RedisOutbox(redis, `phi-gateway:${opts.namespace}:`);
+  } else {
+    // Beside the audit directory, like the break-glass store: `data/audit` -> `data/<namespace>`.
+    let dir = opts.dir;
+    if (dir === undefined && config.audit.sink === 'file') {
+      const audit = resolve(config.audit.path);
+      dir = join(dirname(audit), basename(audit) === 'audit' ? opts.namespace : `${basename(audit)}.${opts.namespace}`);
+    }
+    outbox = await FileOutbox.open(dir!, opts.logger);
+  }
+  const channel = config.alerts.redisChannel;
+  const alerter = new Alerter({
+    outbox,
+    audit: opts.audit,
+    logger: opts.logger,
+    webhook: config.alerts.webhook,
+    redis: channel !== undefined && redis ? { channel, publish: (c, m) => redis.publish(c, m) } : undefined,
+    policyVersion: opts.policyVersion,
+    now: opts.now ?? (() => new Date()),
+    newId: randomUUID,
+    ...opts.alerts,
+  });
+  alerter.start();
+  if (redis) {
+    const close = alerter.close.bind(alerter);
+    alerter.close = async () => {
+      await close();
+      redis.disconnect();
+    };
+  }
+  return alerter;
+}

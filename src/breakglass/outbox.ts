@@ -14,7 +14,8 @@ export type AlertTarget = 'webhook' | 'redis';
 
 /** What the privacy office receives. Ids and the attested reason; no clinical content. */
 export interface AlertPayload {
-  readonly type: 'break-glass-start' | 'break-glass-limit';
+  /** `anomaly`: an anomaly rule fired (src/monitor); `patient` is '' when it concerns no single patient. */
+  readonly type: 'break-glass-start' | 'break-glass-limit' | 'anomaly';
   readonly alertId: string;
   /** ISO 8601, when the event happened. */
   readonly time: string;
@@ -28,6 +29,8 @@ export interface AlertPayload {
   readonly reviewUrl?: string | undefined;
   /** break-glass-limit: sessions the actor started in the last 24 h. */
   readonly sessionsInLast24h?: number | undefined;
+  /** anomaly: which rule fired and why (counts and ids only, never names). */
+  readonly anomaly?: Readonly<Record<string, unknown>> | undefined;
 }
 
 export interface OutboxItem {
