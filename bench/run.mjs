@@ -11,7 +11,7 @@
  *
  * Options: --root DIR (the checkout whose dist/ and config/ are measured; default: this one)
  *          --duration S (5) --rounds N (2) --warmup S (2) --connections N (32)
- *          --only read,search,memory,micro   --quick (1 s runs, for trying it out)
+ *          --only read,search,latency,memory,micro   --quick (1 s runs, for trying it out)
  *          --root-b DIR --name-a A --name-b B: measure a second checkout in the same run, its
  *            gateway rows interleaved with the first's (bench/compare.mjs uses this)
  *          --out FILE (bench/results/latest.md)   --pin auto|on|off (CPU pinning; auto = from 4 cores)
@@ -22,7 +22,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { probe, runLoad } from './lib/load.mjs';
+import { probe, runLoad, runPaced } from './lib/load.mjs';
 import { freePort, pin, redisAvailable, sampleRss, startChild, startRedis } from './lib/procs.mjs';
 import { aggregate, alternation, renderReport } from './lib/report.mjs';
 
@@ -37,7 +37,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '2' },
     connections: { type: 'string', default: '32' },
-    only: { type: 'string', default: 'read,search,memory,micro' },
+    only: { type: 'string', default: 'read,search,latency,memory,micro' },
     quick: { type: 'boolean', default: false },
     out: { type: 'string', default: join(here, 'results', 'latest.md') },
     pin: { type: 'string', default: 'auto' },
@@ -57,7 +57,8 @@ const warmup = args.quick ? 1 : Number(args.warmup);
 const connections = Number(args.connections);
 const only = new Set(args.only.split(','));
 const MEMORY_CLIENTS = 64;
-const memoryRequestsPerClient = args.quick ? 1 : 2;
+const memoryRequestsPerClient = 1;
+const LATENCY_RATE = 400;
 const SMALL_LIMIT = 1024 * 1024;
 const started = Date.now();
 const log = (msg) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -195,7 +196,7 @@ try {
     `payloads: Patient read ${(sizes.patient / 1024).toFixed(1)} KB, searchset 100 entries ${(sizes.searchset / 1024).toFixed(0)} KB, memory-test Bundle ${(sizes.big / 1048576).toFixed(1)} MB (synthetic, bench/lib/payloads.mjs)`,
   );
 
-  if (only.has('read') || only.has('search')) {
+  if (only.has('read') || only.has('search') || only.has('latency')) {
     const [bare, parse, ...gwFiles] = await Promise.all([
       start('bare-proxy', { BENCH_UPSTREAM: up }),
       start('parse-proxy', { BENCH_UPSTREAM: up }),
@@ -224,31 +225,44 @@ try {
     const groups = [
       { key: 'read', name: `Patient read (${(sizes.patient / 1024).toFixed(1)} KB)`, path: '/fhir/Patient/pat-00001' },
       { key: 'search', name: `searchset (100 entries, ${(sizes.searchset / 1024).toFixed(0)} KB)`, path: '/fhir/Patient?_count=100' },
+      // Saturated closed-loop p99 is mostly queueing; at a fixed open-loop rate below every
+      // target's capacity, p99 shows the latency each proxy adds to a request.
+      {
+        key: 'latency',
+        name: `Patient read at a fixed ${LATENCY_RATE} req/s`,
+        path: '/fhir/Patient/pat-00001',
+        rate: LATENCY_RATE,
+        only: (t) => t.kind !== 'gateway' || t.id.startsWith('file-clinician') || t.id.startsWith('file-billing') || t.id.startsWith('redis-billing'),
+        duration: Math.min(duration, 3),
+      },
     ].filter((g) => only.has(g.key));
 
     for (const g of groups) {
+      const groupTargets = targets.filter((t) => !g.only || g.only(t));
+      const load = { connections, duration: g.duration ?? duration, ...(g.rate ? { rate: g.rate } : {}) };
+      const drive = (t, o) => (g.rate ? runPaced(t.base + g.path, t.headers, o) : runLoad(t.base + g.path, t.headers, o));
       const runs = new Map();
       const errors = new Map();
-      for (const t of targets) {
+      for (const t of groupTargets) {
         const err = await checkTarget(t.base + g.path, t.headers, t.role);
         if (err) {
           errors.set(t.id, err);
           log(`${g.key} ${t.label}: FAILED probe: ${err}`);
         } else runs.set(t.id, []);
       }
-      const live = targets.filter((t) => runs.has(t.id));
+      const live = groupTargets.filter((t) => runs.has(t.id));
       log(`${g.key}: warm-up ${warmup} s x ${live.length}`);
-      for (const t of live) await runLoad(t.base + g.path, t.headers, { connections, duration: warmup });
+      for (const t of live) await drive(t, { ...load, duration: g.rate ? Math.min(warmup, 1) : warmup });
       for (const id of alternation(live.map((t) => t.id), rounds)) {
         const t = live.find((x) => x.id === id);
-        const r = await runLoad(t.base + g.path, t.headers, { connections, duration });
+        const r = await drive(t, load);
         runs.get(id).push(r);
         log(`${g.key} ${t.label}: ${(r.ok / r.seconds).toFixed(0)} req/s p99 ${r.p99} ms${r.non2xx ? ` non-2xx ${r.non2xx}` : ''}`);
       }
       report.groups.push({
         key: g.key,
         name: g.name,
-        rows: targets.map((t) => ({ label: t.label, kind: t.kind, stats: runs.has(t.id) ? aggregate(runs.get(t.id)) : undefined, error: errors.get(t.id) })),
+        rows: groupTargets.map((t) => ({ label: t.label, kind: t.kind, stats: runs.has(t.id) ? aggregate(runs.get(t.id)) : undefined, error: errors.get(t.id) })),
       });
     }
     await Promise.all([bare, parse, ...gwFiles, ...gwRedises].map(stopChild));

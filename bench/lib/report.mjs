@@ -24,6 +24,13 @@ export function aggregate(runs) {
   return { rps: seconds > 0 ? ok / seconds : 0, p50: p50 / runs.length, p99: p99 / runs.length, non2xx, errors, runs: runs.length };
 }
 
+/** Nearest-rank percentile of an ascending list (NaN when empty). */
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1];
+}
+
 /** Maps an autocannon result to the fields `aggregate` uses. */
 export function fromAutocannon(r) {
   return {
@@ -121,9 +128,13 @@ export function targets(groups, micro, microBySide) {
   };
   judge('gateway req/s >= 0.75x bare proxy, Patient read', gwRows('read'), (r) => r.vsBare, (v) => v >= 0.75, (v) => `${fmt(v, 2)}x`);
   judge('gateway req/s >= 0.9x parse-only proxy, searchset', gwRows('search'), (r) => r.vsParse, (v) => v >= 0.9, (v) => `${fmt(v, 2)}x`);
+  // Judged at a fixed rate when that group ran (saturated p99 is queueing, not added latency).
+  const fixed = groups.find((g) => g.key === 'latency');
   judge(
-    'p99 added latency <= 2 ms over bare proxy',
-    [...gwRows('read').map((r) => ({ ...r, label: `read ${r.label}` })), ...gwRows('search').map((r) => ({ ...r, label: `search ${r.label}` }))],
+    fixed ? `p99 added latency <= 2 ms over bare proxy (${fixed.name})` : 'p99 added latency <= 2 ms over bare proxy',
+    fixed
+      ? gwRows('latency')
+      : [...gwRows('read').map((r) => ({ ...r, label: `read ${r.label}` })), ...gwRows('search').map((r) => ({ ...r, label: `search ${r.label}` }))],
     (r) => -r.p99Added,
     (v) => v >= -2,
     (v) => `+${fmt(-v, 1)} ms`,

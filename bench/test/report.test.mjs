@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { aggregate, alternation, compareMarkdown, fromAutocannon, loadTable, splitSide, targets, withRatios } from '../lib/report.mjs';
+import { aggregate, alternation, compareMarkdown, fromAutocannon, loadTable, percentile, splitSide, targets, withRatios } from '../lib/report.mjs';
 
 const run = (ok, seconds, p50 = 1, p99 = 2) => ({ ok, seconds, non2xx: 0, errors: 0, p50, p99 });
 const stats = (rps, p99 = 10) => aggregate([run(rps, 1, 5, p99)]);
@@ -155,5 +155,26 @@ describe('targets with two sides', () => {
     });
     assert.equal(t[3].pass, false);
     assert.match(t[3].detail, /^billing @base 0\.50x$/);
+  });
+});
+
+describe('targets with a fixed-rate latency group', () => {
+  it('judges p99 added latency on the fixed-rate rows, not the saturated ones', () => {
+    const saturated = group('read', [['gw', 900, 60]]); // +50 ms under saturation
+    const fixed = { ...group('latency', [['gw', 400, 11]]), name: 'read at 400 req/s' }; // +1 ms
+    const t = targets([saturated, fixed], undefined);
+    assert.equal(t[2].pass, true);
+    assert.match(t[2].title, /read at 400 req\/s/);
+    assert.match(t[2].detail, /gw \+1\.0 ms/);
+  });
+});
+
+describe('percentile', () => {
+  it('is nearest-rank on an ascending list', () => {
+    const xs = Array.from({ length: 100 }, (_, i) => i + 1);
+    assert.equal(percentile(xs, 50), 50);
+    assert.equal(percentile(xs, 99), 99);
+    assert.equal(percentile([7], 99), 7);
+    assert.ok(Number.isNaN(percentile([], 50)));
   });
 });
