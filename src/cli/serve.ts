@@ -17,26 +17,44 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     }
     throw e;
   }
-  const gw = await startGateway(config);
-  return serveUntilSignal(gw, io);
+  // Reloads re-read the same file with the same environment overrides, and follow file changes.
+  const gw = await startGateway(config, { reloadConfig: () => loadGatewayConfig(file, io.env), watch: true });
+  const code = await serveUntilSignal(gw, io);
+  // Everything is closed; a handle some library leaked must not keep a stopped gateway alive.
+  setTimeout(() => process.exit(code), 2000).unref();
+  return code;
 }
 
-/** SIGHUP reloads the policy; SIGTERM/SIGINT close gracefully (in-flight requests finish, audit flushes). */
+/**
+ * SIGHUP reloads the configuration (the runtime logs what was applied, what needs a restart, or
+ * why the reload was refused). SIGTERM/SIGINT close gracefully: readiness turns 503, in-flight
+ * requests finish within shutdownGraceMs, the audit sink is flushed; resolves 0. A second
+ * SIGTERM/SIGINT while draining stops at once (exit 1).
+ */
 export function serveUntilSignal(gw: RunningGateway, _io: CliIo): Promise<number> {
   return new Promise((resolve) => {
     const onHup = () => {
       try {
-        const version = gw.reload();
-        gw.logger.info({ policyVersion: version }, 'policy reloaded');
-      } catch (e) {
-        gw.logger.error({ err: e, problems: (e as ConfigError).problems }, 'policy reload refused; the running policy stays in force');
+        gw.reloadWithReport('SIGHUP');
+      } catch {
+        // Logged (every file:line:col problem) and counted by the runtime; the running config stays.
       }
     };
-    const onStop = (signal: string) => {
+    let stopping = false;
+    const onStop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        gw.logger.error({ signal }, 'second stop signal while draining: exiting now; in-flight requests are cut');
+        process.exit(1);
+      }
+      stopping = true;
       gw.logger.info({ signal }, 'shutting down');
       process.off('SIGHUP', onHup);
       gw.close().then(
-        () => resolve(0),
+        () => {
+          process.off('SIGTERM', onStop);
+          process.off('SIGINT', onStop);
+          resolve(0);
+        },
         (e: unknown) => {
           gw.logger.error({ err: e }, 'error during shutdown');
           resolve(1);
@@ -44,7 +62,7 @@ export function serveUntilSignal(gw: RunningGateway, _io: CliIo): Promise<number
       );
     };
     process.on('SIGHUP', onHup);
-    process.once('SIGTERM', () => onStop('SIGTERM'));
-    process.once('SIGINT', () => onStop('SIGINT'));
+    process.on('SIGTERM', onStop);
+    process.on('SIGINT', onStop);
   });
 }

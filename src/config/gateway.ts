@@ -39,6 +39,7 @@ export const DEFAULTS = Object.freeze({
   bodyTimeoutMs: 30_000,
   connections: 64,
   logLevel: 'info',
+  shutdownGraceMs: 10_000,
 });
 
 /** How a path is shown in problem lines: relative to the working directory when below it. */
@@ -177,7 +178,14 @@ class Builder {
     } else if (listen) {
       // A wildcard bind address is not somewhere a client can be sent back to.
       const host = listen.host === '0.0.0.0' || listen.host === '::' ? 'localhost' : listen.host;
-      publicBaseUrl = `http://${formatHostPort({ host, port: listen.port })}/fhir`;
+      const scheme = this.data.tls !== undefined ? 'https' : 'http';
+      publicBaseUrl = `${scheme}://${formatHostPort({ host, port: listen.port })}/fhir`;
+    }
+
+    let tls: GatewayConfig['tls'];
+    if (this.data.tls !== undefined && !this.broken.has('tls')) {
+      const t = this.obj('tls');
+      tls = { cert: this.mustExist(['tls', 'cert'], t.cert as string), key: this.mustExist(['tls', 'key'], t.key as string) };
     }
 
     const upstream = this.broken.has('upstream') ? undefined : this.upstream();
@@ -249,6 +257,8 @@ class Builder {
       limits,
       pseudonymKey,
       logLevel,
+      ...(tls ? { tls } : {}),
+      shutdownGraceMs: (this.data.shutdownGraceMs as number | undefined) ?? DEFAULTS.shutdownGraceMs,
     }) as GatewayConfig;
   }
 

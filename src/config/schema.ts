@@ -102,6 +102,15 @@ export const gatewaySchema = {
     pseudonymKey: str,
     pseudonymKeyFile: str,
     logLevel: { enum: LOG_LEVELS },
+    // The proxy listener's own TLS (PEM files); cert and key go together (checked in gateway.ts).
+    tls: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['cert', 'key'],
+      properties: { cert: str, key: str },
+    },
+    // SIGTERM: how long in-flight requests may take to finish before connections are cut.
+    shutdownGraceMs: { type: 'integer', minimum: 0, maximum: 600_000 },
   },
 } as const;
 

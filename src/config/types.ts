@@ -19,6 +19,10 @@ export interface GatewayConfig {
   /** HMAC key for pseudonyms (from `pseudonymKey`, `pseudonymKeyFile` or PHI_GATEWAY_PSEUDONYM_KEY). */
   readonly pseudonymKey: string | undefined;
   readonly logLevel: string;
+  /** TLS for the proxy listener (absolute PEM paths); plain HTTP when absent. */
+  readonly tls?: { readonly cert: string; readonly key: string } | undefined;
+  /** SIGTERM/SIGINT: in-flight requests get this long to finish before connections are cut (default 10 s). */
+  readonly shutdownGraceMs?: number | undefined;
 }
 
 export interface HostPort {

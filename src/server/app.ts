@@ -3,19 +3,43 @@
  * listen on a free port. The admin listener (health, metrics) is a separate instance.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import replyFrom from '@fastify/reply-from';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { GatewayError } from '../errors.js';
+import type { GatewayConfig } from '../config/types.js';
 import { createPipeline, type PipelineDeps } from '../proxy/pipeline.js';
 import { registerAuditRoutes } from './audit-routes.js';
 import { registerBreakGlassRoutes } from './breakglass-routes.js';
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
+/**
+ * TLS options for connections to the upstream: certificate verification always on (reply-from
+ * turns it off unless told otherwise), the configured CA, and the client certificate for mTLS.
+ * Read at startup; rotating these files needs a restart.
+ */
+export function upstreamTlsOptions(upstream: GatewayConfig['upstream']): { rejectUnauthorized: true; ca?: Buffer; cert?: Buffer; key?: Buffer } {
+  const t = upstream.tls;
+  return {
+    rejectUnauthorized: true,
+    ...(t?.ca ? { ca: readFileSync(t.ca) } : {}),
+    ...(t?.cert ? { cert: readFileSync(t.cert) } : {}),
+    ...(t?.key ? { key: readFileSync(t.key) } : {}),
+  };
+}
+
+/** The proxy listener's certificate and key (PEM), re-read on reload for rotation. */
+export function listenerTls(config: Pick<GatewayConfig, 'tls'>): { cert: Buffer; key: Buffer } | undefined {
+  return config.tls ? { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) } : undefined;
+}
+
 export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   // Fastify's instance type is generic over the logger; the app is used through the base type.
   const { config } = deps;
+  const https = listenerTls(config);
   const app = Fastify({
+    ...(https ? { https } : {}),
     loggerInstance: deps.logger,
     // Fastify's own request lines carry the URL (patient ids, search values): never logged.
     logController: new LogController({ disableRequestLogging: true }),
@@ -32,13 +56,17 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
   const upstream = new URL(config.upstream.url);
+  const tls = upstreamTlsOptions(config.upstream);
   await app.register(replyFrom, {
     base: upstream.origin,
     disableRequestLogging: true,
     undici: {
       connections: config.upstream.connections,
       pipelining: 1,
-      connect: { timeout: config.upstream.connectTimeoutMs },
+      // Both: reply-from defaults `tls.rejectUnauthorized` to false (an option undici's Pool types
+      // omit), and undici merges `tls` then `connect`.
+      ...({ tls } as Record<string, unknown>),
+      connect: { ...tls, timeout: config.upstream.connectTimeoutMs },
       headersTimeout: config.upstream.headersTimeoutMs,
       bodyTimeout: config.upstream.bodyTimeoutMs,
     },

@@ -1,0 +1,216 @@
+/**
+ * Prometheus metrics for the admin listener (SPEC 6). One Registry per gateway (tests and several
+ * gateways in one process never share series). Label values are bounded: decisions and statuses
+ * are small enums, roles and purposes are checked against the policy in force (anything else is
+ * counted as `other`), and no id, path or query ever becomes a label.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { AuditRecord, AuditSink } from '../audit/record.js';
+import type { BreakGlassStats } from '../breakglass/types.js';
+import type { CompiledPolicy } from '../policy/plan.js';
+import type { Exchange } from '../proxy/record.js';
+
+export type Decision = 'allow' | 'deny' | 'error';
+export type UpstreamErrorKind = 'unavailable' | 'timeout' | 'bad-response' | 'too-large' | 'error';
+export type ReloadResult = 'success' | 'failure';
+
+/** Label value for a role or purpose that is not (or no longer) in the policy. */
+export const OTHER = 'other';
+/** Label value when the request never got that far (no token, no purpose). */
+export const NONE = 'none';
+
+const UPSTREAM_CODES: Readonly<Record<string, UpstreamErrorKind>> = {
+  'upstream-unavailable': 'unavailable',
+  'upstream-timeout': 'timeout',
+  'upstream-bad-response': 'bad-response',
+  'upstream-too-large': 'too-large',
+  'upstream-error': 'error',
+};
+
+/** The upstream failure a rule string ends with (`... : upstream-timeout` or `upstream-timeout`), if any. */
+export function upstreamErrorKind(rule: string): UpstreamErrorKind | undefined {
+  const m = /(?:^|: )(upstream-[a-z-]+)$/.exec(rule);
+  return m ? UPSTREAM_CODES[m[1]] : undefined;
+}
+
+export interface MetricsOptions {
+  /** The policy in force (roles and purposes are the only label values accepted verbatim). */
+  policy(): CompiledPolicy;
+  /** Break-glass counts, read at scrape time; undefined when no service is running. */
+  breakGlass?: (() => BreakGlassStats | undefined) | undefined;
+  /** Node process metrics (CPU, memory, event loop lag). Default true. */
+  readonly processMetrics?: boolean;
+  /** Metric name prefix (default `phi_gateway_`). */
+  readonly prefix?: string;
+}
+
+export interface GatewayMetrics {
+  readonly registry: Registry;
+  /** The pipeline observer: one call per released response. Never throws. */
+  observe(ex: Readonly<Exchange>, outcome: Readonly<{ status: number; decision: Decision; rule: string }>): void;
+  /** Wraps an audit sink so each write is timed and each failed write counted; the rest is delegated. */
+  timeAudit<S extends AuditSink>(sink: S): S;
+  /** A configuration reload was applied (`success`) or refused (`failure`). */
+  reloaded(result: ReloadResult, policyVersion: string): void;
+  /** Prometheus text exposition. */
+  render(): Promise<string>;
+  readonly contentType: string;
+}
+
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const AUDIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];
+
+export function createMetrics(opts: MetricsOptions): GatewayMetrics {
+  const registry = new Registry();
+  const p = opts.prefix ?? 'phi_gateway_';
+  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: p });
+
+  const requests = new Counter({
+    name: `${p}requests_total`,
+    help: 'Requests answered, by decision, role whose data set applied, declared purpose of use and HTTP status',
+    labelNames: ['decision', 'role', 'purpose', 'status'] as const,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: `${p}request_duration_seconds`,
+    help: 'Time from request arrival to response release (audit write included), by decision',
+    labelNames: ['decision'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const upstreamDuration = new Histogram({
+    name: `${p}upstream_duration_seconds`,
+    help: 'Time from forwarding a request to the FHIR server until its answer was read, by interaction',
+    labelNames: ['interaction'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const redacted = new Counter({
+    name: `${p}elements_redacted_total`,
+    help: 'Elements removed, masked or transformed in released responses, by role',
+    labelNames: ['role'] as const,
+    registers: [registry],
+  });
+  const withheld = new Counter({
+    name: `${p}resources_withheld_total`,
+    help: 'Resources withheld from responses (security labels, compartment), by role',
+    labelNames: ['role'] as const,
+    registers: [registry],
+  });
+  const upstreamErrors = new Counter({
+    name: `${p}upstream_errors_total`,
+    help: 'Requests that failed because of the FHIR server, by kind',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+  });
+  const auditLatency = new Histogram({
+    name: `${p}audit_write_duration_seconds`,
+    help: 'Time until an audit record was durable (or the write failed)',
+    buckets: AUDIT_BUCKETS,
+    registers: [registry],
+  });
+  const auditFailures = new Counter({
+    name: `${p}audit_write_failures_total`,
+    help: 'Audit records that could not be made durable (fail closed: the response was withheld unless failOpen)',
+    registers: [registry],
+  });
+  const reloads = new Counter({
+    name: `${p}config_reloads_total`,
+    help: 'Configuration reloads, by result (failure = refused, the running configuration stays in force)',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  const lastReload = new Gauge({
+    name: `${p}config_last_reload_success_timestamp_seconds`,
+    help: 'When the configuration in force was loaded (start or last successful reload)',
+    registers: [registry],
+  });
+  lastReload.setToCurrentTime();
+  const lastReloadOk = new Gauge({
+    name: `${p}config_last_reload_successful`,
+    help: '1 if the last reload attempt was applied, 0 if it was refused',
+    registers: [registry],
+  });
+  lastReloadOk.set(1);
+  // One series at a time: the previous version's series is removed on reload.
+  const policyInfo = new Gauge({
+    name: `${p}policy_info`,
+    help: 'The policy version (hash) in force',
+    labelNames: ['version'] as const,
+    registers: [registry],
+  });
+  policyInfo.set({ version: opts.policy().version }, 1);
+
+  const bg = opts.breakGlass;
+  const bgGauge = (name: string, help: string, pick: (s: BreakGlassStats) => number) =>
+    new Gauge({
+      name: `${p}${name}`,
+      help,
+      registers: [registry],
+      collect() {
+        const s = bg?.();
+        if (s) this.set(pick(s));
+      },
+    });
+  bgGauge('break_glass_sessions_open', 'Break-glass sessions not yet expired', (s) => s.open);
+  bgGauge('break_glass_sessions_awaiting_review', 'Break-glass sessions without a retrospective review', (s) => s.awaitingReview);
+  bgGauge('break_glass_oldest_unreviewed_age_seconds', 'Age of the oldest unreviewed break-glass session (0 when none)', (s) => s.oldestUnreviewedAgeSec);
+
+  const roleLabel = (role: string | undefined): string => {
+    if (role === undefined) return NONE;
+    return opts.policy().roles.has(role) ? role : OTHER;
+  };
+  const purposeLabel = (purpose: string | undefined): string => {
+    if (purpose === undefined) return NONE;
+    return opts.policy().purposes.has(purpose) ? purpose : OTHER;
+  };
+  const statusLabel = (status: number): string => (Number.isInteger(status) && status >= 100 && status <= 599 ? String(status) : OTHER);
+
+  return {
+    registry,
+    contentType: registry.contentType,
+    observe(ex, outcome) {
+      const role = roleLabel(ex.role);
+      requests.inc({ decision: outcome.decision, role, purpose: purposeLabel(ex.purpose), status: statusLabel(outcome.status) });
+      duration.observe({ decision: outcome.decision }, Number(process.hrtime.bigint() - ex.started) / 1e9);
+      if (ex.upstreamMs !== undefined) upstreamDuration.observe({ interaction: ex.request?.interaction ?? NONE }, ex.upstreamMs / 1000);
+      if (ex.stats) {
+        if (ex.stats.elementsRemoved > 0) redacted.inc({ role }, ex.stats.elementsRemoved);
+        if (ex.stats.resourcesWithheld > 0) withheld.inc({ role }, ex.stats.resourcesWithheld);
+      }
+      const kind = upstreamErrorKind(outcome.rule);
+      if (kind) upstreamErrors.inc({ kind });
+    },
+    timeAudit<S extends AuditSink>(sink: S): S {
+      const write = async (record: AuditRecord): Promise<void> => {
+        const end = auditLatency.startTimer();
+        try {
+          await sink.write(record);
+        } catch (e) {
+          auditFailures.inc();
+          throw e;
+        } finally {
+          end();
+        }
+      };
+      // A proxy keeps the sink's other members (writerId, test hooks) reachable without copying them.
+      return new Proxy(sink, {
+        get(target, prop, receiver) {
+          if (prop === 'write') return write;
+          const v = Reflect.get(target, prop, receiver);
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+    },
+    reloaded(result, policyVersion) {
+      reloads.inc({ result });
+      lastReloadOk.set(result === 'success' ? 1 : 0);
+      if (result === 'success') {
+        lastReload.setToCurrentTime();
+        policyInfo.reset();
+        policyInfo.set({ version: policyVersion }, 1);
+      }
+    },
+    render: () => registry.metrics(),
+  };
+}
