@@ -13,6 +13,7 @@ import type { ErrorCode } from '../errors.js';
 import type { PolicyInteraction } from './model.js';
 import type { AccessPlan, CompiledPolicy, CompiledRole, ResourcePlan } from './plan.js';
 import { patientReferencePaths } from '../fhir/tables.js';
+import { compartmentViolation, isCompartmentType } from './compartment.js';
 import { isCoveredBy } from './purpose.js';
 import type { ClassifiedRequest, Interaction } from './request.js';
 
@@ -219,48 +220,50 @@ function decideOne(plan: AccessPlan, grant: string, principal: Principal, req: C
 /**
  * Writes under a patient compartment (BYPASSES 11): a create or update may neither move a resource
  * out of the compartment nor create one outside it, so every patient reference on the type's
- * compartment paths in the body must be exactly `Patient/<patient>`, and there must be one. What
- * a patch or delete touches is not in the request, so both are refused for compartment types
- * (they would need the stored resource, which a pure decision cannot read). Returns why, or
- * undefined when the write stays inside the compartment.
+ * compartment paths in the body must be exactly `Patient/<patient>`, and there must be one
+ * (src/policy/compartment.ts). What an update, patch or delete replaces is not in the request: the
+ * pipeline reads the stored resource and refuses unless it is in the compartment too
+ * (src/proxy/pipeline.ts), so only id-addressed ones pass here. A patch must also leave the
+ * compartment references and the id alone: JSON Patch paths are checked, FHIRPath Patch (whose
+ * paths are expressions) is refused. Returns why, or undefined when the write stays inside.
  */
 function writeInCompartment(req: ClassifiedRequest, type: string, patient: string): string | undefined {
   const i = req.interaction;
   if (i !== 'create' && i !== 'update' && i !== 'patch' && i !== 'delete') return undefined;
-  const paths = patientReferencePaths(type);
+  if (!isCompartmentType(type)) return undefined; // not patient data (Practitioner, Organization...)
   if (type === 'Patient') {
-    // Update and delete of the token's own Patient were checked by id above; a new Patient is
-    // by definition someone else.
+    // Update, patch and delete of the token's own Patient were checked by id above; a new Patient
+    // is by definition someone else.
     if (i === 'create') return 'create of a Patient under a patient compartment';
     if (req.id === undefined) return `conditional ${i} of Patient under a patient compartment`;
-    if (i === 'update' && (req.body as { id?: unknown } | undefined)?.id !== patient) return 'Patient body id outside the compartment';
+    if (i === 'update') return compartmentViolation(req.body, type, patient);
+    if (i === 'patch') return patchTouches(req.body, type);
     return undefined;
   }
-  if (paths.length === 0) return undefined; // not patient data (Practitioner, Organization...)
-  if (i === 'patch' || i === 'delete') return `${i} of ${type} cannot be checked against the compartment`;
-  if (req.id === undefined && i === 'update') return `conditional update of ${type} under a patient compartment`;
-  const refs: string[] = [];
-  for (const p of paths) collectReferences(req.body, p.split('.'), 0, refs);
-  const patients = refs.filter((r) => r.startsWith('Patient/') || r.includes('/Patient/') || !r.includes('/'));
-  if (patients.length === 0) return `${type} body names no patient of the compartment`;
-  // Exact match only: Patient/12 is not Patient/123, and an absolute or contained reference is not the token's patient.
-  if (patients.some((r) => r !== `Patient/${patient}`)) return `${type} body references a patient outside the compartment`;
-  return undefined;
+  if (i !== 'create' && req.id === undefined) return `conditional ${i} of ${type} under a patient compartment`;
+  if (i === 'delete') return undefined;
+  if (i === 'patch') return patchTouches(req.body, type);
+  return compartmentViolation(req.body, type, patient);
 }
 
-function collectReferences(v: unknown, path: readonly string[], i: number, out: string[]): void {
-  if (Array.isArray(v)) {
-    for (const x of v) collectReferences(x, path, i, out);
-    return;
+/** Unescapes one JSON Pointer token (RFC 6901). */
+function pointerToken(t: string): string {
+  return t.replace(/~1/g, '/').replace(/~0/g, '~');
+}
+
+/** Why a patch could move its target between compartments (or re-id it), or undefined. */
+function patchTouches(body: unknown, type: string): string | undefined {
+  if (!Array.isArray(body)) return `FHIRPath Patch of ${type} cannot be checked against the compartment`;
+  const guarded = new Set(['id', ...patientReferencePaths(type).map((p) => p.split('.')[0]!)]);
+  for (const op of body as Array<Record<string, unknown>>) {
+    for (const ptr of [op.path, op.from]) {
+      if (typeof ptr !== 'string') continue;
+      // '' is the whole document; otherwise the first token names the top-level element.
+      const first = ptr === '' ? '' : pointerToken(ptr.split('/')[1] ?? '');
+      if (first === '' || guarded.has(first)) return `patch of ${type} touches ${first === '' ? 'the whole resource' : first}`;
+    }
   }
-  if (typeof v !== 'object' || v === null) return;
-  const o = v as Record<string, unknown>;
-  if (i === path.length) {
-    // A Reference without a `reference` string (identifier or display only) cannot be checked.
-    out.push(typeof o.reference === 'string' ? o.reference : '');
-    return;
-  }
-  if (Object.hasOwn(o, path[i]!)) collectReferences(o[path[i]!], path, i + 1, out);
+  return undefined;
 }
 
 const idHiddenCache = new WeakMap<ResourcePlan, boolean>();

@@ -6,7 +6,7 @@
  * with GatewayError('upstream-bad-response') (the top level), never passed through.
  */
 import type { Coding, OperationOutcome } from 'fhir/r4.js';
-import { GatewayError } from '../errors.js';
+import { GatewayError, operationOutcome } from '../errors.js';
 import { isResourceType, patientReferencePaths } from '../fhir/tables.js';
 import type { ResourcePlan } from '../policy/plan.js';
 import { type ContainedHandler, redactWith } from './apply.js';
@@ -126,11 +126,16 @@ function collectRefs(v: unknown, path: readonly string[], i: number, out: string
   collectRefs(v[path[i]], path, i + 1, out);
 }
 
-/** Real patient ids a resource is about: its own id (Patient) or its compartment references. */
+/**
+ * Real patient ids a resource is about: its own id (Patient) or its compartment references.
+ * A Patient belongs to itself only: the R4 CompartmentDefinition's `link` parameter is there for
+ * merges, and following it would release another person's chart to a token limited to yours
+ * just because that chart links to you (BYPASSES 11).
+ */
 function patientsOf(res: Obj): string[] {
   const type = res.resourceType as string;
+  if (type === 'Patient') return typeof res.id === 'string' ? [res.id] : [];
   const ids: string[] = [];
-  if (type === 'Patient' && typeof res.id === 'string') ids.push(res.id);
   const refs: string[] = [];
   for (const p of referencePaths(type)) collectRefs(res, p, 0, refs);
   for (const r of refs) {
@@ -159,6 +164,8 @@ class Filter {
   private announceNeeded = false;
   /** Withheld for their labels: the only kind break-glass can reveal, so the only kind announced. */
   private labelWithheld = 0;
+  /** Why the last nested() call withheld its resource (read right after a REMOVE). */
+  private lastWithheld: 'label' | 'type' | 'compartment' = 'type';
 
   constructor(readonly ctx: ResponseContext) {}
 
@@ -181,7 +188,7 @@ class Filter {
     return f;
   }
 
-  /** The compartment check: Patient by id (or link), others through their compartment references. */
+  /** The compartment check: Patient by id, others through their compartment references. */
   private inCompartment(res: Obj): boolean {
     const patient = this.ctx.patientCompartment;
     if (patient === undefined) return true;
@@ -212,6 +219,7 @@ class Filter {
   nested(v: unknown, depth: number): Obj | typeof REMOVE {
     if (!isObj(v) || typeof v.resourceType !== 'string' || !isResourceType(v.resourceType)) {
       this.stats.resourcesWithheld++;
+      this.lastWithheld = 'type';
       return REMOVE;
     }
     switch (v.resourceType) {
@@ -225,6 +233,7 @@ class Filter {
     const r = this.resource(v);
     if (r.kind === 'withheld') {
       this.stats.resourcesWithheld++;
+      this.lastWithheld = r.reason;
       if (r.reason === 'label') this.labelWithheld++;
       return REMOVE;
     }
@@ -314,8 +323,12 @@ class Filter {
     let resource: Obj | typeof REMOVE | undefined;
     if (e.resource !== undefined) {
       resource = this.nested(e.resource, depth);
-      // A batch/transaction response entry keeps its position and status even when its resource is withheld.
-      if (resource === REMOVE && !batch) return REMOVE;
+      if (resource === REMOVE) return batch ? this.withheldAnswer(this.lastWithheld) : REMOVE;
+    }
+    // Not found and gone look alike whatever the upstream wrote, so a withheld entry (below) cannot
+    // be told from a missing one.
+    if (batch && isObj(e.response) && typeof e.response.status === 'string' && /^\s*(404|410)\b/.test(e.response.status)) {
+      return this.withheldAnswer('type');
     }
     if (e.fullUrl !== undefined && resource !== REMOVE) {
       const u = this.url(e.fullUrl, false);
@@ -352,6 +365,17 @@ class Filter {
       out.response = r;
     }
     return out;
+  }
+
+  /**
+   * A batch/transaction-response entry whose resource the caller may not see keeps its position
+   * (entries answer the request's entries in order) but becomes what a direct read would answer:
+   * not found, or, for a label a break-glass-eligible caller could lift, the break-glass outcome.
+   * Status, location, etag and the upstream's outcome would tell that the resource exists.
+   */
+  private withheldAnswer(reason: 'label' | 'type' | 'compartment'): Obj {
+    const code = reason === 'label' && this.ctx.withheldMode === 'announce' ? 'break-glass-available' : 'not-found';
+    return { response: { status: code === 'not-found' ? '404 Not Found' : '403 Forbidden', outcome: operationOutcome(code) } };
   }
 
   parameters(p: Obj, depth: number): Obj {

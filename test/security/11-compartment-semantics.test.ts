@@ -5,7 +5,7 @@
  * upstream here is hand-written so the answers can carry look-alike ids deterministically.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type FaultyUpstream, fhirJson, startFaultyUpstream } from '../helpers/faulty-upstream.js';
+import { type FaultyUpstream, fhirJson, raw, startFaultyUpstream } from '../helpers/faulty-upstream.js';
 import { type Stack, startStack } from '../helpers/gateway.js';
 import { auditFor, expectAbsent, expectError, receive, refs } from './support.js';
 
@@ -156,5 +156,108 @@ describe('a compartment-limited token with no patient claim fails closed', () =>
   it('a patient-scoped SMART token without patient context is refused', async () => {
     const r = await receive(await stack.get('/Observation', { role: 'clinician', purpose: 'TREAT', tokenClaims: { scope: 'patient/*.rs' } }));
     expectError(r, 403, 'scope-denied');
+  });
+});
+
+describe('writes cannot take over a stored resource of another patient (the stored resource is read first)', () => {
+  const put = (path: string, body: unknown, method = 'PUT') =>
+    stack.request(path, { ...mine, method, body: JSON.stringify(body), contentType: 'application/fhir+json' });
+  const seen = (from: number) => up.requests.slice(from).map((r) => `${r.method} ${r.url.split('?')[0]}`);
+
+  it("an update of pat-12's Observation with a body naming pat-1 is refused; only the read reached the upstream", async () => {
+    const before = up.requests.length;
+    const r = await receive(await put('/Observation/o12', obs('o12', `Patient/${ME}`)));
+    expectError(r, 403, 'compartment-denied');
+    expectAbsent(r, [SECRET_12, 'pat-12']);
+    expect(seen(before)).toEqual(['GET /Observation/o12']);
+    const rec = await auditFor(stack, r.requestId);
+    expect(rec.decision).toBe('deny');
+    expect(rec.rule).toContain('compartment-denied');
+    expect(rec.disclosed.resources).toEqual([]);
+  });
+
+  it('a stored resource that names pat-1 only as performer is still pat-12\'s record', async () => {
+    up.set('/Observation/shared', fhirJson({ ...obs('shared', 'Patient/pat-12', SECRET_12), performer: [{ reference: `Patient/${ME}` }] }));
+    const before = up.requests.length;
+    const r = await receive(await put('/Observation/shared', obs('shared', `Patient/${ME}`)));
+    expectError(r, 403, 'compartment-denied');
+    expect(seen(before)).toEqual(['GET /Observation/shared']);
+  });
+
+  it('a batch or transaction entry that updates a stored resource of another patient refuses the whole Bundle', async () => {
+    for (const type of ['batch', 'transaction']) {
+      const before = up.requests.length;
+      const bundle = {
+        resourceType: 'Bundle',
+        type,
+        entry: [
+          { request: { method: 'PUT', url: 'Observation/o1' }, resource: obs('o1', `Patient/${ME}`) },
+          { request: { method: 'PUT', url: 'Observation/o12' }, resource: obs('o12', `Patient/${ME}`) },
+        ],
+      };
+      const r = await receive(await put('/', bundle, 'POST'));
+      expectError(r, 403, 'compartment-denied');
+      expect(seen(before)).toEqual(['GET /Observation/o1', 'GET /Observation/o12']);
+    }
+  });
+
+  it('an update of a resource in the compartment is forwarded with If-Match set to the version that was checked', async () => {
+    const stored = { ...obs('o7', `Patient/${ME}`), meta: { versionId: '7' } };
+    up.set('/Observation/o7', (req, res) => fhirJson(req.method === 'GET' ? stored : { ...stored, meta: { versionId: '8' } })(req, res));
+    const before = up.requests.length;
+    const r = await receive(await stack.request('/Observation/o7', { ...mine, method: 'PUT', body: JSON.stringify(obs('o7', `Patient/${ME}`)), contentType: 'application/fhir+json', headers: { 'if-match': 'W/"3"' } }));
+    expect(r.status, r.text).toBe(200);
+    expect(seen(before)).toEqual(['GET /Observation/o7', 'PUT /Observation/o7']);
+    expect(up.requests.at(-1)?.headers['if-match']).toBe('W/"7"');
+    // The check goes with the gateway's own headers, never the client's token.
+    expect(up.requests.at(-2)?.headers.authorization).toBeUndefined();
+  });
+
+  it('an update-as-create (nothing stored) is forwarded: its body was judged', async () => {
+    const before = up.requests.length;
+    await receive(await put('/Observation/brand-new', obs('brand-new', `Patient/${ME}`)));
+    expect(seen(before)).toEqual(['GET /Observation/brand-new', 'PUT /Observation/brand-new']);
+  });
+
+  it.each([
+    ['an HTML error page', raw(500, { 'content-type': 'text/html' }, '<html>oops pat-12</html>'), 'upstream-bad-response'],
+    ['a 500 OperationOutcome', fhirJson({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'exception', diagnostics: 'oops pat-12' }] }, 500), 'upstream-error'],
+    ['another resource than asked', fhirJson(obs('o1', `Patient/${ME}`)), 'upstream-bad-response'],
+  ] as const)('%s during the check: a clean 502 and nothing is written', async (_name, behaviour, code) => {
+    up.set('/Observation/broken', behaviour);
+    const before = up.requests.length;
+    const r = await receive(await put('/Observation/broken', obs('broken', `Patient/${ME}`)));
+    expectError(r, 502, code);
+    expectAbsent(r, ['oops', 'pat-12']);
+    expect(seen(before)).toEqual(['GET /Observation/broken']);
+  });
+});
+
+describe('Patient membership is by id: a chart that links to yours is not yours', () => {
+  const linking = pat('pat-13', { telecom: [{ value: 'LINKED-CHART-SECRET' }], link: [{ other: { reference: `Patient/${ME}` }, type: 'seealso' }] });
+
+  it('a search returning another Patient whose link.other is the token patient withholds it', async () => {
+    up.set('/Patient', fhirJson({ resourceType: 'Bundle', type: 'searchset', entry: [{ search: { mode: 'match' }, resource: pat(ME) }, { search: { mode: 'match' }, resource: linking }] }));
+    const r = await receive(await stack.get(`/Patient?link=Patient/${ME}`, mine));
+    expect(r.status).toBe(200);
+    expect(refs(r.json)).toEqual([`Patient/${ME}`]);
+    expectAbsent(r, ['LINKED-CHART-SECRET', 'pat-13']);
+    const rec = await auditFor(stack, r.requestId);
+    expect(rec.disclosed.patients).toEqual([ME]);
+  });
+
+  it('$everything that carries a linked chart withholds it', async () => {
+    up.set(`/Patient/${ME}/$everything`, fhirJson({ resourceType: 'Bundle', type: 'searchset', entry: [{ resource: pat(ME) }, { resource: linking }, { resource: obs('o1', `Patient/${ME}`) }] }));
+    const r = await receive(await stack.get(`/Patient/${ME}/$everything`, mine));
+    expect(r.status).toBe(200);
+    expect(refs(r.json).sort()).toEqual(['Observation/o1', `Patient/${ME}`]);
+    expectAbsent(r, ['LINKED-CHART-SECRET', 'pat-13']);
+  });
+
+  it('the token patient\'s own chart linking to another stays readable', async () => {
+    up.set(`/Patient/${ME}`, fhirJson(pat(ME, { link: [{ other: { reference: 'Patient/pat-13' }, type: 'seealso' }] })));
+    const r = await receive(await stack.get(`/Patient/${ME}`, mine));
+    expect(r.status).toBe(200);
+    up.set(`/Patient/${ME}`, fhirJson(pat(ME)));
   });
 });

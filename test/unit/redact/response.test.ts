@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Bundle, Observation, OperationOutcome, Parameters, Patient } from 'fhir/r4.js';
 import { describe, expect, it } from 'vitest';
-import { GatewayError } from '../../../src/errors.js';
+import { GatewayError, operationOutcome } from '../../../src/errors.js';
 import { filterResponse } from '../../../src/redact/response.js';
 import { pseudonymId } from '../../../src/redact/transforms.js';
 import type { FilterResult } from '../../../src/redact/types.js';
@@ -74,7 +74,11 @@ describe('filterResponse: single resources', () => {
     expect(filterResponse(cond('c1', 'p12'), ctx).kind).toBe('ok');
     expect(filterResponse(pat('p1'), ctx)).toMatchObject({ kind: 'withheld', reason: 'compartment' });
     expect(filterResponse(pat('p12'), ctx).kind).toBe('ok');
-    expect(filterResponse(pat('p13', { link: [{ other: { reference: 'Patient/p12' }, type: 'seealso' }] }), ctx).kind).toBe('ok');
+    // Patient membership is by id only: another chart that links to p12 is still someone else's.
+    for (const type of ['seealso', 'refer', 'replaces', 'replaced-by'] as const) {
+      expect(filterResponse(pat('p13', { link: [{ other: { reference: 'Patient/p12' }, type }] }), ctx)).toMatchObject({ kind: 'withheld', reason: 'compartment' });
+    }
+    expect(filterResponse(pat('p12', { link: [{ other: { reference: 'Patient/p13' }, type: 'seealso' }] }), ctx).kind).toBe('ok');
     // Not patient data: no compartment applies.
     expect(filterResponse({ resourceType: 'Organization', id: 'o' }, ctx).kind).toBe('ok');
   });
@@ -216,22 +220,32 @@ describe('filterResponse: Bundles', () => {
     expect(body.entry?.[0].fullUrl).toBeUndefined();
   });
 
-  it('batch-response: a withheld resource leaves its entry (status) without the resource', () => {
+  it('batch-response: a withheld entry answers like a missing one (no status, location or etag oracle)', () => {
     const b: Bundle = {
       resourceType: 'Bundle',
       type: 'batch-response',
       entry: [
-        { resource: cond('c1', 'p1', ['R']) as never, response: { status: '200 OK' } },
+        { resource: cond('c1', 'p1', ['R']) as never, response: { status: '200 OK', location: `${UPSTREAM}/Condition/c1/_history/3`, etag: 'W/"3"' } },
         { resource: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found', diagnostics: 'Patient Famp1 missing' }] } as OperationOutcome, response: { status: '404 Not Found' } },
+        { response: { status: '410', outcome: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'deleted', diagnostics: 'c9 deleted' }] } } },
+        { resource: cond('c2', 'p1') as never, response: { status: '200 OK' } },
       ],
     };
-    const r = ok(filterResponse(b, responseCtx(billingPlans())));
+    const notFound = { response: { status: '404 Not Found', outcome: operationOutcome('not-found') } };
+    const r = ok(filterResponse(deepFreeze(clone(b)), responseCtx(billingPlans())));
     const body = r.body as Bundle;
-    expect(body.entry).toEqual([
-      { response: { status: '200 OK' } },
-      { resource: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] }, response: { status: '404 Not Found' } },
-    ]);
+    expect(body.entry?.slice(0, 3)).toEqual([notFound, notFound, notFound]);
+    expect(body.entry?.[3]?.resource?.id).toBe('c2');
     expect(r.stats.resourcesWithheld).toBe(1);
+    expect(JSON.stringify(body)).not.toContain('c1');
+
+    // A caller who could break the glass is told so, as a direct read would; a type or
+    // compartment the glass cannot open stays "not found".
+    const eligible = ok(filterResponse(b, responseCtx(billingPlans(), { withheldMode: 'announce', patientCompartment: 'p1' })));
+    expect((eligible.body as Bundle).entry?.[0]).toEqual({ response: { status: '403 Forbidden', outcome: operationOutcome('break-glass-available') } });
+    const other = { resourceType: 'Bundle', type: 'batch-response', entry: [{ resource: cond('c3', 'p2'), response: { status: '200 OK' } }, { resource: fixture<Observation>('observation-example.json'), response: { status: '200 OK' } }] };
+    const hidden = ok(filterResponse(other, responseCtx(billingPlans(), { withheldMode: 'announce', patientCompartment: 'p1' })));
+    expect((hidden.body as Bundle).entry).toEqual([notFound, notFound]);
   });
 
   it('document (R4 example): every entry filtered, the signature dropped once content changed', () => {
