@@ -17,6 +17,8 @@ export interface AuditRecord {
     | 'break-glass-end'
     | 'alert'
     | 'anomaly'
+    /** Shadow mode: a candidate policy would have treated this request differently (src/monitor/shadow.ts). */
+    | 'shadow-diff'
     /** Written by the sink itself as a writer's last record on a clean close (src/audit/chain.ts). */
     | 'writer-seal';
   readonly actor: {

@@ -243,6 +243,8 @@ class Builder {
       else this.envProblem('LOG_LEVEL', `must be one of: ${LOG_LEVELS.join(', ')}`);
     }
 
+    const shadowPolicy = typeof this.data.shadowPolicy === 'string' ? this.mustExist(['shadowPolicy'], this.data.shadowPolicy) : undefined;
+
     if (this.problems.length > 0 || this.broken.size > 0 || !listen || !admin || !publicBaseUrl || !upstream || !auth || !audit) return undefined;
     return deepFreeze({
       file: this.absFile,
@@ -259,6 +261,7 @@ class Builder {
       logLevel,
       ...(tls ? { tls } : {}),
       shutdownGraceMs: (this.data.shutdownGraceMs as number | undefined) ?? DEFAULTS.shutdownGraceMs,
+      ...(shadowPolicy ? { shadowPolicy } : {}),
     }) as GatewayConfig;
   }
 

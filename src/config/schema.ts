@@ -111,6 +111,8 @@ export const gatewaySchema = {
     },
     // SIGTERM: how long in-flight requests may take to finish before connections are cut.
     shutdownGraceMs: { type: 'integer', minimum: 0, maximum: 600_000 },
+    // A candidate policy file evaluated in shadow mode (differences audited, never enforced).
+    shadowPolicy: str,
   },
 } as const;
 
@@ -219,6 +221,48 @@ export const policySchema = {
         minReasonLength: { type: 'integer', minimum: 1, maximum: 1000 },
         reasons: { type: 'array', uniqueItems: true, minItems: 1, items: code },
         maxSessionsPerDay: { type: 'integer', minimum: 1, maximum: 1000 },
+      },
+    },
+    anomalies: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['rules'],
+      properties: {
+        timeZone: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_+/-]*$' },
+        rules: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'kind'],
+            properties: {
+              name,
+              kind: { enum: ['bulk-access', 'off-hours', 'denial-burst', 'family-name', 'broad-search'] },
+              threshold: { type: 'integer', minimum: 1 },
+              windowMinutes: { type: 'integer', minimum: 1, maximum: 10080 },
+              hours: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['start', 'end'],
+                properties: {
+                  start: { type: 'string', pattern: '^([01][0-9]|2[0-3]):[0-5][0-9]$' },
+                  end: { type: 'string', pattern: '^([01][0-9]|2[0-4]):[0-5][0-9]$' },
+                },
+              },
+              days: { type: 'array', uniqueItems: true, minItems: 1, items: { enum: ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'] } },
+              timeZone: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_+/-]*$' },
+              roles: strList,
+              block: { type: 'boolean' },
+            },
+            // What each kind needs, reported as a missing property of that rule.
+            allOf: [
+              // biome-ignore lint/suspicious/noThenProperty: JSON Schema keyword, not a thenable
+              { if: { properties: { kind: { enum: ['bulk-access', 'denial-burst', 'broad-search'] } } }, then: { properties: { threshold: { type: 'integer' } }, required: ['threshold'] } },
+              // biome-ignore lint/suspicious/noThenProperty: JSON Schema keyword, not a thenable
+              { if: { properties: { kind: { const: 'off-hours' } } }, then: { properties: { hours: { type: 'object' } }, required: ['hours'] } },
+            ],
+          },
+        },
       },
     },
   },

@@ -23,6 +23,8 @@ export interface GatewayConfig {
   readonly tls?: { readonly cert: string; readonly key: string } | undefined;
   /** SIGTERM/SIGINT: in-flight requests get this long to finish before connections are cut (default 10 s). */
   readonly shutdownGraceMs?: number | undefined;
+  /** A candidate policy evaluated on live traffic without being enforced (src/monitor/shadow.ts). */
+  readonly shadowPolicy?: string | undefined;
 }
 
 export interface HostPort {

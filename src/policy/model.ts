@@ -18,6 +18,8 @@ export interface PolicyFile {
   readonly dataSets: Readonly<Record<string, DataSetSpec>>;
   readonly roles: Readonly<Record<string, RoleSpec>>;
   readonly breakGlass?: BreakGlassSpec;
+  /** Live anomaly rules (src/monitor): alerted and audited; they refuse requests only with `block: true`. */
+  readonly anomalies?: AnomaliesSpec;
 }
 
 export interface PurposeSpec {
@@ -78,4 +80,35 @@ export interface BreakGlassSpec {
   /** Optional coded reasons; when set, `X-Break-Glass-Reason` must start with one (`CODE: text`). */
   readonly reasons?: readonly string[];
   readonly maxSessionsPerDay?: number;
+}
+
+export type AnomalyKind = 'bulk-access' | 'off-hours' | 'denial-burst' | 'family-name' | 'broad-search';
+
+export interface AnomaliesSpec {
+  /** IANA time zone for `off-hours` rules without their own (default UTC). */
+  readonly timeZone?: string;
+  readonly rules: readonly AnomalyRuleSpec[];
+}
+
+export interface AnomalyRuleSpec {
+  /** Shown in alerts, audit records and reports; unique. */
+  readonly name: string;
+  readonly kind: AnomalyKind;
+  /**
+   * bulk-access: distinct patients per actor per window above which it fires; denial-burst: denials
+   * per actor per window at which it fires; broad-search: patients returned by one search without a
+   * patient parameter at which it fires.
+   */
+  readonly threshold?: number;
+  /** Sliding window, and how long an alert is not repeated for the same actor (default 60). */
+  readonly windowMinutes?: number;
+  /** off-hours: allowed local hours, `HH:MM` to `HH:MM` (end exclusive; may wrap midnight). */
+  readonly hours?: { readonly start: string; readonly end: string };
+  /** off-hours: allowed days (default every day). */
+  readonly days?: ReadonlyArray<'mon' | 'tue' | 'wed' | 'thu' | 'fri' | 'sat' | 'sun'>;
+  readonly timeZone?: string;
+  /** Only for these roles (the role whose data set applied, else any of the actor's roles). */
+  readonly roles?: readonly string[];
+  /** Refuse the actor's requests for the rest of the window once it fired (off-hours: at once). */
+  readonly block?: boolean;
 }

@@ -20,6 +20,7 @@ import { decide } from '../policy/decide.js';
 import { parsePurposeHeader } from '../policy/purpose.js';
 import type { BreakGlassGate, PipelineDeps, PipelineSteps, PolicyRuntime } from '../proxy/pipeline.js';
 import { createUpstreamAuthorization, type UpstreamAuthorization } from '../proxy/upstream-auth.js';
+import { openMonitor, type RunningMonitor } from '../monitor/index.js';
 import { filterResponse } from '../redact/response.js';
 import { buildAdminApp } from './admin.js';
 import { buildApp, listenerTls, upstreamTlsOptions } from './app.js';
@@ -50,6 +51,8 @@ export interface RunningGateway {
   /** The break-glass gate in use (the full service unless the caller injected another): stats, sweep. */
   readonly breakGlass: BreakGlassGate | undefined;
   readonly metrics: GatewayMetrics;
+  /** Anomaly rules and shadow policy (src/monitor); `idle()` lets tests wait for their verdicts. */
+  readonly monitor: RunningMonitor;
   /** Reloads (see reloadWithReport) and returns the policy version in force. */
   reload(): string;
   /**
@@ -184,8 +187,9 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
   // Built from the config unless the caller brings its own; closed with the gateway only if built here.
   breakGlass = opts.breakGlass ?? (await openBreakGlass(config, { audit, logger, policy: () => runtime.policy, now }));
   // Built-in hooks (metrics, monitoring) register here, each from its own module.
-  const gates: Gate[] = [...(opts.gates ?? [])];
-  const observers: Observer[] = [(ex, outcome) => metrics.observe(ex, outcome), ...(opts.observers ?? [])];
+  const monitor = await openMonitor(config, { audit, logger, now, shadowPolicy: config.shadowPolicy });
+  const gates: Gate[] = [(ex) => monitor.gate(ex), ...(opts.gates ?? [])];
+  const observers: Observer[] = [(ex, outcome) => metrics.observe(ex, outcome), (ex, outcome) => monitor.observe(ex, outcome), ...(opts.observers ?? [])];
   const app = await buildApp({
     ...composeHooks(gates, observers, logger),
     config,
@@ -298,6 +302,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
       await closed;
     }
     if (breakGlass !== opts.breakGlass) await (breakGlass as { close?: () => Promise<void> }).close?.();
+    await monitor.close();
     // Flushes pending group commits; records of every answered request are durable after this.
     await audit.close();
     await admin?.close();
@@ -313,6 +318,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     logger,
     breakGlass,
     metrics,
+    monitor,
     get draining() {
       return draining;
     },

@@ -1,0 +1,89 @@
+/**
+ * Family names of patients, for the `family-name` anomaly rule, looked up from the FHIR server with
+ * the gateway's own credentials, after the response was released (no added latency).
+ *
+ * Why a lookup rather than the released resources: the rule matters most where the caller cannot
+ * see names at all (a coder's Patient view has no name; an Observation read discloses a patient id
+ * and no Patient). Only keyed hashes of the normalized names are kept, never the names, and nothing
+ * leaves this module but "matches" or "does not match".
+ */
+import { createHmac, randomBytes } from 'node:crypto';
+import { normalizeFamily } from './rules.js';
+
+export interface FamilyNameLookup {
+  /** True when one of the patient's family names equals `family` (normalized). Throws when unknown. */
+  matches(patientId: string, family: string): Promise<boolean>;
+}
+
+export interface UpstreamLookupOptions {
+  /** FHIR base URL of the upstream. */
+  readonly url: string;
+  readonly authorization: () => Promise<string | undefined>;
+  readonly timeoutMs?: number;
+  /** Cache entries kept (default 10,000), for ttlMs (default 10 min). */
+  readonly maxEntries?: number;
+  readonly ttlMs?: number;
+  readonly fetch?: typeof fetch;
+}
+
+const ID = /^[A-Za-z0-9\-.]{1,64}$/;
+
+export function createUpstreamFamilyLookup(o: UpstreamLookupOptions): FamilyNameLookup {
+  // A per-process key: the cache holds nothing that could be matched against a name list offline.
+  const key = randomBytes(32);
+  const digest = (s: string) => createHmac('sha256', key).update(normalizeFamily(s)).digest('base64url');
+  const cache = new Map<string, { hashes: ReadonlySet<string>; at: number }>();
+  const inflight = new Map<string, Promise<ReadonlySet<string>>>();
+  const max = o.maxEntries ?? 10_000;
+  const ttl = o.ttlMs ?? 600_000;
+  const fetchImpl = o.fetch ?? fetch;
+  const base = o.url.replace(/\/+$/, '');
+
+  async function load(id: string): Promise<ReadonlySet<string>> {
+    const headers: Record<string, string> = { accept: 'application/fhir+json' };
+    const auth = await o.authorization();
+    if (auth) headers.authorization = auth;
+    const res = await fetchImpl(`${base}/Patient/${id}`, { headers, redirect: 'manual', signal: AbortSignal.timeout(o.timeoutMs ?? 5000) });
+    if (res.status === 404 || res.status === 410) {
+      await res.body?.cancel().catch(() => {});
+      return new Set();
+    }
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => {});
+      throw new Error(`patient lookup: upstream ${res.status}`);
+    }
+    const body = (await res.json()) as { resourceType?: unknown; name?: unknown };
+    if (body?.resourceType !== 'Patient') throw new Error('patient lookup: not a Patient');
+    const hashes = new Set<string>();
+    if (Array.isArray(body.name)) {
+      for (const n of body.name) {
+        const family = (n as { family?: unknown })?.family;
+        if (typeof family === 'string' && family.trim() !== '') hashes.add(digest(family));
+      }
+    }
+    return hashes;
+  }
+
+  async function hashesOf(id: string): Promise<ReadonlySet<string>> {
+    const hit = cache.get(id);
+    if (hit && Date.now() - hit.at < ttl) return hit.hashes;
+    let p = inflight.get(id);
+    if (!p) {
+      p = load(id).finally(() => inflight.delete(id));
+      inflight.set(id, p);
+    }
+    const hashes = await p;
+    if (cache.size >= max) cache.delete(cache.keys().next().value as string);
+    cache.set(id, { hashes, at: Date.now() });
+    return hashes;
+  }
+
+  return {
+    async matches(patientId, family) {
+      if (!ID.test(patientId)) return false;
+      const want = normalizeFamily(family);
+      if (want === '') return false;
+      return (await hashesOf(patientId)).has(digest(family));
+    },
+  };
+}

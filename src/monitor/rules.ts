@@ -1,0 +1,135 @@
+/**
+ * Anomaly rules (policy file `anomalies:`), compiled once per policy version, and the pure
+ * judgements the monitor makes per request: is this time outside the allowed hours, is this a
+ * search without a patient parameter, does a role match. No I/O here.
+ */
+import type { AnomaliesSpec, AnomalyKind, AnomalyRuleSpec } from '../policy/model.js';
+import type { ClassifiedRequest } from '../policy/request.js';
+
+export type Weekday = 'mon' | 'tue' | 'wed' | 'thu' | 'fri' | 'sat' | 'sun';
+
+export interface CompiledAnomalyRule {
+  readonly name: string;
+  readonly kind: AnomalyKind;
+  /** Where it is written, e.g. `anomalies.rules[2]` (audit `rule`). */
+  readonly path: string;
+  readonly threshold: number;
+  readonly windowMs: number;
+  readonly roles: ReadonlySet<string> | undefined;
+  readonly block: boolean;
+  /** off-hours: minutes after local midnight, [start, end); start > end wraps midnight. */
+  readonly hours: { readonly start: number; readonly end: number } | undefined;
+  readonly days: ReadonlySet<Weekday> | undefined;
+  readonly timeZone: string;
+}
+
+export const DEFAULT_WINDOW_MINUTES = 60;
+/** A family-name hit is about one relative: it is not repeated for a day. */
+export const FAMILY_WINDOW_MINUTES = 24 * 60;
+
+function minutesOf(hhmm: string): number {
+  const [h, m] = hhmm.split(':').map(Number);
+  return h * 60 + m;
+}
+
+/** Throws (naming the rule) on what the schema cannot check: time zones, duplicate names. */
+export function compileAnomalies(spec: AnomaliesSpec | undefined): CompiledAnomalyRule[] {
+  if (!spec) return [];
+  const names = new Set<string>();
+  return spec.rules.map((r: AnomalyRuleSpec, i) => {
+    const path = `anomalies.rules[${i}]`;
+    if (names.has(r.name)) throw new Error(`${path}: duplicate rule name '${r.name}'`);
+    names.add(r.name);
+    const timeZone = r.timeZone ?? spec.timeZone ?? 'UTC';
+    if (!isTimeZone(timeZone)) throw new Error(`${path}: unknown time zone '${timeZone}'`);
+    const minutes = r.windowMinutes ?? (r.kind === 'family-name' ? FAMILY_WINDOW_MINUTES : DEFAULT_WINDOW_MINUTES);
+    const hours = r.hours ? { start: minutesOf(r.hours.start), end: minutesOf(r.hours.end) } : undefined;
+    if (hours && hours.start === hours.end) throw new Error(`${path}: hours.start equals hours.end`);
+    return {
+      name: r.name,
+      kind: r.kind,
+      path,
+      // family-name and off-hours fire on one request.
+      threshold: r.threshold ?? 1,
+      windowMs: minutes * 60_000,
+      roles: r.roles ? new Set(r.roles) : undefined,
+      block: r.block === true,
+      hours,
+      days: r.days ? new Set(r.days) : undefined,
+      timeZone,
+    };
+  });
+}
+
+export function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+/** Local weekday and minutes after midnight of `t` in `timeZone`. */
+export function localTime(t: Date, timeZone: string): { day: Weekday; minutes: number } {
+  let f = formatters.get(timeZone);
+  if (!f) {
+    f = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+    formatters.set(timeZone, f);
+  }
+  let day = 'mon';
+  let hour = 0;
+  let minute = 0;
+  for (const p of f.formatToParts(t)) {
+    if (p.type === 'weekday') day = p.value.slice(0, 3).toLowerCase();
+    else if (p.type === 'hour') hour = Number(p.value);
+    else if (p.type === 'minute') minute = Number(p.value);
+  }
+  return { day: day as Weekday, minutes: hour * 60 + minute };
+}
+
+/** True when `t` falls outside the rule's allowed days and hours. */
+export function isOffHours(rule: Pick<CompiledAnomalyRule, 'hours' | 'days' | 'timeZone'>, t: Date): boolean {
+  const { day, minutes } = localTime(t, rule.timeZone);
+  if (rule.days && !rule.days.has(day)) return true;
+  const h = rule.hours;
+  if (!h) return false;
+  const inside = h.start < h.end ? minutes >= h.start && minutes < h.end : minutes >= h.start || minutes < h.end;
+  return !inside;
+}
+
+/** Parameters that confine a search to named patients (any modifier or chain on them too). */
+const PATIENT_PARAMS = new Set(['patient', 'subject', 'beneficiary', 'member', 'focus']);
+
+/**
+ * A type or system search that names no patient: `Patient?gender=female`, `Observation?code=X`.
+ * A compartment search, or a search on patient/subject (or `_id` of Patient), is targeted.
+ */
+export function isUntargetedSearch(req: Pick<ClassifiedRequest, 'interaction' | 'resourceType' | 'params'>): boolean {
+  if (req.interaction !== 'search-type' && req.interaction !== 'search-system') return false;
+  for (const [raw] of req.params) {
+    const name = raw.split(/[:.]/, 1)[0];
+    if (PATIENT_PARAMS.has(name)) return false;
+    if (req.resourceType === 'Patient' && (name === '_id' || name === 'identifier')) return false;
+  }
+  return true;
+}
+
+/** Does the rule apply to this request's role (the applied one, else any the actor holds)? */
+export function ruleApplies(rule: Pick<CompiledAnomalyRule, 'roles'>, role: string | undefined, roles: readonly string[]): boolean {
+  if (!rule.roles) return true;
+  if (role !== undefined) return rule.roles.has(role);
+  return roles.some((r) => rule.roles!.has(r));
+}
+
+/** Family names compared without case, accents or surrounding space ("Müller" = "MULLER "). */
+export function normalizeFamily(s: string): string {
+  return s
+    .normalize('NFD')
+    .replace(/\p{M}/gu, '')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .toLocaleLowerCase('en-US');
+}

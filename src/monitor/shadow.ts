@@ -1,0 +1,90 @@
+/**
+ * Shadow mode: a candidate policy is evaluated on live traffic, after the response was released,
+ * without enforcing it. Each request the candidate would treat differently (allowed vs denied,
+ * elements shown, hidden or transformed otherwise) gets an audit record of kind `shadow-diff`.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AuditRecord, AuditSink } from '../audit/record.js';
+import type { CompiledPolicy } from '../policy/plan.js';
+import type { Exchange } from '../proxy/record.js';
+import { type Change, compareVerdicts, typesOf, verdict } from './compare.js';
+import type { Outcome } from './monitor.js';
+
+export interface ShadowOptions {
+  readonly audit: AuditSink;
+  readonly logger: Logger;
+  /** The running policy of that version, or undefined when it is no longer known (reloaded since). */
+  current(version: string): CompiledPolicy | undefined;
+  readonly candidate: CompiledPolicy;
+  /** Where the candidate came from, shown in the records. */
+  readonly candidateFile: string;
+  readonly newId?: () => string;
+}
+
+/** Changes as plain data for a record's details (element names and actions only). */
+export function describeChanges(changes: readonly Change[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const c of changes) {
+    if (c.kind === 'elements') {
+      if (c.shown.length) out.shown = c.shown.map((x) => x.element);
+      if (c.hidden.length) out.hidden = c.hidden.map((x) => x.element);
+      if (c.changed.length) out.changed = c.changed.map((x) => `${x.element}: ${x.from} -> ${x.to}`);
+    } else {
+      out.decision = c.kind;
+      out.was = c.was;
+      out.now = c.now;
+    }
+  }
+  return out;
+}
+
+export function createShadowObserver(o: ShadowOptions): { observe(ex: Readonly<Exchange>, outcome: Outcome): void; idle(): Promise<void> } {
+  const newId = o.newId ?? randomUUID;
+  const pending = new Set<Promise<void>>();
+
+  async function run(ex: Readonly<Exchange>, outcome: Outcome): Promise<void> {
+    const current = o.current(ex.policyVersion);
+    if (!current || !ex.principal || !ex.purpose || !ex.request) return;
+    const types = [...new Set([...(ex.request.resourceType ? [ex.request.resourceType] : []), ...typesOf(ex.stats?.resources ?? [])])];
+    const input = { principal: ex.principal, purpose: ex.purpose, requestedRole: ex.role, request: ex.request, types };
+    const a = verdict(current, input);
+    // The live decision is the truth for "was it allowed": a break-glass or gate refusal is not the policy's.
+    if (a.allow !== (outcome.decision === 'allow') && outcome.decision !== 'error') return;
+    const b = verdict(o.candidate, input);
+    const changes = compareVerdicts(a, b);
+    if (changes.length === 0) return;
+    const p = ex.principal;
+    const record: AuditRecord = {
+      id: newId(),
+      time: ex.time.toISOString(),
+      kind: 'shadow-diff',
+      actor: { iss: p.iss, sub: p.sub, clientId: p.clientId, jti: p.jti, roles: p.roles },
+      purpose: ex.purpose,
+      role: ex.role ?? b.role,
+      client: { address: ex.clientAddress, userAgent: ex.userAgent },
+      request: { method: ex.method, path: ex.url, interaction: ex.request.interaction, resourceType: ex.request.resourceType },
+      decision: b.allow ? 'allow' : 'deny',
+      rule: `shadow ${o.candidate.version}: ${b.allow ? b.rule : (b.code ?? b.rule)}`,
+      disclosed: { resources: [], patients: [], elementsRemoved: 0, resourcesWithheld: 0 },
+      status: outcome.status,
+      upstreamStatus: undefined,
+      durations: { totalMs: 0 },
+      policyVersion: ex.policyVersion,
+      details: { requestId: ex.id, candidate: o.candidateFile, candidateVersion: o.candidate.version, ...describeChanges(changes) },
+    };
+    await o.audit.write(record);
+  }
+
+  return {
+    observe(ex, outcome) {
+      if (ex.kind !== undefined && ex.kind !== 'fhir') return;
+      const p = run(ex, outcome).catch((e: unknown) => o.logger.error({ reqId: ex.id, err: e }, 'shadow policy evaluation failed'));
+      pending.add(p);
+      void p.finally(() => pending.delete(p));
+    },
+    async idle() {
+      while (pending.size > 0) await Promise.all([...pending]);
+    },
+  };
+}
