@@ -56,7 +56,7 @@ function peerCn(url: string): Promise<string> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const socket = connect({ host: u.hostname, port: Number(u.port), ca: readFileSync(join(dir, 'ca.pem')) }, () => {
-      const cn = socket.getPeerCertificate().subject.CN;
+      const cn = String(socket.getPeerCertificate().subject.CN);
       socket.end();
       resolve(cn);
     });
@@ -107,7 +107,7 @@ beforeAll(async () => {
       rejectUnauthorized: true,
     },
     (req, res) => {
-      seenClients.push((req.socket as TLSSocket).getPeerCertificate()?.subject?.CN ?? '');
+      seenClients.push(String((req.socket as TLSSocket).getPeerCertificate()?.subject?.CN ?? ''));
       const body = req.url?.endsWith('/metadata')
         ? JSON.stringify({ resourceType: 'CapabilityStatement', status: 'active', kind: 'instance', fhirVersion: '4.0.1', format: ['json'] })
         : JSON.stringify({ resourceType: 'Patient', id: 'tls-1', gender: 'female' });
