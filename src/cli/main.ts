@@ -18,6 +18,8 @@ const VERBS: Record<string, () => Promise<Verb>> = {
   audit: async () => (await import('./audit.js')).run,
   token: async () => (await import('./token.js')).run,
   'break-glass': async () => (await import('./break-glass.js')).run,
+  report: async () => (await import('./report.js')).run,
+  policy: async () => (await import('./policy.js')).run,
 };
 
 const USAGE = `usage: phi-gateway <verb> [options]
@@ -32,6 +34,10 @@ const USAGE = `usage: phi-gateway <verb> [options]
   break-glass list [--unreviewed]    break-glass sessions: reason, actor, patient, expiry, review state
   break-glass review ID --reviewer SUB --outcome justified|unjustified [--note T]
                                      record a retrospective review (the reviewer may not be the actor)
+  report usage|access|break-glass [--from T] [--to T] [--format table|csv|html] [--out F]
+                                     compliance reports from the audit trail
+  policy diff --candidate F [--from T] [--to T]
+                                     replay recorded requests: what a candidate policy would change
   token --role R [--sub S] [--purpose P] [--patient ID] [--ttl 1h]
                                      demo only: mint a token with the demo key
 `;

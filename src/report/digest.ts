@@ -1,0 +1,399 @@
+/**
+ * Compliance reports from the audit trail (pure): one pass over the records of a time window
+ * builds a digest; `usage`, `access` and `break-glass` reports are tables computed from it.
+ * Memory grows with distinct actors, patients, sessions and (role, purpose, type) grants, never
+ * with the number of records.
+ */
+import type { AuditRecord } from '../audit/record.js';
+import type { CompiledPolicy } from '../policy/plan.js';
+
+export interface Table {
+  readonly title: string;
+  readonly columns: readonly string[];
+  readonly rows: ReadonlyArray<ReadonlyArray<string | number>>;
+  /** One line under the title saying how to read it. */
+  readonly note?: string;
+}
+
+export interface Series {
+  readonly label: string;
+  readonly value: number;
+  /** Stacked part of the value (e.g. denied requests of an hour). */
+  readonly part?: number;
+}
+
+export interface Report {
+  readonly kind: ReportKind;
+  readonly title: string;
+  readonly from: string | undefined;
+  readonly to: string | undefined;
+  readonly tables: readonly Table[];
+  /** For the HTML report: the three charts, whatever the kind. */
+  readonly charts: {
+    readonly accessOverTime: readonly Series[];
+    readonly denialsByRole: readonly Series[];
+    readonly reviewAges: readonly Series[];
+  };
+}
+
+export type ReportKind = 'usage' | 'access' | 'break-glass';
+export const REPORT_KINDS: readonly ReportKind[] = ['usage', 'access', 'break-glass'];
+
+interface Counter {
+  requests: number;
+  allowed: number;
+  denied: number;
+  errors: number;
+  sessions: Set<string>;
+  anomalies: number;
+  others: Set<string>;
+}
+
+const counter = (): Counter => ({ requests: 0, allowed: 0, denied: 0, errors: 0, sessions: new Set(), anomalies: 0, others: new Set() });
+
+interface Session {
+  id: string;
+  actor: string;
+  patient: string;
+  reason: string;
+  started: number;
+  ended: number | undefined;
+  reviews: Array<{ at: number; outcome: string; reviewer: string }>;
+}
+
+interface Grant {
+  requests: number;
+  interactions: Set<string>;
+  resources: number;
+  elements: Set<string> | undefined;
+}
+
+export interface DigestOptions {
+  /** Reports cover [from, to). */
+  readonly from?: string | undefined;
+  readonly to?: string | undefined;
+  /** Time-series bucket (default: hour when the window is at most 2 days, else day). */
+  readonly bucket?: 'hour' | 'day';
+}
+
+/** Accumulates records (any order) and answers the reports. */
+export class AuditDigest {
+  private readonly actors = new Map<string, Counter>();
+  private readonly patients = new Map<string, Counter>();
+  private readonly sessions = new Map<string, Session>();
+  private readonly grants = new Map<string, Grant>();
+  private readonly denialsByRole = new Map<string, number>();
+  private readonly buckets = new Map<number, { total: number; denied: number }>();
+  private readonly anomalyRules = new Map<string, number>();
+  private readonly fromMs: number | undefined;
+  private readonly toMs: number | undefined;
+  private first = Number.POSITIVE_INFINITY;
+  private last = Number.NEGATIVE_INFINITY;
+  records = 0;
+
+  constructor(private readonly o: DigestOptions = {}) {
+    this.fromMs = o.from !== undefined ? Date.parse(o.from) : undefined;
+    this.toMs = o.to !== undefined ? Date.parse(o.to) : undefined;
+  }
+
+  add(r: AuditRecord): void {
+    const t = Date.parse(r.time);
+    if (!Number.isFinite(t)) return;
+    if (this.fromMs !== undefined && t < this.fromMs) return;
+    if (this.toMs !== undefined && t >= this.toMs) return;
+    this.records++;
+    const actor = r.actor?.sub ?? '(anonymous)';
+    const patients = r.disclosed?.patients ?? [];
+    switch (r.kind) {
+      case 'fhir': {
+        this.first = Math.min(this.first, t);
+        this.last = Math.max(this.last, t);
+        const b = this.bucketOf(t);
+        const slot = this.buckets.get(b) ?? { total: 0, denied: 0 };
+        slot.total++;
+        if (r.decision === 'deny') slot.denied++;
+        this.buckets.set(b, slot);
+        if (r.decision === 'deny') {
+          const role = r.role ?? (r.actor?.roles?.length ? [...r.actor.roles].sort().join('+') : '(no role)');
+          this.denialsByRole.set(role, (this.denialsByRole.get(role) ?? 0) + 1);
+        }
+        const a = this.counterOf(this.actors, actor);
+        tally(a, r);
+        for (const p of patients) {
+          const c = this.counterOf(this.patients, p);
+          tally(c, r);
+          c.others.add(actor);
+          a.others.add(p);
+        }
+        if (r.decision === 'allow' && r.role && r.purpose) this.grantUse(r);
+        break;
+      }
+      case 'anomaly': {
+        this.counterOf(this.actors, actor).anomalies++;
+        for (const p of patients) this.counterOf(this.patients, p).anomalies++;
+        const name = String(r.details?.anomaly ?? r.rule);
+        this.anomalyRules.set(name, (this.anomalyRules.get(name) ?? 0) + 1);
+        break;
+      }
+      case 'break-glass-start': {
+        const id = r.breakGlass?.session;
+        if (!id) break;
+        const s = this.sessionOf(id);
+        s.actor = actor;
+        s.patient = patients[0] ?? s.patient;
+        s.reason = r.breakGlass?.reason ?? '';
+        s.started = t;
+        break;
+      }
+      case 'break-glass-end': {
+        const id = r.breakGlass?.session;
+        if (id) this.sessionOf(id).ended = t;
+        break;
+      }
+      case 'break-glass-review': {
+        const d = r.details ?? {};
+        if (d.action !== 'review' || r.decision !== 'allow' || typeof d.session !== 'string') break;
+        this.sessionOf(d.session).reviews.push({ at: t, outcome: String(d.outcome ?? ''), reviewer: actor });
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private bucketOf(t: number): number {
+    const size = this.bucketMs();
+    return Math.floor(t / size) * size;
+  }
+
+  private bucketMs(): number {
+    const bucket = this.o.bucket ?? (this.fromMs !== undefined && this.toMs !== undefined && this.toMs - this.fromMs > 2 * 86_400_000 ? 'day' : 'hour');
+    return bucket === 'day' ? 86_400_000 : 3_600_000;
+  }
+
+  private counterOf(m: Map<string, Counter>, k: string): Counter {
+    let c = m.get(k);
+    if (!c) {
+      c = counter();
+      m.set(k, c);
+    }
+    return c;
+  }
+
+  private sessionOf(id: string): Session {
+    let s = this.sessions.get(id);
+    if (!s) {
+      s = { id, actor: '', patient: '', reason: '', started: Number.NaN, ended: undefined, reviews: [] };
+      this.sessions.set(id, s);
+    }
+    return s;
+  }
+
+  private grantUse(r: AuditRecord): void {
+    const types = new Set<string>();
+    for (const res of r.disclosed.resources) {
+      const i = res.indexOf('/');
+      if (i > 0) types.add(res.slice(0, i));
+    }
+    // Proposed record field (see README): top-level elements released per type.
+    const elements = (r.disclosed as { elements?: Record<string, readonly string[]> }).elements;
+    for (const type of types) {
+      const key = `${r.role}\u0000${r.purpose}\u0000${type}`;
+      let g = this.grants.get(key);
+      if (!g) {
+        g = { requests: 0, interactions: new Set(), resources: 0, elements: undefined };
+        this.grants.set(key, g);
+      }
+      g.requests++;
+      if (r.request.interaction && r.request.resourceType === type) g.interactions.add(r.request.interaction);
+      g.resources += r.disclosed.resources.filter((x) => x.startsWith(`${type}/`)).length;
+      const els = elements?.[type];
+      if (els) {
+        g.elements ??= new Set();
+        for (const e of els) g.elements.add(e);
+      }
+    }
+  }
+
+  /** Grants in `policy` against what the window's records show was disclosed under each. */
+  usage(policy: CompiledPolicy): Table[] {
+    const rows: Array<Array<string | number>> = [];
+    const unused: Array<Array<string | number>> = [];
+    // One group per role and granting purpose: children of a purpose share its data set.
+    for (const role of [...policy.roles.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+      const groups = new Map<string, { purposes: string[]; types: Map<string, string[]> }>();
+      for (const [purpose, plan] of role.plans) {
+        const g = groups.get(plan.grantedBy) ?? { purposes: [] as string[], types: new Map<string, string[]>() };
+        g.purposes.push(purpose);
+        for (const [type, tp] of plan.types) {
+          const released = tp.elements.describe().filter((l) => l.action !== 'remove' && isWholeElement(type, l.element));
+          g.types.set(type, released.map((l) => l.element.slice(type.length + 1)));
+        }
+        groups.set(plan.grantedBy, g);
+      }
+      for (const [grantedBy, g] of groups) {
+        const granted = grantedBy.split('.').pop() ?? grantedBy;
+        for (const [type, elements] of [...g.types].sort(([a], [b]) => a.localeCompare(b))) {
+          let requests = 0;
+          let resources = 0;
+          const interactions = new Set<string>();
+          let used: Set<string> | undefined;
+          for (const p of g.purposes) {
+            const u = this.grants.get(`${role.name}\u0000${p}\u0000${type}`);
+            if (!u) continue;
+            requests += u.requests;
+            resources += u.resources;
+            for (const i of u.interactions) interactions.add(i);
+            if (u.elements) {
+              used ??= new Set();
+              for (const e of u.elements) used.add(e);
+            }
+          }
+          const neverElements = used ? elements.filter((e) => !used.has(e) && e !== 'id' && e !== 'meta') : undefined;
+          rows.push([
+            role.name,
+            granted,
+            type,
+            resources > 0 ? 'used' : 'never used',
+            requests,
+            resources,
+            [...interactions].sort().join(' '),
+            elements.length,
+            neverElements === undefined ? (resources > 0 ? 'not recorded' : '-') : neverElements.join(' ') || '(all used)',
+          ]);
+          if (resources === 0) unused.push([role.name, granted, type, grantedBy]);
+        }
+      }
+    }
+    return [
+      {
+        title: 'Grants never used (candidates for removal)',
+        columns: ['role', 'purpose', 'resource type', 'granted by'],
+        rows: unused,
+        note: 'Resource types the policy grants to a role for a purpose, of which no resource was disclosed in the window.',
+      },
+      {
+        title: 'Granted vs disclosed, per role, purpose and resource type',
+        columns: ['role', 'purpose', 'resource type', 'status', 'requests', 'resources disclosed', 'interactions used', 'elements granted', 'elements never disclosed'],
+        rows,
+        note: 'Elements never disclosed needs records that carry the released element names; older records show "not recorded".',
+      },
+    ];
+  }
+
+  access(): Table[] {
+    const actorRows = [...this.actors]
+      .sort(([a, x], [b, y]) => y.requests - x.requests || a.localeCompare(b))
+      .map(([sub, c]) => [sub, c.requests, c.allowed, c.denied, c.errors, c.others.size, c.sessions.size, c.anomalies]);
+    const patientRows = [...this.patients]
+      .sort(([a, x], [b, y]) => y.requests - x.requests || a.localeCompare(b))
+      .map(([id, c]) => [id, c.requests, c.others.size, c.sessions.size, c.anomalies]);
+    const ruleRows = [...this.anomalyRules].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, v]);
+    return [
+      { title: 'Per actor', columns: ['actor', 'requests', 'allowed', 'denied', 'errors', 'patients', 'break-glass sessions', 'anomalies'], rows: actorRows },
+      { title: 'Per patient', columns: ['patient', 'requests', 'actors', 'break-glass sessions', 'anomalies'], rows: patientRows },
+      { title: 'Anomalies by rule', columns: ['rule', 'alerts'], rows: ruleRows },
+    ];
+  }
+
+  breakGlass(now: Date, reviewDueHours: number): Table[] {
+    const sessions = [...this.sessions.values()].filter((s) => Number.isFinite(s.started)).sort((a, b) => a.started - b.started);
+    const delays: number[] = [];
+    const rows = sessions.map((s) => {
+      const first = s.reviews[0];
+      const last = s.reviews[s.reviews.length - 1];
+      const hours = first ? (first.at - s.started) / 3_600_000 : undefined;
+      if (hours !== undefined) delays.push(hours);
+      const age = (now.getTime() - s.started) / 3_600_000;
+      const state = first ? 'reviewed' : age > reviewDueHours ? 'OVERDUE' : 'awaiting review';
+      return [
+        s.id,
+        s.actor,
+        s.patient,
+        new Date(s.started).toISOString(),
+        s.ended !== undefined ? new Date(s.ended).toISOString() : '-',
+        state,
+        last?.outcome ?? '-',
+        last?.reviewer ?? '-',
+        hours !== undefined ? round(hours) : '-',
+      ];
+    });
+    const overdue = rows.filter((r) => r[5] === 'OVERDUE').length;
+    const summary: Array<[string, string | number]> = [
+      ['sessions', sessions.length],
+      ['reviewed', delays.length],
+      ['justified', sessions.filter((s) => s.reviews.at(-1)?.outcome === 'justified').length],
+      ['unjustified', sessions.filter((s) => s.reviews.at(-1)?.outcome === 'unjustified').length],
+      ['awaiting review', sessions.length - delays.length],
+      [`overdue (unreviewed after ${reviewDueHours} h)`, overdue],
+      ['median hours to review', delays.length ? round(median(delays)) : '-'],
+      ['worst hours to review', delays.length ? round(Math.max(...delays)) : '-'],
+    ];
+    return [
+      { title: 'Summary', columns: ['measure', 'value'], rows: summary },
+      { title: 'Sessions', columns: ['session', 'actor', 'patient', 'started', 'ended', 'review state', 'outcome', 'reviewer', 'hours to review'], rows },
+    ];
+  }
+
+  charts(now: Date): Report['charts'] {
+    const size = this.bucketMs();
+    const accessOverTime: Series[] = [];
+    if (this.buckets.size > 0) {
+      const start = this.fromMs !== undefined ? Math.floor(this.fromMs / size) * size : Math.min(...this.buckets.keys());
+      const end = this.toMs !== undefined ? this.toMs : Math.max(...this.buckets.keys()) + size;
+      // Empty buckets are drawn too, but never more than 400 bars.
+      for (let b = start; b < end && accessOverTime.length < 400; b += size) {
+        const v = this.buckets.get(b);
+        accessOverTime.push({ label: new Date(b).toISOString().slice(0, size === 3_600_000 ? 13 : 10).replace('T', ' '), value: v?.total ?? 0, part: v?.denied ?? 0 });
+      }
+    }
+    const denialsByRole = [...this.denialsByRole].sort(([a, x], [b, y]) => y - x || a.localeCompare(b)).map(([label, value]) => ({ label, value }));
+    const reviewAges = [...this.sessions.values()]
+      .filter((s) => Number.isFinite(s.started))
+      .sort((a, b) => a.started - b.started)
+      .map((s) => {
+        const end = s.reviews[0]?.at ?? now.getTime();
+        // `part` = 1 marks a session still unreviewed (its bar is its age so far).
+        return { label: s.id.slice(0, 8), value: round((end - s.started) / 3_600_000), part: s.reviews.length ? 0 : 1 };
+      });
+    return { accessOverTime, denialsByRole, reviewAges };
+  }
+
+  report(kind: ReportKind, o: { policy?: CompiledPolicy; now: Date; reviewDueHours?: number }): Report {
+    let tables: Table[];
+    if (kind === 'usage') {
+      if (!o.policy) throw new Error('the usage report needs the policy');
+      tables = this.usage(o.policy);
+    } else if (kind === 'access') tables = this.access();
+    else tables = this.breakGlass(o.now, o.reviewDueHours ?? 72);
+    const titles: Record<ReportKind, string> = {
+      usage: 'Minimum-necessary usage: grants vs disclosures',
+      access: 'Access by actor and patient',
+      'break-glass': 'Break-glass sessions and reviews',
+    };
+    return { kind, title: titles[kind], from: this.o.from, to: this.o.to, tables, charts: this.charts(o.now) };
+  }
+}
+
+/** `Patient.name`, `Patient.deceased[x]`: a top-level element, not a part selector or a data type. */
+function isWholeElement(type: string, element: string): boolean {
+  return element.startsWith(`${type}.`) && (!element.includes('[') || element.endsWith('[x]'));
+}
+
+function tally(c: Counter, r: AuditRecord): void {
+  c.requests++;
+  if (r.decision === 'allow') c.allowed++;
+  else if (r.decision === 'deny') c.denied++;
+  else c.errors++;
+  if (r.breakGlass?.session) c.sessions.add(r.breakGlass.session);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function round(x: number): number {
+  return Math.round(x * 10) / 10;
+}

@@ -1,0 +1,114 @@
+/**
+ * Policy dry-run (pure): replays recorded requests through the running policy and a candidate and
+ * aggregates, per role, what would change: requests newly allowed or denied, elements newly shown,
+ * hidden or transformed differently.
+ *
+ * What a record lets us replay: the actor's roles, purpose, role applied, method, path and query,
+ * and the types released. Not recorded, so not replayed: token purpose/patient/scope limits (the
+ * replay assumes none), POST bodies (form `_search` parameters, writes; such requests are skipped
+ * and counted), break-glass sessions (BTG requests are skipped: they are reviewed, not policy-judged).
+ */
+import type { AuditRecord } from '../audit/record.js';
+import type { Principal } from '../auth/principal.js';
+import { isR4ResourceType } from '../fhir/resource-types.js';
+import { type Change, compareVerdicts, typesOf, verdict } from '../monitor/compare.js';
+import { classify } from '../policy/classify.js';
+import type { CompiledPolicy } from '../policy/plan.js';
+import type { Table } from './digest.js';
+
+export interface DiffLine {
+  readonly role: string;
+  readonly purpose: string;
+  readonly change: 'newly allowed' | 'newly denied' | 'element shown' | 'element hidden' | 'element changed';
+  /** `search-type Observation` for decisions; the element (and `from -> to`) for elements. */
+  readonly what: string;
+  readonly requests: number;
+}
+
+export class PolicyDiff {
+  private readonly lines = new Map<string, { line: Omit<DiffLine, 'requests'>; requests: number }>();
+  replayed = 0;
+  skipped = 0;
+  changed = 0;
+
+  constructor(
+    private readonly current: CompiledPolicy,
+    private readonly candidate: CompiledPolicy,
+  ) {}
+
+  add(r: AuditRecord): void {
+    if (r.kind !== 'fhir') return;
+    if (!r.actor?.sub || !r.purpose || r.purpose === 'BTG' || r.request.interaction === undefined) {
+      this.skipped++;
+      return;
+    }
+    const method = r.request.method === 'HEAD' ? 'GET' : r.request.method;
+    if (method !== 'GET') {
+      this.skipped++;
+      return;
+    }
+    let request: ReturnType<typeof classify>;
+    try {
+      request = classify({ method, url: r.request.path, headers: {}, body: undefined }, { isResourceType: isR4ResourceType, maxBodyBytes: 1 << 20 });
+    } catch {
+      this.skipped++;
+      return;
+    }
+    const principal: Principal = {
+      iss: r.actor.iss ?? '',
+      sub: r.actor.sub,
+      clientId: r.actor.clientId,
+      jti: r.actor.jti,
+      roles: r.actor.roles,
+      tokenPurposes: undefined,
+      patient: undefined,
+      scopes: undefined,
+      familyName: undefined,
+      exp: Number.MAX_SAFE_INTEGER,
+    };
+    const types = [...new Set([...(request.resourceType ? [request.resourceType] : []), ...typesOf(r.disclosed?.resources ?? [])])];
+    const input = { principal, purpose: r.purpose, requestedRole: r.role, request, types };
+    const a = verdict(this.current, input);
+    const b = verdict(this.candidate, input);
+    this.replayed++;
+    const changes = compareVerdicts(a, b);
+    if (changes.length === 0) return;
+    this.changed++;
+    const role = a.role ?? b.role ?? r.role ?? r.actor.roles.join('+');
+    for (const c of changes) for (const line of linesOf(c, role, r.purpose, `${request.interaction}${request.resourceType ? ` ${request.resourceType}` : ''}`)) this.count(line);
+  }
+
+  private count(line: Omit<DiffLine, 'requests'>): void {
+    const key = `${line.role}\u0000${line.purpose}\u0000${line.change}\u0000${line.what}`;
+    const e = this.lines.get(key);
+    if (e) e.requests++;
+    else this.lines.set(key, { line, requests: 1 });
+  }
+
+  result(): DiffLine[] {
+    return [...this.lines.values()]
+      .map((e) => ({ ...e.line, requests: e.requests }))
+      .sort((x, y) => x.role.localeCompare(y.role) || x.purpose.localeCompare(y.purpose) || x.change.localeCompare(y.change) || x.what.localeCompare(y.what));
+  }
+
+  tables(): Table[] {
+    return [
+      {
+        title: 'Changes per role',
+        columns: ['role', 'purpose', 'change', 'what', 'requests'],
+        rows: this.result().map((l) => [l.role, l.purpose, l.change, l.what, l.requests]),
+        note: `${this.replayed} requests replayed, ${this.changed} would fare differently, ${this.skipped} not replayable (writes, POST bodies, break-glass, unauthenticated).`,
+      },
+    ];
+  }
+}
+
+function linesOf(c: Change, role: string, purpose: string, request: string): Array<Omit<DiffLine, 'requests'>> {
+  if (c.kind === 'newly-allowed') return [{ role, purpose, change: 'newly allowed', what: request }];
+  if (c.kind === 'newly-denied') return [{ role, purpose, change: 'newly denied', what: `${request} (${c.now})` }];
+  return [
+    ...c.shown.map((e) => ({ role, purpose, change: 'element shown' as const, what: e.element })),
+    ...c.hidden.map((e) => ({ role, purpose, change: 'element hidden' as const, what: e.element })),
+    ...c.changed.map((e) => ({ role, purpose, change: 'element changed' as const, what: `${e.element}: ${e.from} -> ${e.to}` })),
+  ];
+}
