@@ -21,7 +21,7 @@
  * anchors in the (separately shipped) logs are what catch that.
  */
 import { createHash } from 'node:crypto';
-import { canonicalJson, toPlainJson } from './canonical.js';
+import { canonicalSplit } from './canonical.js';
 import type { AuditRecord, ChainedRecord } from './record.js';
 
 export const GENESIS = '0'.repeat(64);
@@ -40,32 +40,62 @@ export function genesisHead(writer: string): ChainHead {
   return { writer, seq: 0, hash: GENESIS };
 }
 
+/** The canonical JSON of a record's chain position, without its hash (keys in sorted order). */
+function unsealedChain(writer: string, seq: number, prev: string): string {
+  return `{"prev":${JSON.stringify(prev)},"seq":${seq},"writer":${JSON.stringify(writer)}}`;
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
 /** sha256 hex over the canonical JSON of the record with `chain.hash` left out. */
 export function recordHash(record: AuditRecord & { readonly chain: { writer: string; seq: number; prev: string } }): string {
-  const { chain, ...rest } = record;
-  const body = { ...rest, chain: { writer: chain.writer, seq: chain.seq, prev: chain.prev } };
-  return createHash('sha256').update(canonicalJson(body)).digest('hex');
+  const { chain } = record;
+  const { before, after } = canonicalSplit(record, 'chain');
+  return sha256(before + unsealedChain(chain.writer, chain.seq, chain.prev) + after);
+}
+
+/** One record chained after `head`: the stored line (canonical JSON, no newline) and the head after it. */
+export interface ChainedLine {
+  readonly line: string;
+  readonly next: ChainHead;
+}
+
+/**
+ * Chains one record after `head` and returns the line to store. One serialization pass: the
+ * canonical text is hashed, and the stored line is that same text with `chain.hash` spliced in
+ * (so it is itself canonical). Any `chain` field on the input is replaced, never trusted; the
+ * input is not modified. Throws when the record is not JSON-serializable (nothing consumed).
+ */
+export function chainLine(head: ChainHead, record: AuditRecord): ChainedLine {
+  const seq = head.seq + 1;
+  const { before, after } = canonicalSplit(record, 'chain');
+  const unsealed = unsealedChain(head.writer, seq, head.hash);
+  const hash = sha256(before + unsealed + after);
+  // `hash` sorts before prev/seq/writer, so it opens the chain object.
+  const line = `${before}{"hash":"${hash}",${unsealed.slice(1)}${after}`;
+  return { line, next: { writer: head.writer, seq, hash } };
 }
 
 /**
  * Chains `records` after `head`. Returns the chained copies (plain JSON, frozen at top level) and the
  * head after them. Nothing is committed: the caller keeps `next` only once the batch is durable,
- * so a failed write never consumes sequence numbers.
+ * so a failed write never consumes sequence numbers. (Sinks that only need the stored text use
+ * `chainLine`, which skips building these copies.)
  */
 export function chainRecords(head: ChainHead, records: readonly AuditRecord[]): { chained: ChainedRecord[]; next: ChainHead } {
   const chained: ChainedRecord[] = [];
-  let seq = head.seq;
-  let prev = head.hash;
+  let next = head;
   for (const r of records) {
-    // Our own plain copy; any `chain` field on the input is replaced, never trusted.
-    const { chain: _ignored, ...plain } = toPlainJson(r) as AuditRecord & { chain?: unknown };
-    seq += 1;
-    const unsealed = { ...plain, chain: { writer: head.writer, seq, prev } };
-    const hash = recordHash(unsealed);
-    chained.push(Object.freeze({ ...plain, chain: Object.freeze({ writer: head.writer, seq, prev, hash }) }) as ChainedRecord);
-    prev = hash;
+    const c = chainLine(next, r);
+    // Our own plain copy, parsed from exactly what a sink stores.
+    const copy = JSON.parse(c.line) as ChainedRecord;
+    Object.freeze(copy.chain);
+    chained.push(Object.freeze(copy));
+    next = c.next;
   }
-  return { chained, next: { writer: head.writer, seq, hash: prev } };
+  return { chained, next };
 }
 
 /** True when the stored hash matches the record's content. */

@@ -32,7 +32,7 @@ export const DEFAULTS = Object.freeze({
   decompressedBytes: 32 * 1024 * 1024,
   auditPath: './data/audit',
   auditRotateBytes: 256 * 1024 * 1024,
-  auditGroupCommitMs: 2,
+  auditGroupCommitMs: 0,
   auditStream: 'phi-gateway:audit',
   connectTimeoutMs: 5_000,
   headersTimeoutMs: 30_000,

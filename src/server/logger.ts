@@ -5,6 +5,49 @@
  */
 import { type DestinationStream, type Logger, pino } from 'pino';
 
+/** Keys dropped from every log object and from the objects directly under it (a safety net). */
+const SECRET_KEYS = new Set(['authorization', 'headers', 'token']);
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * Same effect as pino `redact` with paths `authorization, *.authorization, headers, *.headers,
+ * token, *.token` and `remove: true`, at a fraction of its cost: a few key lookups per line, and a
+ * copy only when something has to go (the caller's object is never modified). Exported for tests.
+ */
+export function dropSecrets(obj: Record<string, unknown>): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined;
+  for (const k in obj) {
+    const v = obj[k];
+    let keep: unknown = v;
+    if (SECRET_KEYS.has(k)) keep = undefined;
+    else if (isPlainObject(v)) {
+      for (const inner in v) {
+        if (SECRET_KEYS.has(inner)) {
+          const copy: Record<string, unknown> = {};
+          for (const ik in v) if (!SECRET_KEYS.has(ik)) copy[ik] = v[ik];
+          keep = copy;
+          break;
+        }
+      }
+    }
+    if (keep !== v && out === undefined) {
+      // First change: copy what came before it.
+      out = {};
+      for (const pk in obj) {
+        if (pk === k) break;
+        out[pk] = obj[pk];
+      }
+    }
+    if (out !== undefined && keep !== undefined) out[k] = keep;
+  }
+  return out ?? obj;
+}
+
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   return pino(
     {
@@ -16,7 +59,7 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
         res: (res: { statusCode?: number }) => ({ statusCode: res.statusCode }),
         err: (err: { name?: string; code?: string; message?: string }) => ({ name: err?.name, code: err?.code }),
       },
-      redact: { paths: ['authorization', '*.authorization', 'headers', '*.headers', 'token', '*.token'], remove: true },
+      formatters: { log: dropSecrets, bindings: dropSecrets },
     },
     destination,
   );
