@@ -227,7 +227,7 @@ describe('filterResponse: Bundles', () => {
       entry: [
         { resource: cond('c1', 'p1', ['R']) as never, response: { status: '200 OK', location: `${UPSTREAM}/Condition/c1/_history/3`, etag: 'W/"3"' } },
         { resource: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found', diagnostics: 'Patient Famp1 missing' }] } as OperationOutcome, response: { status: '404 Not Found' } },
-        { response: { status: '410', outcome: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'deleted', diagnostics: 'c9 deleted' }] } } },
+        { response: { status: '410', outcome: { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'deleted', diagnostics: 'c9 deleted' }] } as OperationOutcome } },
         { resource: cond('c2', 'p1') as never, response: { status: '200 OK' } },
       ],
     };
