@@ -20,7 +20,7 @@ import type { WindowStore } from './window.js';
  * Refusal code for a blocking rule. Proposed catalogue entry `anomaly-blocked` (403 forbidden); until
  * src/errors.ts has it, the nearest existing code.
  */
-export const BLOCK_CODE: ErrorCode = ('anomaly-blocked' in ERRORS ? 'anomaly-blocked' : 'interaction-denied') as ErrorCode;
+export const BLOCK_CODE: ErrorCode = 'anomaly-blocked';
 
 export type Outcome = Readonly<{ status: number; decision: 'allow' | 'deny' | 'error'; rule: string }>;
 
