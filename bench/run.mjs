@@ -60,6 +60,13 @@ const MEMORY_CLIENTS = 64;
 const memoryRequestsPerClient = 1;
 const LATENCY_RATE = 400;
 const SMALL_LIMIT = 1024 * 1024;
+// The in-flight budget row: limits.bufferBytes at 32 MiB. Each buffered upstream byte costs the
+// gateway a few bytes of heap (Buffer, string, parsed tree, serialized answer) and V8 collects them
+// late (a serial run of 5 MB answers alone grows RSS by hundreds of MB), so the stated bound
+// on peak - before is BUDGET_FACTOR x the budget plus a fixed allowance; over it the run fails.
+const BUDGET_BYTES = 32 * 1024 * 1024;
+const BUDGET_FACTOR = 16;
+const BUDGET_BOUND = BUDGET_FACTOR * BUDGET_BYTES + 128 * 1024 * 1024;
 const started = Date.now();
 const log = (msg) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
 const notes = [];
@@ -310,6 +317,18 @@ try {
       if (p.status !== 502) exitCode = 1;
       await measureRss(`gateway clinician, responseBodyBytes 1 MiB (all 502)${side.suffix}`, small, roleHeaders('clinician'), SMALL_LIMIT);
       await stopChild(small);
+
+      const budgeted = await startGatewayProcess('gateway (32 MiB budget)', up, `file:${join(tmp, `audit-budget-${i}`)}`, { BENCH_BUFFER_BYTES: String(BUDGET_BYTES) }, side);
+      const label2 = `gateway clinician, bufferBytes 32 MiB (excess: 503 gateway-busy)${side.suffix}`;
+      await measureRss(label2, budgeted, roleHeaders('clinician'), defaultLimit);
+      await stopChild(budgeted);
+      const row = rows[rows.length - 1];
+      const grew = row.peak - row.before;
+      const within = grew <= BUDGET_BOUND && row.errors === 0 && row.ok > 0;
+      overLimit.push(
+        `${side.name ? `@${side.name}: ` : ''}budget check (bufferBytes 32 MiB, bound ${(BUDGET_BOUND / 1048576).toFixed(0)} MB = ${BUDGET_FACTOR} x budget + 128 MB): RSS grew ${(grew / 1048576).toFixed(0)} MB, ${row.ok} answered, ${row.non2xx} refused: ${within ? 'PASS' : 'FAIL'}.`,
+      );
+      if (!within) exitCode = 1;
     }
     report.memory = { clients: MEMORY_CLIENTS, bigBytes: sizes.big, rows, overLimit: overLimit.join(' ') };
   }

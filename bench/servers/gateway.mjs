@@ -21,6 +21,10 @@ if (limit > 0) {
   config = { ...config, limits: { ...config.limits, responseBodyBytes: limit, decompressedBytes: Math.max(limit, config.limits.decompressedBytes) } };
 }
 
+// Memory test of the in-flight budget (limits.bufferBytes), also without an environment variable.
+const bufferBytes = Number(process.env.BENCH_BUFFER_BYTES ?? 0);
+if (bufferBytes > 0) config = { ...config, limits: { ...config.limits, bufferBytes, responseBodyBytes: Math.min(config.limits.responseBodyBytes, bufferBytes) } };
+
 const gw = await startGateway(config);
 process.send?.({ ready: true, port: config.listen.port, url: gw.url });
 

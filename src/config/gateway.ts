@@ -211,9 +211,16 @@ class Builder {
       requestBodyBytes: (limitsRaw.requestBodyBytes as number) ?? DEFAULTS.requestBodyBytes,
       responseBodyBytes: (limitsRaw.responseBodyBytes as number) ?? DEFAULTS.responseBodyBytes,
       decompressedBytes: (limitsRaw.decompressedBytes as number) ?? DEFAULTS.decompressedBytes,
+      // Unset = the pipeline's defaults (256 requests, 256 MiB).
+      maxInflightRequests: limitsRaw.maxInflightRequests as number | undefined,
+      bufferBytes: limitsRaw.bufferBytes as number | undefined,
     };
     if (!this.broken.has('limits') && limits.decompressedBytes < limits.responseBodyBytes) {
       this.at(['limits', 'decompressedBytes'], 'decompressedBytes must be at least responseBodyBytes');
+    }
+    // Otherwise an answer within responseBodyBytes could never be buffered: always 503.
+    if (!this.broken.has('limits') && limits.bufferBytes !== undefined && limits.bufferBytes < limits.responseBodyBytes) {
+      this.at(['limits', 'bufferBytes'], 'bufferBytes must be at least responseBodyBytes');
     }
 
     let pseudonymKey: string | undefined;

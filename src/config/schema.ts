@@ -97,7 +97,7 @@ export const gatewaySchema = {
     limits: {
       type: 'object',
       additionalProperties: false,
-      properties: { requestBodyBytes: posInt, responseBodyBytes: posInt, decompressedBytes: posInt },
+      properties: { requestBodyBytes: posInt, responseBodyBytes: posInt, decompressedBytes: posInt, maxInflightRequests: posInt, bufferBytes: posInt },
     },
     pseudonymKey: str,
     pseudonymKeyFile: str,

@@ -80,4 +80,8 @@ export interface LimitsConfig {
   readonly requestBodyBytes: number;
   readonly responseBodyBytes: number;
   readonly decompressedBytes: number;
+  /** Requests handled at once; more are refused with 503 gateway-busy (default 256). */
+  readonly maxInflightRequests?: number | undefined;
+  /** Upstream body bytes held by all requests in flight together; beyond it, 503 gateway-busy (default 256 MiB). */
+  readonly bufferBytes?: number | undefined;
 }

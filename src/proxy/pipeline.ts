@@ -21,7 +21,7 @@ import type { FilterResult, RedactContext, ResponseContext } from '../redact/typ
 import { type Exchange, elapsedMs, toAuditRecord } from './record.js';
 
 export type { Exchange } from './record.js';
-import { readUpstreamBody } from './upstream-body.js';
+import { BufferBudget, type BufferLease, readUpstreamBody } from './upstream-body.js';
 import { buildUpstreamCall } from './upstream-request.js';
 
 /** The pieces of the gateway the pipeline calls. Each is replaceable (hot reload, tests). */
@@ -101,6 +101,12 @@ export function createPipeline(deps: PipelineDeps) {
   const upstreamBase = config.upstream.url.replace(/\/+$/, '');
   const upstreamBasePath = upstreamUrl.pathname.replace(/\/+$/, '');
   const publicBase = config.publicBaseUrl.replace(/\/+$/, '');
+  // Memory bound (issue 6): requests at once, and upstream bytes they may hold together
+  // (defaults when the gateway file leaves them unset: 256 requests, 256 MiB).
+  const maxInflight = config.limits.maxInflightRequests ?? 256;
+  const budget = new BufferBudget(config.limits.bufferBytes ?? 256 * 1024 * 1024);
+  const leases = new WeakMap<FastifyReply, BufferLease>();
+  let inflight = 0;
 
   function rewriteUrl(url: string): string | undefined {
     if (url === upstreamBase) return publicBase;
@@ -177,6 +183,7 @@ export function createPipeline(deps: PipelineDeps) {
     else if (e.detail) logger.debug({ reqId: ex.id, code, detail: e.detail }, 'request refused');
     const headers: Headers = {};
     if (code === 'invalid-token') headers['www-authenticate'] = 'Bearer realm="phi-gateway", error="invalid_token"';
+    if (code === 'gateway-busy') headers['retry-after'] = '1';
     return finish(ex, reply, { status, body: operationOutcome(code), headers, decision, rule: ex.rule ? `${ex.rule}: ${code}` : code });
   }
 
@@ -199,6 +206,21 @@ export function createPipeline(deps: PipelineDeps) {
   }
 
   async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    // Refused before any work (token, upstream): the answer is cheap and the heap does not grow.
+    if (inflight >= maxInflight) return fail(exchange(request, deps.policy()), reply, new GatewayError('gateway-busy', 'in-flight limit'), 'error');
+    inflight++;
+    const lease = budget.lease();
+    leases.set(reply, lease);
+    try {
+      await admitted(request, reply);
+    } finally {
+      inflight--;
+      lease.release();
+      leases.delete(reply);
+    }
+  }
+
+  async function admitted(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const rt = deps.policy();
     const ex = exchange(request, rt);
     const url = ex.url;
@@ -425,7 +447,7 @@ export function createPipeline(deps: PipelineDeps) {
     ex.upstreamStatus = up.statusCode;
     let body: Awaited<ReturnType<typeof readUpstreamBody>>;
     try {
-      body = await readUpstreamBody(up.stream, up.headers, config.limits);
+      body = await readUpstreamBody(up.stream, up.headers, config.limits, leases.get(reply));
     } catch (e) {
       up.stream.destroy();
       throw e;

@@ -19,8 +19,49 @@ export type UpstreamBody = { readonly kind: 'empty' } | { readonly kind: 'json';
 
 type Headers = Readonly<Record<string, string | string[] | undefined>>;
 
+/**
+ * The process-wide allowance for upstream bytes held in memory by requests in flight. Each
+ * request takes from it through a lease as its body arrives and gives everything back when its
+ * response is released. When the allowance is spent the request is refused at once (503
+ * gateway-busy) instead of growing the heap: peak memory follows the configured limit, not the
+ * number of clients.
+ */
+export class BufferBudget {
+  private used = 0;
+  constructor(readonly limit: number) {
+    if (!(limit > 0)) throw new Error('buffer budget must be positive');
+  }
+
+  /** Bytes currently held by leases. */
+  get inUse(): number {
+    return this.used;
+  }
+
+  lease(): BufferLease {
+    let held = 0;
+    return {
+      take: (n: number) => {
+        if (this.used + n > this.limit) throw new GatewayError('gateway-busy', `buffer budget of ${this.limit} bytes spent`);
+        this.used += n;
+        held += n;
+      },
+      release: () => {
+        this.used -= held;
+        held = 0;
+      },
+    };
+  }
+}
+
+/** One request's share of a BufferBudget. `release` is idempotent. */
+export interface BufferLease {
+  /** Accounts `n` more bytes, or throws GatewayError gateway-busy (nothing taken). */
+  take(n: number): void;
+  release(): void;
+}
+
 /** Collects the stream, aborting it as soon as the limit is crossed (memory stays bounded). */
-export async function collect(stream: Readable, limit: number): Promise<Buffer> {
+export async function collect(stream: Readable, limit: number, lease?: BufferLease): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   try {
@@ -30,6 +71,12 @@ export async function collect(stream: Readable, limit: number): Promise<Buffer> 
       if (size > limit) {
         stream.destroy();
         throw new GatewayError('upstream-too-large', `upstream body over ${limit} bytes`);
+      }
+      try {
+        lease?.take(buf.length);
+      } catch (e) {
+        stream.destroy();
+        throw e;
       }
       chunks.push(buf);
     }
@@ -93,9 +140,14 @@ export function isJsonContentType(ct: string | undefined): boolean {
   return true;
 }
 
-export async function readUpstreamBody(stream: Readable, headers: Headers, limits: BodyLimits): Promise<UpstreamBody> {
-  const raw = await collect(stream, limits.responseBodyBytes);
+/**
+ * `lease`, when given, accounts the bytes read (and the decompressed copy) against the shared
+ * budget; the caller releases it once the response is out.
+ */
+export async function readUpstreamBody(stream: Readable, headers: Headers, limits: BodyLimits, lease?: BufferLease): Promise<UpstreamBody> {
+  const raw = await collect(stream, limits.responseBodyBytes, lease);
   const decoded = decode(raw, single(headers, 'content-encoding'), limits);
+  if (decoded !== raw) lease?.take(decoded.length);
   if (decoded.length > limits.decompressedBytes) throw new GatewayError('upstream-too-large', 'body over limit');
   if (decoded.length === 0) return { kind: 'empty' };
   if (!isJsonContentType(single(headers, 'content-type'))) {
