@@ -17,6 +17,7 @@ const VERBS: Record<string, () => Promise<Verb>> = {
   explain: async () => (await import('./explain.js')).run,
   audit: async () => (await import('./audit.js')).run,
   token: async () => (await import('./token.js')).run,
+  seed: async () => (await import('./seed.js')).run,
   'break-glass': async () => (await import('./break-glass.js')).run,
   report: async () => (await import('./report.js')).run,
   policy: async () => (await import('./policy.js')).run,
@@ -38,6 +39,7 @@ const USAGE = `usage: phi-gateway <verb> [options]
                                      compliance reports from the audit trail
   policy diff --candidate F [--from T] [--to T]
                                      replay recorded requests: what a candidate policy would change
+  seed --upstream URL                load the synthetic demo patients into a FHIR server (docker compose)
   token --role R [--sub S] [--purpose P] [--patient ID] [--ttl 1h]
                                      demo only: mint a token with the demo key
 `;

@@ -60,6 +60,9 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   await app.register(replyFrom, {
     base: upstream.origin,
     disableRequestLogging: true,
+    // The pool is this app's own: close() must end its keep-alive sockets to the upstream, or
+    // they outlive the gateway (reply-from only destroys it when asked).
+    destroyAgent: true,
     undici: {
       connections: config.upstream.connections,
       pipelining: 1,
@@ -70,6 +73,15 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
       headersTimeout: config.upstream.headersTimeoutMs,
       bodyTimeout: config.upstream.bodyTimeoutMs,
     },
+  });
+
+  // server.close() waits for every open connection, and fastify closes only the connections idle at
+  // that instant: one still answering a request stays keep-alive afterwards and holds close() for
+  // keepAliveTimeout (72 s). Sweep connections as they turn idle until the server has closed.
+  app.addHook('preClose', (done) => {
+    const sweep = setInterval(() => app.server.closeIdleConnections(), 25).unref();
+    app.server.once('close', () => clearInterval(sweep));
+    done();
   });
 
   app.addHook('onRequest', async (request, reply) => {
