@@ -206,8 +206,10 @@ class Filter {
     if (meta !== undefined && !isObj(meta)) return { kind: 'withheld', reason: 'label' };
     const security = meta?.security;
     if (security !== undefined && !Array.isArray(security)) return { kind: 'withheld', reason: 'label' };
-    if (plan.withhold.match(security as readonly Coding[] | undefined) !== undefined) return { kind: 'withheld', reason: 'label' };
+    // Compartment before labels: a restricted record outside the caller's compartment must not be
+    // announced as break-glass-revealable (it is not, for this caller); it is simply not there.
     if (!this.inCompartment(res)) return { kind: 'withheld', reason: 'compartment' };
+    if (plan.withhold.match(security as readonly Coding[] | undefined) !== undefined) return { kind: 'withheld', reason: 'label' };
     const r = redactWith(res, plan.elements, this.ctx, { contained: this.contained });
     this.stats.elementsRemoved += r.removed;
     if (typeof res.id === 'string') this.stats.resources.push(`${type}/${res.id}`);

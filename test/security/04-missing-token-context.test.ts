@@ -196,20 +196,18 @@ describe('a patient-limited token learns nothing about restricted records outsid
   const vipObs = DEMO.vip.observation;
   const brianObs = 'obs-brian-glucose';
 
-  // BUG (src/redact/response.ts, ResponseFilter.resource): labels are checked before the
-  // compartment, so another patient's R-labelled Observation answers 403 break-glass-available while
-  // another patient's ordinary one answers 404: a label oracle outside the token's compartment, and
-  // break-glass under this token could never show it anyway.
-  it.fails("a direct read of another patient's restricted record looks like one of an ordinary record", async () => {
+  // Regression: labels were checked before the compartment, so another patient's R-labelled
+  // Observation answered 403 break-glass-available while an ordinary one answered 404 — a label
+  // oracle outside the token's compartment (break-glass under this token could never show it).
+  it("a direct read of another patient's restricted record looks like one of an ordinary record", async () => {
     const a = await receive(await stack.get(`/Observation/${vipObs}`, who));
     const b = await receive(await stack.get(`/Observation/${brianObs}`, who));
     expect(b.status).toBe(404);
     expect([a.status, a.text]).toEqual([b.status, b.text]);
   });
 
-  // Same bug: the searchset announces a suppressed (break-glass-revealable) match that lies outside
-  // the compartment.
-  it.fails("a search matching another patient's restricted record carries no suppressed outcome", async () => {
+  // Same regression: the searchset announced a suppressed match outside the compartment.
+  it("a search matching another patient's restricted record carries no suppressed outcome", async () => {
     const a = await receive(await stack.get(`/Observation?_id=${vipObs}`, who));
     const b = await receive(await stack.get(`/Observation?_id=${brianObs}`, who));
     expect(b.status).toBe(200);
