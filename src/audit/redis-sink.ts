@@ -23,7 +23,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import { type ChainHead, chainRecords, genesisHead, sealRecord } from './chain.js';
+import { type ChainHead, chainLine, genesisHead, sealRecord } from './chain.js';
 import { errInfo } from './file-sink.js';
 import { DEFAULT_STREAM } from './read.js';
 import type { AuditRecord, AuditSink } from './record.js';
@@ -207,8 +207,9 @@ export class RedisAuditSink implements AuditSink {
     const lines: string[] = [];
     for (const p of batch) {
       try {
-        const r = chainRecords(next, [p.record]);
-        lines.push(JSON.stringify(r.chained[0]));
+        // One canonical pass: the hashed text is the stored text (no parsed copy to re-serialize).
+        const r = chainLine(next, p.record);
+        lines.push(r.line);
         next = r.next;
         ok.push(p);
       } catch (e) {

@@ -8,7 +8,7 @@
 import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { Agent, request as undiciRequest } from 'undici';
+import { Agent, type Dispatcher, request as undiciRequest } from 'undici';
 import type { AuditSink } from '../audit/record.js';
 import { authorizationFromRawHeaders } from '../auth/header.js';
 import type { Principal } from '../auth/principal.js';
@@ -46,6 +46,11 @@ export interface PipelineDeps {
   readonly observe?: ((ex: Readonly<Exchange>, outcome: Readonly<{ status: number; decision: 'allow' | 'deny' | 'error'; rule: string }>) => void) | undefined;
   /** Upstream's own credentials (static bearer or OAuth client credentials). */
   upstreamAuthorization(): Promise<string | undefined>;
+  /**
+   * For the gateway's own calls to the upstream (the compartment write check): built with the
+   * proxy's TLS options (upstream CA, client certificate) and timeouts, owned and closed by the caller.
+   */
+  readonly upstreamDispatcher?: Dispatcher | undefined;
   readonly now?: () => Date;
 }
 
@@ -119,12 +124,13 @@ export function createPipeline(deps: PipelineDeps) {
     return undefined;
   }
 
-  /** Writes the audit record, then releases the response. Called exactly once per request. */
-  async function finish(ex: Exchange, reply: FastifyReply, out: Outcome): Promise<void> {
-    let status = out.status;
-    let headers = out.headers ?? {};
-    let decision = out.decision;
-    let rule = out.rule;
+  /**
+   * Writes the audit record, then releases the response. Called exactly once per request.
+   * Serializes synchronously before anything waits: while the audit write waits for its fsync only
+   * the payload text is held, not the parsed body (on a 400 KB searchset that object graph is
+   * several MB per request; kept across the wait it survived young-generation GC and was promoted).
+   */
+  function finish(ex: Exchange, reply: FastifyReply, out: Outcome): Promise<void> {
     // Serialize first: the record must describe what is actually released, and a body that cannot
     // be serialized (hostile nesting) is released as nothing at all.
     let payload: string;
@@ -132,13 +138,23 @@ export function createPipeline(deps: PipelineDeps) {
       payload = out.body === undefined ? '' : JSON.stringify(out.body);
     } catch (e) {
       logger.error({ reqId: ex.id, err: e }, 'response could not be serialized: withheld');
-      status = 500;
-      payload = JSON.stringify(operationOutcome('filter-failed'));
-      headers = {};
-      decision = 'error';
-      rule = `${rule}: filter-failed`;
       ex.stats = undefined;
+      return release(ex, reply, 500, undefined, 'error', `${out.rule}: filter-failed`, JSON.stringify(operationOutcome('filter-failed')));
     }
+    // A copy: `finish` is exported, and its caller's headers object is not ours to complete.
+    return release(ex, reply, out.status, out.headers && { ...out.headers }, out.decision, out.rule, payload);
+  }
+
+  /** `headers` is finish's own copy, so it is completed in place. */
+  async function release(
+    ex: Exchange,
+    reply: FastifyReply,
+    status: number,
+    headers: Headers | undefined,
+    decision: Outcome['decision'],
+    rule: string,
+    payload: string,
+  ): Promise<void> {
     try {
       await deps.audit.write(toAuditRecord(ex, { status, decision, rule }));
     } catch (e) {
@@ -148,7 +164,7 @@ export function createPipeline(deps: PipelineDeps) {
         logger.error({ reqId: ex.id, err: e }, 'audit write failed: response withheld (503)');
         status = 503;
         payload = JSON.stringify(operationOutcome('audit-unavailable'));
-        headers = {};
+        headers = undefined;
       }
     }
     logger.info(
@@ -164,9 +180,11 @@ export function createPipeline(deps: PipelineDeps) {
       },
       'request completed',
     );
-    reply
-      .code(status)
-      .headers({ ...headers, 'content-type': FHIR_JSON, 'cache-control': 'no-store', 'x-request-id': ex.id });
+    const h: Headers = headers ?? {};
+    h['content-type'] = FHIR_JSON;
+    h['cache-control'] = 'no-store';
+    h['x-request-id'] = ex.id;
+    reply.code(status).headers(h);
     // For HEAD, Node sends the headers (Content-Length included) and drops the body itself, so a
     // HEAD answer is byte-for-byte the GET answer's head: no oracle in which one lacks a length.
     reply.send(payload);
@@ -275,15 +293,19 @@ export function createPipeline(deps: PipelineDeps) {
 
   // ---- writes under a patient compartment: the stored resource must be in it too ----
 
-  // Its own dispatcher: the same timeouts as the proxy's pool, and `reset` on every request so no
-  // keep-alive socket outlives the check (the pipeline has no close hook of its own).
+  // The gateway's upstream dispatcher (the proxy's CA, client certificate and timeouts), else one
+  // of its own with those timeouts and the system CAs; `reset` on every request so no keep-alive
+  // socket outlives the check (the pipeline has no close hook of its own).
   let checkAgent: Agent | undefined;
-  const agent = () =>
-    (checkAgent ??= new Agent({
+  const agent = (): Dispatcher => {
+    if (deps.upstreamDispatcher !== undefined) return deps.upstreamDispatcher;
+    checkAgent ??= new Agent({
       connect: { timeout: config.upstream.connectTimeoutMs },
       headersTimeout: config.upstream.headersTimeoutMs,
       bodyTimeout: config.upstream.bodyTimeoutMs,
-    }));
+    });
+    return checkAgent;
+  };
 
   /** Reads `Type/id` from the upstream with the gateway's credentials, limits and strict JSON. */
   async function readStored(ex: Exchange, type: string, id: string): Promise<{ status: number; value: unknown }> {
