@@ -5,6 +5,7 @@
  */
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
 import type { AuditSink } from '../audit/record.js';
 import { openAlertChannel } from '../breakglass/index.js';
 import type { Alerter } from '../breakglass/alerts.js';
@@ -30,6 +31,8 @@ export interface OpenMonitorOptions {
   readonly shadowPolicy?: string | undefined;
   /** Replaces the upstream family-name lookup (tests). */
   readonly families?: FamilyNameLookup;
+  /** The gateway's upstream dispatcher (proxy CA, client certificate, timeouts), for the family-name lookup. */
+  readonly upstreamDispatcher: Dispatcher;
   /** Alert retry pacing (tests shorten it). */
   readonly alerts?: { readonly baseDelayMs?: number; readonly maxDelayMs?: number; readonly timeoutMs?: number; readonly pollMs?: number };
 }
@@ -128,7 +131,12 @@ export async function openMonitor(config: GatewayConfig, o: OpenMonitorOptions):
     rules: (v) => snapshots.rulesFor(v),
     families:
       o.families ??
-      createUpstreamFamilyLookup({ url: config.upstream.url, authorization: createUpstreamAuthorization(config.upstream.auth), timeoutMs: config.upstream.headersTimeoutMs }),
+      createUpstreamFamilyLookup({
+        url: config.upstream.url,
+        authorization: createUpstreamAuthorization(config.upstream.auth),
+        timeoutMs: config.upstream.headersTimeoutMs,
+        dispatcher: o.upstreamDispatcher,
+      }),
   });
   const shadow = candidate
     ? createShadowObserver({ audit: o.audit, logger: o.logger, current: (v) => snapshots.policyFor(v), candidate, candidateFile: o.shadowPolicy! })

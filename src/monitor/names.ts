@@ -8,6 +8,7 @@
  * leaves this module but "matches" or "does not match".
  */
 import { createHmac, randomBytes } from 'node:crypto';
+import { type Dispatcher, fetch as undiciFetch } from 'undici';
 import { normalizeFamily } from './rules.js';
 
 export interface FamilyNameLookup {
@@ -23,7 +24,21 @@ export interface UpstreamLookupOptions {
   /** Cache entries kept (default 10,000), for ttlMs (default 10 min). */
   readonly maxEntries?: number;
   readonly ttlMs?: number;
+  /**
+   * The gateway's upstream dispatcher: the proxy's CA, client certificate and timeouts. Without
+   * it the system CAs and no client certificate are used, which an mTLS upstream refuses.
+   */
+  readonly dispatcher?: Dispatcher | undefined;
+  /** Replaces the HTTP client (tests); `dispatcher` is then unused. */
   readonly fetch?: typeof fetch;
+}
+
+/** What the lookup reads of a response: the global and undici fetch both answer this. */
+interface LookupResponse {
+  readonly status: number;
+  readonly ok: boolean;
+  readonly body: { cancel(): Promise<void> } | null;
+  json(): Promise<unknown>;
 }
 
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -36,14 +51,16 @@ export function createUpstreamFamilyLookup(o: UpstreamLookupOptions): FamilyName
   const inflight = new Map<string, Promise<ReadonlySet<string>>>();
   const max = o.maxEntries ?? 10_000;
   const ttl = o.ttlMs ?? 600_000;
-  const fetchImpl = o.fetch ?? fetch;
+  const injected = o.fetch;
+  const get = (url: string, init: { headers: Record<string, string>; signal: AbortSignal }): Promise<LookupResponse> =>
+    injected ? injected(url, { ...init, redirect: 'manual' }) : undiciFetch(url, { ...init, redirect: 'manual', dispatcher: o.dispatcher });
   const base = o.url.replace(/\/+$/, '');
 
   async function load(id: string): Promise<ReadonlySet<string>> {
     const headers: Record<string, string> = { accept: 'application/fhir+json' };
     const auth = await o.authorization();
     if (auth) headers.authorization = auth;
-    const res = await fetchImpl(`${base}/Patient/${id}`, { headers, redirect: 'manual', signal: AbortSignal.timeout(o.timeoutMs ?? 5000) });
+    const res = await get(`${base}/Patient/${id}`, { headers, signal: AbortSignal.timeout(o.timeoutMs ?? 5000) });
     if (res.status === 404 || res.status === 410) {
       await res.body?.cancel().catch(() => {});
       return new Set();

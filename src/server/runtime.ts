@@ -186,8 +186,15 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
   const audit = metrics.timeAudit(opts.audit ?? (await createAuditSink(config.audit, { logger })));
   // Built from the config unless the caller brings its own; closed with the gateway only if built here.
   breakGlass = opts.breakGlass ?? (await openBreakGlass(config, { audit, logger, policy: () => runtime.policy, now }));
+  // Every call the gateway itself makes to the upstream (readiness probe, compartment write check,
+  // family-name lookup) goes the way the proxy does: its CA, client certificate and timeouts.
+  const upstreamDispatcher = new Agent({
+    connect: { ...upstreamTlsOptions(config.upstream), timeout: config.upstream.connectTimeoutMs },
+    headersTimeout: config.upstream.headersTimeoutMs,
+    bodyTimeout: config.upstream.bodyTimeoutMs,
+  });
   // Built-in hooks (metrics, monitoring) register here, each from its own module.
-  const monitor = await openMonitor(config, { audit, logger, now, shadowPolicy: config.shadowPolicy });
+  const monitor = await openMonitor(config, { audit, logger, now, shadowPolicy: config.shadowPolicy, upstreamDispatcher });
   const gates: Gate[] = [(ex) => monitor.gate(ex), ...(opts.gates ?? [])];
   const observers: Observer[] = [(ex, outcome) => metrics.observe(ex, outcome), (ex, outcome) => monitor.observe(ex, outcome), ...(opts.observers ?? [])];
   const app = await buildApp({
@@ -201,14 +208,13 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     steps: defaultSteps(config.limits.requestBodyBytes),
     breakGlass,
     upstreamAuthorization: () => upstreamAuth(),
+    upstreamDispatcher,
     now,
   });
   await app.listen({ host: config.listen.host, port: config.listen.port });
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
   let draining = false;
-  // The readiness probe must reach the upstream the way the proxy does (custom CA, client cert).
-  const upstreamDispatcher = new Agent({ connect: upstreamTlsOptions(config.upstream) });
   let admin: FastifyInstance | undefined;
   if (opts.admin !== false) {
     admin = await buildAdminApp({
