@@ -25,6 +25,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { type ChainHead, chainLine, genesisHead, sealRecord } from './chain.js';
 import { auditFileName, listAuditFiles, utcDay } from './files.js';
+import { GroupCommitQueue, type Pending } from './group-commit.js';
 import type { AuditRecord, AuditSink } from './record.js';
 
 /** The few file operations the sink needs; injectable so tests can simulate disk errors. */
@@ -88,12 +89,6 @@ export interface FileSinkOptions {
   readonly maxBatch?: number;
 }
 
-interface Pending {
-  readonly record: AuditRecord;
-  readonly resolve: () => void;
-  readonly reject: (e: Error) => void;
-}
-
 interface CurrentFile {
   day: string;
   n: number;
@@ -140,20 +135,15 @@ export class FileAuditSink implements AuditSink {
   readonly writerId: string;
   private readonly dir: string;
   private readonly rotateBytes: number;
-  private readonly groupCommitMs: number;
   private readonly logger: Logger | undefined;
   private readonly now: () => Date;
   private readonly io: FileIo;
   private readonly checkpointEvery: number;
-  private readonly maxBatch: number;
+  private readonly queue: GroupCommitQueue;
   private head: ChainHead;
   private current: CurrentFile | undefined;
-  private pending: Pending[] = [];
-  private flushing = false;
-  private scheduled = false;
   private closed = false;
   private poisoned: Error | undefined;
-  private idleWaiters: Array<() => void> = [];
   private lastCheckpoint = 0;
   /** When the last batch failed (0 = the last batch succeeded); readiness reflects it for a while. */
   private failedAt = 0;
@@ -161,13 +151,12 @@ export class FileAuditSink implements AuditSink {
   private constructor(opts: FileSinkOptions) {
     this.dir = opts.dir;
     this.rotateBytes = opts.rotateBytes;
-    this.groupCommitMs = opts.groupCommitMs;
     this.writerId = opts.writerId;
     this.logger = opts.logger;
     this.now = opts.now ?? (() => new Date());
     this.io = opts.io ?? nodeFileIo;
     this.checkpointEvery = opts.checkpointEvery ?? 10_000;
-    this.maxBatch = opts.maxBatch ?? 10_000;
+    this.queue = new GroupCommitQueue((batch) => this.commit(batch), { maxBatch: opts.maxBatch ?? 10_000, delayMs: opts.groupCommitMs });
     this.head = genesisHead(opts.writerId);
   }
 
@@ -196,10 +185,7 @@ export class FileAuditSink implements AuditSink {
   write(record: AuditRecord): Promise<void> {
     if (this.closed) return Promise.reject(new Error('audit sink is closed'));
     if (this.poisoned) return Promise.reject(new Error('audit sink failed earlier; restart required', { cause: this.poisoned }));
-    return new Promise<void>((resolve, reject) => {
-      this.pending.push({ record, resolve, reject });
-      this.schedule();
-    });
+    return this.queue.enqueue(record);
   }
 
   async ready(): Promise<boolean> {
@@ -218,54 +204,16 @@ export class FileAuditSink implements AuditSink {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.idle();
+    await this.queue.idle();
     if (!this.poisoned && this.head.seq > 0) {
       const seal = sealRecord(this.head, randomUUID(), this.now().toISOString());
-      await new Promise<void>((resolve, reject) => {
-        this.pending.push({ record: seal, resolve, reject });
-        this.schedule();
-      }).catch((e: unknown) => this.logger?.error({ err: errInfo(e) }, 'audit seal could not be written'));
-      await this.idle();
+      await this.queue.enqueue(seal).catch((e: unknown) => this.logger?.error({ err: errInfo(e) }, 'audit seal could not be written'));
+      await this.queue.idle();
     }
     this.logCheckpoint('audit chain closed');
     const h = this.current?.handle;
     if (this.current) this.current.handle = undefined;
     await h?.close();
-  }
-
-  private idle(): Promise<void> {
-    if (!this.flushing && !this.scheduled && this.pending.length === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
-  }
-
-  private schedule(): void {
-    if (this.flushing || this.scheduled) return;
-    this.scheduled = true;
-    const run = (): void => {
-      this.scheduled = false;
-      void this.flush();
-    };
-    if (this.groupCommitMs > 0) setTimeout(run, this.groupCommitMs);
-    else setImmediate(run);
-  }
-
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    const batch = this.pending.splice(0, this.maxBatch);
-    try {
-      await this.commit(batch);
-    } catch (e) {
-      // commit() settles every promise itself; this is a last guard against a bug leaving them hanging.
-      for (const p of batch) p.reject(asError(e));
-    } finally {
-      this.flushing = false;
-      if (this.pending.length > 0) this.schedule();
-      else {
-        const waiters = this.idleWaiters;
-        this.idleWaiters = [];
-        for (const w of waiters) w();
-      }
-    }
   }
 
   private async commit(batch: Pending[]): Promise<void> {

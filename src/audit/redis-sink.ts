@@ -26,6 +26,7 @@ import type { Logger } from 'pino';
 import { type ChainHead, chainLine, genesisHead, sealRecord } from './chain.js';
 import { errInfo } from './file-sink.js';
 import { DEFAULT_STREAM } from './read.js';
+import { GroupCommitQueue, type Pending } from './group-commit.js';
 import type { AuditRecord, AuditSink } from './record.js';
 
 export interface RedisSinkOptions {
@@ -49,26 +50,16 @@ export interface RedisSinkOptions {
   readonly now?: () => Date;
 }
 
-interface Pending {
-  readonly record: AuditRecord;
-  readonly resolve: () => void;
-  readonly reject: (e: Error) => void;
-}
-
 export class RedisAuditSink implements AuditSink {
   readonly client: Redis;
   readonly stream: string;
   private head: ChainHead;
   private readonly opts: RedisSinkOptions;
   private readonly logger: Logger | undefined;
-  private readonly maxBatch: number;
+  private readonly queue: GroupCommitQueue;
   private readonly checkpointEvery: number;
   private readonly now: () => Date;
-  private pending: Pending[] = [];
-  private flushing = false;
-  private scheduled = false;
   private closed = false;
-  private idleWaiters: Array<() => void> = [];
   private lastCheckpoint = 0;
   private lastErrorLog = 0;
 
@@ -76,7 +67,7 @@ export class RedisAuditSink implements AuditSink {
     this.opts = opts;
     this.logger = opts.logger;
     this.stream = opts.stream ?? DEFAULT_STREAM;
-    this.maxBatch = opts.maxBatch ?? 5000;
+    this.queue = new GroupCommitQueue((batch) => this.commit(batch), { maxBatch: opts.maxBatch ?? 5000 });
     this.checkpointEvery = opts.checkpointEvery ?? 10_000;
     this.now = opts.now ?? (() => new Date());
     this.head = genesisHead(opts.writerId);
@@ -128,10 +119,7 @@ export class RedisAuditSink implements AuditSink {
 
   write(record: AuditRecord): Promise<void> {
     if (this.closed) return Promise.reject(new Error('audit sink is closed'));
-    return new Promise<void>((resolve, reject) => {
-      this.pending.push({ record, resolve, reject });
-      this.schedule();
-    });
+    return this.queue.enqueue(record);
   }
 
   async ready(): Promise<boolean> {
@@ -146,52 +134,17 @@ export class RedisAuditSink implements AuditSink {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.idle();
+    await this.queue.idle();
     if (this.head.seq > 0 && this.client.status === 'ready') {
       const seal = sealRecord(this.head, randomUUID(), this.now().toISOString());
-      await new Promise<void>((resolve, reject) => {
-        this.pending.push({ record: seal, resolve, reject });
-        this.schedule();
-      }).catch((e: unknown) => this.logger?.error({ err: errInfo(e) }, 'audit seal could not be written'));
-      await this.idle();
+      await this.queue.enqueue(seal).catch((e: unknown) => this.logger?.error({ err: errInfo(e) }, 'audit seal could not be written'));
+      await this.queue.idle();
     }
     this.logCheckpoint('audit chain closed');
     try {
       await this.client.quit();
     } catch {
       this.client.disconnect();
-    }
-  }
-
-  private idle(): Promise<void> {
-    if (!this.flushing && !this.scheduled && this.pending.length === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
-  }
-
-  private schedule(): void {
-    if (this.flushing || this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      void this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    const batch = this.pending.splice(0, this.maxBatch);
-    try {
-      await this.commit(batch);
-    } catch (e) {
-      for (const p of batch) p.reject(e instanceof Error ? e : new Error(String(e)));
-    } finally {
-      this.flushing = false;
-      if (this.pending.length > 0) this.schedule();
-      else {
-        const waiters = this.idleWaiters;
-        this.idleWaiters = [];
-        for (const w of waiters) w();
-      }
     }
   }
 
