@@ -6,7 +6,6 @@
  * write failed and the family-name rule could never fire. Certificates are generated per run with
  * openssl (skipped loudly when it is missing).
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -23,17 +22,10 @@ import { upstreamTlsOptions } from '../../src/server/app.js';
 import { createLogger } from '../../src/server/logger.js';
 import { type RunningGateway, startGateway } from '../../src/server/runtime.js';
 import { freePort } from '../helpers/gateway.js';
+import { createTestPki, HAS_OPENSSL } from '../helpers/pki.js';
 import { type Idp, startIdp } from '../helpers/idp.js';
 
-function hasOpenssl(): boolean {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const OPENSSL = hasOpenssl();
+const OPENSSL = HAS_OPENSSL;
 if (!OPENSSL) console.warn('\n*** openssl not found: upstream TLS monitor tests SKIPPED ***\n');
 
 const POLICY = new URL('../../config/policy.yaml', import.meta.url).pathname;
@@ -45,16 +37,6 @@ let idp: Idp;
 const seen: Array<{ method: string; path: string; cn: string }> = [];
 let gw: RunningGateway;
 let auditDir: string;
-
-function openssl(...args: string[]): void {
-  execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-}
-
-function issue(name: string, cn: string, san: string, usage: 'serverAuth' | 'clientAuth'): void {
-  openssl('req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}-key.pem`, '-subj', `/CN=${cn}`, '-out', `${name}.csr`);
-  writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${san}\nextendedKeyUsage=${usage}\n`);
-  openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-days', '1', '-extfile', `${name}.ext`, '-out', `${name}.pem`);
-}
 
 const RESOURCES: Record<string, unknown> = {
   '/fhir/Patient/tls-baker': { resourceType: 'Patient', id: 'tls-baker', name: [{ family: 'Baker', given: ['Brian'] }], gender: 'male' },
@@ -77,9 +59,10 @@ function send(res: import('node:http').ServerResponse, status: number, body: unk
 beforeAll(async () => {
   if (!OPENSSL) return;
   dir = mkdtempSync(join(tmpdir(), 'phi-monitor-tls-'));
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=phi-gateway test CA');
-  issue('upstream', 'fhir-upstream', 'IP:127.0.0.1,DNS:localhost', 'serverAuth');
-  issue('client', 'phi-gateway-client', 'DNS:phi-gateway', 'clientAuth');
+  createTestPki(dir, [
+    { name: 'upstream', cn: 'fhir-upstream', san: 'IP:127.0.0.1,DNS:localhost', usage: 'serverAuth' },
+    { name: 'client', cn: 'phi-gateway-client', san: 'DNS:phi-gateway', usage: 'clientAuth' },
+  ]);
   // Accepts only clients holding a certificate from the test CA.
   upstream = createServer(
     {

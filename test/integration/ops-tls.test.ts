@@ -4,7 +4,6 @@
  * regression), and serves its own listener over TLS. Certificates are generated per run with
  * openssl (skipped loudly when it is missing).
  */
-import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -17,17 +16,10 @@ import { loadGatewayConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/server/logger.js';
 import { type RunningGateway, startGateway } from '../../src/server/runtime.js';
 import { freePort } from '../helpers/gateway.js';
+import { createTestPki, HAS_OPENSSL, issueCert } from '../helpers/pki.js';
 import { type Idp, startIdp } from '../helpers/idp.js';
 
-function hasOpenssl(): boolean {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const OPENSSL = hasOpenssl();
+const OPENSSL = HAS_OPENSSL;
 if (!OPENSSL) console.warn('\n*** openssl not found: TLS tests SKIPPED ***\n');
 
 const POLICY = new URL('../../config/policy.yaml', import.meta.url).pathname;
@@ -39,17 +31,6 @@ const seenClients: string[] = [];
 let idp: Idp;
 let clinician: Record<string, string>;
 const running: RunningGateway[] = [];
-
-function openssl(...args: string[]): void {
-  execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-}
-
-/** A key and a certificate for `cn` signed by the test CA, with the given subjectAltName. */
-function issue(name: string, cn: string, san: string, usage: 'serverAuth' | 'clientAuth'): void {
-  openssl('req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}-key.pem`, '-subj', `/CN=${cn}`, '-out', `${name}.csr`);
-  writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${san}\nextendedKeyUsage=${usage}\n`);
-  openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-days', '1', '-extfile', `${name}.ext`, '-out', `${name}.pem`);
-}
 
 /** The subject CN of the certificate a TLS listener presents. */
 function peerCn(url: string): Promise<string> {
@@ -93,10 +74,11 @@ ${listenerTls}
 beforeAll(async () => {
   if (!OPENSSL) return;
   dir = mkdtempSync(join(tmpdir(), 'phi-ops-tls-'));
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=phi-gateway test CA');
-  issue('upstream', 'fhir-upstream', 'IP:127.0.0.1,DNS:localhost', 'serverAuth');
-  issue('client', 'phi-gateway-client', 'DNS:phi-gateway', 'clientAuth');
-  issue('listener', 'phi-gateway', 'IP:127.0.0.1,DNS:localhost', 'serverAuth');
+  createTestPki(dir, [
+    { name: 'upstream', cn: 'fhir-upstream', san: 'IP:127.0.0.1,DNS:localhost', usage: 'serverAuth' },
+    { name: 'client', cn: 'phi-gateway-client', san: 'DNS:phi-gateway', usage: 'clientAuth' },
+    { name: 'listener', cn: 'phi-gateway', san: 'IP:127.0.0.1,DNS:localhost', usage: 'serverAuth' },
+  ]);
   // An upstream that accepts only clients with a certificate from the test CA.
   upstream = createServer(
     {
@@ -176,7 +158,7 @@ describe.skipIf(!OPENSSL)('listener TLS', () => {
 
     // Rotation: new files in place, a reload, and new connections get the new certificate.
     expect(await peerCn(gw.url)).toBe('phi-gateway');
-    issue('rotated', 'phi-gateway-rotated', 'IP:127.0.0.1', 'serverAuth');
+    issueCert(dir, { name: 'rotated', cn: 'phi-gateway-rotated', san: 'IP:127.0.0.1', usage: 'serverAuth' });
     copyFileSync(join(dir, 'rotated.pem'), join(dir, 'listener.pem'));
     copyFileSync(join(dir, 'rotated-key.pem'), join(dir, 'listener-key.pem'));
     gw.reloadWithReport('test');
