@@ -7,6 +7,7 @@
  */
 import type { Coding, OperationOutcome } from 'fhir/r4.js';
 import { GatewayError, operationOutcome } from '../errors.js';
+import { tailTypeId } from '../fhir/reference.js';
 import { isResourceType, patientReferencePaths, typeElements } from '../fhir/tables.js';
 import type { ResourcePlan } from '../policy/plan.js';
 import { type ContainedHandler, redactWith } from './apply.js';
@@ -110,18 +111,6 @@ function noteElements(stats: Stats, type: string, released: Obj): void {
     }
     set.add(name);
   }
-}
-
-/** `Type/id` at the end of a reference or URL (history suffix ignored), exact segments only. */
-function tailTypeId(ref: string): { type: string; id: string; prefix: string } | undefined {
-  const h = ref.indexOf('/_history/');
-  const base = h >= 0 ? ref.slice(0, h) : ref;
-  const j = base.lastIndexOf('/');
-  if (j <= 0 || j === base.length - 1) return undefined;
-  const k = base.lastIndexOf('/', j - 1);
-  const type = base.slice(k + 1, j);
-  if (!isResourceType(type)) return undefined;
-  return { type, id: base.slice(j + 1), prefix: base.slice(0, k + 1) };
 }
 
 const splitPaths = new Map<string, ReadonlyArray<readonly string[]>>();

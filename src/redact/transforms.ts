@@ -4,7 +4,7 @@
  * closed: an unexpected shape or type is dropped, never passed through).
  */
 import { createHmac } from 'node:crypto';
-import { isResourceType } from '../fhir/tables.js';
+import { tailTypeId } from '../fhir/reference.js';
 import type { RedactContext } from './types.js';
 
 export const REMOVE: unique symbol = Symbol('remove');
@@ -158,15 +158,9 @@ export function pseudonymId(key: Uint8Array, type: string, id: string): string {
  */
 export function pseudonymReference(key: Uint8Array, ref: string): string | undefined {
   if (ref.length === 0 || ref.charCodeAt(0) === 35 /* # */ || ref.startsWith('urn:')) return undefined;
-  const h = ref.indexOf('/_history/');
-  const base = h >= 0 ? ref.slice(0, h) : ref;
-  const j = base.lastIndexOf('/');
-  if (j <= 0 || j === base.length - 1) return undefined;
-  const k = base.lastIndexOf('/', j - 1);
-  const type = base.slice(k + 1, j);
-  const id = base.slice(j + 1);
-  if (!isResourceType(type) || id.includes('?')) return undefined;
-  return `${type}/${pseudonymId(key, type, id)}`;
+  const t = tailTypeId(ref);
+  if (t === undefined || t.id.includes('?')) return undefined;
+  return `${t.type}/${pseudonymId(key, t.type, t.id)}`;
 }
 
 /**
