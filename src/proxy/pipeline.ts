@@ -5,7 +5,6 @@
  * Every path ends in `finish()`, which writes the audit record and only then sends. Any exception
  * after the upstream answered becomes an error response; the unfiltered body is never sent.
  */
-import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
@@ -21,8 +20,9 @@ import { createCompartmentWriteCheck } from './compartment-writes.js';
 import { type Exchange, elapsedMs, toAuditRecord } from './record.js';
 
 export type { Exchange } from './record.js';
-import { BufferBudget, type BufferLease, readUpstreamBody } from './upstream-body.js';
-import { buildUpstreamCall } from './upstream-request.js';
+import { BufferBudget, type BufferLease, decodeUpstreamBody } from './upstream-body.js';
+import { dispatchUpstream, type UpstreamAnswer } from './upstream-dispatch.js';
+import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
 
 /** The pieces of the gateway the pipeline calls. Each is replaceable (hot reload, tests). */
 export interface PipelineDeps {
@@ -100,7 +100,11 @@ function headerValue(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? undefined : v;
 }
 
-export function createPipeline(deps: PipelineDeps) {
+/**
+ * `upstream` is the connection pool to the FHIR server (the caller owns and closes it; built with
+ * the upstream's TLS options and timeouts, see buildApp).
+ */
+export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
   const { config, logger } = deps;
   const upstreamUrl = new URL(config.upstream.url);
   const upstreamBase = config.upstream.url.replace(/\/+$/, '');
@@ -188,7 +192,9 @@ export function createPipeline(deps: PipelineDeps) {
     reply.code(status).headers(h);
     // For HEAD, Node sends the headers (Content-Length included) and drops the body itself, so a
     // HEAD answer is byte-for-byte the GET answer's head: no oracle in which one lacks a length.
-    reply.send(payload);
+    // As bytes: Fastify would otherwise measure the string's UTF-8 length and Node encode it again
+    // while writing, two passes over a body that can be megabytes.
+    reply.send(Buffer.from(payload));
     if (deps.observe) {
       try {
         deps.observe(ex, { status, decision, rule });
@@ -301,7 +307,7 @@ export function createPipeline(deps: PipelineDeps) {
     request: FastifyRequest,
     ifMatch: string | undefined,
   ): Promise<void> {
-    let call: ReturnType<typeof buildUpstreamCall>;
+    let call: UpstreamCall;
     try {
       // The version the compartment check read wins over the client's: the write must hit exactly it.
       const headers = ifMatch === undefined ? request.headers : { ...request.headers, 'if-match': ifMatch };
@@ -314,43 +320,22 @@ export function createPipeline(deps: PipelineDeps) {
       return fail(ex, reply, e, 'error');
     }
     const sentAt = process.hrtime.bigint();
+    let answer: UpstreamAnswer;
+    try {
+      answer = await dispatchUpstream(upstream, call, { limit: config.limits.responseBodyBytes, lease: leases.get(reply) });
+    } catch (e) {
+      return fail(ex, reply, e, 'error');
+    } finally {
+      ex.upstreamMs = elapsedMs(sentAt);
+    }
     const principal = ex.principal!;
     const eligible = !ex.breakGlass && principal.roles.some((r) => rt.policy.roles.get(r)?.breakGlass === true);
     const compartment = ex.breakGlass?.patient ?? principal.patient;
-
-    return new Promise<void>((resolve) => {
-      const done = (p: Promise<void>) => p.then(resolve, (e) => fail(ex, reply, e, 'error').then(resolve, resolve));
-      reply.from(call.path, {
-        method: call.method,
-        body: call.body ?? null,
-        contentType: call.headers['content-type'],
-        queryString: () => call.query,
-        rewriteRequestHeaders: () => call.headers,
-        rewriteHeaders: () => ({}), // nothing from upstream reaches the client unless copied below
-        retryDelay: () => null,
-        onError: (_reply, { error }) => {
-          ex.upstreamMs = elapsedMs(sentAt);
-          const code = (error as { code?: string }).code ?? '';
-          const gw = code.includes('TIMEOUT')
-            ? new GatewayError('upstream-timeout', code)
-            : new GatewayError('upstream-unavailable', code, { cause: error });
-          done(fail(ex, reply, gw, 'error'));
-        },
-        onResponse: (_request, _reply, res) => {
-          const stream = (res as unknown as { stream: Readable }).stream;
-          done(
-            respond(ex, reply, rt, plan, req, {
-              statusCode: res.statusCode,
-              headers: (res as unknown as { headers: Record<string, string | string[] | undefined> }).headers,
-              stream,
-              sentAt,
-              eligible,
-              compartment,
-            }),
-          );
-        },
-      });
-    });
+    try {
+      await respond(ex, reply, rt, plan, req, answer, eligible, compartment);
+    } catch (e) {
+      await fail(ex, reply, e, 'error');
+    }
   }
 
   async function respond(
@@ -359,25 +344,12 @@ export function createPipeline(deps: PipelineDeps) {
     rt: PolicyRuntime,
     plan: AccessPlan,
     req: ClassifiedRequest,
-    up: {
-      statusCode: number;
-      headers: Record<string, string | string[] | undefined>;
-      stream: Readable;
-      sentAt: bigint;
-      eligible: boolean;
-      compartment: string | undefined;
-    },
+    up: UpstreamAnswer,
+    eligible: boolean,
+    compartment: string | undefined,
   ): Promise<void> {
     ex.upstreamStatus = up.statusCode;
-    let body: Awaited<ReturnType<typeof readUpstreamBody>>;
-    try {
-      body = await readUpstreamBody(up.stream, up.headers, config.limits, leases.get(reply));
-    } catch (e) {
-      up.stream.destroy();
-      throw e;
-    } finally {
-      ex.upstreamMs = elapsedMs(up.sentAt);
-    }
+    const body = decodeUpstreamBody(up.body, up.headers, config.limits, leases.get(reply));
     const status = up.statusCode;
     const headers: Headers = {};
     if (ex.breakGlass) headers['x-break-glass-session'] = ex.breakGlass.session;
@@ -400,9 +372,9 @@ export function createPipeline(deps: PipelineDeps) {
     const ctx: ResponseContext = {
       ...rt.redact,
       planFor: (t) => plan.types.get(t),
-      withheldMode: up.eligible ? 'announce' : 'hide',
+      withheldMode: eligible ? 'announce' : 'hide',
       rewriteUrl,
-      patientCompartment: up.compartment,
+      patientCompartment: compartment,
     };
     let result: FilterResult;
     try {
@@ -413,7 +385,7 @@ export function createPipeline(deps: PipelineDeps) {
     }
     ex.stats = result.stats;
     if (result.kind === 'withheld') {
-      const code: ErrorCode = up.eligible && result.reason === 'label' ? 'break-glass-available' : 'not-found';
+      const code: ErrorCode = eligible && result.reason === 'label' ? 'break-glass-available' : 'not-found';
       const oo = operationOutcome(code);
       return finish(ex, reply, { status: ERRORS[code].status, body: oo, decision: 'deny', rule: `${ex.rule ?? ''}: withheld (${result.reason})` });
     }

@@ -145,7 +145,11 @@ export function isJsonContentType(ct: string | undefined): boolean {
  * budget; the caller releases it once the response is out.
  */
 export async function readUpstreamBody(stream: Readable, headers: Headers, limits: BodyLimits, lease?: BufferLease): Promise<UpstreamBody> {
-  const raw = await collect(stream, limits.responseBodyBytes, lease);
+  return decodeUpstreamBody(await collect(stream, limits.responseBodyBytes, lease), headers, limits, lease);
+}
+
+/** The checks and parse of `readUpstreamBody` for a body already collected under the wire limit. */
+export function decodeUpstreamBody(raw: Buffer, headers: Headers, limits: BodyLimits, lease?: BufferLease): UpstreamBody {
   const decoded = decode(raw, single(headers, 'content-encoding'), limits);
   if (decoded !== raw) lease?.take(decoded.length);
   if (decoded.length > limits.decompressedBytes) throw new GatewayError('upstream-too-large', 'body over limit');

@@ -4,8 +4,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import replyFrom from '@fastify/reply-from';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
+import { Pool } from 'undici';
 import { GatewayError } from '../errors.js';
 import type { GatewayConfig } from '../config/types.js';
 import { createPipeline, type PipelineDeps } from '../proxy/pipeline.js';
@@ -15,8 +15,8 @@ import { registerBreakGlassRoutes } from './breakglass-routes.js';
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 /**
- * TLS options for connections to the upstream: certificate verification always on (reply-from
- * turns it off unless told otherwise), the configured CA, and the client certificate for mTLS.
+ * TLS options for connections to the upstream: certificate verification always on (stated, not
+ * left to a library default), the configured CA, and the client certificate for mTLS.
  * Read at startup; rotating these files needs a restart.
  */
 export function upstreamTlsOptions(upstream: GatewayConfig['upstream']): { rejectUnauthorized: true; ca?: Buffer; cert?: Buffer; key?: Buffer } {
@@ -49,31 +49,25 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
     // Duplicate slashes and trailing slashes are the classifier's business, not the router's.
     routerOptions: { ignoreDuplicateSlashes: false, ignoreTrailingSlash: false },
   });
-  const pipeline = createPipeline(deps);
+  // The connection pool to the FHIR server, this app's own: closed with the app (its keep-alive
+  // sockets must not outlive the gateway). Certificate verification always on, the configured CA,
+  // the client certificate for mTLS; undici does not retry, so nothing is sent twice.
+  const upstream = new URL(config.upstream.url);
+  const pool = new Pool(upstream.origin, {
+    connections: config.upstream.connections,
+    pipelining: 1,
+    connect: { ...upstreamTlsOptions(config.upstream), timeout: config.upstream.connectTimeoutMs },
+    headersTimeout: config.upstream.headersTimeoutMs,
+    bodyTimeout: config.upstream.bodyTimeoutMs,
+  });
+  app.addHook('onClose', async () => {
+    await pool.destroy();
+  });
+  const pipeline = createPipeline(deps, pool);
 
   // Bodies stay raw bytes: the classifier parses and validates them (strict JSON, form bodies).
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
-
-  const upstream = new URL(config.upstream.url);
-  const tls = upstreamTlsOptions(config.upstream);
-  await app.register(replyFrom, {
-    base: upstream.origin,
-    disableRequestLogging: true,
-    // The pool is this app's own: close() must end its keep-alive sockets to the upstream, or
-    // they outlive the gateway (reply-from only destroys it when asked).
-    destroyAgent: true,
-    undici: {
-      connections: config.upstream.connections,
-      pipelining: 1,
-      // Both: reply-from defaults `tls.rejectUnauthorized` to false (an option undici's Pool types
-      // omit), and undici merges `tls` then `connect`.
-      ...({ tls } as Record<string, unknown>),
-      connect: { ...tls, timeout: config.upstream.connectTimeoutMs },
-      headersTimeout: config.upstream.headersTimeoutMs,
-      bodyTimeout: config.upstream.bodyTimeoutMs,
-    },
-  });
 
   // server.close() waits for every open connection, and fastify closes only the connections idle at
   // that instant: one still answering a request stays keep-alive afterwards and holds close() for
@@ -84,8 +78,11 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
     done();
   });
 
-  app.addHook('onRequest', async (request, reply) => {
+  // Every route sets it on its answer too; this covers whatever else Fastify answers. A callback
+  // hook: an async one costs a promise per request.
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
+    done();
   });
 
   for (const url of ['/fhir', '/fhir/*']) {

@@ -1,0 +1,101 @@
+/**
+ * Sends one UpstreamCall and collects the whole answer in memory, under the response limit and the
+ * shared buffer budget, straight from undici's dispatch handler: no stream objects, no async
+ * iteration, one Buffer at the end. (It replaced @fastify/reply-from, whose per-request stream
+ * plumbing cost more than the gateway's own policy work on a small read; issue 6.)
+ *
+ * Every failure is a GatewayError: before the answer's head, a timeout is `upstream-timeout` and
+ * anything else `upstream-unavailable`; mid-body the same (a reset or stall is the upstream's
+ * failure, not the gateway's); a body over the limit is `upstream-too-large` (the transfer is
+ * aborted at once, memory stays bounded); a spent budget is `gateway-busy`.
+ */
+import type { Dispatcher } from 'undici';
+import { GatewayError } from '../errors.js';
+import type { BufferLease } from './upstream-body.js';
+import type { UpstreamCall } from './upstream-request.js';
+
+export interface UpstreamAnswer {
+  readonly statusCode: number;
+  /** Lower-case names; a repeated header is an array. */
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** The body as received (still content-encoded, if the upstream ignored `accept-encoding`). */
+  readonly body: Buffer;
+}
+
+function transportError(e: unknown, phase: string): GatewayError {
+  if (e instanceof GatewayError) return e;
+  const code = String((e as { code?: unknown } | undefined)?.code ?? '');
+  if (code.includes('TIMEOUT')) return new GatewayError('upstream-timeout', `${phase}: ${code}`, { cause: e });
+  return new GatewayError('upstream-unavailable', `${phase}: ${code || 'connection error'}`, { cause: e });
+}
+
+export function dispatchUpstream(
+  dispatcher: Dispatcher,
+  call: UpstreamCall,
+  opts: { readonly limit: number; readonly lease?: BufferLease | undefined },
+): Promise<UpstreamAnswer> {
+  return new Promise<UpstreamAnswer>((resolve, reject) => {
+    let settled = false;
+    let statusCode = 0;
+    let headers: Record<string, string | string[] | undefined> = {};
+    let started = false;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const fail = (e: GatewayError): void => {
+      if (settled) return;
+      settled = true;
+      chunks.length = 0;
+      reject(e);
+    };
+    const handler: Dispatcher.DispatchHandler = {
+      // Present so undici treats this as a handler of its current API (it checks for this method).
+      onRequestStart() {},
+      onResponseStart(_controller, status, responseHeaders) {
+        started = true;
+        statusCode = status;
+        headers = responseHeaders as Record<string, string | string[] | undefined>;
+      },
+      onResponseData(controller, chunk) {
+        if (settled) return;
+        size += chunk.length;
+        if (size > opts.limit) {
+          const e = new GatewayError('upstream-too-large', `upstream body over ${opts.limit} bytes`);
+          fail(e);
+          controller.abort(e);
+          return;
+        }
+        try {
+          opts.lease?.take(chunk.length);
+        } catch (e) {
+          const g = e instanceof GatewayError ? e : transportError(e, 'upstream body');
+          fail(g);
+          controller.abort(g);
+          return;
+        }
+        chunks.push(chunk);
+      },
+      onResponseEnd() {
+        if (settled) return;
+        settled = true;
+        const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
+        resolve({ statusCode, headers, body });
+      },
+      onResponseError(_controller, error) {
+        fail(transportError(error, started ? 'upstream body' : 'upstream'));
+      },
+    };
+    try {
+      dispatcher.dispatch(
+        {
+          path: call.query ? `${call.path}?${call.query}` : call.path,
+          method: call.method,
+          headers: call.headers,
+          body: call.body ?? null,
+        },
+        handler,
+      );
+    } catch (e) {
+      fail(transportError(e, 'upstream'));
+    }
+  });
+}
