@@ -128,9 +128,22 @@ function decode(raw: Buffer, encoding: string | undefined, limits: BodyLimits): 
 
 const JSON_TYPES = new Set(['application/fhir+json', 'application/json']);
 
+/** Verdicts per Content-Type value seen: an upstream sends the same few, so parse each once. */
+const contentTypeVerdicts = new Map<string, boolean>();
+
 /** True when the content type is FHIR JSON (or plain JSON) in UTF-8. */
 export function isJsonContentType(ct: string | undefined): boolean {
   if (!ct) return false;
+  let v = contentTypeVerdicts.get(ct);
+  if (v === undefined) {
+    v = parseJsonContentType(ct);
+    // Bounded: a hostile upstream varying the header must not grow memory.
+    if (contentTypeVerdicts.size < 64) contentTypeVerdicts.set(ct, v);
+  }
+  return v;
+}
+
+function parseJsonContentType(ct: string): boolean {
   const [type, ...params] = ct.split(';');
   if (!JSON_TYPES.has(type.trim().toLowerCase())) return false;
   for (const p of params) {

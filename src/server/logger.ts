@@ -48,6 +48,12 @@ export function dropSecrets(obj: Record<string, unknown>): Record<string, unknow
   return out ?? obj;
 }
 
+/**
+ * Without a destination, stdout written asynchronously: lines that pile up while one write is in
+ * flight go out together, and a slow reader of stdout (a container's log pipe) never blocks
+ * request handling. pino flushes what is buffered when the process exits; the audit trail, not
+ * this log, is the durable record of every request. `flushLogger` empties it on a clean stop.
+ */
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   return pino(
     {
@@ -61,6 +67,17 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       },
       formatters: { log: dropSecrets, bindings: dropSecrets },
     },
-    destination,
+    destination ?? pino.destination({ dest: 1, sync: false }),
   );
+}
+
+/** Resolves once buffered lines were handed to the destination (never rejects). */
+export function flushLogger(logger: Logger): Promise<void> {
+  return new Promise<void>((resolve) => {
+    try {
+      logger.flush(() => resolve());
+    } catch {
+      resolve();
+    }
+  });
 }

@@ -24,7 +24,7 @@ import { openMonitor, type RunningMonitor } from '../monitor/index.js';
 import { filterResponse } from '../redact/response.js';
 import { buildAdminApp } from './admin.js';
 import { buildApp, listenerTls, upstreamTlsOptions } from './app.js';
-import { createLogger } from './logger.js';
+import { createLogger, flushLogger } from './logger.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 
 export function defaultSteps(maxBodyBytes: number): PipelineSteps {
@@ -314,6 +314,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     await admin?.close();
     await upstreamDispatcher.close();
     logger.info({ forced: timedOut }, 'phi-gateway stopped');
+    await flushLogger(logger);
   }
 
   return {
