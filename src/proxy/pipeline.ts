@@ -90,6 +90,7 @@ interface Outcome {
 }
 
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
+const EMPTY = Buffer.alloc(0);
 
 function errorOutcome(e: unknown): { code: ErrorCode; status: number } {
   if (isGatewayError(e)) return { code: e.code, status: e.status };
@@ -132,19 +133,22 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
   /**
    * Writes the audit record, then releases the response. Called exactly once per request.
    * Serializes synchronously before anything waits: while the audit write waits for its fsync only
-   * the payload text is held, not the parsed body (on a 400 KB searchset that object graph is
+   * the payload bytes are held, not the parsed body (on a 400 KB searchset that object graph is
    * several MB per request; kept across the wait it survived young-generation GC and was promoted).
    */
   function finish(ex: Exchange, reply: FastifyReply, out: Outcome): Promise<void> {
     // Serialize first: the record must describe what is actually released, and a body that cannot
     // be serialized (hostile nesting) is released as nothing at all.
-    let payload: string;
+    let payload: Buffer;
     try {
-      payload = out.body === undefined ? '' : JSON.stringify(out.body);
+      // As bytes, made now: a Buffer lives outside the JS heap, so what waits for the audit fsync is
+      // not a string the young-generation collector must copy (or promote) meanwhile; and Fastify
+      // would otherwise measure the string's UTF-8 length and Node encode it again while writing.
+      payload = out.body === undefined ? EMPTY : Buffer.from(JSON.stringify(out.body));
     } catch (e) {
       logger.error({ reqId: ex.id, err: e }, 'response could not be serialized: withheld');
       ex.stats = undefined;
-      return release(ex, reply, 500, undefined, 'error', `${out.rule}: filter-failed`, JSON.stringify(operationOutcome('filter-failed')));
+      return release(ex, reply, 500, undefined, 'error', `${out.rule}: filter-failed`, Buffer.from(JSON.stringify(operationOutcome('filter-failed'))));
     }
     // A copy: `finish` is exported, and its caller's headers object is not ours to complete.
     return release(ex, reply, out.status, out.headers && { ...out.headers }, out.decision, out.rule, payload);
@@ -158,7 +162,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     headers: Headers | undefined,
     decision: Outcome['decision'],
     rule: string,
-    payload: string,
+    payload: Buffer,
   ): Promise<void> {
     try {
       await deps.audit.write(toAuditRecord(ex, { status, decision, rule }));
@@ -168,7 +172,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       } else {
         logger.error({ reqId: ex.id, err: e }, 'audit write failed: response withheld (503)');
         status = 503;
-        payload = JSON.stringify(operationOutcome('audit-unavailable'));
+        payload = Buffer.from(JSON.stringify(operationOutcome('audit-unavailable')));
         headers = undefined;
       }
     }
@@ -192,9 +196,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     reply.code(status).headers(h);
     // For HEAD, Node sends the headers (Content-Length included) and drops the body itself, so a
     // HEAD answer is byte-for-byte the GET answer's head: no oracle in which one lacks a length.
-    // As bytes: Fastify would otherwise measure the string's UTF-8 length and Node encode it again
-    // while writing, two passes over a body that can be megabytes.
-    reply.send(Buffer.from(payload));
+    reply.send(payload);
     if (deps.observe) {
       try {
         deps.observe(ex, { status, decision, rule });
