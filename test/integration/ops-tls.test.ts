@@ -1,6 +1,6 @@
 /**
  * TLS (issue 7): the gateway reaches an upstream that requires client certificates (mTLS) with a
- * custom CA, refuses upstreams it cannot verify (reply-from turns verification off by default:
+ * custom CA, refuses upstreams it cannot verify (the @fastify/reply-from it once used turned verification off by default:
  * regression), and serves its own listener over TLS. Certificates are generated per run with
  * openssl (skipped loudly when it is missing).
  */
@@ -132,7 +132,7 @@ describe.skipIf(!OPENSSL)('upstream TLS', () => {
     expect(await (await fetch(`${admin}/readyz`)).json()).toMatchObject({ upstream: false });
   });
 
-  it('regression: verifies the upstream certificate (reply-from disables verification unless told)', async () => {
+  it('regression: verifies the upstream certificate (@fastify/reply-from, used before, disabled verification unless told)', async () => {
     // Client certificate present, but no CA: the upstream's certificate cannot be verified.
     const { gw } = await gateway(base('  tls: { cert: ./client.pem, key: ./client-key.pem }'));
     const before = seenClients.length;
