@@ -20,7 +20,7 @@
  * sha256 is unkeyed: someone able to rewrite the whole store can recompute every hash; the
  * anchors in the (separately shipped) logs are what catch that.
  */
-import { createHash } from 'node:crypto';
+import { hash as oneShotHash } from 'node:crypto';
 import { canonicalSplit } from './canonical.js';
 import type { AuditRecord, ChainedRecord } from './record.js';
 
@@ -45,8 +45,9 @@ function unsealedChain(writer: string, seq: number, prev: string): string {
   return `{"prev":${JSON.stringify(prev)},"seq":${seq},"writer":${JSON.stringify(writer)}}`;
 }
 
+// The one-shot form skips creating a Hash object: about half the cost for a record-sized input.
 function sha256(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
+  return oneShotHash('sha256', text, 'hex');
 }
 
 /** sha256 hex over the canonical JSON of the record with `chain.hash` left out. */

@@ -35,37 +35,44 @@ export function elapsedMs(from: bigint): number {
   return Number((process.hrtime.bigint() - from) / 1000n) / 1000;
 }
 
+/**
+ * Every object literal below lists its keys in sorted (UTF-16) order, at every level: the chain's
+ * canonical JSON then takes the native JSON.stringify fast path instead of sorting and writing
+ * member by member (src/audit/canonical.ts). Order is a performance property only; the stored
+ * text is canonical either way (a test checks the order stays sorted).
+ */
 export function toAuditRecord(ex: Exchange, outcome: { status: number; decision: AuditRecord['decision']; rule: string }): AuditRecord {
   const p = ex.principal;
+  const stats = ex.stats;
   return {
-    id: ex.id,
-    time: ex.time.toISOString(),
-    kind: ex.kind ?? 'fhir',
-    actor: { iss: p?.iss, sub: p?.sub, clientId: p?.clientId, jti: p?.jti, roles: p?.roles ?? [] },
-    purpose: ex.purpose,
-    role: ex.role,
+    actor: { clientId: p?.clientId, iss: p?.iss, jti: p?.jti, roles: p?.roles ?? [], sub: p?.sub },
     breakGlass: ex.breakGlass,
     client: { address: ex.clientAddress, userAgent: ex.userAgent },
+    decision: outcome.decision,
+    details: ex.details,
+    disclosed: {
+      elements: disclosedElements(stats?.elements),
+      elementsRemoved: stats?.elementsRemoved ?? 0,
+      patients: stats ? [...stats.patients] : [],
+      resources: stats?.resources ?? [],
+      resourcesWithheld: stats?.resourcesWithheld ?? 0,
+    },
+    durations: { totalMs: elapsedMs(ex.started), upstreamMs: ex.upstreamMs },
+    id: ex.id,
+    kind: ex.kind ?? 'fhir',
+    policyVersion: ex.policyVersion,
+    purpose: ex.purpose,
     request: {
+      interaction: ex.request?.interaction,
       method: ex.method,
       path: ex.url,
-      interaction: ex.request?.interaction,
       resourceType: ex.request?.resourceType,
     },
-    decision: outcome.decision,
+    role: ex.role,
     rule: outcome.rule,
-    disclosed: {
-      resources: ex.stats?.resources ?? [],
-      patients: ex.stats ? [...ex.stats.patients] : [],
-      elementsRemoved: ex.stats?.elementsRemoved ?? 0,
-      resourcesWithheld: ex.stats?.resourcesWithheld ?? 0,
-      elements: disclosedElements(ex.stats?.elements),
-    },
     status: outcome.status,
+    time: ex.time.toISOString(),
     upstreamStatus: ex.upstreamStatus,
-    durations: { totalMs: elapsedMs(ex.started), upstreamMs: ex.upstreamMs },
-    policyVersion: ex.policyVersion,
-    details: ex.details,
   };
 }
 
