@@ -158,6 +158,9 @@ const searchRecord = auditRecord('billing', searchReq, searchValue, 'req-search'
 const head = chain.genesisHead('bench-writer');
 await add('audit', 'chain + hash audit record (read)', () => chain.chainRecords(head, [readRecord]).next.hash);
 await add('audit', 'chain + hash audit record (search, 100 ids)', () => chain.chainRecords(head, [searchRecord]).next.hash);
+// What the sinks run per request: the stored line and its hash, no parsed copy.
+await add('audit', 'chainLine audit record (read)', () => chain.chainLine(head, readRecord).line);
+await add('audit', 'chainLine audit record (search, 100 ids)', () => chain.chainLine(head, searchRecord).line);
 
 const out = {
   payloadBytes: { patient: payloads.patient.length, searchset: payloads.searchset.length },
