@@ -6,7 +6,8 @@
  * rules marked `block: true`: off-hours at once, the others for the rest of the window after
  * they fired.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { hash, randomUUID } from 'node:crypto';
+import type { Principal } from '../auth/principal.js';
 import type { Logger } from 'pino';
 import type { AuditRecord, AuditSink } from '../audit/record.js';
 import type { AlertPayload } from '../breakglass/outbox.js';
@@ -43,10 +44,21 @@ export interface Monitor {
   idle(): Promise<void>;
 }
 
+/**
+ * Actor digests per verified principal. The token cache hands out one Principal object per token,
+ * so the digest is made once per token rather than once per request; weak keys leave no residue.
+ */
+const actorDigests = new WeakMap<Principal, string>();
+
 /** Window keys name actors by a digest: bounded length, no raw subject in Redis key names. */
 function actorKey(ex: Readonly<Exchange>): string {
   const p = ex.principal!;
-  return createHash('sha256').update(`${p.iss}\n${p.sub}`).digest('base64url').slice(0, 22);
+  let key = actorDigests.get(p);
+  if (key === undefined) {
+    key = hash('sha256', `${p.iss}\n${p.sub}`, 'base64url').slice(0, 22);
+    actorDigests.set(p, key);
+  }
+  return key;
 }
 
 interface Hit {
@@ -61,6 +73,7 @@ export function createMonitor(o: MonitorOptions): Monitor {
   const newId = o.newId ?? randomUUID;
   const pending = new Set<Promise<void>>();
   let warnedNoLookup = false;
+  const familyTests = new WeakMap<Principal, (patientId: string) => Promise<boolean>>();
 
   async function fire(ex: Readonly<Exchange>, outcome: Pick<Outcome, 'status' | 'decision'>, hit: Hit): Promise<boolean> {
     const { rule } = hit;
@@ -157,10 +170,24 @@ export function createMonitor(o: MonitorOptions): Monitor {
             warnedNoLookup = true;
             break;
           }
+          const families = o.families;
+          const family = p.familyName;
+          // One normalized digest of the caller's name for all the patients of this response.
+          // Kept per verified principal (weakly): a digest of the caller's name, never the name.
+          let test = familyTests.get(p);
+          try {
+            if (test === undefined) {
+              test = families.matcher ? families.matcher(family) : (id) => families.matches(id, family);
+              familyTests.set(p, test);
+            }
+          } catch (e) {
+            o.logger.warn({ reqId: ex.id, err: e, anomaly: rule.name }, 'family-name lookup failed');
+            break;
+          }
           for (const patient of patients) {
             let same: boolean;
             try {
-              same = await o.families.matches(patient, p.familyName);
+              same = await test(patient);
             } catch (e) {
               o.logger.warn({ reqId: ex.id, err: e, anomaly: rule.name }, 'family-name lookup failed');
               continue;

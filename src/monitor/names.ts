@@ -14,6 +14,11 @@ import { normalizeFamily } from './rules.js';
 export interface FamilyNameLookup {
   /** True when one of the patient's family names equals `family` (normalized). Throws when unknown. */
   matches(patientId: string, family: string): Promise<boolean>;
+  /**
+   * The same judgement for one family name against many patients: the name is normalized and
+   * digested once (a searchset discloses up to hundreds of patients). Optional; `matches` otherwise.
+   */
+  matcher?(family: string): (patientId: string) => Promise<boolean>;
 }
 
 export interface UpstreamLookupOptions {
@@ -46,7 +51,8 @@ const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 export function createUpstreamFamilyLookup(o: UpstreamLookupOptions): FamilyNameLookup {
   // A per-process key: the cache holds nothing that could be matched against a name list offline.
   const key = randomBytes(32);
-  const digest = (s: string) => createHmac('sha256', key).update(normalizeFamily(s)).digest('base64url');
+  const digestNormalized = (n: string) => createHmac('sha256', key).update(n).digest('base64url');
+  const digest = (s: string) => digestNormalized(normalizeFamily(s));
   const cache = new Map<string, { hashes: ReadonlySet<string>; at: number }>();
   const inflight = new Map<string, Promise<ReadonlySet<string>>>();
   const max = o.maxEntries ?? 10_000;
@@ -95,12 +101,19 @@ export function createUpstreamFamilyLookup(o: UpstreamLookupOptions): FamilyName
     return hashes;
   }
 
+  const matcher = (family: string): ((patientId: string) => Promise<boolean>) => {
+    const normalized = normalizeFamily(family);
+    const want = normalized === '' ? undefined : digestNormalized(normalized);
+    return async (patientId) => {
+      if (want === undefined || !ID.test(patientId)) return false;
+      return (await hashesOf(patientId)).has(want);
+    };
+  };
+
   return {
     async matches(patientId, family) {
-      if (!ID.test(patientId)) return false;
-      const want = normalizeFamily(family);
-      if (want === '') return false;
-      return (await hashesOf(patientId)).has(digest(family));
+      return matcher(family)(patientId);
     },
+    matcher,
   };
 }

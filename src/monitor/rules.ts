@@ -70,15 +70,23 @@ export function isTimeZone(tz: string): boolean {
   }
 }
 
-const formatters = new Map<string, Intl.DateTimeFormat>();
+export interface LocalTime {
+  readonly day: Weekday;
+  readonly minutes: number;
+}
 
-/** Local weekday and minutes after midnight of `t` in `timeZone`. */
-export function localTime(t: Date, timeZone: string): { day: Weekday; minutes: number } {
-  let f = formatters.get(timeZone);
-  if (!f) {
-    f = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
-    formatters.set(timeZone, f);
-  }
+/**
+ * Per time zone: its formatter and the last UTC minute judged. Requests arrive many per minute and
+ * formatToParts costs microseconds, so it runs about once per minute per zone instead of per request.
+ */
+interface ZoneMemo {
+  readonly format: Intl.DateTimeFormat;
+  minute: number;
+  at: LocalTime | undefined;
+}
+const zones = new Map<string, ZoneMemo>();
+
+function formatLocal(f: Intl.DateTimeFormat, t: number): LocalTime {
   let day = 'mon';
   let hour = 0;
   let minute = 0;
@@ -88,6 +96,32 @@ export function localTime(t: Date, timeZone: string): { day: Weekday; minutes: n
     else if (p.type === 'minute') minute = Number(p.value);
   }
   return { day: day as Weekday, minutes: hour * 60 + minute };
+}
+
+/** Local weekday and minutes after midnight of `t` in `timeZone`. */
+export function localTime(t: Date, timeZone: string): LocalTime {
+  let z = zones.get(timeZone);
+  if (!z) {
+    z = {
+      format: new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }),
+      minute: Number.NaN,
+      at: undefined,
+    };
+    zones.set(timeZone, z);
+  }
+  const ms = t.getTime();
+  const minute = Math.floor(ms / 60_000);
+  if (minute === z.minute && z.at !== undefined) return z.at;
+  const start = formatLocal(z.format, minute * 60_000);
+  const end = formatLocal(z.format, minute * 60_000 + 59_999);
+  // Reused for the whole UTC minute only when it is one local minute: not so under an offset with
+  // seconds (historic LMT) or a transition inside the minute; then every call formats its own time.
+  if (start.day === end.day && start.minutes === end.minutes) {
+    z.minute = minute;
+    z.at = start;
+    return start;
+  }
+  return formatLocal(z.format, ms);
 }
 
 /** True when `t` falls outside the rule's allowed days and hours. */
