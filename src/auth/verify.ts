@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, type JWTHeaderParameters, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { AuthConfig } from '../config/types.js';
 import { GatewayError, isGatewayError } from '../errors.js';
@@ -50,12 +50,8 @@ export function createTokenVerifier(cfg: AuthConfig, opts: VerifierOptions = {})
   const cache = new PrincipalCache(cfg.tokenCacheSize);
   const rolesClaim = cfg.rolesClaim;
 
-  async function verify(authorizationHeader: string | string[] | undefined): Promise<Principal> {
-    const token = bearerToken(authorizationHeader);
-    const key = createHash('sha256').update(token).digest('base64url');
-    const cached = cache.get(key, now());
-    if (cached !== undefined) return cached;
-
+  /** The signature and claims path, for a token not in the cache. */
+  async function verifyFresh(token: string, key: string): Promise<Principal> {
     let payload: JWTPayload;
     let header: JWTHeaderParameters;
     try {
@@ -80,16 +76,25 @@ export function createTokenVerifier(cfg: AuthConfig, opts: VerifierOptions = {})
   }
 
   return {
-    verify: async (h) => {
+    // Not async: a cache hit (nearly every request) settles without a chain of awaited promises.
+    verify(h) {
       try {
-        return await verify(h);
+        const token = bearerToken(h);
+        const key = hash('sha256', token, 'base64url');
+        const cached = cache.get(key, now());
+        if (cached !== undefined) return Promise.resolve(cached);
+        return verifyFresh(token, key).catch((e: unknown) => Promise.reject(failClosed(e)));
       } catch (e) {
-        if (isGatewayError(e)) throw e;
-        // Fail closed on anything unexpected, without echoing its message (it could quote input).
-        throw new GatewayError('invalid-token', `unexpected ${(e as Error)?.name ?? 'error'}`);
+        return Promise.reject(failClosed(e));
       }
     },
   };
+}
+
+/** Fail closed on anything unexpected, without echoing its message (it could quote input). */
+function failClosed(e: unknown): GatewayError {
+  if (isGatewayError(e)) return e;
+  return new GatewayError('invalid-token', `unexpected ${(e as Error)?.name ?? 'error'}`);
 }
 
 function checkAlgorithms(algs: readonly string[]): string[] {

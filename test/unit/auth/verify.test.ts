@@ -427,4 +427,20 @@ describe('verify: the principal cache', () => {
     await v.verify(`Bearer ${token}`);
     await expectRefused(v.verify([`Bearer ${token}`, `Bearer ${token}`]), token, /expected one/);
   });
+  it('answers every failure as a rejected promise, never a synchronous throw, and fails closed', async () => {
+    const v = verifier();
+    const token = await signToken(rsa, claims());
+    let call: Promise<unknown> | undefined;
+    expect(() => {
+      call = v.verify('Basic dXNlcjpwYXNz');
+    }).not.toThrow();
+    await expectRefused(call!, token, /unsupported scheme basic/);
+    // A failing clock on the cached path is an unexpected error: refused without its message.
+    let broken = false;
+    const c = verifier({}, { now: () => (broken ? (undefined as unknown as { x: number }).x : T0) });
+    await c.verify(`Bearer ${token}`);
+    broken = true;
+    const ge = await expectRefused(c.verify(`Bearer ${token}`), token);
+    expect(ge.detail).toBe('unexpected TypeError');
+  });
 });
