@@ -65,11 +65,19 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
   const p = opts.prefix ?? 'phi_gateway_';
   if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: p });
 
-  const requests = new Counter({
+  // Per-request counts are summed here per label tuple and handed to prom-client when a scrape
+  // reads the counter: a Map lookup per request instead of prom-client's label hashing and checks.
+  const requestCells = new Map<string, PendingCell<RequestLabels>>();
+  const redactedCells = new Map<string, PendingCell<RoleLabels>>();
+  const withheldCells = new Map<string, PendingCell<RoleLabels>>();
+  new Counter({
     name: `${p}requests_total`,
     help: 'Requests answered, by decision, role whose data set applied, declared purpose of use and HTTP status',
     labelNames: ['decision', 'role', 'purpose', 'status'] as const,
     registers: [registry],
+    collect() {
+      flush(this, requestCells);
+    },
   });
   const duration = new Histogram({
     name: `${p}request_duration_seconds`,
@@ -85,17 +93,23 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   });
-  const redacted = new Counter({
+  new Counter({
     name: `${p}elements_redacted_total`,
     help: 'Elements removed, masked or transformed in released responses, by role',
     labelNames: ['role'] as const,
     registers: [registry],
+    collect() {
+      flush(this, redactedCells);
+    },
   });
-  const withheld = new Counter({
+  new Counter({
     name: `${p}resources_withheld_total`,
     help: 'Resources withheld from responses (security labels, compartment), by role',
     labelNames: ['role'] as const,
     registers: [registry],
+    collect() {
+      flush(this, withheldCells);
+    },
   });
   const upstreamErrors = new Counter({
     name: `${p}upstream_errors_total`,
@@ -164,6 +178,9 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
     if (purpose === undefined) return NONE;
     return opts.policy().purposes.has(purpose) ? purpose : OTHER;
   };
+  // One prom-client child per label value (decisions, interactions: small enums), made once.
+  const durationChildren = new Map<string, HistogramChild>();
+  const upstreamChildren = new Map<string, HistogramChild>();
   const statusLabel = (status: number): string => (Number.isInteger(status) && status >= 100 && status <= 599 ? String(status) : OTHER);
 
   return {
@@ -171,12 +188,22 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
     contentType: registry.contentType,
     observe(ex, outcome) {
       const role = roleLabel(ex.role);
-      requests.inc({ decision: outcome.decision, role, purpose: purposeLabel(ex.purpose), status: statusLabel(outcome.status) });
-      duration.observe({ decision: outcome.decision }, Number(process.hrtime.bigint() - ex.started) / 1e9);
-      if (ex.upstreamMs !== undefined) upstreamDuration.observe({ interaction: ex.request?.interaction ?? NONE }, ex.upstreamMs / 1000);
+      const decision = outcome.decision;
+      const purpose = purposeLabel(ex.purpose);
+      const status = statusLabel(outcome.status);
+      // Unambiguous whatever the names hold: decision and status have no spaces, role has its length.
+      const key = `${decision} ${status} ${role.length} ${role}${purpose}`;
+      let cell = requestCells.get(key);
+      if (cell === undefined) {
+        cell = { labels: { decision, role, purpose, status }, n: 0 };
+        requestCells.set(key, cell);
+      }
+      cell.n += 1;
+      childOf(durationChildren, duration, decision).observe(Number(process.hrtime.bigint() - ex.started) / 1e9);
+      if (ex.upstreamMs !== undefined) childOf(upstreamChildren, upstreamDuration, ex.request?.interaction ?? NONE).observe(ex.upstreamMs / 1000);
       if (ex.stats) {
-        if (ex.stats.elementsRemoved > 0) redacted.inc({ role }, ex.stats.elementsRemoved);
-        if (ex.stats.resourcesWithheld > 0) withheld.inc({ role }, ex.stats.resourcesWithheld);
+        if (ex.stats.elementsRemoved > 0) addTo(redactedCells, role, ex.stats.elementsRemoved);
+        if (ex.stats.resourcesWithheld > 0) addTo(withheldCells, role, ex.stats.resourcesWithheld);
       }
       const kind = upstreamErrorKind(outcome.rule);
       if (kind) upstreamErrors.inc({ kind });
@@ -213,4 +240,41 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
     },
     render: () => registry.metrics(),
   };
+}
+
+type RequestLabels = { decision: string; role: string; purpose: string; status: string };
+type RoleLabels = { role: string };
+type HistogramChild = ReturnType<Histogram<string>['labels']>;
+
+/** Increments not yet handed to prom-client, for one label tuple. */
+interface PendingCell<L> {
+  readonly labels: L;
+  n: number;
+}
+
+function addTo(cells: Map<string, PendingCell<RoleLabels>>, role: string, n: number): void {
+  let cell = cells.get(role);
+  if (cell === undefined) {
+    cell = { labels: { role }, n: 0 };
+    cells.set(role, cell);
+  }
+  cell.n += n;
+}
+
+/** Moves pending increments into the counter (called by prom-client before every read of it). */
+function flush<L extends Record<string, string>>(counter: Counter<string>, cells: Map<string, PendingCell<L>>): void {
+  for (const cell of cells.values()) {
+    if (cell.n === 0) continue;
+    counter.inc(cell.labels, cell.n);
+    cell.n = 0;
+  }
+}
+
+function childOf(children: Map<string, HistogramChild>, histogram: Histogram<string>, value: string): HistogramChild {
+  let child = children.get(value);
+  if (child === undefined) {
+    child = histogram.labels(value);
+    children.set(value, child);
+  }
+  return child;
 }

@@ -81,6 +81,40 @@ describe('createMetrics', () => {
     expect(text).not.toMatch(/\b(id|path|url|patient|sub)="/);
   });
 
+  it('counts every request exactly once across scrapes, whichever way the registry is read', async () => {
+    const m = createMetrics({ policy: () => policy, processMetrics: false });
+    const stats = { elementsRemoved: 3, resourcesWithheld: 1, resources: [], patients: new Set<string>() };
+    const allow = (role: string, purpose: string) =>
+      m.observe(exchange({ role, purpose, stats }), { status: 200, decision: 'allow', rule: 'r' });
+    allow('billing', 'HPAYMT');
+    allow('billing', 'HPAYMT');
+    allow('clinician', 'TREAT');
+    const first = await m.render();
+    expect(value(first, 'phi_gateway_requests_total{decision="allow",role="billing",purpose="HPAYMT",status="200"}')).toBe(2);
+    expect(value(first, 'phi_gateway_elements_redacted_total{role="billing"}')).toBe(6);
+    allow('billing', 'HPAYMT');
+    // A direct read of the counter sees the pending count too, and a later scrape does not add it twice.
+    const json = await m.registry.getSingleMetric('phi_gateway_requests_total')!.get();
+    const billing = json.values.find((v) => v.labels.role === 'billing');
+    expect(billing?.value).toBe(3);
+    const second = await m.render();
+    expect(value(second, 'phi_gateway_requests_total{decision="allow",role="billing",purpose="HPAYMT",status="200"}')).toBe(3);
+    expect(value(second, 'phi_gateway_requests_total{decision="allow",role="clinician",purpose="TREAT",status="200"}')).toBe(1);
+    expect(value(second, 'phi_gateway_elements_redacted_total{role="billing"}')).toBe(9);
+    expect(value(second, 'phi_gateway_resources_withheld_total{role="clinician"}')).toBe(1);
+    expect(value(second, 'phi_gateway_request_duration_seconds_count{decision="allow"}')).toBe(4);
+  });
+
+  it('keeps label tuples apart even when role and purpose names could run together', async () => {
+    const odd = { ...policy, roles: new Map([...policy.roles, ['a b', policy.roles.get('billing')!], ['a', policy.roles.get('billing')!]]), purposes: new Map([...policy.purposes, ['b c', policy.purposes.get('TREAT')!], ['c', policy.purposes.get('TREAT')!]]) };
+    const m = createMetrics({ policy: () => odd, processMetrics: false });
+    m.observe(exchange({ role: 'a b', purpose: 'c' }), { status: 200, decision: 'allow', rule: 'r' });
+    m.observe(exchange({ role: 'a', purpose: 'b c' }), { status: 200, decision: 'allow', rule: 'r' });
+    const text = await m.render();
+    expect(value(text, 'phi_gateway_requests_total{decision="allow",role="a b",purpose="c",status="200"}')).toBe(1);
+    expect(value(text, 'phi_gateway_requests_total{decision="allow",role="a",purpose="b c",status="200"}')).toBe(1);
+  });
+
   it('counts upstream errors by kind from the rule', async () => {
     const m = createMetrics({ policy: () => policy, processMetrics: false });
     m.observe(exchange(), { status: 504, decision: 'error', rule: 'roles.x: upstream-timeout' });
