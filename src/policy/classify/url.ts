@@ -73,17 +73,23 @@ export function pathSegments(path: string): string[] {
   const out: string[] = [];
   for (let i = 0; i < raw.length; i++) {
     const seg = raw[i]!;
-    const what = `path segment ${i + 1}`;
-    if (seg === '') throw unclassified(`${what}: empty`);
-    if (seg.includes(';')) throw unclassified(`${what}: matrix parameter`);
-    if (seg.includes('\\')) throw unclassified(`${what}: backslash`);
-    const d = percentDecode(seg, what);
-    if (d === '.' || d === '..') throw unclassified(`${what}: dot segment`);
-    if (/[/\\;%]/.test(d)) throw unclassified(`${what}: encoded delimiter`);
-    if (hasControl(d)) throw unclassified(`${what}: control character`);
+    if (seg === '') throw segmentError(i, 'empty');
+    if (seg.includes(';')) throw segmentError(i, 'matrix parameter');
+    if (seg.includes('\\')) throw segmentError(i, 'backslash');
+    // Without an escape a segment is its own decoding: no delimiter can appear (split on `/`, `;` and backslash refused).
+    const escaped = seg.includes('%');
+    const d = escaped ? percentDecode(seg, `path segment ${i + 1}`) : seg;
+    if (d === '.' || d === '..') throw segmentError(i, 'dot segment');
+    if (escaped && /[/\\;%]/.test(d)) throw segmentError(i, 'encoded delimiter');
+    if (hasControl(d)) throw segmentError(i, 'control character');
     out.push(d);
   }
   return out;
+}
+
+/** The message names the segment by position only (its text may be an id, which is PHI). */
+function segmentError(i: number, why: string): GatewayError {
+  return unclassified(`path segment ${i + 1}: ${why}`);
 }
 
 /** Parameter names that no FHIR search or operation uses and that poison object-keyed code. */
