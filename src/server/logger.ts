@@ -49,11 +49,16 @@ export function dropSecrets(obj: Record<string, unknown>): Record<string, unknow
 }
 
 /**
- * Without a destination, stdout written asynchronously: lines that pile up while one write is in
- * flight go out together, and a slow reader of stdout (a container's log pipe) never blocks
- * request handling. pino flushes what is buffered when the process exits; the audit trail, not
- * this log, is the durable record of every request. `flushLogger` empties it on a clean stop.
+ * Without a destination, stdout written asynchronously in blocks of at least LOG_BLOCK_BYTES: a
+ * write system call per block, not per request line, and a slow reader of stdout (a container's
+ * log pipe) never blocks request handling. Whoever creates the logger this way also flushes it
+ * periodically (startGateway: every LOG_FLUSH_MS) and on a clean stop (`flushLogger`); pino
+ * flushes what is buffered when the process exits. A SIGKILL can lose the last second of lines:
+ * the audit trail, not this log, is the durable record of every request.
  */
+export const LOG_BLOCK_BYTES = 4096;
+export const LOG_FLUSH_MS = 1000;
+
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   return pino(
     {
@@ -67,7 +72,7 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       },
       formatters: { log: dropSecrets, bindings: dropSecrets },
     },
-    destination ?? pino.destination({ dest: 1, sync: false }),
+    destination ?? pino.destination({ dest: 1, sync: false, minLength: LOG_BLOCK_BYTES }),
   );
 }
 

@@ -24,7 +24,7 @@ import { openMonitor, type RunningMonitor } from '../monitor/index.js';
 import { filterResponse } from '../redact/response.js';
 import { buildAdminApp } from './admin.js';
 import { buildApp, listenerTls, upstreamTlsOptions } from './app.js';
-import { createLogger, flushLogger } from './logger.js';
+import { createLogger, flushLogger, LOG_FLUSH_MS } from './logger.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 
 export function defaultSteps(maxBodyBytes: number): PipelineSteps {
@@ -170,6 +170,8 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 
 export async function startGateway(config: GatewayConfig, opts: StartOptions = {}): Promise<RunningGateway> {
   const logger = opts.logger ?? createLogger(config.logLevel);
+  // A logger of our own buffers lines into blocks (logger.ts): push them out at least this often.
+  const logFlush = opts.logger ? undefined : setInterval(() => logger.flush(), LOG_FLUSH_MS).unref();
   const now = opts.now ?? (() => new Date());
   // `live` is the configuration whose live-reloadable parts are in force; `config` stays the one
   // the sockets, sinks and clients were built from.
@@ -229,6 +231,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     await admin.listen({ host: config.admin.host, port: config.admin.port });
   }
   logger.info({ port, tls: config.tls !== undefined, policyVersion: runtime.policy.version }, 'phi-gateway listening');
+  logger.flush(); // operators and supervisors wait for this line: not a second later
 
   const watchedFiles = (c: GatewayConfig): string[] => (opts.reloadConfig && c.file ? [c.file, c.policyFile] : [c.policyFile]);
 
@@ -314,6 +317,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     await admin?.close();
     await upstreamDispatcher.close();
     logger.info({ forced: timedOut }, 'phi-gateway stopped');
+    clearInterval(logFlush);
     await flushLogger(logger);
   }
 
