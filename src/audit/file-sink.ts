@@ -19,7 +19,7 @@
  * would cut a concurrent writer's batch in flight. Replicas share the Redis sink instead.
  */
 import { randomUUID } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, fdatasync, close as fsClose, open as fsOpen, write as fsWrite, ftruncate } from 'node:fs';
 import { access, mkdir, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -44,20 +44,47 @@ export interface FileIo {
   syncDir(dir: string): Promise<void>;
 }
 
+/**
+ * Node's callback fs API on a plain fd rather than a FileHandle: each FileHandle call costs the
+ * main thread about a third more per batch (measured), and a commit makes two of them. A plain fd
+ * number can be reused by the next open() once closed, so every call after close() fails with
+ * EBADF here instead of touching whatever file got the number.
+ */
 export const nodeFileIo: FileIo = {
   async openAppend(path) {
-    const fh = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600);
+    const fd = await new Promise<number>((resolve, reject) =>
+      fsOpen(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600, (e, fd) => (e ? reject(e) : resolve(fd))),
+    );
+    let closed = false;
+    const badf = (): Promise<never> => Promise.reject(Object.assign(new Error('EBADF: audit file handle is closed'), { code: 'EBADF' }));
     return {
-      async append(buf) {
-        let off = 0;
-        while (off < buf.length) {
-          const { bytesWritten } = await fh.write(buf, off, buf.length - off);
-          off += bytesWritten;
-        }
+      append(buf) {
+        if (closed) return badf();
+        return new Promise<void>((resolve, reject) => {
+          // One write(2) per batch; the loop only runs again on a short write.
+          const from = (off: number): void =>
+            fsWrite(fd, buf, off, buf.length - off, null, (e, n) => {
+              if (e) reject(e);
+              else if (n === 0 && off < buf.length) reject(Object.assign(new Error('EIO: audit file write made no progress'), { code: 'EIO' }));
+              else if (off + n < buf.length) from(off + n);
+              else resolve();
+            });
+          from(0);
+        });
       },
-      datasync: () => fh.datasync(),
-      truncate: (len) => fh.truncate(len),
-      close: () => fh.close(),
+      datasync() {
+        if (closed) return badf();
+        return new Promise<void>((resolve, reject) => fdatasync(fd, (e) => (e ? reject(e) : resolve())));
+      },
+      truncate(len) {
+        if (closed) return badf();
+        return new Promise<void>((resolve, reject) => ftruncate(fd, len, (e) => (e ? reject(e) : resolve())));
+      },
+      close() {
+        if (closed) return Promise.resolve();
+        closed = true;
+        return new Promise<void>((resolve, reject) => fsClose(fd, (e) => (e ? reject(e) : resolve())));
+      },
     };
   },
   async syncDir(dir) {
