@@ -111,6 +111,8 @@ export class RedisAuditSink implements AuditSink {
       commandTimeout: opts.commandTimeoutMs ?? 2000,
       retryStrategy: (times: number) => Math.min(50 * times, 1000),
       lazyConnect: false,
+      // Every batch is one small write that a response waits for: never let Nagle hold it back.
+      noDelay: true,
     });
     this.client.on('error', (e: unknown) => {
       // ioredis re-emits every reconnect failure; one line per 10 s is enough. No URL (password).
