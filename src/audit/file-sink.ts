@@ -47,9 +47,9 @@ export interface FileIo {
 /**
  * Node's callback fs API on a plain fd rather than a FileHandle: a write + fdatasync through a
  * FileHandle cost the main thread 15-35% more per batch (measured, Node 20), and at a steady low
- * rate every record is its own batch. A plain fd
- * number can be reused by the next open() once closed, so every call after close() fails with
- * EBADF here instead of touching whatever file got the number.
+ * rate every record is its own batch. A plain fd number can be reused by the next open() once
+ * closed, so every call after close() fails with EBADF here instead of touching whatever file
+ * got the number.
  */
 export const nodeFileIo: FileIo = {
   async openAppend(path) {
