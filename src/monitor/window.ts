@@ -77,21 +77,57 @@ function prune(members: Map<string, number>, before: number): void {
   }
 }
 
+/**
+ * One window update as a script that Redis keeps out of its AOF and replication stream
+ * (`set_repl(REPL_NONE)`). The audit stream lives in the same Redis under `appendfsync always`:
+ * a replicated window update made Redis fsync once more per request, and the next audit records
+ * queued behind that fsync (measured: p99 of an audited read at 400 req/s 16.6 ms -> 6.1 ms).
+ * Window counts are short-lived and approximate by nature; after a Redis restart or failover they
+ * start again from zero, which only delays an anomaly alert by at most one window.
+ */
+const WINDOW_ADD_SCRIPT = `redis.set_repl(redis.REPL_NONE)
+for i = 4, #ARGV do redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local n = redis.call('ZCARD', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return n`;
+
+interface WindowScript {
+  phiWindowAdd?(key: string, ...args: string[]): Promise<number>;
+}
+
 /** Shared store: one sorted set per window key, markers as keys with an expiry. */
 export class RedisWindowStore implements WindowStore {
+  /** False once Redis refused the script (an ACL without scripting): plain MULTI from then on. */
+  private scripted = true;
+
   constructor(
     private readonly redis: Redis,
     private readonly prefix = 'phi-gateway:anomaly:',
-  ) {}
+  ) {
+    // EVALSHA, with ioredis loading the script (EVAL) when Redis does not have it cached.
+    if (typeof (redis as unknown as WindowScript).phiWindowAdd !== 'function') {
+      redis.defineCommand('phiWindowAdd', { numberOfKeys: 1, lua: WINDOW_ADD_SCRIPT });
+    }
+  }
 
   async add(key: string, members: readonly string[], now: number, windowMs: number): Promise<number> {
     const k = this.prefix + key;
+    // Kept a little beyond the window: idle keys vanish by themselves.
+    const ttl = String(windowMs * 2);
+    if (this.scripted) {
+      try {
+        return Number(await (this.redis as unknown as Required<WindowScript>).phiWindowAdd(k, String(now), String(now - windowMs), ttl, ...members));
+      } catch (e) {
+        if (!/^(NOPERM|ERR unknown command)/.test(String((e as Error)?.message ?? ''))) throw e;
+        this.scripted = false;
+      }
+    }
     const m = this.redis.multi();
     if (members.length > 0) m.zadd(k, ...members.flatMap((x) => [now, x]));
     m.zremrangebyscore(k, '-inf', now - windowMs);
     m.zcard(k);
-    // Kept a little beyond the window: idle keys vanish by themselves.
-    m.pexpire(k, windowMs * 2);
+    m.pexpire(k, ttl);
     const res = await m.exec();
     if (!res) throw new Error('window update aborted');
     for (const [err] of res) if (err) throw err;

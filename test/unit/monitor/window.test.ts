@@ -66,3 +66,38 @@ describe.skipIf(!redis)('redis window store across replicas', () => {
     expect(fired.filter(Boolean)).toHaveLength(1);
   });
 });
+
+describe.skipIf(!redis)('redis window store and the audit stream', () => {
+  const aofSize = async (c: Redis): Promise<number> => {
+    const info = await c.info('persistence');
+    return Number(/aof_current_size:(\d+)/.exec(info)?.[1] ?? Number.NaN);
+  };
+
+  it('keeps window updates out of the AOF (no extra fsync the audit writes would queue behind), yet counts them', async () => {
+    const c = new Redis(redis!.url);
+    clients.push(c);
+    const store = new RedisWindowStore(c, `aof-${Math.random()}:`);
+    await store.add('warm', ['x'], 0, MIN); // loads the script (SCRIPT LOAD is not a data write)
+    const before = await aofSize(c);
+    expect(Number.isFinite(before)).toBe(true);
+    let n = 0;
+    for (let i = 0; i < 50; i++) n = await store.add('w', [`p${i}`], i, MIN);
+    expect(n).toBe(50);
+    expect(await aofSize(c)).toBe(before);
+    // The same Redis still writes what must be durable: a plain write grows the AOF.
+    await c.set(`durable-${Math.random()}`, 'x');
+    expect(await aofSize(c)).toBeGreaterThan(before);
+  });
+
+  it('falls back to MULTI when scripting is refused (ACL) and keeps counting', async () => {
+    const admin = new Redis(redis!.url);
+    clients.push(admin);
+    const user = `noscript${Math.floor(Math.random() * 1e9)}`;
+    await admin.call('ACL', 'SETUSER', user, 'on', '>pw', '~*', '+@all', '-@scripting');
+    const c = new Redis(redis!.url, { username: user, password: 'pw' });
+    clients.push(c);
+    const store = new RedisWindowStore(c, `acl-${Math.random()}:`);
+    expect(await store.add('w', ['a', 'b'], 0, MIN)).toBe(2);
+    expect(await store.add('w', ['c'], 10, MIN)).toBe(3);
+  });
+});
