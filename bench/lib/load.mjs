@@ -83,5 +83,5 @@ export async function runPaced(url, headers, { rate, duration, connections }) {
   const seconds = (performance.now() - start) / 1000;
   await pool.close();
   const sorted = latencies.sort((a, b) => a - b);
-  return { ok, seconds, non2xx, errors, p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+  return { ok, seconds, non2xx, errors, p50: percentile(sorted, 50), p99: percentile(sorted, 99), latencies: sorted };
 }

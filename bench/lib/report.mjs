@@ -1,7 +1,8 @@
 /**
  * Pure aggregation and Markdown rendering for the benchmark report (no I/O, testable).
  * Load runs are combined per scenario: req/s = 2xx responses / seconds over all runs; p50 and
- * p99 = the mean of the runs' percentiles (autocannon reports percentiles, not histograms).
+ * p99 = the percentiles of all the runs' latencies pooled, when every run kept them (the paced
+ * latency runs), else the mean of the runs' percentiles (autocannon reports percentiles only).
  */
 
 /** Combines the alternated runs of one scenario. */
@@ -20,6 +21,10 @@ export function aggregate(runs) {
     errors += r.errors;
     p50 += r.p50;
     p99 += r.p99;
+  }
+  if (runs.every((r) => Array.isArray(r.latencies))) {
+    const pooled = runs.flatMap((r) => r.latencies).sort((a, b) => a - b);
+    return { rps: seconds > 0 ? ok / seconds : 0, p50: percentile(pooled, 50), p99: percentile(pooled, 99), non2xx, errors, runs: runs.length, samples: pooled.length };
   }
   return { rps: seconds > 0 ? ok / seconds : 0, p50: p50 / runs.length, p99: p99 / runs.length, non2xx, errors, runs: runs.length };
 }
