@@ -5,10 +5,10 @@
  * client received has its record in the stream, and the writer chain(s) verify.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openAuditSource, type ReadItem } from '../../src/audit/index.js';
 import { verifyChains } from '../../src/audit/verify.js';
 import { DEMO } from '../../src/demo/data.js';
 import { ERROR_SYSTEM } from '../../src/errors.js';
+import { readAll } from '../helpers/audit.js';
 import { startLoad } from '../helpers/gateway-process.js';
 import { type Stack, startStack } from '../helpers/gateway.js';
 import { type RedisHandle, startRedis } from '../helpers/redis.js';
@@ -37,16 +37,7 @@ function code(text: string): string | undefined {
   }
 }
 
-async function readStream(url: string): Promise<ReadItem[]> {
-  const src = openAuditSource(url);
-  const out: ReadItem[] = [];
-  try {
-    for await (const i of src) out.push(i);
-  } finally {
-    await src.close();
-  }
-  return out;
-}
+const readStream = readAll;
 
 async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -4,27 +4,16 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openAuditSource } from '../../src/audit/index.js';
-import type { ReadItem } from '../../src/audit/read.js';
-import type { ChainedRecord } from '../../src/audit/record.js';
 import { RedisAuditSink } from '../../src/audit/redis-sink.js';
 import { verifyChains } from '../../src/audit/verify.js';
+import { recordsOf, readStream } from '../helpers/audit.js';
 import { startRedis } from '../helpers/redis.js';
 import { sampleRecord } from '../unit/audit/fixtures.js';
 
 const redis = await startRedis();
 
-async function read(stream: string): Promise<ReadItem[]> {
-  const src = openAuditSource(`${redis!.url}?stream=${encodeURIComponent(stream)}`);
-  const out: ReadItem[] = [];
-  try {
-    for await (const i of src) out.push(i);
-  } finally {
-    await src.close();
-  }
-  return out;
-}
-const recs = (xs: ReadItem[]): ChainedRecord[] => xs.flatMap((i) => ('record' in i ? [i.record] : []));
+const read = (stream: string) => readStream(redis!.url, stream);
+const recs = recordsOf;
 
 /** Calls per command since the last CONFIG RESETSTAT, from INFO commandstats. */
 async function calls(admin: Redis): Promise<Record<string, number>> {

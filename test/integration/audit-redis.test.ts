@@ -1,27 +1,17 @@
 /** Redis sink behaviour beyond the shared contract: ambiguous failures, outages at start, WAIT. */
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createAuditSink, openAuditSource } from '../../src/audit/index.js';
-import type { ReadItem } from '../../src/audit/read.js';
-import type { ChainedRecord } from '../../src/audit/record.js';
+import { createAuditSink, } from '../../src/audit/index.js';
 import { RedisAuditSink } from '../../src/audit/redis-sink.js';
 import { verifyChains } from '../../src/audit/verify.js';
+import { recordsOf, readStream } from '../helpers/audit.js';
 import { startRedis } from '../helpers/redis.js';
 import { sampleRecord } from '../unit/audit/fixtures.js';
 
 const redis = await startRedis();
 
-async function read(url: string, stream: string): Promise<ReadItem[]> {
-  const src = openAuditSource(`${url}?stream=${encodeURIComponent(stream)}`);
-  const out: ReadItem[] = [];
-  try {
-    for await (const i of src) out.push(i);
-  } finally {
-    await src.close();
-  }
-  return out;
-}
-const recs = (xs: ReadItem[]): ChainedRecord[] => xs.flatMap((i) => ('record' in i ? [i.record] : []));
+const read = readStream;
+const recs = recordsOf;
 
 (redis ? describe : describe.skip)('redis audit sink', () => {
   afterAll(async () => {
