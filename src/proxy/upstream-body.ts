@@ -60,6 +60,18 @@ export interface BufferLease {
   release(): void;
 }
 
+/**
+ * A transport failure talking to the upstream as the gateway's error: a timeout is
+ * `upstream-timeout` (504), anything else `upstream-unavailable` (502) — a reset or stall is the
+ * upstream's failure, not the gateway's (500). GatewayErrors (limits, budget) pass unchanged.
+ */
+export function upstreamTransportError(e: unknown, phase: string): GatewayError {
+  if (e instanceof GatewayError) return e;
+  const code = String((e as { code?: unknown } | undefined)?.code ?? '');
+  if (code.includes('TIMEOUT')) return new GatewayError('upstream-timeout', `${phase}: ${code}`, { cause: e });
+  return new GatewayError('upstream-unavailable', `${phase}: ${code || 'connection error'}`, { cause: e });
+}
+
 /** Collects the stream, aborting it as soon as the limit is crossed (memory stays bounded). */
 export async function collect(stream: Readable, limit: number, lease?: BufferLease): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -81,11 +93,7 @@ export async function collect(stream: Readable, limit: number, lease?: BufferLea
       chunks.push(buf);
     }
   } catch (e) {
-    // A reset or stall mid-body is the upstream's failure (502/504), not the gateway's (500).
-    if (e instanceof GatewayError) throw e;
-    const code = String((e as { code?: unknown })?.code ?? '');
-    if (code.includes('TIMEOUT')) throw new GatewayError('upstream-timeout', `upstream body: ${code}`, { cause: e });
-    throw new GatewayError('upstream-unavailable', `upstream body: ${code || 'stream error'}`, { cause: e });
+    throw upstreamTransportError(e, 'upstream body');
   }
   return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
 }

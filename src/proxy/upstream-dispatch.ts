@@ -11,7 +11,7 @@
  */
 import type { Dispatcher } from 'undici';
 import { GatewayError } from '../errors.js';
-import type { BufferLease } from './upstream-body.js';
+import { type BufferLease, upstreamTransportError as transportError } from './upstream-body.js';
 import type { UpstreamCall } from './upstream-request.js';
 
 export interface UpstreamAnswer {
@@ -20,13 +20,6 @@ export interface UpstreamAnswer {
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   /** The body as received (still content-encoded, if the upstream ignored `accept-encoding`). */
   readonly body: Buffer;
-}
-
-function transportError(e: unknown, phase: string): GatewayError {
-  if (e instanceof GatewayError) return e;
-  const code = String((e as { code?: unknown } | undefined)?.code ?? '');
-  if (code.includes('TIMEOUT')) return new GatewayError('upstream-timeout', `${phase}: ${code}`, { cause: e });
-  return new GatewayError('upstream-unavailable', `${phase}: ${code || 'connection error'}`, { cause: e });
 }
 
 export function dispatchUpstream(
@@ -67,7 +60,7 @@ export function dispatchUpstream(
         try {
           opts.lease?.take(chunk.length);
         } catch (e) {
-          const g = e instanceof GatewayError ? e : transportError(e, 'upstream body');
+          const g = transportError(e, 'upstream body');
           fail(g);
           controller.abort(g);
           return;
