@@ -23,6 +23,7 @@ export type { Exchange } from './record.js';
 import { BufferBudget, type BufferLease, decodeUpstreamBody } from './upstream-body.js';
 import { dispatchUpstream, type UpstreamAnswer } from './upstream-dispatch.js';
 import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
+import { utf8Bytes } from './utf8.js';
 
 /** The pieces of the gateway the pipeline calls. Each is replaceable (hot reload, tests). */
 export interface PipelineDeps {
@@ -144,11 +145,11 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       // As bytes, made now: a Buffer lives outside the JS heap, so what waits for the audit fsync is
       // not a string the young-generation collector must copy (or promote) meanwhile; and Fastify
       // would otherwise measure the string's UTF-8 length and Node encode it again while writing.
-      payload = out.body === undefined ? EMPTY : Buffer.from(JSON.stringify(out.body));
+      payload = out.body === undefined ? EMPTY : utf8Bytes(JSON.stringify(out.body));
     } catch (e) {
       logger.error({ reqId: ex.id, err: e }, 'response could not be serialized: withheld');
       ex.stats = undefined;
-      return release(ex, reply, 500, undefined, 'error', `${out.rule}: filter-failed`, Buffer.from(JSON.stringify(operationOutcome('filter-failed'))));
+      return release(ex, reply, 500, undefined, 'error', `${out.rule}: filter-failed`, utf8Bytes(JSON.stringify(operationOutcome('filter-failed'))));
     }
     // A copy: `finish` is exported, and its caller's headers object is not ours to complete.
     return release(ex, reply, out.status, out.headers && { ...out.headers }, out.decision, out.rule, payload);
@@ -172,7 +173,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       } else {
         logger.error({ reqId: ex.id, err: e }, 'audit write failed: response withheld (503)');
         status = 503;
-        payload = Buffer.from(JSON.stringify(operationOutcome('audit-unavailable')));
+        payload = utf8Bytes(JSON.stringify(operationOutcome('audit-unavailable')));
         headers = undefined;
       }
     }

@@ -6,6 +6,7 @@
  * re-serialized, never the original bytes.)
  */
 import { type ErrorCode, GatewayError } from '../errors.js';
+import { utf8Text } from './utf8.js';
 
 function hasProtoKey(value: unknown): boolean {
   if (value === null || typeof value !== 'object') return false;
@@ -19,7 +20,7 @@ function hasProtoKey(value: unknown): boolean {
 const PROTO_ESCAPE = /\\u00(?:5[fF]|6[fF]|7[024])/;
 
 export function parseStrictJson(bytes: Buffer | string, code: ErrorCode): unknown {
-  const text = typeof bytes === 'string' ? bytes : bytes.toString('utf8');
+  const text = typeof bytes === 'string' ? bytes : utf8Text(bytes);
   let value: unknown;
   try {
     value = JSON.parse(text);
