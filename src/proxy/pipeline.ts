@@ -17,6 +17,7 @@ import type { AccessPlan, CompiledPolicy } from '../policy/plan.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { FilterResult, RedactContext, ResponseContext } from '../redact/types.js';
 import { createCompartmentWriteCheck } from './compartment-writes.js';
+import { readsAsParsed } from './strict-json.js';
 import { type Exchange, elapsedMs, toAuditRecord } from './record.js';
 
 export type { Exchange } from './record.js';
@@ -85,6 +86,12 @@ type Headers = Record<string, string>;
 interface Outcome {
   status: number;
   body: unknown;
+  /**
+   * The upstream's own bytes for `body`, when the filter released the upstream value unchanged
+   * and `readsAsParsed` proved every parser reads those bytes as that value: sent as they are,
+   * saving the serialization.
+   */
+  asIs?: Buffer;
   headers?: Headers;
   decision: 'allow' | 'deny' | 'error';
   rule: string;
@@ -145,7 +152,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       // As bytes, made now: a Buffer lives outside the JS heap, so what waits for the audit fsync is
       // not a string the young-generation collector must copy (or promote) meanwhile; and Fastify
       // would otherwise measure the string's UTF-8 length and Node encode it again while writing.
-      payload = out.body === undefined ? EMPTY : utf8Bytes(JSON.stringify(out.body));
+      payload = out.asIs ?? (out.body === undefined ? EMPTY : utf8Bytes(JSON.stringify(out.body)));
     } catch (e) {
       logger.error({ reqId: ex.id, err: e }, 'response could not be serialized: withheld');
       ex.stats = undefined;
@@ -366,10 +373,13 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       return finish(ex, reply, { status, body: undefined, headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '' });
     }
     const value = body.value as { resourceType?: unknown };
+    // Released unchanged (the filter returns its input when it changed nothing, and never mutates
+    // it) and provably read the same by any parser: the upstream's bytes go out as they came.
+    const asIs = (released: unknown) => (released === value && readsAsParsed(body.raw, body.text, value) ? body.raw : undefined);
     if (status >= 400 && value.resourceType !== 'OperationOutcome') throw new GatewayError('upstream-error', `upstream ${status} without OperationOutcome`);
     if (req.interaction === 'capabilities') {
       if (value.resourceType !== 'CapabilityStatement') throw new GatewayError('upstream-bad-response', 'metadata is not a CapabilityStatement');
-      return finish(ex, reply, { status, body: value, headers, decision: 'allow', rule: ex.rule ?? '' });
+      return finish(ex, reply, { status, body: value, asIs: asIs(value), headers, decision: 'allow', rule: ex.rule ?? '' });
     }
 
     const ctx: ResponseContext = {
@@ -401,7 +411,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     if (etag && status < 300) headers.etag = etag;
     const lastModified = headerValue(up.headers['last-modified']);
     if (lastModified && status < 300) headers['last-modified'] = lastModified;
-    return finish(ex, reply, { status, body: result.body, headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '' });
+    return finish(ex, reply, { status, body: result.body, asIs: asIs(result.body), headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '' });
   }
 
   return { handle, reject, exchange, fail, finish };

@@ -6,7 +6,8 @@
 import type { Readable } from 'node:stream';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { GatewayError } from '../errors.js';
-import { parseStrictJson } from './strict-json.js';
+import { parseStrictJsonText } from './strict-json.js';
+import { utf8Text } from './utf8.js';
 
 export interface BodyLimits {
   /** Bytes accepted from the wire (compressed or not). */
@@ -15,7 +16,16 @@ export interface BodyLimits {
   readonly decompressedBytes: number;
 }
 
-export type UpstreamBody = { readonly kind: 'empty' } | { readonly kind: 'json'; readonly value: unknown; readonly bytes: number };
+export type UpstreamBody =
+  | { readonly kind: 'empty' }
+  | {
+      readonly kind: 'json';
+      readonly value: unknown;
+      readonly bytes: number;
+      /** The decoded (decompressed) body, and its text: what `value` was parsed from. */
+      readonly raw: Buffer;
+      readonly text: string;
+    };
 
 type Headers = Readonly<Record<string, string | string[] | undefined>>;
 
@@ -178,9 +188,10 @@ export function decodeUpstreamBody(raw: Buffer, headers: Headers, limits: BodyLi
   if (!isJsonContentType(single(headers, 'content-type'))) {
     throw new GatewayError('upstream-bad-response', 'non-JSON upstream content type');
   }
-  const value = parseStrictJson(decoded, 'upstream-bad-response');
+  const text = utf8Text(decoded);
+  const value = parseStrictJsonText(text, 'upstream-bad-response');
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new GatewayError('upstream-bad-response', 'upstream JSON is not a resource');
   }
-  return { kind: 'json', value, bytes: decoded.length };
+  return { kind: 'json', value, bytes: decoded.length, raw: decoded, text };
 }

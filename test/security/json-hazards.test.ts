@@ -4,8 +4,9 @@
  * receives either a filtered, re-serialized resource whose every key was judged, or a clean error;
  * and every request leaves exactly one audit record.
  */
+import { isUtf8 } from 'node:buffer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type FaultyUpstream, fhirJson, startFaultyUpstream } from '../helpers/faulty-upstream.js';
+import { type FaultyUpstream, fhirJson, raw, startFaultyUpstream } from '../helpers/faulty-upstream.js';
 import { type Stack, startStack } from '../helpers/gateway.js';
 import { auditFor, expectAbsent, expectError, receive } from './support.js';
 
@@ -14,6 +15,13 @@ const PSY = '{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code"
 
 const head = (id: string) => `{"resourceType":"Patient","id":"${id}","name":[{"family":"Hazard"}],"gender":"female"`;
 const deep = (n: number) => `${'{"extension":['.repeat(n)}{}${']}'.repeat(n)}`;
+
+// Indented, with escapes JSON.stringify would not write: released verbatim only when unchanged.
+const AS_IS =
+  '{\n  "resourceType": "Patient",\n  "id": "as-is",\n  "name": [ { "family": "Escap\\u0065d", "given": [ "A \\"quoted\\" \\\\ name" ] } ],\n  "telecom": [ { "system": "phone", "value": "555-0100" } ],\n  "birthDate": "1970-01-01"\n}\n';
+// An overlong encoding of '"' (C0 A2) inside a string: the gateway's decoder reads U+FFFD twice,
+// a lenient one a quote that ends the string early; relaying the bytes would let the two disagree.
+const BAD_UTF8 = Buffer.concat([Buffer.from(`${head('bad-utf8')},"address":[{"city":"Ab`), Buffer.from([0xc0, 0xa2]), Buffer.from('c"}]}')]);
 
 let up: FaultyUpstream;
 let stack: Stack;
@@ -29,6 +37,8 @@ beforeAll(async () => {
     '/Patient/dup-meta-show': fhirJson(`${head('dup-meta-show')},"meta":{},"meta":{"security":[${PSY}]}}`),
     '/Patient/dup-type': fhirJson(`{"resourceType":"Patient","id":"dup-type","resourceType":"Observation","status":"final","code":{"text":"${SECRET}"},"subject":{"reference":"Patient/x"}}`),
     '/Patient/deep': fhirJson(`${head('deep')},"extension":[${deep(20_000)}]}`),
+    '/Patient/as-is': fhirJson(AS_IS),
+    '/Patient/bad-utf8': raw(200, { 'content-type': 'application/fhir+json' }, BAD_UTF8),
   });
   stack = await startStack({ upstreamUrl: up.url });
 });
@@ -85,6 +95,42 @@ describe('duplicate keys in upstream answers', () => {
     const r = await receive(await stack.get('/Patient/dup-type', billing));
     expectError(r, 404, 'not-found');
     expectAbsent(r, [SECRET]);
+  });
+});
+
+describe('unchanged answers released as the upstream wrote them', () => {
+  const bytesOf = async (res: Response) => Buffer.from(await res.arrayBuffer());
+
+  it('a role that keeps everything gets the upstream bytes; a redacting role the gateway serialization', async () => {
+    const kept = await bytesOf(await stack.get('/Patient/as-is', clinician));
+    expect(kept.toString('utf8')).toBe(AS_IS);
+    const redacted = (await bytesOf(await stack.get('/Patient/as-is', billing))).toString('utf8');
+    expect(redacted).not.toContain('555-0100');
+    expect(redacted).not.toContain('\n');
+    expect(redacted).toContain('"family":"Escaped"');
+  });
+
+  it('duplicate keys are never relayed: the client gets the one value that was judged', async () => {
+    for (const who of [clinician, billing]) {
+      const r = await receive(await stack.get('/Patient/dup-telecom', who));
+      expect(r.status).toBe(200);
+      expectAbsent(r, [SECRET]);
+      expect(r.text.match(/"telecom"/g)?.length ?? 0).toBeLessThanOrEqual(1);
+    }
+    // Judged as an Observation (the last resourceType): a first-key parser must not read a Patient.
+    const t = await receive(await stack.get('/Patient/dup-type', clinician));
+    expect(t.text.match(/"resourceType"/g)?.length ?? 0).toBeLessThanOrEqual(1);
+    expect(t.text).not.toContain('"Patient"');
+  });
+
+  it('bytes that are not valid UTF-8 are never relayed: the client gets valid UTF-8 of what was judged', async () => {
+    const res = await stack.get('/Patient/bad-utf8', clinician);
+    expect(res.status).toBe(200);
+    const body = await bytesOf(res);
+    expect(isUtf8(body)).toBe(true);
+    expect(body.includes(Buffer.from([0xc0, 0xa2]))).toBe(false);
+    const city = (JSON.parse(body.toString('utf8')) as { address: Array<{ city: string }> }).address[0].city;
+    expect(city).toContain('\ufffd');
   });
 });
 
