@@ -4,8 +4,11 @@
  * decision, redaction of the 100-entry searchset against JSON.parse + JSON.stringify of the same
  * bytes, and audit record hashing. Run by bench/run.mjs in a child process (results over IPC);
  * run alone (`node bench/micro.mjs`) it prints its own table.
+ *
+ * Options (environment): BENCH_QUICK=1 (fewer, shorter rounds); BENCH_GROUPS=audit,redact (only
+ * those groups: auth, policy, redact, audit); BENCH_ROOT=DIR (measure another checkout's dist/).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -18,8 +21,10 @@ const root = resolve(process.env.BENCH_ROOT ?? join(here, '..'));
 const dist = (p) => import(pathToFileURL(join(root, 'dist', p)).href);
 const quick = process.env.BENCH_QUICK === '1';
 const opts = quick ? { rounds: 5, roundMs: 30 } : { rounds: 11, roundMs: 80 };
+const groups = process.env.BENCH_GROUPS ? new Set(process.env.BENCH_GROUPS.split(',').map((g) => g.trim())) : undefined;
+const wanted = (group) => groups === undefined || groups.has(group);
 
-const [{ loadGatewayConfig, loadPolicy }, { createTokenVerifier }, demo, { classify }, { decide }, { filterResponse }, chain, rec, types] =
+const [{ loadGatewayConfig, loadPolicy }, { createTokenVerifier }, demo, { classify }, { decide }, { filterResponse }, chain, rec, types, fileSink] =
   await Promise.all([
     dist('config/load.js'),
     dist('auth/verify.js'),
@@ -30,6 +35,7 @@ const [{ loadGatewayConfig, loadPolicy }, { createTokenVerifier }, demo, { class
     dist('audit/chain.js'),
     dist('proxy/record.js'),
     dist('fhir/resource-types.js'),
+    dist('audit/file-sink.js'),
   ]);
 
 const ownKeys = process.env.BENCH_KEYS_DIR === undefined;
@@ -91,6 +97,7 @@ function contextFor(role, request) {
 
 const results = [];
 const add = async (group, name, fn, o = {}) => {
+  if (!wanted(group)) return undefined;
   const r = await measure(name, fn, { ...opts, ...o });
   results.push({ group, ...r });
   return r;
@@ -109,7 +116,7 @@ for (const role of Object.keys(ROLES)) {
 // Redaction of the searchset vs the floor any JSON-rewriting proxy pays: parse + stringify.
 const parseStringify = await add('redact', 'JSON.parse + JSON.stringify searchset (baseline)', () => JSON.stringify(JSON.parse(searchText)));
 const redaction = {};
-for (const role of Object.keys(ROLES)) {
+for (const role of wanted('redact') ? Object.keys(ROLES) : []) {
   const ctx = contextFor(role, searchReq);
   const check = filterResponse(searchValue, ctx);
   if (check.kind !== 'ok') throw new Error(`filterResponse withheld the searchset for ${role}`);
@@ -128,31 +135,30 @@ const readCtx = contextFor('billing', readReq);
 await add('redact', 'filterResponse Patient read, billing', () => filterResponse(patientValue, readCtx).body);
 
 // Audit: the record the pipeline builds for a billing search (100 disclosed ids) and a read.
-function auditRecord(role, request, body, id) {
+function exchange(role, request, body, id) {
   const ctx = contextFor(role, request);
   const r = filterResponse(body, ctx);
-  return rec.toAuditRecord(
-    {
-      id,
-      time: new Date('2024-05-01T12:00:00Z'),
-      started: process.hrtime.bigint(),
-      method: 'GET',
-      url: request.interaction === 'read' ? readRaw.url : searchRaw.url,
-      clientAddress: '127.0.0.1',
-      userAgent: 'bench',
-      policyVersion: policy.version,
-      principal: principals[role],
-      purpose: ROLES[role],
-      role,
-      request,
-      rule: 'roles.billing.purposes.HPAYMT -> dataSets.billing.rules[0]',
-      upstreamStatus: 200,
-      upstreamMs: 1.2,
-      stats: r.stats,
-    },
-    { status: 200, decision: 'allow', rule: 'roles.billing.purposes.HPAYMT -> dataSets.billing.rules[0]' },
-  );
+  return {
+    id,
+    time: new Date('2024-05-01T12:00:00Z'),
+    started: process.hrtime.bigint(),
+    method: 'GET',
+    url: request.interaction === 'read' ? readRaw.url : searchRaw.url,
+    clientAddress: '127.0.0.1',
+    userAgent: 'bench',
+    policyVersion: policy.version,
+    principal: principals[role],
+    purpose: ROLES[role],
+    role,
+    request,
+    rule: `roles.${role}.purposes.${ROLES[role]} -> dataSets.${role}.rules[0]`,
+    upstreamStatus: 200,
+    upstreamMs: 1.2,
+    stats: r.stats,
+  };
 }
+const outcomeFor = (role) => ({ status: 200, decision: 'allow', rule: `roles.${role}.purposes.${ROLES[role]} -> dataSets.${role}.rules[0]` });
+const auditRecord = (role, request, body, id) => rec.toAuditRecord(exchange(role, request, body, id), outcomeFor(role));
 const readRecord = auditRecord('billing', readReq, patientValue, 'req-read');
 const searchRecord = auditRecord('billing', searchReq, searchValue, 'req-search');
 const head = chain.genesisHead('bench-writer');
@@ -161,6 +167,30 @@ await add('audit', 'chain + hash audit record (search, 100 ids)', () => chain.ch
 // What the sinks run per request: the stored line and its hash, no parsed copy.
 await add('audit', 'chainLine audit record (read)', () => chain.chainLine(head, readRecord).line);
 await add('audit', 'chainLine audit record (search, 100 ids)', () => chain.chainLine(head, searchRecord).line);
+// The profiled case: a clinician Patient read, record built and chained as the pipeline does.
+const clinicianRead = exchange('clinician', readReq, patientValue, '0f0e8a52-6d1c-4f55-9b8e-3c2d1a0b9f7e');
+await add('audit', 'toAuditRecord clinician read', () => rec.toAuditRecord(clinicianRead, outcomeFor('clinician')));
+await add('audit', 'toAuditRecord + chainLine clinician read', () => chain.chainLine(head, rec.toAuditRecord(clinicianRead, outcomeFor('clinician'))).line);
+// A record whose `details` and breakGlass are set (export / break-glass kinds).
+const detailed = { ...readRecord, breakGlass: { reason: 'ED: unresponsive patient \u2014 "urgent"', session: 'bg-1' }, details: { format: 'ndjson', from: '2024-01-01', n: 3 } };
+await add('audit', 'chainLine record with breakGlass + details', () => chain.chainLine(head, detailed).line);
+// The file sink's whole commit of a batch (chain + encode), I/O replaced by no-ops.
+if (wanted('audit')) {
+  const dir = mkdtempSync(join(tmpdir(), 'phi-bench-audit-'));
+  const noIo = {
+    async openAppend(path) {
+      writeFileSync(path, '');
+      return { async append() {}, async datasync() {}, async truncate() {}, async close() {} };
+    },
+    async syncDir() {},
+  };
+  const sink = await fileSink.FileAuditSink.open({ dir, rotateBytes: 2 ** 40, groupCommitMs: 0, writerId: 'bench-writer', io: noIo, checkpointEvery: 2 ** 40 });
+  const batch = Array.from({ length: 16 }, () => rec.toAuditRecord(clinicianRead, outcomeFor('clinician')));
+  const r = await add('audit', 'file sink: 16 clinician-read records written, per batch (no-op I/O)', () => Promise.all(batch.map((x) => sink.write(x))), { async: true });
+  results.push({ group: 'audit', name: '  … per record', nsPerOp: r.nsPerOp / 16, opsPerSec: r.opsPerSec * 16, iterations: r.iterations, rounds: r.rounds, spread: r.spread });
+  await sink.close();
+  rmSync(dir, { recursive: true, force: true });
+}
 
 const out = {
   payloadBytes: { patient: payloads.patient.length, searchset: payloads.searchset.length },

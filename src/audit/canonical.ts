@@ -63,6 +63,17 @@ function nativeSplit(src: Record<string, unknown>, key: string): { before: strin
   return { before, after: `,${rest}` };
 }
 
+/**
+ * The text canonicalSplit writes for the value of `obj[key]`, or undefined where it omits the
+ * member: what the general writer below does per member, and (as the oracle tests prove) what
+ * the native route's text holds for it. For writers of a known record shape whose free-form
+ * members (`details`) must come out exactly as canonicalSplit writes them. Throws where
+ * canonicalSplit would.
+ */
+export function canonicalMember(value: unknown, key: string): string | undefined {
+  return nativeCanonical(value) ? JSON.stringify(value) : write(value, key);
+}
+
 /** canonicalSplit for any input: member by member, each member's value by the fastest correct route. */
 function writeSplit(src: Record<string, unknown>, key: string): { before: string; after: string } {
   const keys = Object.keys(src);
@@ -79,8 +90,7 @@ function writeSplit(src: Record<string, unknown>, key: string): { before: string
       placed = true;
       first = false;
     }
-    const value = src[k];
-    const v = nativeCanonical(value) ? JSON.stringify(value) : write(value, k);
+    const v = canonicalMember(src[k], k);
     if (v === undefined) continue;
     const member = `${first ? '' : ','}${quoteKey(k)}:${v}`;
     first = false;

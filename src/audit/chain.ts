@@ -22,6 +22,7 @@
  */
 import { hash as oneShotHash } from 'node:crypto';
 import { canonicalSplit } from './canonical.js';
+import { quoteString, splitKnownRecord } from './record-text.js';
 import type { AuditRecord, ChainedRecord } from './record.js';
 
 export const GENESIS = '0'.repeat(64);
@@ -63,19 +64,31 @@ export interface ChainedLine {
   readonly next: ChainHead;
 }
 
+// The writer id is the same on every record of a chain: quote it once.
+let lastWriter = '';
+let lastWriterQuoted = '""';
+
 /**
  * Chains one record after `head` and returns the line to store. One serialization pass: the
  * canonical text is hashed, and the stored line is that same text with `chain.hash` spliced in
- * (so it is itself canonical). Any `chain` field on the input is replaced, never trusted; the
+ * (so it is itself canonical). Records of toAuditRecord's shape (every request) are written by
+ * the dedicated single-pass writer (record-text.ts), any other by the generic canonicalSplit;
+ * both give the same bytes. Any `chain` field on the input is replaced, never trusted; the
  * input is not modified. Throws when the record is not JSON-serializable (nothing consumed).
  */
 export function chainLine(head: ChainHead, record: AuditRecord): ChainedLine {
   const seq = head.seq + 1;
-  const { before, after } = canonicalSplit(record, 'chain');
-  const unsealed = unsealedChain(head.writer, seq, head.hash);
-  const hash = sha256(before + unsealed + after);
+  const split = splitKnownRecord(record);
+  const { before, after } = split ?? canonicalSplit(record, 'chain');
+  if (head.writer !== lastWriter) {
+    lastWriterQuoted = JSON.stringify(head.writer);
+    lastWriter = head.writer;
+  }
+  // The chain object without its hash, less the opening brace: `"prev":…,"seq":…,"writer":…}`.
+  const members = `"prev":${quoteString(head.hash)},"seq":${seq},"writer":${lastWriterQuoted}}`;
+  const hash = sha256(`${before}{${members}${after}`);
   // `hash` sorts before prev/seq/writer, so it opens the chain object.
-  const line = `${before}{"hash":"${hash}",${unsealed.slice(1)}${after}`;
+  const line = `${before}{"hash":"${hash}",${members}${after}`;
   return { line, next: { writer: head.writer, seq, hash } };
 }
 
