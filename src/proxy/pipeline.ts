@@ -375,7 +375,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     const value = body.value as { resourceType?: unknown };
     // Released unchanged (the filter returns its input when it changed nothing, and never mutates
     // it) and provably read the same by any parser: the upstream's bytes go out as they came.
-    const asIs = (released: unknown) => (released === value && readsAsParsed(body.raw, body.text, value) ? body.raw : undefined);
+    const asIs = (released: unknown) => (released === value && readsAsParsed(body.raw, value) ? body.raw : undefined);
     if (status >= 400 && value.resourceType !== 'OperationOutcome') throw new GatewayError('upstream-error', `upstream ${status} without OperationOutcome`);
     if (req.interaction === 'capabilities') {
       if (value.resourceType !== 'CapabilityStatement') throw new GatewayError('upstream-bad-response', 'metadata is not a CapabilityStatement');

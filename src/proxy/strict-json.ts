@@ -42,17 +42,19 @@ export function parseStrictJsonText(text: string, code: ErrorCode): unknown {
 /** Deeper than any FHIR resource nests: bodies past it are never released as received. */
 const MAX_AS_IS_DEPTH = 64;
 
-/** String tokens in valid JSON text: its unescaped `"` characters, two per string. */
-function quotesIn(text: string): number {
+/**
+ * String tokens in valid JSON encoded as valid UTF-8: its unescaped `"` bytes, two per string.
+ * Counted on the bytes (a typed-array loop is about twice as fast as searching the text): in valid
+ * UTF-8 the bytes 0x22 and 0x5C occur only as the characters `"` and `\`.
+ */
+function quotesIn(bytes: Buffer): number {
   let n = 0;
-  for (let i = text.indexOf('"'); i !== -1; i = text.indexOf('"', i + 1)) {
-    if (text.charCodeAt(i - 1) === 92 /* \ */) {
-      // Inside a string: escaped when an odd run of backslashes precedes it.
-      let run = 1;
-      while (text.charCodeAt(i - 1 - run) === 92) run++;
-      if (run % 2 === 1) continue;
-    }
-    n++;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] !== 0x22) continue;
+    // Inside a string a quote is escaped when an odd run of backslashes precedes it.
+    let run = 0;
+    while (run < i && bytes[i - 1 - run] === 0x5c) run++;
+    if (run % 2 === 0) n++;
   }
   return n;
 }
@@ -86,7 +88,7 @@ function keysAndStrings(root: unknown): number {
 }
 
 /**
- * Whether `raw` — bytes that parseStrictJson read as `text` and parsed to `value` — can be released
+ * Whether `raw` — bytes that parseStrictJson decoded and parsed to `value` — can be released
  * as they are instead of as the gateway's own serialization of `value`: true only when every
  * conforming JSON parser must read them as `value`. Two things let parsers disagree on bytes that
  * JSON.parse accepted, and both are checked here:
@@ -99,8 +101,8 @@ function keysAndStrings(root: unknown): number {
  * whitespace, string escapes and number spelling, which name the same value for every parser
  * (numbers keep the upstream's own digits, which FHIR's decimal precision prefers).
  */
-export function readsAsParsed(raw: Buffer, text: string, value: unknown): boolean {
+export function readsAsParsed(raw: Buffer, value: unknown): boolean {
   if (!isUtf8(raw)) return false;
   const tokens = keysAndStrings(value);
-  return tokens >= 0 && quotesIn(text) === 2 * tokens;
+  return tokens >= 0 && quotesIn(raw) === 2 * tokens;
 }

@@ -22,9 +22,8 @@ export type UpstreamBody =
       readonly kind: 'json';
       readonly value: unknown;
       readonly bytes: number;
-      /** The decoded (decompressed) body, and its text: what `value` was parsed from. */
+      /** The decoded (decompressed) body: what `value` was parsed from. */
       readonly raw: Buffer;
-      readonly text: string;
     };
 
 type Headers = Readonly<Record<string, string | string[] | undefined>>;
@@ -188,10 +187,9 @@ export function decodeUpstreamBody(raw: Buffer, headers: Headers, limits: BodyLi
   if (!isJsonContentType(single(headers, 'content-type'))) {
     throw new GatewayError('upstream-bad-response', 'non-JSON upstream content type');
   }
-  const text = utf8Text(decoded);
-  const value = parseStrictJsonText(text, 'upstream-bad-response');
+  const value = parseStrictJsonText(utf8Text(decoded), 'upstream-bad-response');
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new GatewayError('upstream-bad-response', 'upstream JSON is not a resource');
   }
-  return { kind: 'json', value, bytes: decoded.length, raw: decoded, text };
+  return { kind: 'json', value, bytes: decoded.length, raw: decoded };
 }

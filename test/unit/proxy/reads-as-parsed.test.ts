@@ -11,7 +11,7 @@ import { parseStrictJson, readsAsParsed } from '../../../src/proxy/strict-json.j
 function judge(text: string | Buffer): boolean {
   const raw = typeof text === 'string' ? Buffer.from(text) : text;
   const decoded = raw.toString('utf8');
-  return readsAsParsed(raw, decoded, parseStrictJson(decoded, 'upstream-bad-response'));
+  return readsAsParsed(raw, parseStrictJson(decoded, 'upstream-bad-response'));
 }
 
 // Strings full of what trips a quote counter: quotes, backslash runs, escapes, any code unit.
