@@ -1,8 +1,9 @@
 /**
  * The file audit sink: append-only NDJSON files `audit-YYYY-MM-DD-NNN.ndjson` in one directory,
- * one ChainedRecord per line, group-committed: writes arriving while an fsync is in flight are
- * batched into the next write+fdatasync, and every write() resolves only after the fdatasync that
- * covers its line. One batch is in flight at a time, so lines land in chain order.
+ * one ChainedRecord per line, group-committed: writes arriving while a batch is being made durable
+ * are batched into the next one, and every write() resolves only once its line is on stable
+ * storage (an O_DSYNC write where the platform has it, else write + fdatasync). One batch is in
+ * flight at a time, so lines land in chain order.
  *
  * Start-up recovery: a torn final line of the last file (no trailing newline: it was never
  * acknowledged) is truncated away; this process then starts a NEW writer chain (the previous
@@ -33,6 +34,11 @@ import type { AuditRecord, AuditSink } from './record.js';
 export interface AppendHandle {
   /** Appends the whole buffer (loops over partial writes). */
   append(buf: Buffer): Promise<void>;
+  /**
+   * True when `append` resolves only once its bytes are on stable storage (the file is open with
+   * O_DSYNC), so a batch needs no separate `datasync`.
+   */
+  readonly durableWrites?: boolean;
   datasync(): Promise<void>;
   truncate(len: number): Promise<void>;
   close(): Promise<void>;
@@ -52,14 +58,22 @@ export interface FileIo {
  * closed, so every call after close() fails with EBADF here instead of touching whatever file
  * got the number.
  */
+/**
+ * O_DSYNC where the platform has it (Linux, macOS; not Windows): each write(2) returns once its
+ * data is durable, as write + fdatasync would, but in one system call and one trip through libuv's
+ * thread pool instead of two. Batches commit sooner, and on a busy 2-core machine the gateway's
+ * Patient-read throughput rose from 0.48x to 0.65x the bare proxy's in one alternated run (issue 6).
+ */
+const O_DSYNC: number | undefined = constants.O_DSYNC;
+
 export const nodeFileIo: FileIo = {
   async openAppend(path) {
-    const fd = await new Promise<number>((resolve, reject) =>
-      fsOpen(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600, (e, fd) => (e ? reject(e) : resolve(fd))),
-    );
+    const flags = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | (O_DSYNC ?? 0);
+    const fd = await new Promise<number>((resolve, reject) => fsOpen(path, flags, 0o600, (e, fd) => (e ? reject(e) : resolve(fd))));
     let closed = false;
     const badf = (): Promise<never> => Promise.reject(Object.assign(new Error('EBADF: audit file handle is closed'), { code: 'EBADF' }));
     return {
+      durableWrites: O_DSYNC !== undefined,
       append(buf) {
         if (closed) return badf();
         return new Promise<void>((resolve, reject) => {
@@ -278,7 +292,7 @@ export class FileAuditSink implements AuditSink {
     const before = file.size;
     try {
       await file.handle!.append(buf);
-      await file.handle!.datasync();
+      if (!file.handle!.durableWrites) await file.handle!.datasync();
     } catch (e) {
       const err = asError(e);
       this.logger?.error({ err: errInfo(err), audit: { writer: this.writerId } }, 'audit write failed; rejecting the batch');

@@ -1,5 +1,6 @@
 /** nodeFileIo: the plain-fd append handle under the file sink (src/audit/file-sink.ts). */
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -47,6 +48,23 @@ describe('nodeFileIo', () => {
     await other.close();
     expect(await readFile(join(dir, 'other.ndjson'), 'utf8')).toBe('mine\n');
     expect(await readFile(join(dir, 'old.ndjson'), 'utf8')).toBe('');
+  });
+
+  it.runIf(process.platform === 'linux')('opens the file O_DSYNC, so an append is durable when it resolves', async () => {
+    const path = join(dir, 'dsync.ndjson');
+    const h = await nodeFileIo.openAppend(path);
+    expect(h.durableWrites).toBe(true);
+    // The kernel's own record of the descriptor's flags (octal): O_DSYNC is 010000 on Linux.
+    let flags: number | undefined;
+    for (const fd of await readdir('/proc/self/fd')) {
+      if ((await readlink(`/proc/self/fd/${fd}`).catch(() => '')) !== path) continue;
+      const m = /^flags:\s+([0-7]+)$/m.exec(await readFile(`/proc/self/fdinfo/${fd}`, 'utf8'));
+      flags = m ? Number.parseInt(m[1], 8) : undefined;
+    }
+    await h.close();
+    expect(flags).toBeDefined();
+    expect(flags! & constants.O_DSYNC).toBe(constants.O_DSYNC);
+    expect(flags! & constants.O_APPEND).toBe(constants.O_APPEND);
   });
 
   it('reports open errors (no such directory) instead of creating anything', async () => {

@@ -43,6 +43,38 @@ describe('FileAuditSink', () => {
     await sink.close();
   });
 
+  it('a handle whose appends are durable (O_DSYNC) needs no datasync; any other gets one per batch', async () => {
+    for (const durableWrites of [true, false]) {
+      let syncs = 0;
+      let appends = 0;
+      const io: FileIo = {
+        syncDir: nodeFileIo.syncDir,
+        async openAppend(p) {
+          const real = await nodeFileIo.openAppend(p);
+          return {
+            durableWrites,
+            append: async (b) => {
+              appends++;
+              await real.append(b);
+            },
+            datasync: async () => {
+              syncs++;
+              await real.datasync();
+            },
+            truncate: real.truncate,
+            close: real.close,
+          } satisfies AppendHandle;
+        },
+      };
+      await rm(dir, { recursive: true, force: true });
+      const sink = await open({ io });
+      for (let i = 0; i < 5; i++) await sink.write(sampleRecord(i));
+      await sink.close();
+      expect(appends).toBe(6); // five records and the seal, one batch each
+      expect(syncs).toBe(durableWrites ? 0 : 6);
+    }
+  });
+
   it('group-commits: concurrent writes share fsyncs and each resolves only after its own', async () => {
     let syncs = 0;
     let synced = 0; // bytes covered by a completed datasync
