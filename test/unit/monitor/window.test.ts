@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryWindowStore, RedisWindowStore, type WindowStore } from '../../../src/monitor/window.js';
 import { type RedisHandle, startRedis } from '../../helpers/redis.js';
@@ -99,5 +99,153 @@ describe.skipIf(!redis)('redis window store and the audit stream', () => {
     const store = new RedisWindowStore(c, `acl-${Math.random()}:`);
     expect(await store.add('w', ['a', 'b'], 0, MIN)).toBe(2);
     expect(await store.add('w', ['c'], 10, MIN)).toBe(3);
+  });
+});
+
+// Batching: adds made within one event-loop turn go to Redis as one script call.
+describe.skipIf(!redis)('redis window store batching', () => {
+  function client(opts: RedisOptions = {}): Redis {
+    const c = new Redis(redis!.url, opts);
+    clients.push(c);
+    return c;
+  }
+  /** Calls per command since the server started, from INFO commandstats (what Redis itself executed). */
+  async function commandCalls(c: Redis): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const [, cmd, calls] of (await c.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out[cmd!] = Number(calls);
+    return out;
+  }
+
+  /** A fixed interleaving over three keys and two windows: same key several times, members seen again, windows passing. */
+  type Op = readonly [key: string, members: readonly string[], now: number, windowMs: number];
+  const OPS: readonly Op[] = (() => {
+    const ops: Op[] = [];
+    let seed = 7;
+    const rnd = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 16) % n;
+    };
+    let t = 0;
+    for (let i = 0; i < 120; i++) {
+      t += rnd(3) * 20_000; // often the same instant, sometimes up to 40 s later
+      const key = ['a', 'b', 'c'][rnd(3)]!;
+      const members = Array.from({ length: rnd(4) }, () => `p${rnd(12)}`);
+      ops.push([key, members, t, key === 'c' ? 2 * MIN : MIN]);
+    }
+    return ops;
+  })();
+
+  it('counts exactly as the same adds one at a time, across keys and for one key within a batch', async () => {
+    const c = client();
+    const alone = new RedisWindowStore(c, `alone-${Math.random()}:`);
+    const expected: number[] = [];
+    for (const [k, m, t, w] of OPS) expected.push(await alone.add(k, m, t, w));
+    // The in-memory store agrees (times only move forward here), so the expectations mean something.
+    const mem = new MemoryWindowStore();
+    const memCounts: number[] = [];
+    for (const [k, m, t, w] of OPS) memCounts.push(await mem.add(k, m, t, w));
+    expect(memCounts).toEqual(expected);
+    expect(new Set(expected).size, String(expected)).toBeGreaterThan(5);
+
+    // All 120 in one turn: one batch (below the cap), same order.
+    const together = new RedisWindowStore(c, `together-${Math.random()}:`);
+    expect(await Promise.all(OPS.map(([k, m, t, w]) => together.add(k, m, t, w)))).toEqual(expected);
+
+    // In bursts of 7 (several batches, each holding several adds to the same key).
+    const bursts = new RedisWindowStore(c, `bursts-${Math.random()}:`);
+    const got: number[] = [];
+    for (let i = 0; i < OPS.length; i += 7) got.push(...(await Promise.all(OPS.slice(i, i + 7).map(([k, m, t, w]) => bursts.add(k, m, t, w)))));
+    expect(got).toEqual(expected);
+  });
+
+  it('one key twice in a batch: the second add sees the first one members, and the window prunes between them', async () => {
+    const s = new RedisWindowStore(client(), `same-${Math.random()}:`);
+    expect(await Promise.all([s.add('k', ['a', 'b'], 0, MIN), s.add('k', ['b', 'c'], 2, MIN), s.add('k', ['d'], MIN + 1, MIN), s.add('other', ['a'], 0, MIN)])).toEqual([2, 3, 3, 1]);
+    // At MIN + 1 a (seen at 0) had left, b and c (seen at 2) had not; at 2*MIN + 1 only d is left.
+    expect(await s.add('k', [], 2 * MIN + 1, MIN)).toBe(0);
+  });
+
+  it('each window key expires twice its own window after its last update', async () => {
+    const c = client();
+    const prefix = `ttl-${Math.random()}:`;
+    const s = new RedisWindowStore(c, prefix);
+    await Promise.all([s.add('short', ['a'], 0, 1000), s.add('long', ['a'], 0, MIN), s.add('short', ['b'], 10, 1500)]);
+    const [short, long] = await Promise.all([c.pttl(`${prefix}short`), c.pttl(`${prefix}long`)]);
+    expect(short).toBeGreaterThan(2000);
+    expect(short).toBeLessThanOrEqual(3000);
+    expect(long).toBeGreaterThan(MIN);
+    expect(long).toBeLessThanOrEqual(2 * MIN);
+  });
+
+  it('a burst of adds in one turn is ONE script call on the Redis server; bursts above the cap are split', async () => {
+    const admin = client();
+    const s = new RedisWindowStore(client(), `burst-${Math.random()}:`);
+    await s.add('warm', ['x'], 0, MIN); // the connection's first use sends EVAL (loads the script), later ones EVALSHA
+    const before = await commandCalls(admin);
+    const counts = await Promise.all(Array.from({ length: 100 }, (_, i) => s.add(`actor${i % 10}`, [`p${i}`], i, MIN)));
+    expect(counts).toEqual(Array.from({ length: 100 }, (_, i) => Math.floor(i / 10) + 1));
+    const after = await commandCalls(admin);
+    expect((after.evalsha ?? 0) - (before.evalsha ?? 0)).toBe(1);
+    expect((after.eval ?? 0) - (before.eval ?? 0)).toBe(0);
+    // The window commands ran inside the script: ZADD 100 times, ZCARD once per add.
+    expect((after.zcard ?? 0) - (before.zcard ?? 0)).toBe(100);
+    expect(after.multi ?? 0).toBe(before.multi ?? 0);
+
+    // 600 adds in one turn: batches of at most 256 adds (3 calls), still each its own count.
+    const many = await Promise.all(Array.from({ length: 600 }, (_, i) => s.add('big', [`m${i}`], 1000, MIN)));
+    expect(many).toEqual(Array.from({ length: 600 }, (_, i) => i + 1));
+    expect((await commandCalls(admin)).evalsha! - after.evalsha!).toBe(3);
+  });
+
+  it('reloads the script when Redis lost it (SCRIPT FLUSH)', async () => {
+    const c = client();
+    const s = new RedisWindowStore(c, `flush-${Math.random()}:`);
+    expect(await s.add('k', ['a'], 0, MIN)).toBe(1);
+    await c.script('FLUSH');
+    expect(await Promise.all([s.add('k', ['b'], 1, MIN), s.add('k', ['c'], 2, MIN)])).toEqual([2, 3]);
+  });
+
+  it('a failed batch rejects every add in it; the next batch works', async () => {
+    const c = client();
+    const prefix = `fail-${Math.random()}:`;
+    const s = new RedisWindowStore(c, prefix);
+    await c.set(`${prefix}wrongtype`, 'not a sorted set');
+    const settled = await Promise.allSettled([s.add('x', ['a'], 0, MIN), s.add('wrongtype', ['a'], 0, MIN), s.add('y', ['a'], 0, MIN)]);
+    expect(settled.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    for (const r of settled) expect(String((r as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
+    expect(await Promise.all([s.add('z', ['a'], 0, MIN), s.add('z', ['b'], 0, MIN)])).toEqual([1, 2]);
+
+    // Connection gone: the whole batch rejects too.
+    const gone = client({ maxRetriesPerRequest: 0, enableOfflineQueue: false, lazyConnect: true });
+    const g = new RedisWindowStore(gone, prefix);
+    const lost = await Promise.allSettled([g.add('x', ['a'], 0, MIN), g.add('y', ['a'], 0, MIN)]);
+    expect(lost.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+  });
+
+  it('ACL without scripting: the refused batch and later ones go through MULTI, batched, with the same counts', async () => {
+    const admin = client();
+    const user = `noscriptb${Math.floor(Math.random() * 1e9)}`;
+    await admin.call('ACL', 'SETUSER', user, 'on', '>pw', '~*', '+@all', '-@scripting');
+    const c = client({ username: user, password: 'pw' });
+    const prefix = `aclb-${Math.random()}:`;
+    const s = new RedisWindowStore(c, prefix);
+    const expected: number[] = [];
+    const alone = new RedisWindowStore(admin, `aclref-${Math.random()}:`);
+    for (const [k, m, t, w] of OPS) expected.push(await alone.add(k, m, t, w));
+
+    const before = await commandCalls(admin);
+    // The first batch is refused as a script and retried as MULTI; the rest go straight to MULTI.
+    const got: number[] = [];
+    for (let i = 0; i < OPS.length; i += 40) got.push(...(await Promise.all(OPS.slice(i, i + 40).map(([k, m, t, w]) => s.add(k, m, t, w)))));
+    expect(got).toEqual(expected);
+    const after = await commandCalls(admin);
+    expect(after.multi! - (before.multi ?? 0)).toBe(3); // one MULTI per batch of 40
+    expect(after.exec! - (before.exec ?? 0)).toBe(3);
+
+    // Within MULTI each add reports on its own: a key of another type fails only its own add.
+    await admin.set(`${prefix}wrongtype`, 'x');
+    const settled = await Promise.allSettled([s.add('p', ['a'], 0, MIN), s.add('wrongtype', ['a'], 0, MIN), s.add('p', ['b'], 0, MIN)]);
+    expect(settled.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(settled.map((r) => (r.status === 'fulfilled' ? r.value : String(r.reason).slice(0, 15)))).toEqual([1, 'ReplyError: WRO', 2]);
   });
 });
