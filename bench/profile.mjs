@@ -6,6 +6,8 @@
  * bench/results/profiles/ (open them in Chrome DevTools or speedscope).
  *
  * Usage: npm run build && node bench/profile.mjs [--root DIR] [--duration S (8)] [--connections N (32)]
+ *          [--sink file|redis (file; redis starts redis-server with appendfsync always, as run.mjs does)]
+ *          [--only NAME,NAME (scenario names below)]
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +15,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runLoad } from './lib/load.mjs';
-import { freePort, startChild } from './lib/procs.mjs';
+import { freePort, startChild, startRedis } from './lib/procs.mjs';
 import { profileMarkdown, summarizeProfile } from './lib/profile.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -23,6 +25,8 @@ const { values: args } = parseArgs({
     duration: { type: 'string', default: '8' },
     connections: { type: 'string', default: '32' },
     top: { type: 'string', default: '25' },
+    sink: { type: 'string', default: 'file' },
+    only: { type: 'string' },
   },
 });
 const root = resolve(args.root);
@@ -39,8 +43,12 @@ const scenarios = [
   { name: 'patient-read-billing', role: 'billing', purpose: 'HPAYMT', path: '/fhir/Patient/pat-00001' },
   { name: 'searchset-clinician', role: 'clinician', purpose: 'TREAT', path: '/fhir/Patient?_count=100' },
   { name: 'searchset-billing', role: 'billing', purpose: 'HPAYMT', path: '/fhir/Patient?_count=100' },
-];
-const sections = ['# Where the gateway spends its time', '', `CPU profiles of the gateway process (file audit sink) under ${args.connections} connections for ${args.duration} s per scenario, ${new Date().toISOString()}.`, ''];
+].filter((s) => !args.only || args.only.split(',').includes(s.name));
+if (args.sink !== 'file' && args.sink !== 'redis') throw new Error('--sink must be file or redis');
+if (args.sink === 'redis') mkdirSync(join(tmp, 'redis'));
+const redis = args.sink === 'redis' ? await startRedis(join(tmp, 'redis')) : undefined;
+const suffix = redis ? '-redis' : '';
+const sections = ['# Where the gateway spends its time', '', `CPU profiles of the gateway process (${args.sink} audit sink) under ${args.connections} connections for ${args.duration} s per scenario, ${new Date().toISOString()}.`, ''];
 try {
   for (const s of scenarios) {
     const port = await freePort();
@@ -51,7 +59,7 @@ try {
         PHI_GATEWAY_UPSTREAM: `http://127.0.0.1:${upPort}/fhir`,
         PHI_GATEWAY_LISTEN: `127.0.0.1:${port}`,
         PHI_GATEWAY_ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
-        PHI_GATEWAY_AUDIT: `file:${join(tmp, `audit-${s.name}`)}`,
+        PHI_GATEWAY_AUDIT: redis ? redis.url : `file:${join(tmp, `audit-${s.name}`)}`,
         PHI_GATEWAY_ISSUER: keys.issuer,
         PHI_GATEWAY_AUDIENCE: keys.audience,
         PHI_GATEWAY_PSEUDONYM_KEY: 'bench-pseudonym-key-0123456789abcdef0123',
@@ -65,18 +73,19 @@ try {
     await runLoad(url, headers, { ...load, duration: 2 }); // warm-up, not profiled
     await gw.ask({ profile: 'start' });
     const r = await runLoad(url, headers, load);
-    const file = join(outDir, `${s.name}.cpuprofile`);
+    const file = join(outDir, `${s.name}${suffix}.cpuprofile`);
     await gw.ask({ profile: 'stop', file });
     await gw.stop(30_000);
     const raw = readFileSync(file, 'utf8');
     const summary = summarizeProfile(JSON.parse(raw), Number(args.top));
-    sections.push(profileMarkdown(`${s.name}: ${(r.ok / r.seconds).toFixed(0)} req/s, ${r.non2xx} non-2xx`, summary), '');
+    sections.push(profileMarkdown(`${s.name}${suffix}: ${(r.ok / r.seconds).toFixed(0)} req/s, ${r.non2xx} non-2xx`, summary), '');
     process.stderr.write(`[profile] ${s.name} done\n`);
   }
 } finally {
   await upstream.stop();
+  await redis?.stop();
   rmSync(tmp, { recursive: true, force: true });
 }
 const md = sections.join('\n');
-writeFileSync(join(here, 'results', 'profile.md'), md);
+writeFileSync(join(here, 'results', `profile${suffix}.md`), md);
 process.stdout.write(`${md}\n`);

@@ -24,7 +24,7 @@ export type { Exchange } from './record.js';
 import { BufferBudget, type BufferLease, decodeUpstreamBody } from './upstream-body.js';
 import { dispatchUpstream, type UpstreamAnswer } from './upstream-dispatch.js';
 import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
-import { utf8Bytes } from './utf8.js';
+import { jsonBytes, utf8Bytes } from './utf8.js';
 
 /** The pieces of the gateway the pipeline calls. Each is replaceable (hot reload, tests). */
 export interface PipelineDeps {
@@ -152,7 +152,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       // As bytes, made now: a Buffer lives outside the JS heap, so what waits for the audit fsync is
       // not a string the young-generation collector must copy (or promote) meanwhile; and Fastify
       // would otherwise measure the string's UTF-8 length and Node encode it again while writing.
-      payload = out.asIs ?? (out.body === undefined ? EMPTY : utf8Bytes(JSON.stringify(out.body)));
+      payload = out.asIs ?? (out.body === undefined ? EMPTY : jsonBytes(out.body));
     } catch (e) {
       logger.error({ reqId: ex.id, err: e }, 'response could not be serialized: withheld');
       ex.stats = undefined;

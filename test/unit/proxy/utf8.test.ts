@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { utf8Bytes, utf8Text } from '../../../src/proxy/utf8.js';
+import { jsonBytes, utf8Bytes, utf8Text } from '../../../src/proxy/utf8.js';
 
 // Any UTF-16 code unit, lone surrogates included; and text that is mostly ASCII with a few
 // code units from every range (what the length test must tell apart from pure ASCII).
@@ -62,5 +62,52 @@ describe('utf8Text', () => {
     ];
     for (const b of cases) expect(utf8Text(b)).toBe(b.toString('utf8'));
     expect(utf8Text(Buffer.from([0x7b, 0x22, 0xc0, 0xa2, 0x22, 0x7d]))).not.toBe('{"""}');
+  });
+});
+
+describe('jsonBytes', () => {
+  const entryValue = fc.oneof(
+    fc.jsonValue(),
+    fc.string({ unit: anyUnit, maxLength: 20 }),
+    fc.constant(undefined),
+    fc.dictionary(fc.string({ unit: anyUnit, maxLength: 5 }), fc.oneof(fc.jsonValue(), fc.constant(undefined)), { maxKeys: 4 }),
+  );
+  const bundleLike = fc.record(
+    {
+      resourceType: fc.constant('Bundle'),
+      type: fc.constantFrom('searchset', 'collection'),
+      id: fc.oneof(fc.string({ unit: anyUnit, maxLength: 8 }), fc.constant(undefined)),
+      total: fc.oneof(fc.integer(), fc.constant(undefined)),
+      link: fc.array(fc.record({ relation: fc.string(), url: fc.string({ unit: anyUnit }) }), { maxLength: 2 }),
+      entry: fc.array(entryValue, { minLength: 0, maxLength: 40 }),
+      '\u00e9\ud800': fc.oneof(fc.jsonValue(), fc.constant(undefined)),
+    },
+    { requiredKeys: ['resourceType', 'entry'] },
+  );
+
+  it('writes exactly what JSON.stringify writes, encoded as UTF-8, for Bundles of any size and content', () => {
+    fc.assert(
+      fc.property(bundleLike, fc.boolean(), (b, entryFirst) => {
+        const { entry, ...rest } = b;
+        const v = entryFirst ? { entry, ...rest } : b; // member order is kept, wherever entry sits
+        expect(jsonBytes(v).equals(Buffer.from(JSON.stringify(v), 'utf8'))).toBe(true);
+      }),
+      { numRuns: 1500 },
+    );
+  });
+
+  it('a large searchset (the piecewise path) and small values (the whole path) alike', () => {
+    const entries = Array.from({ length: 300 }, (_, i) => ({ fullUrl: `https://gw/fhir/Patient/p${i}`, resource: { resourceType: 'Patient', id: `p${i}`, name: [{ family: i % 7 ? 'Smith' : 'Nguyễn 😀' }] } }));
+    for (const v of [{ resourceType: 'Bundle', type: 'searchset', entry: entries }, { resourceType: 'Patient', id: 'x' }, [1, 2], 'text', 3, null]) {
+      expect(jsonBytes(v).equals(Buffer.from(JSON.stringify(v)))).toBe(true);
+    }
+  });
+
+  it('leaves values with toJSON, and what has no JSON form, to JSON.stringify semantics', () => {
+    const entry = Array.from({ length: 10 }, (_, i) => ({ i, toJSON: (k: string) => `key:${k}` }));
+    const v = { resourceType: 'Bundle', entry };
+    expect(jsonBytes(v).toString()).toBe(JSON.stringify(v)); // keys "0".."9", as JSON.stringify passes them
+    expect(() => jsonBytes(undefined)).toThrow(TypeError);
+    expect(() => jsonBytes({ entry: Array.from({ length: 10 }, () => ({ n: 1n })) })).toThrow(TypeError);
   });
 });
