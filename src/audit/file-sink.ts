@@ -61,8 +61,9 @@ export interface FileIo {
 /**
  * O_DSYNC where the platform has it (Linux, macOS; not Windows): each write(2) returns once its
  * data is durable, as write + fdatasync would, but in one system call and one trip through libuv's
- * thread pool instead of two. Batches commit sooner, and on a busy 2-core machine the gateway's
- * Patient-read throughput rose from 0.48x to 0.65x the bare proxy's in one alternated run (issue 6).
+ * thread pool instead of two, so a batch commits sooner; the kernel CPU per batch is the same
+ * (~70 µs here either way). One early ablation run showed a large throughput gain that later
+ * alternated A/B runs did not reproduce beyond the noise of this machine (README, Performance).
  */
 const O_DSYNC: number | undefined = constants.O_DSYNC;
 
