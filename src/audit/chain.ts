@@ -41,9 +41,13 @@ export function genesisHead(writer: string): ChainHead {
   return { writer, seq: 0, hash: GENESIS };
 }
 
-/** The canonical JSON of a record's chain position, without its hash (keys in sorted order). */
-function unsealedChain(writer: string, seq: number, prev: string): string {
-  return `{"prev":${JSON.stringify(prev)},"seq":${seq},"writer":${JSON.stringify(writer)}}`;
+/**
+ * The canonical JSON of a record's chain position without its hash (keys in sorted order), less
+ * the opening brace: `"prev":…,"seq":…,"writer":…}`. The hash covers `{` + this; the stored line
+ * has `{"hash":"…",` + this (`hash` sorts first). One writer for both, so they cannot drift apart.
+ */
+function chainMembers(writer: string, seq: number, prev: string): string {
+  return `"prev":${quoteString(prev)},"seq":${seq},"writer":${quoteString(writer)}}`;
 }
 
 // The one-shot form skips creating a Hash object: about half the cost for a record-sized input.
@@ -55,7 +59,7 @@ function sha256(text: string): string {
 export function recordHash(record: AuditRecord & { readonly chain: { writer: string; seq: number; prev: string } }): string {
   const { chain } = record;
   const { before, after } = canonicalSplit(record, 'chain');
-  return sha256(before + unsealedChain(chain.writer, chain.seq, chain.prev) + after);
+  return sha256(`${before}{${chainMembers(chain.writer, chain.seq, chain.prev)}${after}`);
 }
 
 /** One record chained after `head`: the stored line (canonical JSON, no newline) and the head after it. */
@@ -63,10 +67,6 @@ export interface ChainedLine {
   readonly line: string;
   readonly next: ChainHead;
 }
-
-// The writer id is the same on every record of a chain: quote it once.
-let lastWriter = '';
-let lastWriterQuoted = '""';
 
 /**
  * Chains one record after `head` and returns the line to store. One serialization pass: the
@@ -80,12 +80,7 @@ export function chainLine(head: ChainHead, record: AuditRecord): ChainedLine {
   const seq = head.seq + 1;
   const split = splitKnownRecord(record);
   const { before, after } = split ?? canonicalSplit(record, 'chain');
-  if (head.writer !== lastWriter) {
-    lastWriterQuoted = JSON.stringify(head.writer);
-    lastWriter = head.writer;
-  }
-  // The chain object without its hash, less the opening brace: `"prev":…,"seq":…,"writer":…}`.
-  const members = `"prev":${quoteString(head.hash)},"seq":${seq},"writer":${lastWriterQuoted}}`;
+  const members = chainMembers(head.writer, seq, head.hash);
   const hash = sha256(`${before}{${members}${after}`);
   // `hash` sorts before prev/seq/writer, so it opens the chain object.
   const line = `${before}{"hash":"${hash}",${members}${after}`;

@@ -52,13 +52,6 @@ export interface FileIo {
 }
 
 /**
- * Node's callback fs API on a plain fd rather than a FileHandle: a write + fdatasync through a
- * FileHandle cost the main thread 15-35% more per batch (measured, Node 20), and at a steady low
- * rate every record is its own batch. A plain fd number can be reused by the next open() once
- * closed, so every call after close() fails with EBADF here instead of touching whatever file
- * got the number.
- */
-/**
  * O_DSYNC where the platform has it (Linux, macOS; not Windows): each write(2) returns once its
  * data is durable, as write + fdatasync would, but in one system call and one trip through libuv's
  * thread pool instead of two, so a batch commits sooner; the kernel CPU per batch is the same
@@ -67,6 +60,13 @@ export interface FileIo {
  */
 const O_DSYNC: number | undefined = constants.O_DSYNC;
 
+/**
+ * Node's callback fs API on a plain fd rather than a FileHandle: a write + fdatasync through a
+ * FileHandle cost the main thread 15-35% more per batch (measured, Node 20), and at a steady low
+ * rate every record is its own batch. A plain fd number can be reused by the next open() once
+ * closed, so every call after close() fails with EBADF here instead of touching whatever file
+ * got the number.
+ */
 export const nodeFileIo: FileIo = {
   async openAppend(path) {
     const flags = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | (O_DSYNC ?? 0);

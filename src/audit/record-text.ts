@@ -115,11 +115,14 @@ function strArray(v: unknown): string {
   return `${out}]`;
 }
 
-/** True when `v` is a plain object, without toJSON, whose own enumerable keys are exactly `keys` in order. */
+/** A plain object (Object.prototype, no toJSON): what JSON.stringify writes member by member. */
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype && typeof (v as { toJSON?: unknown }).toJSON !== 'function';
+}
+
+/** True when `v` is a plain object whose own enumerable keys are exactly `keys` in order. */
 function exactly(v: unknown, keys: readonly string[]): v is Record<string, unknown> {
-  if (typeof v !== 'object' || v === null || Object.getPrototypeOf(v) !== Object.prototype || typeof (v as { toJSON?: unknown }).toJSON === 'function') {
-    return false;
-  }
+  if (!isPlainObject(v)) return false;
   const own = Object.keys(v);
   if (own.length !== keys.length) return false;
   for (let i = 0; i < own.length; i++) if (own[i] !== keys[i]) return false;
@@ -128,11 +131,11 @@ function exactly(v: unknown, keys: readonly string[]): v is Record<string, unkno
 
 /** `disclosed.elements`: a plain object, keys in canonical order, each value an array of strings. */
 function elements(v: unknown): string {
-  if (typeof v !== 'object' || v === null || Object.getPrototypeOf(v) !== Object.prototype || typeof (v as { toJSON?: unknown }).toJSON === 'function') {
+  if (!isPlainObject(v)) {
     ok = false;
     return '';
   }
-  const obj = v as Record<string, unknown>;
+  const obj = v;
   const keys = Object.keys(obj);
   let out = '{';
   for (let i = 0; i < keys.length; i++) {

@@ -24,7 +24,7 @@ export type { Exchange } from './record.js';
 import { BufferBudget, type BufferLease, decodeUpstreamBody } from './upstream-body.js';
 import { dispatchUpstream, type UpstreamAnswer } from './upstream-dispatch.js';
 import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
-import { jsonBytes, utf8Bytes } from './utf8.js';
+import { jsonBytes } from './utf8.js';
 
 /** The pieces of the gateway the pipeline calls. Each is replaceable (hot reload, tests). */
 export interface PipelineDeps {
@@ -156,7 +156,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     } catch (e) {
       logger.error({ reqId: ex.id, err: e }, 'response could not be serialized: withheld');
       ex.stats = undefined;
-      return release(ex, reply, 500, undefined, 'error', `${out.rule}: filter-failed`, utf8Bytes(JSON.stringify(operationOutcome('filter-failed'))));
+      return release(ex, reply, 500, undefined, 'error', `${out.rule}: filter-failed`, jsonBytes(operationOutcome('filter-failed')));
     }
     // A copy: `finish` is exported, and its caller's headers object is not ours to complete.
     return release(ex, reply, out.status, out.headers && { ...out.headers }, out.decision, out.rule, payload);
@@ -180,7 +180,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       } else {
         logger.error({ reqId: ex.id, err: e }, 'audit write failed: response withheld (503)');
         status = 503;
-        payload = utf8Bytes(JSON.stringify(operationOutcome('audit-unavailable')));
+        payload = jsonBytes(operationOutcome('audit-unavailable'));
         headers = undefined;
       }
     }

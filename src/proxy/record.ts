@@ -84,48 +84,7 @@ function disclosedElements(m: ReadonlyMap<string, ReadonlySet<string>> | undefin
   const out: Record<string, string[]> = {};
   for (const type of [...m.keys()].sort()) {
     const names = m.get(type);
-    if (names !== undefined && names.size > 0) out[type] = sortedNames(type, names);
+    if (names !== undefined && names.size > 0) out[type] = [...names].sort();
   }
   return Object.keys(out).length > 0 ? out : undefined;
-}
-
-/**
- * Per resource type, the element names of its last few answers in the order the filter met them,
- * each with its sorted copy. Answers of one type mostly hold the same names in the same order (a
- * few variants: one per role's data set, optional elements present or not), and sorting ~20 names
- * was most of toAuditRecord's time (~0.6 µs of ~1.2 µs, Node 20); comparing with a variant seen
- * before costs a fraction of that, and a miss little more than the sort. A hit is checked name by
- * name, never assumed, and the caller gets its own copy. At most 256 types x 4 lists of 128 names.
- */
-interface SortedVariant {
-  readonly seen: readonly string[];
-  readonly sorted: readonly string[];
-}
-const recentNames = new Map<string, SortedVariant[]>();
-const RECENT_TYPES = 256;
-const VARIANTS_PER_TYPE = 4;
-/** FHIR R4 resources have at most ~60 top-level elements: a longer list is not kept (bounded memory). */
-const MAX_KEPT_NAMES = 128;
-
-function sortedNames(type: string, names: ReadonlySet<string>): string[] {
-  const seen = [...names];
-  let variants = recentNames.get(type);
-  if (variants !== undefined) {
-    for (const v of variants) if (sameList(v.seen, seen)) return v.sorted.slice();
-  } else if (recentNames.size < RECENT_TYPES) {
-    variants = [];
-    recentNames.set(type, variants);
-  }
-  const sorted = seen.slice().sort();
-  if (variants !== undefined && seen.length <= MAX_KEPT_NAMES) {
-    if (variants.length >= VARIANTS_PER_TYPE) variants.pop();
-    variants.unshift({ seen, sorted });
-  }
-  return sorted.slice();
-}
-
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

@@ -22,11 +22,7 @@ function hasProtoKey(value: unknown): boolean {
 const PROTO_ESCAPE = /\\u00(?:5[fF]|6[fF]|7[024])/;
 
 export function parseStrictJson(bytes: Buffer | string, code: ErrorCode): unknown {
-  return parseStrictJsonText(typeof bytes === 'string' ? bytes : utf8Text(bytes), code);
-}
-
-/** parseStrictJson of text already decoded. */
-export function parseStrictJsonText(text: string, code: ErrorCode): unknown {
+  const text = typeof bytes === 'string' ? bytes : utf8Text(bytes);
   let value: unknown;
   try {
     value = JSON.parse(text);

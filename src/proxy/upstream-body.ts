@@ -6,8 +6,7 @@
 import type { Readable } from 'node:stream';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { GatewayError } from '../errors.js';
-import { parseStrictJsonText } from './strict-json.js';
-import { utf8Text } from './utf8.js';
+import { parseStrictJson } from './strict-json.js';
 
 export interface BodyLimits {
   /** Bytes accepted from the wire (compressed or not). */
@@ -21,7 +20,6 @@ export type UpstreamBody =
   | {
       readonly kind: 'json';
       readonly value: unknown;
-      readonly bytes: number;
       /** The decoded (decompressed) body: what `value` was parsed from. */
       readonly raw: Buffer;
     };
@@ -187,9 +185,9 @@ export function decodeUpstreamBody(raw: Buffer, headers: Headers, limits: BodyLi
   if (!isJsonContentType(single(headers, 'content-type'))) {
     throw new GatewayError('upstream-bad-response', 'non-JSON upstream content type');
   }
-  const value = parseStrictJsonText(utf8Text(decoded), 'upstream-bad-response');
+  const value = parseStrictJson(decoded, 'upstream-bad-response');
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new GatewayError('upstream-bad-response', 'upstream JSON is not a resource');
   }
-  return { kind: 'json', value, bytes: decoded.length, raw: decoded };
+  return { kind: 'json', value, raw: decoded };
 }

@@ -18,16 +18,28 @@ export function utf8Text(bytes: Buffer): string {
 
 /** The UTF-8 encoding of `text`, as `Buffer.from(text, 'utf8')` writes it (lone surrogates become U+FFFD). */
 export function utf8Bytes(text: string): Buffer {
-  // Every code unit from U+0080 up takes two or more bytes (a surrogate pair four, a lone surrogate
-  // three), so equal lengths mean every unit is ASCII, where Latin-1 writes the same byte.
-  const n = Buffer.byteLength(text, 'utf8');
-  if (n === text.length) return Buffer.from(text, 'latin1');
-  // Measured, then written into a buffer of exactly that size: about half of Buffer.from's time
-  // on a large non-ASCII string. The buffer is uninitialized memory, so it leaves here only when
-  // the write filled every byte; anything else takes the plain route.
-  const out = Buffer.allocUnsafe(n);
-  if (out.write(text, 0, 'utf8') !== n) return Buffer.from(text, 'utf8');
-  return out;
+  return encodeAll([text]);
+}
+
+/**
+ * The UTF-8 encoding of the concatenated `parts`, measured and then written into one buffer of
+ * exactly that size (about half of Buffer.from's time on a large non-ASCII string). Every code
+ * unit from U+0080 up takes two or more bytes (a surrogate pair four, a lone surrogate three), so a
+ * part whose byte length equals its length is ASCII, where Latin-1 writes the same bytes. The
+ * buffer is uninitialized memory: it leaves here only when the writes filled every byte; anything
+ * else takes the plain route.
+ */
+function encodeAll(parts: readonly string[]): Buffer {
+  const lengths = new Array<number>(parts.length);
+  let total = 0;
+  for (let i = 0; i < parts.length; i++) {
+    lengths[i] = Buffer.byteLength(parts[i], 'utf8');
+    total += lengths[i];
+  }
+  const out = Buffer.allocUnsafe(total);
+  let at = 0;
+  for (let i = 0; i < parts.length; i++) at += out.write(parts[i], at, lengths[i] === parts[i].length ? 'latin1' : 'utf8');
+  return at === total ? out : Buffer.from(parts.join(''), 'utf8');
 }
 
 /** Below this many entries a Bundle is serialized whole (no large strings to avoid). */
@@ -46,26 +58,10 @@ const PIECEWISE_ENTRIES = 8;
  */
 export function jsonBytes(value: unknown): Buffer {
   const parts = piecewise(value);
-  if (parts === undefined) {
-    const text = JSON.stringify(value);
-    if (text === undefined) throw new TypeError('value has no JSON form');
-    return utf8Bytes(text);
-  }
-  const lengths = new Array<number>(parts.length);
-  let total = 0;
-  for (let i = 0; i < parts.length; i++) {
-    lengths[i] = Buffer.byteLength(parts[i], 'utf8');
-    total += lengths[i];
-  }
-  // Uninitialized memory: it leaves here only if every byte of it was written.
-  const out = Buffer.allocUnsafe(total);
-  let at = 0;
-  for (let i = 0; i < parts.length; i++) {
-    const s = parts[i];
-    at += out.write(s, at, lengths[i] === s.length ? 'latin1' : 'utf8');
-  }
-  if (at !== total) return utf8Bytes(JSON.stringify(value));
-  return out;
+  if (parts !== undefined) return encodeAll(parts);
+  const text = JSON.stringify(value);
+  if (text === undefined) throw new TypeError('value has no JSON form');
+  return encodeAll([text]);
 }
 
 type Plain = Record<string, unknown>;
