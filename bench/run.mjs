@@ -17,14 +17,14 @@
  *          --out FILE (bench/results/latest.md)   --pin auto|on|off (CPU pinning; auto = from 4 cores)
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { probe, runLoad, runPaced } from './lib/load.mjs';
 import { freePort, pin, redisAvailable, sampleRss, startChild, startRedis } from './lib/procs.mjs';
-import { aggregate, alternation, renderReport } from './lib/report.mjs';
+import { aggregate, alternation, histogramBuckets, histogramLine, histogramSummary, renderReport } from './lib/report.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -91,12 +91,23 @@ const demo = await dist('auth/demo-keys.js').catch((e) => {
 });
 
 const tmp = mkdtempSync(join(tmpdir(), 'phi-bench-'));
+// A RAM-backed directory (tmpfs: O_DSYNC writes return without touching a disk) for the
+// diagnostic row that separates the gateway's own latency from the disk's flush latency.
+const TMPFS_MAGIC = 0x01021994;
+const ramDir = (() => {
+  try {
+    return statfsSync('/dev/shm').type === TMPFS_MAGIC ? mkdtempSync('/dev/shm/phi-bench-') : undefined;
+  } catch {
+    return undefined;
+  }
+})();
 const children = [];
 let redis;
 async function cleanup() {
   await Promise.allSettled(children.map((c) => c.stop()));
   await redis?.stop().catch(() => {});
   rmSync(tmp, { recursive: true, force: true });
+  if (ramDir) rmSync(ramDir, { recursive: true, force: true });
 }
 process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
 
@@ -124,12 +135,13 @@ async function stopChild(c) {
 
 async function startGatewayProcess(label, upstreamOrigin, audit, extraEnv = {}, side = sides[0]) {
   const port = await freePort();
+  const admin = `127.0.0.1:${await freePort()}`;
   const env = {
     BENCH_ROOT: side.root,
     BENCH_JWKS_FILE: keys.jwksFile,
     PHI_GATEWAY_UPSTREAM: `${upstreamOrigin}/fhir`,
     PHI_GATEWAY_LISTEN: `127.0.0.1:${port}`,
-    PHI_GATEWAY_ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
+    PHI_GATEWAY_ADMIN_LISTEN: admin,
     PHI_GATEWAY_AUDIT: audit,
     PHI_GATEWAY_ISSUER: keys.issuer,
     PHI_GATEWAY_AUDIENCE: keys.audience,
@@ -140,7 +152,18 @@ async function startGatewayProcess(label, upstreamOrigin, audit, extraEnv = {}, 
   const child = await startChild(serverScript('gateway'), { env, label: `${label}${side.suffix}` });
   children.push(child);
   pinProxy(child.pid);
-  return { ...child, base: `http://127.0.0.1:${port}` };
+  return { ...child, base: `http://127.0.0.1:${port}`, admin: `http://${admin}` };
+}
+
+const AUDIT_HISTOGRAM = 'phi_gateway_audit_write_duration_seconds';
+/** The gateway's own histogram of the wait until an audit record was durable (admin /metrics). */
+async function auditHistogram(gw) {
+  try {
+    const res = await fetch(`${gw.admin}/metrics`);
+    return histogramBuckets(await res.text(), AUDIT_HISTOGRAM);
+  } catch {
+    return undefined;
+  }
 }
 
 function machineInfo() {
@@ -209,6 +232,10 @@ try {
       start('parse-proxy', { BENCH_UPSTREAM: up }),
       ...sides.map((side, i) => startGatewayProcess('gateway (file sink)', up, `file:${join(tmp, `audit-file-${i}`)}`, {}, side)),
     ]);
+    // Diagnostic (latency group only, not judged): the same gateway with its audit directory on
+    // tmpfs, where a durable write costs no disk flush.
+    const gwRams = ramDir ? await Promise.all(sides.map((side, i) => startGatewayProcess('gateway (file sink on tmpfs)', up, `file:${join(ramDir, `audit-${i}`)}`, {}, side))) : [];
+    if (!ramDir) notes.push('/dev/shm is not tmpfs here: the diagnostic tmpfs row of the latency group was skipped');
     const gwRedises = [];
     if (redisAvailable()) {
       mkdirSync(join(tmp, 'redis'));
@@ -228,6 +255,21 @@ try {
       ...['clinician', 'billing'].flatMap((role) =>
         gwRedises.map((gw, i) => ({ id: `redis-${role}-${i}`, label: `gateway ${role}, redis sink${sides[i].suffix}`, kind: 'gateway', role, base: gw.base, headers: roleHeaders(role) })),
       ),
+      ...gwRams.map((gw, i) => ({
+        id: `tmpfs-clinician-${i}`,
+        label: `gateway clinician, file sink on tmpfs (diagnostic: no disk flush)${sides[i].suffix}`,
+        kind: 'diagnostic',
+        role: 'clinician',
+        base: gw.base,
+        headers: roleHeaders('clinician'),
+        groups: ['latency'],
+      })),
+    ];
+    // The processes whose audit-write histograms explain the latency group's p99.
+    const auditProcesses = [
+      ...gwFiles.map((gw, i) => ({ gw, label: `file sink (clinician and billing runs)${sides[i].suffix}` })),
+      ...gwRedises.map((gw, i) => ({ gw, label: `redis sink (billing runs)${sides[i].suffix}` })),
+      ...gwRams.map((gw, i) => ({ gw, label: `file sink on tmpfs${sides[i].suffix}` })),
     ];
     const groups = [
       { key: 'read', name: `Patient read (${(sizes.patient / 1024).toFixed(1)} KB)`, path: '/fhir/Patient/pat-00001' },
@@ -248,7 +290,7 @@ try {
     ].filter((g) => only.has(g.key));
 
     for (const g of groups) {
-      const groupTargets = targets.filter((t) => !g.only || g.only(t));
+      const groupTargets = targets.filter((t) => (!t.groups || t.groups.includes(g.key)) && (!g.only || g.only(t)));
       const load = { connections, duration: g.duration ?? duration, ...(g.rate ? { rate: g.rate } : {}) };
       const drive = (t, o) => (g.rate ? runPaced(t.base + g.path, t.headers, o) : runLoad(t.base + g.path, t.headers, o));
       const runs = new Map();
@@ -263,11 +305,20 @@ try {
       const live = groupTargets.filter((t) => runs.has(t.id));
       log(`${g.key}: warm-up ${warmup} s x ${live.length}`);
       for (const t of live) await drive(t, { ...load, duration: g.rate ? Math.min(warmup, 1) : warmup });
+      const histogramsBefore = g.key === 'latency' ? await Promise.all(auditProcesses.map((a) => auditHistogram(a.gw))) : [];
       for (const id of alternation(live.map((t) => t.id), g.rounds ?? rounds)) {
         const t = live.find((x) => x.id === id);
         const r = await drive(t, load);
         runs.get(id).push(r);
         log(`${g.key} ${t.label}: ${(r.ok / r.seconds).toFixed(0)} req/s p99 ${r.p99} ms${r.non2xx ? ` non-2xx ${r.non2xx}` : ''}`);
+      }
+      if (g.key === 'latency') {
+        const lines = [];
+        for (const [i, a] of auditProcesses.entries()) {
+          const after = await auditHistogram(a.gw);
+          lines.push(after ? histogramLine(a.label, histogramSummary(histogramsBefore[i], after)) : `${a.label}: no histogram`);
+        }
+        notes.push(`latency group, wait until each audit record was durable (the gateways' own ${AUDIT_HISTOGRAM}, bucket bounds): ${lines.join('; ')}`);
       }
       report.groups.push({
         key: g.key,
@@ -275,7 +326,7 @@ try {
         rows: groupTargets.map((t) => ({ label: t.label, kind: t.kind, stats: runs.has(t.id) ? aggregate(runs.get(t.id)) : undefined, error: errors.get(t.id) })),
       });
     }
-    await Promise.all([bare, parse, ...gwFiles, ...gwRedises].map(stopChild));
+    await Promise.all([bare, parse, ...gwFiles, ...gwRedises, ...gwRams].map(stopChild));
     await redis?.stop();
     redis = undefined;
   }

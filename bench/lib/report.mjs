@@ -259,3 +259,51 @@ export function splitSide(report, side) {
     micro: report.microBySide?.[side],
   };
 }
+
+/**
+ * Cumulative bucket counts `{ le: count }` (le in seconds, `+Inf` as Infinity) of one Prometheus
+ * histogram in a /metrics text, or undefined when it is absent.
+ */
+export function histogramBuckets(text, name) {
+  const out = new Map();
+  const prefix = `${name}_bucket{`;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(prefix)) continue;
+    const m = /le="([^"]+)"[^}]*\}\s+(\S+)/.exec(line);
+    if (!m) continue;
+    out.set(m[1] === '+Inf' ? Number.POSITIVE_INFINITY : Number(m[1]), Number(m[2]));
+  }
+  return out.size > 0 ? out : undefined;
+}
+
+/**
+ * What a histogram's bucket counts say about the observations between two scrapes: how many,
+ * the share over `overSeconds`, and the bucket bounds `(low, high]` that hold the p-th
+ * percentile (buckets only bracket it).
+ */
+export function histogramSummary(before, after, p = 99, overSeconds = 0.001) {
+  const bounds = [...after.keys()].sort((a, b) => a - b);
+  const count = (le) => (after.get(le) ?? 0) - (before?.get(le) ?? 0);
+  const total = count(Number.POSITIVE_INFINITY);
+  if (!(total > 0)) return { total: 0 };
+  const rank = Math.ceil((p / 100) * total);
+  let low = 0;
+  let high = Number.POSITIVE_INFINITY;
+  for (const le of bounds) {
+    if (count(le) >= rank) {
+      high = le;
+      break;
+    }
+    low = le;
+  }
+  const within = bounds.includes(overSeconds) ? count(overSeconds) : Number.NaN;
+  return { total, low, high, over: (total - within) / total };
+}
+
+const msOf = (s) => (s === Number.POSITIVE_INFINITY ? '∞' : `${+(s * 1000).toFixed(2)}`);
+
+/** One note line: `label: p99 in (2.5, 5] ms, 3.1% over 1 ms (6,400 records)`. */
+export function histogramLine(label, s, overSeconds = 0.001) {
+  if (!s || !(s.total > 0)) return `${label}: no observations`;
+  return `${label}: p99 in (${msOf(s.low)}, ${msOf(s.high)}] ms, ${fmt(s.over * 100, 1)}% over ${msOf(overSeconds)} ms (${s.total} records)`;
+}

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { aggregate, alternation, compareMarkdown, fromAutocannon, loadTable, percentile, splitSide, targets, withRatios } from '../lib/report.mjs';
+import { aggregate, alternation, compareMarkdown, fromAutocannon, histogramBuckets, histogramLine, histogramSummary, loadTable, percentile, splitSide, targets, withRatios } from '../lib/report.mjs';
 
 const run = (ok, seconds, p50 = 1, p99 = 2) => ({ ok, seconds, non2xx: 0, errors: 0, p50, p99 });
 const stats = (rps, p99 = 10) => aggregate([run(rps, 1, 5, p99)]);
@@ -193,5 +193,38 @@ describe('percentile', () => {
     assert.equal(percentile(xs, 99), 99);
     assert.equal(percentile([7], 99), 7);
     assert.ok(Number.isNaN(percentile([], 50)));
+  });
+});
+
+describe('audit write histogram from /metrics', () => {
+  const scrape = (counts) =>
+    [
+      '# HELP phi_gateway_audit_write_duration_seconds Time until an audit record was durable',
+      '# TYPE phi_gateway_audit_write_duration_seconds histogram',
+      ...Object.entries(counts).map(([le, n]) => `phi_gateway_audit_write_duration_seconds_bucket{le="${le}"} ${n}`),
+      'phi_gateway_audit_write_duration_seconds_sum 1.5',
+      'phi_gateway_other_bucket{le="0.001"} 999',
+    ].join('\n');
+  const name = 'phi_gateway_audit_write_duration_seconds';
+  it('reads the cumulative buckets of the named histogram only', () => {
+    const b = histogramBuckets(scrape({ 0.0005: 1, 0.001: 2, '+Inf': 3 }), name);
+    assert.deepEqual([...b.entries()], [
+      [0.0005, 1],
+      [0.001, 2],
+      [Number.POSITIVE_INFINITY, 3],
+    ]);
+    assert.equal(histogramBuckets('nothing here', name), undefined);
+  });
+  it('brackets the p99 of the observations between two scrapes and counts the share over 1 ms', () => {
+    const before = histogramBuckets(scrape({ 0.0005: 5000, 0.001: 5000, 0.0025: 5000, 0.005: 5000, '+Inf': 5000 }), name);
+    // 1000 new records: 900 under 0.5 ms, 80 in (0.5, 1], 15 in (1, 2.5], 5 in (2.5, 5].
+    const after = histogramBuckets(scrape({ 0.0005: 5900, 0.001: 5980, 0.0025: 5995, 0.005: 6000, '+Inf': 6000 }), name);
+    const s = histogramSummary(before, after);
+    assert.deepEqual([s.total, s.low, s.high], [1000, 0.001, 0.0025]);
+    assert.equal(s.over, 0.02);
+    assert.equal(histogramLine('file sink', s), 'file sink: p99 in (1, 2.5] ms, 2.0% over 1 ms (1000 records)');
+    // Without the earlier scrape the 5000 older, fast records count too and the p99 moves down a bucket.
+    assert.deepEqual([histogramSummary(undefined, after).low, histogramSummary(undefined, after).high], [0.0005, 0.001]);
+    assert.equal(histogramLine('idle', histogramSummary(after, after)), 'idle: no observations');
   });
 });

@@ -135,8 +135,15 @@ const faultyIo: FileIo = {
   syncDir: (d) => nodeFileIo.syncDir(d),
   async openAppend(path) {
     const real = await nodeFileIo.openAppend(path);
+    const enospc = () => Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    // Like nodeFileIo: small batches through appendSync, larger ones through append.
     const h: AppendHandle = {
-      append: (b) => (fault.on ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })) : real.append(b)),
+      durableWrites: real.durableWrites,
+      append: (b) => (fault.on ? Promise.reject(enospc()) : real.append(b)),
+      appendSync: (b) => {
+        if (fault.on) throw enospc();
+        real.appendSync!(b);
+      },
       datasync: () => real.datasync(),
       truncate: (l) => real.truncate(l),
       close: () => real.close(),

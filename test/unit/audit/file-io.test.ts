@@ -26,8 +26,11 @@ describe('nodeFileIo', () => {
     const big = Buffer.alloc(3 * 1024 * 1024, 0x61);
     await h2.append(big);
     await h2.append(Buffer.alloc(0));
+    h2.appendSync!(Buffer.from('sync\n')); // on the calling thread, also at the end
+    h2.appendSync!(Buffer.alloc(0));
     await h2.datasync();
-    expect((await stat(path)).size).toBe(4 + big.length);
+    expect((await stat(path)).size).toBe(4 + big.length + 5);
+    expect((await readFile(path, 'utf8')).endsWith('aaasync\n')).toBe(true);
     await h2.truncate(4);
     await h2.datasync();
     await h2.close();
@@ -44,6 +47,7 @@ describe('nodeFileIo', () => {
     await expect(h.append(Buffer.from('stray\n'))).rejects.toMatchObject({ code: 'EBADF' });
     await expect(h.datasync()).rejects.toMatchObject({ code: 'EBADF' });
     await expect(h.truncate(0)).rejects.toMatchObject({ code: 'EBADF' });
+    expect(() => h.appendSync!(Buffer.from('stray\n'))).toThrow(expect.objectContaining({ code: 'EBADF' }));
     await other.append(Buffer.from('mine\n'));
     await other.close();
     expect(await readFile(join(dir, 'other.ndjson'), 'utf8')).toBe('mine\n');

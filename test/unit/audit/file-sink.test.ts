@@ -75,6 +75,84 @@ describe('FileAuditSink', () => {
     }
   });
 
+  it('writes small batches on the event loop (appendSync), larger ones through the pool; inlineBatchMax 0 and non-durable handles never inline', async () => {
+    const calls: string[] = [];
+    const counting = (durableWrites: boolean): FileIo => ({
+      syncDir: nodeFileIo.syncDir,
+      async openAppend(p) {
+        const real = await nodeFileIo.openAppend(p);
+        return {
+          durableWrites,
+          append: async (b) => {
+            calls.push('pool');
+            await real.append(b);
+          },
+          appendSync: (b) => {
+            calls.push('inline');
+            real.appendSync!(b);
+          },
+          datasync: async () => {
+            calls.push('datasync');
+            await real.datasync();
+          },
+          truncate: real.truncate,
+          close: real.close,
+        } satisfies AppendHandle;
+      },
+    });
+    const sink = await open({ io: counting(true), inlineBatchMax: 4 });
+    await sink.write(sampleRecord(0));
+    await Promise.all([1, 2, 3, 4].map((i) => sink.write(sampleRecord(i)))); // one batch of 4
+    await Promise.all(Array.from({ length: 5 }, (_, i) => sink.write(sampleRecord(10 + i)))); // one batch of 5
+    expect(calls).toEqual(['inline', 'inline', 'pool']);
+    await sink.close();
+    const ids = records(await items()).map((r) => r.id);
+    expect(ids.slice(0, 10)).toEqual(['req-0', 'req-1', 'req-2', 'req-3', 'req-4', 'req-10', 'req-11', 'req-12', 'req-13', 'req-14']);
+    expect((await verifyChains(await items())).ok).toBe(true);
+
+    for (const [over, durable] of [[{ inlineBatchMax: 0 }, true] as const, [{}, false] as const]) {
+      await rm(dir, { recursive: true, force: true });
+      calls.length = 0;
+      const s2 = await open({ io: counting(durable), ...over });
+      await s2.write(sampleRecord(1));
+      await s2.close();
+      expect(calls.filter((c) => c !== 'datasync')).toEqual(['pool', 'pool']); // the record, the seal
+    }
+  });
+
+  it('an inline write that fails part-way is rolled back and the next batch continues the chain', async () => {
+    let fail = false;
+    const io: FileIo = {
+      syncDir: nodeFileIo.syncDir,
+      async openAppend(p) {
+        const real = await nodeFileIo.openAppend(p);
+        return {
+          durableWrites: true,
+          append: real.append,
+          appendSync: (b) => {
+            if (!fail) return real.appendSync!(b);
+            real.appendSync!(b.subarray(0, b.length >> 1)); // half a line reached the file
+            throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+          },
+          datasync: real.datasync,
+          truncate: real.truncate,
+          close: real.close,
+        } satisfies AppendHandle;
+      },
+    };
+    const sink = await open({ io });
+    await sink.write(sampleRecord(1));
+    fail = true;
+    await expect(sink.write(sampleRecord(2))).rejects.toMatchObject({ code: 'ENOSPC' });
+    fail = false;
+    await sink.write(sampleRecord(3));
+    await sink.close();
+    const got = await items();
+    expect(got.every((i) => 'record' in i)).toBe(true); // no torn or corrupt line left behind
+    expect(records(got).map((r) => r.id)).toEqual(['req-1', 'req-3', expect.any(String)]);
+    expect((await verifyChains(got)).ok).toBe(true);
+  });
+
   it('group-commits: concurrent writes share fsyncs and each resolves only after its own', async () => {
     let syncs = 0;
     let synced = 0; // bytes covered by a completed datasync
