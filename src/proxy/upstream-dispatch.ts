@@ -22,6 +22,12 @@ export interface UpstreamAnswer {
   readonly body: Buffer;
 }
 
+/** A single, plain decimal Content-Length, or undefined (absent, repeated or malformed: then only the bytes as they arrive count). */
+function contentLength(v: string | string[] | undefined): number | undefined {
+  if (typeof v !== 'string' || !/^\d{1,15}$/.test(v)) return undefined;
+  return Number(v);
+}
+
 export function dispatchUpstream(
   dispatcher: Dispatcher,
   call: UpstreamCall,
@@ -43,10 +49,26 @@ export function dispatchUpstream(
     const handler: Dispatcher.DispatchHandler = {
       // Present so undici treats this as a handler of its current API (it checks for this method).
       onRequestStart() {},
-      onResponseStart(_controller, status, responseHeaders) {
+      onResponseStart(controller, status, responseHeaders) {
         started = true;
         statusCode = status;
         headers = responseHeaders as Record<string, string | string[] | undefined>;
+        // A declared length is checked and reserved before any of the body is read (BufferBudget).
+        const declared = contentLength(headers['content-length']);
+        if (declared === undefined) return;
+        let refusal: GatewayError | undefined;
+        if (declared > opts.limit) refusal = new GatewayError('upstream-too-large', `upstream body of ${declared} bytes over ${opts.limit}`);
+        else {
+          try {
+            opts.lease?.reserve(declared);
+          } catch (e) {
+            refusal = transportError(e, 'upstream body');
+          }
+        }
+        if (refusal) {
+          fail(refusal);
+          controller.abort(refusal);
+        }
       },
       onResponseData(controller, chunk) {
         if (settled) return;

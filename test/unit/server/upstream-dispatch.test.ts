@@ -9,6 +9,7 @@ import type { UpstreamCall } from '../../../src/proxy/upstream-request.js';
 
 // A hand-written upstream: these are transport faults (resets, stalls, oversized bodies) a real
 // FHIR server does not produce on demand.
+const SIZED = 256 * 1024;
 let server: Server;
 let pool: Pool;
 const seen: Array<{ method: string; url: string; headers: Record<string, unknown>; body: string }> = [];
@@ -35,6 +36,20 @@ beforeAll(async () => {
           // Keeps sending until the client gives up: a limit must abort, not wait for the end.
           if (n++ > 1000 || res.destroyed) return void res.end();
           res.write(chunk, () => setImmediate(more));
+        };
+        more();
+      } else if (path === '/sized') {
+        // Declares its length, then sends it in 16 KiB pieces, one per turn of the event loop, so
+        // answers sent together interleave.
+        res.writeHead(200, { 'content-type': 'application/fhir+json', 'content-length': String(SIZED) });
+        const chunk = Buffer.alloc(16 * 1024, 0x20);
+        let left = SIZED;
+        const more = (): void => {
+          if (res.destroyed) return;
+          const n = Math.min(left, chunk.length);
+          left -= n;
+          if (left === 0) return void res.end(chunk.subarray(0, n));
+          res.write(chunk.subarray(0, n), () => setImmediate(more));
         };
         more();
       } else if (path === '/reset') {
@@ -108,6 +123,49 @@ describe('dispatchUpstream', () => {
     const budget = new BufferBudget(32 * 1024);
     const e = await refusal(dispatchUpstream(pool, call('/big'), { limit: 10 * 1024 * 1024, lease: budget.lease() }));
     expect(e.code).toBe('gateway-busy');
+  });
+
+  it('reserves a declared Content-Length when the head arrives: of 8 answers at once, the 2 that fit the budget are answered whole, the rest refused', async () => {
+    // Taken only as bytes arrived, the 4 concurrent transfers (the pool's connections) would each
+    // hold a share of the budget part-way and all be refused.
+    const budget = new BufferBudget(2.5 * SIZED);
+    const leases = Array.from({ length: 8 }, () => budget.lease());
+    const results = await Promise.allSettled(leases.map((lease) => dispatchUpstream(pool, call('/sized'), { limit: 10 * SIZED, lease })));
+    const answered = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.body.length] : []));
+    const refused = results.flatMap((r) => (r.status === 'rejected' ? [(r.reason as GatewayError).code] : []));
+    expect(answered).toEqual([SIZED, SIZED]);
+    expect(refused).toEqual(Array(6).fill('gateway-busy'));
+    expect(budget.inUse).toBe(2 * SIZED);
+    for (const l of leases) l.release();
+    expect(budget.inUse).toBe(0);
+  });
+
+  it('refuses a declared Content-Length over the limit before accounting any of the body', async () => {
+    const budget = new BufferBudget(10 * SIZED);
+    const e = await refusal(dispatchUpstream(pool, call('/sized'), { limit: SIZED - 1, lease: budget.lease() }));
+    expect(e.code).toBe('upstream-too-large');
+    expect(budget.inUse).toBe(0);
+  });
+
+  it('BufferBudget: take spends a reservation first and charges only beyond it; a refused reservation charges nothing', () => {
+    const budget = new BufferBudget(1000);
+    const a = budget.lease();
+    a.reserve(600);
+    expect(budget.inUse).toBe(600);
+    a.take(400);
+    a.take(200);
+    expect(budget.inUse).toBe(600);
+    a.take(100); // past the reservation (a body longer than declared, or a decompressed copy)
+    expect(budget.inUse).toBe(700);
+    const b = budget.lease();
+    expect(() => b.reserve(301)).toThrow(expect.objectContaining({ code: 'gateway-busy' }));
+    expect(budget.inUse).toBe(700);
+    b.reserve(300);
+    a.release();
+    a.release(); // idempotent
+    expect(budget.inUse).toBe(300);
+    b.release();
+    expect(budget.inUse).toBe(0);
   });
 
   it('maps a reset mid-body to upstream-unavailable and a stalled body to upstream-timeout', async () => {
