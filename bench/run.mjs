@@ -10,7 +10,8 @@
  * bench/results/latest.md (+ latest.json for bench/compare.mjs).
  *
  * Options: --root DIR (the checkout whose dist/ and config/ are measured; default: this one)
- *          --duration S (5) --rounds N (2) --warmup S (2) --connections N (32)
+ *          --duration S (4) --rounds N (2) --warmup S (1) --connections N (32)
+ *          (defaults sized so the whole run, build included, stays under 5 minutes on 2 cores)
  *          --only read,search,latency,memory,micro   --quick (1 s runs, for trying it out)
  *          --root-b DIR --name-a A --name-b B: measure a second checkout in the same run, its
  *            gateway rows interleaved with the first's (bench/compare.mjs uses this)
@@ -33,9 +34,9 @@ const { values: args } = parseArgs({
     'root-b': { type: 'string' },
     'name-a': { type: 'string', default: 'A' },
     'name-b': { type: 'string', default: 'B' },
-    duration: { type: 'string', default: '5' },
+    duration: { type: 'string', default: '4' },
     rounds: { type: 'string', default: '2' },
-    warmup: { type: 'string', default: '2' },
+    warmup: { type: 'string', default: '1' },
     connections: { type: 'string', default: '32' },
     only: { type: 'string', default: 'read,search,latency,memory,micro' },
     quick: { type: 'boolean', default: false },
