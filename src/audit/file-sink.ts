@@ -25,7 +25,7 @@ import { constants, fdatasync, close as fsClose, open as fsOpen, write as fsWrit
 import { access, mkdir, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { utf8Bytes } from '../proxy/utf8.js';
+import { utf8Bytes } from '../utf8.js';
 import { type ChainHead, chainLine, genesisHead, sealRecord } from './chain.js';
 import { auditFileName, listAuditFiles, utcDay } from './files.js';
 import { GroupCommitQueue, type Pending } from './group-commit.js';
@@ -150,10 +150,6 @@ export interface FileSinkOptions {
    * blocking O_DSYNC write) instead of through libuv's thread pool; larger batches, which form
    * when the disk is slow or the load high, still go through the pool so requests keep being
    * processed while the disk works. 0: always the pool. Default INLINE_BATCH_MAX.
-   * Measured at saturation (Patient read, 32 connections, this VM's disk): batches averaged 11
-   * records; with a limit of 4, 7% of them were written inline and the CPU profile showed the loop
-   * blocked in those writes ~4% of its busy time (throughput moved within this machine's noise);
-   * at a steady 400 req/s nearly every batch is one record. Hence 2.
    */
   readonly inlineBatchMax?: number;
 }
@@ -166,6 +162,10 @@ export interface FileSinkOptions {
  * inline; on the disk, p99 3.6 ms through the pool and 2.6 ms inline. Redis with `appendfsync
  * always` does the same (its fsync runs on the event loop, once per loop iteration). The cost: the
  * loop does nothing else during that write, so a disk that hangs stalls the whole process.
+ * Why 2: at saturation (Patient read, 32 connections, this VM's disk) batches averaged 11 records;
+ * with a limit of 4, 7% of them were written inline and the CPU profile showed the loop blocked in
+ * those writes ~4% of its busy time (throughput moved within this machine's noise), while at a
+ * steady 400 req/s nearly every batch is one record.
  */
 export const INLINE_BATCH_MAX = 2;
 

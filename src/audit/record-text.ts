@@ -191,6 +191,4 @@ export function splitKnownRecord(record: AuditRecord): RecordSplit | undefined {
 }
 
 /** JSON.stringify(s) for a string (a chain's `prev` hash, hex: nearly always the short route). */
-export function quoteString(s: string): string {
-  return quote(s);
-}
+export const quoteString: (s: string) => string = quote;

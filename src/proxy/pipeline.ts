@@ -24,7 +24,7 @@ export type { Exchange } from './record.js';
 import { BufferBudget, type BufferLease, decodeUpstreamBody } from './upstream-body.js';
 import { dispatchUpstream, type UpstreamAnswer } from './upstream-dispatch.js';
 import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
-import { jsonBytes } from './utf8.js';
+import { jsonBytes } from '../utf8.js';
 
 /** The pieces of the gateway the pipeline calls. Each is replaceable (hot reload, tests). */
 export interface PipelineDeps {

@@ -8,7 +8,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { type ErrorCode, GatewayError } from '../errors.js';
-import { utf8Text } from './utf8.js';
+import { utf8Text } from '../utf8.js';
 
 function hasProtoKey(value: unknown): boolean {
   if (value === null || typeof value !== 'object') return false;

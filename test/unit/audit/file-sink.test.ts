@@ -24,6 +24,11 @@ async function items(d = dir): Promise<ReadItem[]> {
 }
 const records = (xs: ReadItem[]): ChainedRecord[] => xs.flatMap((i) => ('record' in i ? [i.record] : []));
 
+/** nodeFileIo with each opened handle replaced by `make(real)` (to count, delay or fail its calls). */
+function wrappedIo(make: (real: AppendHandle) => AppendHandle): FileIo {
+  return { syncDir: nodeFileIo.syncDir, openAppend: async (p) => make(await nodeFileIo.openAppend(p)) };
+}
+
 function open(over: Partial<Parameters<typeof FileAuditSink.open>[0]> = {}): Promise<FileAuditSink> {
   return FileAuditSink.open({ dir, rotateBytes: 1 << 20, groupCommitMs: 0, writerId: 'w1', ...over });
 }
@@ -47,25 +52,19 @@ describe('FileAuditSink', () => {
     for (const durableWrites of [true, false]) {
       let syncs = 0;
       let appends = 0;
-      const io: FileIo = {
-        syncDir: nodeFileIo.syncDir,
-        async openAppend(p) {
-          const real = await nodeFileIo.openAppend(p);
-          return {
-            durableWrites,
-            append: async (b) => {
-              appends++;
-              await real.append(b);
-            },
-            datasync: async () => {
-              syncs++;
-              await real.datasync();
-            },
-            truncate: real.truncate,
-            close: real.close,
-          } satisfies AppendHandle;
+      const io: FileIo = wrappedIo((real) => ({
+        durableWrites,
+        append: async (b) => {
+          appends++;
+          await real.append(b);
         },
-      };
+        datasync: async () => {
+          syncs++;
+          await real.datasync();
+        },
+        truncate: real.truncate,
+        close: real.close,
+      }));
       await rm(dir, { recursive: true, force: true });
       const sink = await open({ io });
       for (let i = 0; i < 5; i++) await sink.write(sampleRecord(i));
@@ -77,29 +76,24 @@ describe('FileAuditSink', () => {
 
   it('writes small batches on the event loop (appendSync), larger ones through the pool; inlineBatchMax 0 and non-durable handles never inline', async () => {
     const calls: string[] = [];
-    const counting = (durableWrites: boolean): FileIo => ({
-      syncDir: nodeFileIo.syncDir,
-      async openAppend(p) {
-        const real = await nodeFileIo.openAppend(p);
-        return {
-          durableWrites,
-          append: async (b) => {
-            calls.push('pool');
-            await real.append(b);
-          },
-          appendSync: (b) => {
-            calls.push('inline');
-            real.appendSync!(b);
-          },
-          datasync: async () => {
-            calls.push('datasync');
-            await real.datasync();
-          },
-          truncate: real.truncate,
-          close: real.close,
-        } satisfies AppendHandle;
-      },
-    });
+    const counting = (durableWrites: boolean): FileIo =>
+      wrappedIo((real) => ({
+        durableWrites,
+        append: async (b) => {
+          calls.push('pool');
+          await real.append(b);
+        },
+        appendSync: (b) => {
+          calls.push('inline');
+          real.appendSync!(b);
+        },
+        datasync: async () => {
+          calls.push('datasync');
+          await real.datasync();
+        },
+        truncate: real.truncate,
+        close: real.close,
+      }));
     const sink = await open({ io: counting(true), inlineBatchMax: 4 });
     await sink.write(sampleRecord(0));
     await Promise.all([1, 2, 3, 4].map((i) => sink.write(sampleRecord(i)))); // one batch of 4
@@ -122,24 +116,18 @@ describe('FileAuditSink', () => {
 
   it('an inline write that fails part-way is rolled back and the next batch continues the chain', async () => {
     let fail = false;
-    const io: FileIo = {
-      syncDir: nodeFileIo.syncDir,
-      async openAppend(p) {
-        const real = await nodeFileIo.openAppend(p);
-        return {
-          durableWrites: true,
-          append: real.append,
-          appendSync: (b) => {
-            if (!fail) return real.appendSync!(b);
-            real.appendSync!(b.subarray(0, b.length >> 1)); // half a line reached the file
-            throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
-          },
-          datasync: real.datasync,
-          truncate: real.truncate,
-          close: real.close,
-        } satisfies AppendHandle;
+    const io: FileIo = wrappedIo((real) => ({
+      durableWrites: true,
+      append: real.append,
+      appendSync: (b) => {
+        if (!fail) return real.appendSync!(b);
+        real.appendSync!(b.subarray(0, b.length >> 1)); // half a line reached the file
+        throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
       },
-    };
+      datasync: real.datasync,
+      truncate: real.truncate,
+      close: real.close,
+    }));
     const sink = await open({ io });
     await sink.write(sampleRecord(1));
     fail = true;
@@ -157,26 +145,20 @@ describe('FileAuditSink', () => {
     let syncs = 0;
     let synced = 0; // bytes covered by a completed datasync
     let written = 0;
-    const io: FileIo = {
-      syncDir: nodeFileIo.syncDir,
-      async openAppend(p) {
-        const real = await nodeFileIo.openAppend(p);
-        return {
-          append: async (b) => {
-            await real.append(b);
-            written += b.length;
-          },
-          datasync: async () => {
-            await new Promise((r) => setTimeout(r, 5));
-            await real.datasync();
-            syncs++;
-            synced = written;
-          },
-          truncate: real.truncate,
-          close: real.close,
-        } satisfies AppendHandle;
+    const io: FileIo = wrappedIo((real) => ({
+      append: async (b) => {
+        await real.append(b);
+        written += b.length;
       },
-    };
+      datasync: async () => {
+        await new Promise((r) => setTimeout(r, 5));
+        await real.datasync();
+        syncs++;
+        synced = written;
+      },
+      truncate: real.truncate,
+      close: real.close,
+    }));
     const sink = await open({ io });
     const syncedAtResolve = new Map<string, number>();
     await Promise.all(
@@ -265,18 +247,12 @@ describe('FileAuditSink', () => {
 
   it('rolls the file back after a failed fsync so no partial batch stays behind', async () => {
     let failSync = false;
-    const io: FileIo = {
-      syncDir: nodeFileIo.syncDir,
-      async openAppend(p) {
-        const real = await nodeFileIo.openAppend(p);
-        return {
-          append: real.append,
-          datasync: () => (failSync ? Promise.reject(Object.assign(new Error('EIO'), { code: 'EIO' })) : real.datasync()),
-          truncate: real.truncate,
-          close: real.close,
-        };
-      },
-    };
+    const io: FileIo = wrappedIo((real) => ({
+      append: real.append,
+      datasync: () => (failSync ? Promise.reject(Object.assign(new Error('EIO'), { code: 'EIO' })) : real.datasync()),
+      truncate: real.truncate,
+      close: real.close,
+    }));
     const sink = await open({ io });
     await sink.write(sampleRecord(1));
     failSync = true;

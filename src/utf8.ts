@@ -1,5 +1,6 @@
 /**
- * UTF-8 between bytes and JS strings on the response path, with the same result as
+ * UTF-8 between bytes and JS strings on the response path and in the audit sink (shared, hence
+ * beside errors.ts rather than under proxy/ or audit/), with the same result as
  * `buf.toString('utf8')` and `Buffer.from(text, 'utf8')`, byte for byte and code unit for code
  * unit (property-tested against them), only faster for what FHIR servers mostly send: ASCII.
  *

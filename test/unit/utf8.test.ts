@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { jsonBytes, utf8Bytes, utf8Text } from '../../../src/proxy/utf8.js';
+import { jsonBytes, utf8Bytes, utf8Text } from '../../src/utf8.js';
 
 // Any UTF-16 code unit, lone surrogates included; and text that is mostly ASCII with a few
 // code units from every range (what the length test must tell apart from pure ASCII).
