@@ -98,7 +98,7 @@ export function upstreamTransportError(e: unknown, phase: string): GatewayError 
 }
 
 /** Collects the stream, aborting it as soon as the limit is crossed (memory stays bounded). */
-export async function collect(stream: Readable, limit: number, lease?: BufferLease): Promise<Buffer> {
+async function collect(stream: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   try {
@@ -108,12 +108,6 @@ export async function collect(stream: Readable, limit: number, lease?: BufferLea
       if (size > limit) {
         stream.destroy();
         throw new GatewayError('upstream-too-large', `upstream body over ${limit} bytes`);
-      }
-      try {
-        lease?.take(buf.length);
-      } catch (e) {
-        stream.destroy();
-        throw e;
       }
       chunks.push(buf);
     }
@@ -187,11 +181,12 @@ function parseJsonContentType(ct: string): boolean {
 }
 
 /**
- * `lease`, when given, accounts the bytes read (and the decompressed copy) against the shared
- * budget; the caller releases it once the response is out.
+ * A body read through a stream (the compartment write check's own upstream read): bounded by
+ * `responseBodyBytes`, not accounted in the proxy's BufferBudget, whose answers go through
+ * dispatchUpstream and decodeUpstreamBody.
  */
-export async function readUpstreamBody(stream: Readable, headers: Headers, limits: BodyLimits, lease?: BufferLease): Promise<UpstreamBody> {
-  return decodeUpstreamBody(await collect(stream, limits.responseBodyBytes, lease), headers, limits, lease);
+export async function readUpstreamBody(stream: Readable, headers: Headers, limits: BodyLimits): Promise<UpstreamBody> {
+  return decodeUpstreamBody(await collect(stream, limits.responseBodyBytes), headers, limits);
 }
 
 /** The checks and parse of `readUpstreamBody` for a body already collected under the wire limit. */
