@@ -49,6 +49,7 @@ export const ERRORS = {
   'audit-unavailable': { status: 503, issue: 'transient', text: 'The audit trail cannot be written, so no data is released.' },
   'gateway-busy': { status: 503, issue: 'transient', text: 'The gateway is at capacity. Retry after the interval in Retry-After.' },
   'export-denied': { status: 403, issue: 'forbidden', text: 'Only auditors and privacy officers acting for HCOMPL may export the audit trail.' },
+  'paging-token-invalid': { status: 400, issue: 'invalid', text: 'The paging link is invalid, has expired, or was issued to another user, purpose or policy version. Repeat the search.' },
   'bad-request': { status: 400, issue: 'invalid', text: 'The request is malformed.' },
   'internal': { status: 500, issue: 'exception', text: 'Internal gateway error.' },
 } as const satisfies Record<string, ErrorSpec>;

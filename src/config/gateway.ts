@@ -28,6 +28,10 @@ export const DEFAULTS = Object.freeze({
   clockToleranceSec: 30,
   tokenCacheSize: 10_000,
   requestBodyBytes: 1024 * 1024,
+  pagingDefaultCount: 20,
+  pagingMaxCount: 200,
+  pagingMaxUpstreamPages: 10,
+  pagingTokenTtlSeconds: 3600,
   responseBodyBytes: 16 * 1024 * 1024,
   decompressedBytes: 32 * 1024 * 1024,
   auditPath: './data/audit',
@@ -223,6 +227,33 @@ class Builder {
       this.at(['limits', 'bufferBytes'], 'bufferBytes must be at least responseBodyBytes');
     }
 
+    const pagingRaw = this.obj('paging');
+    let pagingKey: string | undefined;
+    if (typeof pagingRaw.key === 'string' && typeof pagingRaw.keyFile === 'string') {
+      this.at(['paging', 'keyFile'], 'set key or keyFile, not both', true);
+    } else if (typeof pagingRaw.key === 'string') {
+      pagingKey = pagingRaw.key;
+      if (pagingKey.length < MIN_PSEUDONYM_KEY_LENGTH) this.at(['paging', 'key'], `paging key must be at least ${MIN_PSEUDONYM_KEY_LENGTH} characters`);
+    } else if (typeof pagingRaw.keyFile === 'string') {
+      pagingKey = this.secretFile(['paging', 'keyFile'], pagingRaw.keyFile);
+      if (pagingKey !== undefined && pagingKey.length < MIN_PSEUDONYM_KEY_LENGTH) {
+        this.at(['paging', 'keyFile'], `paging key must be at least ${MIN_PSEUDONYM_KEY_LENGTH} characters`);
+      }
+    }
+    const envPagingKey = nonEmpty(env.PHI_GATEWAY_PAGING_KEY);
+    if (envPagingKey !== undefined) {
+      if (envPagingKey.length < MIN_PSEUDONYM_KEY_LENGTH) this.envProblem('PHI_GATEWAY_PAGING_KEY', `must be at least ${MIN_PSEUDONYM_KEY_LENGTH} characters`);
+      pagingKey = envPagingKey;
+    }
+    const paging = {
+      defaultCount: (pagingRaw.defaultCount as number | undefined) ?? DEFAULTS.pagingDefaultCount,
+      maxCount: (pagingRaw.maxCount as number | undefined) ?? DEFAULTS.pagingMaxCount,
+      maxUpstreamPages: (pagingRaw.maxUpstreamPages as number | undefined) ?? DEFAULTS.pagingMaxUpstreamPages,
+      tokenTtlSeconds: (pagingRaw.tokenTtlSeconds as number | undefined) ?? DEFAULTS.pagingTokenTtlSeconds,
+      key: pagingKey,
+    };
+    if (!this.broken.has('paging') && paging.defaultCount > paging.maxCount) this.at(['paging', 'defaultCount'], 'defaultCount must not exceed maxCount');
+
     let pseudonymKey: string | undefined;
     if (typeof this.data.pseudonymKey === 'string' && typeof this.data.pseudonymKeyFile === 'string') {
       this.at(['pseudonymKeyFile'], 'set pseudonymKey or pseudonymKeyFile, not both', true);
@@ -264,6 +295,7 @@ class Builder {
       audit,
       alerts: { webhook, redisChannel: typeof alertsRaw.redisChannel === 'string' ? alertsRaw.redisChannel : undefined },
       limits,
+      paging,
       pseudonymKey,
       logLevel,
       ...(tls ? { tls } : {}),

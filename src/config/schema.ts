@@ -99,6 +99,19 @@ export const gatewaySchema = {
       additionalProperties: false,
       properties: { requestBodyBytes: posInt, responseBodyBytes: posInt, decompressedBytes: posInt, maxInflightRequests: posInt, bufferBytes: posInt },
     },
+    // The gateway's own paging (sealed continuation tokens; upstream paging links never reach clients).
+    paging: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        defaultCount: { type: 'integer', minimum: 1, maximum: 1000 },
+        maxCount: { type: 'integer', minimum: 1, maximum: 1000 },
+        maxUpstreamPages: { type: 'integer', minimum: 1, maximum: 100 },
+        tokenTtlSeconds: { type: 'integer', minimum: 10, maximum: 86_400 },
+        key: str,
+        keyFile: str,
+      },
+    },
     pseudonymKey: str,
     pseudonymKeyFile: str,
     logLevel: { enum: LOG_LEVELS },

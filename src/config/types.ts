@@ -16,6 +16,7 @@ export interface GatewayConfig {
   readonly audit: AuditConfig;
   readonly alerts: AlertsConfig;
   readonly limits: LimitsConfig;
+  readonly paging: PagingConfig;
   /** HMAC key for pseudonyms (from `pseudonymKey`, `pseudonymKeyFile` or PHI_GATEWAY_PSEUDONYM_KEY). */
   readonly pseudonymKey: string | undefined;
   readonly logLevel: string;
@@ -74,6 +75,18 @@ export type AuditConfig =
 export interface AlertsConfig {
   readonly webhook: string | undefined;
   readonly redisChannel: string | undefined;
+}
+
+export interface PagingConfig {
+  /** Page size when the client sends no `_count`. */
+  readonly defaultCount: number;
+  /** A larger `_count` is lowered to this. */
+  readonly maxCount: number;
+  /** Upstream pages read for one client page at most (refilling past withheld resources). */
+  readonly maxUpstreamPages: number;
+  readonly tokenTtlSeconds: number;
+  /** Seals continuation tokens (every replica needs the same); undefined = random per process. */
+  readonly key: string | undefined;
 }
 
 export interface LimitsConfig {

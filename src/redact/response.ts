@@ -170,7 +170,7 @@ function matchCount(entry: unknown): number {
   return n;
 }
 
-class Filter {
+export class Filter {
   readonly stats: Stats = newStats();
   private announceNeeded = false;
   /** Withheld for their labels: the only kind break-glass can reveal, so the only kind announced. */
@@ -210,19 +210,27 @@ class Filter {
     return patientsOf(res).includes(patient);
   }
 
+  /** Why the caller may not see `res` at all, or undefined when it may (after redaction). */
+  withheldReason(res: Obj): 'label' | 'type' | 'compartment' | undefined {
+    const plan = this.ctx.planFor(res.resourceType as string);
+    if (plan === undefined) return 'type';
+    const meta = res.meta;
+    if (meta !== undefined && !isObj(meta)) return 'label';
+    const security = meta?.security;
+    if (security !== undefined && !Array.isArray(security)) return 'label';
+    // Compartment before labels: a restricted record outside the caller's compartment must not be
+    // announced as break-glass-revealable (it is not, for this caller); it is simply not there.
+    if (!this.inCompartment(res)) return 'compartment';
+    if (plan.withhold.match(security as readonly Coding[] | undefined) !== undefined) return 'label';
+    return undefined;
+  }
+
   /** One resource: withheld (with reason) or redacted with its type's plan. */
   resource(res: Obj): { kind: 'withheld'; reason: 'label' | 'type' | 'compartment' } | { kind: 'ok'; resource: Obj; plan: ResourcePlan } {
     const type = res.resourceType as string;
-    const plan = this.ctx.planFor(type);
-    if (plan === undefined) return { kind: 'withheld', reason: 'type' };
-    const meta = res.meta;
-    if (meta !== undefined && !isObj(meta)) return { kind: 'withheld', reason: 'label' };
-    const security = meta?.security;
-    if (security !== undefined && !Array.isArray(security)) return { kind: 'withheld', reason: 'label' };
-    // Compartment before labels: a restricted record outside the caller's compartment must not be
-    // announced as break-glass-revealable (it is not, for this caller); it is simply not there.
-    if (!this.inCompartment(res)) return { kind: 'withheld', reason: 'compartment' };
-    if (plan.withhold.match(security as readonly Coding[] | undefined) !== undefined) return { kind: 'withheld', reason: 'label' };
+    const reason = this.withheldReason(res);
+    if (reason !== undefined) return { kind: 'withheld', reason };
+    const plan = this.ctx.planFor(type)!;
     const r = redactWith(res, plan.elements, this.ctx, { contained: this.contained });
     this.stats.elementsRemoved += r.removed;
     if (typeof res.id === 'string') this.stats.resources.push(`${type}/${res.id}`);
@@ -330,7 +338,31 @@ class Filter {
     return out;
   }
 
-  private entry(e: unknown, depth: number, batch: boolean): Obj | typeof REMOVE {
+  /**
+   * Whether a search or history entry would be released (its resource, if any, visible to the
+   * caller), without redacting it or counting it: the pager asks this of every entry it reads, and
+   * filters with entry() only the ones it releases, so the audit counts what was released.
+   */
+  visibility(e: unknown): 'ok' | 'label' | 'type' | 'compartment' {
+    if (!isObj(e) || e.modifierExtension !== undefined) return 'type';
+    const r = e.resource;
+    if (r === undefined) return 'ok';
+    if (!isObj(r) || typeof r.resourceType !== 'string' || !isResourceType(r.resourceType)) return 'type';
+    if (r.resourceType === 'Bundle' || r.resourceType === 'Parameters' || r.resourceType === 'OperationOutcome') return 'ok';
+    return this.withheldReason(r) ?? 'ok';
+  }
+
+  /** Counts an entry the pager skipped as withheld (audit: resources withheld). */
+  skipped(reason: 'label' | 'type' | 'compartment'): void {
+    this.stats.resourcesWithheld++;
+    if (reason === 'label') this.labelWithheld++;
+  }
+
+  get labelsWithheld(): number {
+    return this.labelWithheld;
+  }
+
+  entry(e: unknown, depth: number, batch: boolean): Obj | typeof REMOVE {
     if (!isObj(e) || e.modifierExtension !== undefined) {
       this.stats.resourcesWithheld++;
       return REMOVE;
