@@ -27,6 +27,8 @@ export const ERRORS = {
   'search-param-denied': { status: 403, issue: 'forbidden', text: 'Your role may not search on this parameter.' },
   'compartment-denied': { status: 403, issue: 'forbidden', text: 'The request reaches outside the patient compartment your token is limited to.' },
   'scope-denied': { status: 403, issue: 'forbidden', text: 'Your token scopes do not permit this request.' },
+  'label-change-denied': { status: 403, issue: 'forbidden', text: 'Adding, changing or removing security labels needs a relabel grant for this resource type, or break-glass.' },
+  'label-denied': { status: 403, issue: 'forbidden', text: 'The resource would carry a security label your role may not see, so the gateway does not write it.' },
   'break-glass-available': { status: 403, issue: 'suppressed', text: 'This resource is restricted. Break-glass access (purpose BTG with a reason) can reveal it; that access is alerted and reviewed.' },
   'break-glass-not-eligible': { status: 403, issue: 'forbidden', text: 'None of your roles may break the glass.' },
   'break-glass-reason-required': { status: 400, issue: 'required', text: 'Break-glass requires an X-Break-Glass-Reason of sufficient length.' },

@@ -179,7 +179,7 @@ export const policySchema = {
                 interactions: {
                   type: 'array',
                   uniqueItems: true,
-                  items: { enum: ['read', 'search', 'history', 'create', 'update', 'patch', 'delete'] },
+                  items: { enum: ['read', 'search', 'history', 'create', 'update', 'patch', 'delete', 'relabel'] },
                 },
                 elements: { ...selectors, minItems: 1 },
                 remove: selectors,

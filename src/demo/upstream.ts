@@ -604,8 +604,8 @@ interface Answer {
   resource?: Resource;
   /** Set for a create (or an update that created). */
   created?: boolean;
-  /** Searchset paging: the query that produced it. */
-  search?: { resourceType: string | undefined; query: URLSearchParams };
+  /** Searchset and history paging: the query that produced it, and the path when not a type search. */
+  search?: { resourceType: string | undefined; query: URLSearchParams; path?: string; defaultCount?: number };
 }
 
 const NON_TYPE_SEGMENTS = new Set(['', 'metadata', '_history', '_search', '$graphql']);
@@ -662,6 +662,10 @@ async function serve(
   const isSearch = segments.length <= 1 || (segments.length === 2 && segments[1] === '_search');
   if (isSearch && resource?.resourceType === 'Bundle' && (resource as Bundle).type === 'searchset') {
     answer.search = { resourceType: segments[0] === '_search' ? undefined : segments[0], query };
+  } else if (method === 'GET' && resource?.resourceType === 'Bundle' && ((resource as Bundle).type === 'searchset' || (resource as Bundle).type === 'history')) {
+    // Compartment searches and history page too (history by 100 unless _count says otherwise).
+    const history = (resource as Bundle).type === 'history';
+    answer.search = { resourceType: undefined, query, path: `/${segments.join('/')}`, ...(history ? { defaultCount: 100 } : {}) };
   }
   return answer;
 }
@@ -706,10 +710,10 @@ function decorateBundle(bundle: Bundle, base: string, search?: Answer['search'])
 }
 
 function pagingLinks(bundle: Bundle, base: string, search: NonNullable<Answer['search']>): BundleLink[] {
-  const path = search.resourceType ? `${base}/${search.resourceType}` : base;
+  const path = search.path ? `${base}${search.path}` : search.resourceType ? `${base}/${search.resourceType}` : base;
   const query = new URLSearchParams(search.query);
   query.delete('_format');
-  const count = Math.min(intParam(query.get('_count')) ?? DEFAULT_COUNT, MAX_COUNT);
+  const count = Math.min(intParam(query.get('_count')) ?? search.defaultCount ?? DEFAULT_COUNT, MAX_COUNT);
   const offset = intParam(query.get('_offset')) ?? 0;
   const at = (o: number) => {
     const q = new URLSearchParams(query);

@@ -23,7 +23,6 @@ import type {
 export const CONTROL_SEARCH_PARAMS: readonly string[] = Object.freeze([
   '_id',
   '_count',
-  '_offset',
   '_sort',
   '_include',
   '_revinclude',
@@ -252,6 +251,10 @@ function compileDataSet(
     });
     const withhold = compileLabelSet([...dataSetWithhold, ...(rule.withhold ?? [])]);
     const interactions = new Set(rule.interactions ?? DEFAULT_INTERACTIONS);
+    if (interactions.has('relabel') && !interactions.has('update') && !interactions.has('patch')) {
+      // relabel only widens update and patch: alone it grants nothing, which is surely not what was meant.
+      problem(`${where}.interactions[${rule.interactions!.indexOf('relabel')}]`, 'relabel needs update or patch in the same rule');
+    }
     const operations = new Set(rule.operations ?? []);
     rule.types.forEach((type, t) => {
       if (!isR4ResourceType(type)) {

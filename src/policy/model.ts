@@ -40,13 +40,20 @@ export interface DataSetSpec {
   readonly rules: readonly RuleSpec[];
 }
 
-export type PolicyInteraction = 'read' | 'search' | 'history' | 'create' | 'update' | 'patch' | 'delete';
+/**
+ * `relabel`: adding, changing or removing `meta.security` labels on update or patch (on top of
+ * `update` / `patch`); without it only an active break-glass session may change labels.
+ */
+export type PolicyInteraction = 'read' | 'search' | 'history' | 'create' | 'update' | 'patch' | 'delete' | 'relabel';
 export type TransformName = 'remove' | 'mask' | 'year' | 'zip3' | 'age90' | 'pseudonym';
 
 export interface RuleSpec {
   /** Resource types this rule grants; a type may appear in one rule per data set only. */
   readonly types: readonly string[];
-  /** Default: [read, search]. `read` covers vread; `history` covers instance and type history. */
+  /**
+   * Default: [read, search]. `read` covers vread of the current version, `history` instance and type
+   * history and vread of past versions; `relabel` lets update and patch change `meta.security`.
+   */
   readonly interactions?: readonly PolicyInteraction[];
   /** Elements kept (allow-list). Default `['*']`. `resourceType`, `id`, `meta` are always kept. */
   readonly elements?: readonly string[];

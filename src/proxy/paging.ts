@@ -14,6 +14,7 @@
  * a `next` link at the upstream position reached: that page may hold fewer entries than asked.
  */
 import { tailTypeId } from '../fhir/reference.js';
+import { searchParam } from '../fhir/tables.js';
 import { GatewayError } from '../errors.js';
 import { type Filter, withheldOutcomeEntry } from '../redact/response.js';
 import { REMOVE } from '../redact/transforms.js';
@@ -46,6 +47,8 @@ export interface PagerInput {
   readonly maxUpstreamPages: number;
   /** Type history: an entry without a resource (a delete) cannot be judged, so it is withheld. */
   readonly typeHistory: boolean;
+  /** The request's includes: only includes tied to released matches through these are released. */
+  readonly includes?: readonly IncludeSpec[];
 }
 
 export interface CollectedPage {
@@ -87,52 +90,108 @@ function keyOf(r: unknown): string | undefined {
   return isObj(r) && typeof r.resourceType === 'string' && typeof r.id === 'string' ? `${r.resourceType}/${r.id}` : undefined;
 }
 
-/** Every `Type/id` a resource references (relative or absolute `reference` strings, anywhere in it). */
-function referencesOf(v: unknown, out: Set<string>, depth = 0): Set<string> {
-  if (depth > 64) return out;
-  if (Array.isArray(v)) {
-    for (const x of v) referencesOf(x, out, depth + 1);
-  } else if (isObj(v)) {
-    for (const k of Object.keys(v)) {
-      const x = v[k];
-      if (k === 'reference' && typeof x === 'string') {
-        const t = tailTypeId(x);
-        if (t) out.add(`${t.type}/${t.id}`);
-      } else if (typeof x === 'object' && x !== null) referencesOf(x, out, depth + 1);
-    }
+/**
+ * One `_include` / `_revinclude` of the request: `source:param[:target]`, with the element paths of
+ * that search parameter (split on dots). Built by the pipeline from the decided request.
+ */
+export interface IncludeSpec {
+  readonly reverse: boolean;
+  readonly iterate: boolean;
+  readonly source: string;
+  readonly target: string | undefined;
+  readonly paths: ReadonlyArray<readonly string[]>;
+}
+
+/** The include specs of a request's parameters; values the tables cannot resolve tie nothing. */
+export function includeSpecs(params: ReadonlyArray<readonly [string, string]>): IncludeSpec[] {
+  const out: IncludeSpec[] = [];
+  for (const [name, value] of params) {
+    const [base, modifier] = name.split(':', 2);
+    if (base !== '_include' && base !== '_revinclude') continue;
+    const [source, code, target] = value.split(':');
+    if (!source || !code) continue;
+    const info = searchParam(source, code);
+    if (info === undefined || info.type !== 'reference' || info.paths.length === 0) continue;
+    out.push({
+      reverse: base === '_revinclude',
+      iterate: modifier === 'iterate' || modifier === 'recurse',
+      source,
+      target: target || undefined,
+      paths: info.paths.map((p) => p.split('.')),
+    });
   }
   return out;
 }
 
+/** `Type/id` of every reference on `paths` of a resource (relative or absolute reference strings). */
+function referencesAt(res: unknown, paths: IncludeSpec['paths']): Set<string> {
+  const out = new Set<string>();
+  const walk = (v: unknown, path: readonly string[], i: number): void => {
+    if (Array.isArray(v)) {
+      for (const x of v) walk(x, path, i);
+      return;
+    }
+    if (!isObj(v)) return;
+    if (i === path.length) {
+      if (typeof v.reference === 'string') {
+        const t = tailTypeId(v.reference);
+        if (t) out.add(`${t.type}/${t.id}`);
+      }
+      return;
+    }
+    walk(v[path[i]], path, i + 1);
+  };
+  for (const p of paths) walk(res, p, 0);
+  return out;
+}
+
+interface Node {
+  readonly h: Held;
+  readonly res: unknown;
+  readonly type: string | undefined;
+  readonly key: string | undefined;
+}
+
+function node(h: Held): Node {
+  const res = (h.raw as { resource?: unknown }).resource;
+  return { h, res, type: isObj(res) && typeof res.resourceType === 'string' ? res.resourceType : undefined, key: keyOf(res) };
+}
+
 /**
- * The includes tied to the released matches: referenced by one, referencing one, or (iterate)
- * tied the same way to an include already tied. Upstream order is kept only as a tie-break.
+ * The includes tied to the released matches the way the request asked for them: an `_include`
+ * target referenced on the parameter's paths of a released match (or, for `:iterate`, of a tied
+ * include), a `_revinclude` source that references one on those paths. Whatever else the upstream
+ * returned is not released: it may be there only because of a withheld match.
  */
-function tiedIncludes(matches: readonly Held[], includes: readonly Held[]): Held[] {
-  if (includes.length === 0) return [];
-  const keys = new Set<string>();
-  const refs = new Set<string>();
-  for (const m of matches) {
-    const r = (m.raw as { resource?: unknown }).resource;
-    const k = keyOf(r);
-    if (k) keys.add(k);
-    referencesOf(r, refs);
-  }
-  const pending = includes.map((h) => {
-    const r = (h.raw as { resource?: unknown }).resource;
-    return { h, key: keyOf(r), refs: referencesOf(r, new Set()) };
-  });
+function tiedIncludes(matches: readonly Held[], includes: readonly Held[], specs: readonly IncludeSpec[]): Held[] {
+  if (includes.length === 0 || specs.length === 0) return [];
+  const tiedNodes: Node[] = matches.map(node);
+  const pending = includes.map(node);
   const tied: Held[] = [];
+  const ties = (p: Node, from: readonly Node[]): boolean =>
+    specs.some((spec) => {
+      for (const n of from) {
+        const iterateOnly = n.h !== undefined && !matches.includes(n.h);
+        if (iterateOnly && !spec.iterate) continue;
+        if (!spec.reverse) {
+          if (n.type !== spec.source || p.key === undefined) continue;
+          if (spec.target !== undefined && p.type !== spec.target) continue;
+          if (referencesAt(n.res, spec.paths).has(p.key)) return true;
+        } else {
+          if (p.type !== spec.source || n.key === undefined) continue;
+          if (spec.target !== undefined && n.type !== spec.target) continue;
+          if (referencesAt(p.res, spec.paths).has(n.key)) return true;
+        }
+      }
+      return false;
+    });
   let grew = true;
   while (grew && pending.length > 0) {
     grew = false;
     for (let i = 0; i < pending.length; i++) {
-      const p = pending[i];
-      const hit = (p.key !== undefined && refs.has(p.key)) || [...p.refs].some((r) => keys.has(r));
-      if (!hit) continue;
-      tied.push(p.h);
-      if (p.key) keys.add(p.key);
-      for (const r of p.refs) refs.add(r);
+      if (!ties(pending[i], tiedNodes)) continue;
+      tied.push(pending[i].h);
+      tiedNodes.push(pending[i]);
       pending.splice(i, 1);
       i--;
       grew = true;
@@ -223,10 +282,13 @@ export async function collectPage(input: PagerInput): Promise<CollectedPage> {
     if (e !== REMOVE) out.push(e);
   }
   const inc: Obj[] = [];
-  for (const h of tiedIncludes(matches, includes)) {
+  const tied = tiedIncludes(matches, includes, input.includes ?? []);
+  for (const h of tied) {
     const e = filter.entry(h.raw, 0, false);
     if (e !== REMOVE) inc.push(e);
   }
+  // Not released: counted as withheld (never announced: break-glass would not show them here).
+  for (let k = tied.length; k < includes.length; k++) filter.skipped('compartment');
   inc.sort(includeOrder);
   out.push(...inc);
   return {

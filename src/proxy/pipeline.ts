@@ -16,7 +16,7 @@ import { ERRORS, type ErrorCode, GatewayError, isGatewayError, operationOutcome 
 import type { AccessPlan, CompiledPolicy } from '../policy/plan.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { FilterResult, RedactContext, ResponseContext } from '../redact/types.js';
-import { createCompartmentWriteCheck } from './compartment-writes.js';
+import { createStoredGuard, isStoredRefusal } from './stored-guard.js';
 import { readsAsParsed } from './strict-json.js';
 import { type Exchange, elapsedMs, toAuditRecord } from './record.js';
 
@@ -25,6 +25,10 @@ import { BufferBudget, type BufferLease, decodeUpstreamBody } from './upstream-b
 import { dispatchUpstream, type UpstreamAnswer } from './upstream-dispatch.js';
 import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
 import { jsonBytes } from '../utf8.js';
+import { Filter } from '../redact/response.js';
+import { encodeParams, parseForm, splitTarget } from '../policy/classify/url.js';
+import { announceEntry, collectPage, includeSpecs, type PageStart } from './paging.js';
+import { createPageTokens, type PageBinding, type PageState } from './page-token.js';
 
 /** The pieces of the gateway the pipeline calls. Each is replaceable (hot reload, tests). */
 export interface PipelineDeps {
@@ -66,7 +70,7 @@ export interface PipelineSteps {
   parsePurpose(raw: string | string[] | undefined, policy: CompiledPolicy): { ok: true; code: string } | { ok: false; code: ErrorCode };
   classify(raw: { method: string; url: string; headers: FastifyRequest['headers']; body: Buffer | undefined }): ClassifiedRequest;
   decide(input: { policy: CompiledPolicy; principal: Principal; purpose: string; requestedRole?: string | undefined; request: ClassifiedRequest }):
-    | { allow: true; plan: AccessPlan; rule: string }
+    | { allow: true; plan: AccessPlan; rule: string; request?: ClassifiedRequest | undefined }
     | { allow: false; code: ErrorCode; rule: string };
   filterResponse(body: unknown, ctx: ResponseContext): FilterResult;
 }
@@ -127,7 +131,25 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
   const budget = new BufferBudget(config.limits.bufferBytes ?? 64 * 1024 * 1024);
   const leases = new WeakMap<FastifyReply, BufferLease>();
   let inflight = 0;
-  const storedInCompartment = createCompartmentWriteCheck(deps);
+  const guardStored = createStoredGuard(deps);
+  const paging = config.paging;
+  const tokens = createPageTokens({ secret: paging.key, ttlSeconds: paging.tokenTtlSeconds, now: deps.now && (() => deps.now!().getTime()) });
+  if (paging.key === undefined) {
+    logger.warn('paging.key is not set: continuation tokens use a random per-process key (they end with the process and do not work across replicas)');
+  }
+
+  /** An upstream paging link as path + query on the upstream origin; a link anywhere else is refused. */
+  function upstreamLink(link: string): string {
+    let u: URL;
+    try {
+      u = new URL(link, `${upstreamBase}/`);
+    } catch {
+      throw new GatewayError('upstream-bad-response', 'unparseable paging link');
+    }
+    const inBase = u.pathname === upstreamBasePath || u.pathname.startsWith(`${upstreamBasePath}/`);
+    if (u.origin !== upstreamUrl.origin || !inBase) throw new GatewayError('upstream-bad-response', 'paging link outside the configured upstream');
+    return u.pathname + u.search;
+  }
 
   function rewriteUrl(url: string): string | undefined {
     if (url === upstreamBase) return publicBase;
@@ -263,18 +285,27 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     const url = ex.url;
     let plan: AccessPlan;
     let decided: ClassifiedRequest;
+    let page: PageState | undefined;
     try {
       // Node keeps only the first of repeated Authorization headers; the raw list lets the verifier refuse them.
       ex.principal = await deps.verifier.verify(authorizationFromRawHeaders(request.raw.rawHeaders));
       const purpose = deps.steps.parsePurpose(request.headers['x-purpose-of-use'], rt.policy);
       if (!purpose.ok) throw new GatewayError(purpose.code);
       ex.purpose = purpose.code;
+      const cursor = cursorOf(url);
+      if (cursor !== undefined) {
+        // A gateway continuation: the search it continues is re-classified and re-decided for this
+        // caller, and the token must have been issued to exactly this caller, purpose and policy.
+        if (request.method !== 'GET' && request.method !== 'HEAD') throw new GatewayError('method-not-allowed', 'paging link with a body method');
+        page = tokens.open(cursor, bindingOf(ex.principal, ex.purpose, rt.policy.version));
+      }
       decided = deps.steps.classify({
         method: request.method,
-        url,
+        url: page?.q ?? url,
         headers: request.headers,
-        body: Buffer.isBuffer(request.body) ? request.body : undefined,
+        body: page === undefined && Buffer.isBuffer(request.body) ? request.body : undefined,
       });
+      if (page !== undefined && !isPageable(decided)) throw new GatewayError('paging-token-invalid', 'continues a request that does not page');
       ex.request = decided;
       const requestedRole = request.headers['x-role'];
       if (Array.isArray(requestedRole)) throw new GatewayError('role-not-held', 'repeated X-Role');
@@ -283,6 +314,9 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       if (!d.allow) throw new GatewayError(d.code);
       plan = d.plan;
       ex.role = plan.role;
+      // The decision may narrow what is sent (a patient context's compartment, includes the role can
+      // see); ex.request keeps the client's request for the audit and for paging continuations.
+      if (d.request !== undefined) decided = d.request;
       if (ex.purpose === 'BTG') {
         if (!deps.breakGlass) throw new GatewayError('break-glass-not-eligible', 'no break-glass service configured');
         ex.breakGlass = await deps.breakGlass.open({
@@ -297,15 +331,16 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       return fail(ex, reply, e, 'deny');
     }
     let ifMatch: string | undefined;
-    const patient = ex.principal.patient;
-    if (patient !== undefined) {
-      try {
-        ({ req: decided, ifMatch } = await storedInCompartment(ex, decided, patient));
-      } catch (e) {
-        return fail(ex, reply, e, isGatewayError(e) && e.code === 'compartment-denied' ? 'deny' : 'error');
-      }
+    try {
+      // What the request reaches beyond its bytes (stored versions, labels), judged for every caller
+      // with the context its answer will be filtered with (src/proxy/stored-guard.ts).
+      const eligible = !ex.breakGlass && ex.principal.roles.some((r) => rt.policy.roles.get(r)?.breakGlass === true);
+      const filter = responseContext(rt, plan, eligible, ex.breakGlass?.patient ?? ex.principal.patient);
+      ({ req: decided, ifMatch } = await guardStored({ ex, req: decided, plan, filter, breakGlass: ex.breakGlass !== undefined }));
+    } catch (e) {
+      return fail(ex, reply, e, isStoredRefusal(e) ? 'deny' : 'error');
     }
-    return forward(ex, reply, rt, plan, decided, request, ifMatch);
+    return forward(ex, reply, rt, plan, decided, request, ifMatch, page);
   }
 
   async function forward(
@@ -316,16 +351,33 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     req: ClassifiedRequest,
     request: FastifyRequest,
     ifMatch: string | undefined,
+    page: PageState | undefined,
   ): Promise<void> {
     let call: UpstreamCall;
+    let start: PagedStart | undefined;
+    let batchStarts = new Map<number, PagedStart>();
     try {
       // The version the compartment check read wins over the client's: the write must hit exactly it.
       const headers = ifMatch === undefined ? request.headers : { ...request.headers, 'if-match': ifMatch };
-      call = buildUpstreamCall(req, headers, {
+      let sent = req;
+      if ((req.interaction === 'batch' || req.interaction === 'transaction') && page === undefined) {
+        ({ req: sent, starts: batchStarts } = pagedEntries(req, upstreamBasePath, paging));
+      } else if (isPageable(req)) {
+        const count = pageSizeWith(req.params, paging.defaultCount, paging.maxCount);
+        // One more than the page: when nothing is withheld, one upstream page tells whether a next one exists.
+        if (page === undefined) sent = withCount(req, count + 1);
+        const q = page?.q ?? canonicalUrl(ex.request!);
+        start = page === undefined ? { at: '', index: 0, released: 0, count, q } : { at: page.u, index: page.i, released: page.r, count: page.n, q };
+      }
+      call = buildUpstreamCall(sent, headers, {
         basePath: upstreamBasePath,
         requestId: ex.id,
         authorization: await deps.upstreamAuthorization(),
       });
+      if (start !== undefined) {
+        if (page !== undefined) call = atUpstream(call, page.u);
+        else start = { ...start, at: call.query === '' ? call.path : `${call.path}?${call.query}` };
+      }
     } catch (e) {
       return fail(ex, reply, e, 'error');
     }
@@ -342,10 +394,144 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     const eligible = !ex.breakGlass && principal.roles.some((r) => rt.policy.roles.get(r)?.breakGlass === true);
     const compartment = ex.breakGlass?.patient ?? principal.patient;
     try {
-      await respond(ex, reply, rt, plan, req, answer, eligible, compartment);
+      if (start !== undefined && answer.statusCode === 200) await respondPaged(ex, reply, rt, plan, req, call, answer, eligible, compartment, start, page !== undefined);
+      else if (start !== undefined && page !== undefined && (answer.statusCode === 404 || answer.statusCode === 410)) {
+        // The upstream forgot the position (HAPI's cached pages expire): the search must be repeated.
+        throw new GatewayError('paging-token-invalid', `upstream page ${answer.statusCode}`);
+      } else await respond(ex, reply, rt, plan, req, answer, eligible, compartment, call, batchStarts);
     } catch (e) {
       await fail(ex, reply, e, 'error');
     }
+  }
+
+  function responseContext(rt: PolicyRuntime, plan: AccessPlan, eligible: boolean, compartment: string | undefined): ResponseContext {
+    return {
+      ...rt.redact,
+      planFor: (t) => plan.types.get(t),
+      withheldMode: eligible ? 'announce' : 'hide',
+      rewriteUrl,
+      patientCompartment: compartment,
+    };
+  }
+
+  /**
+   * A search or history answer: the page is assembled by the gateway from as many upstream pages
+   * as it takes (src/proxy/paging.ts), with the gateway's own links and `total`.
+   */
+  async function respondPaged(
+    ex: Exchange,
+    reply: FastifyReply,
+    rt: PolicyRuntime,
+    plan: AccessPlan,
+    req: ClassifiedRequest,
+    call: UpstreamCall,
+    up: UpstreamAnswer,
+    eligible: boolean,
+    compartment: string | undefined,
+    start: PagedStart,
+    continued: boolean,
+  ): Promise<void> {
+    ex.upstreamStatus = up.statusCode;
+    const first = decodeUpstreamBody(up.body, up.headers, config.limits, leases.get(reply));
+    if (first.kind !== 'json') throw new GatewayError('upstream-bad-response', 'search answered without a body');
+    const filter = new Filter(responseContext(rt, plan, eligible, compartment));
+    const self = continued ? `${publicBase}${ex.url}` : `${publicBase}${start.q}`;
+    const body = await assemblePage(ex, reply, rt, req, call, first.value as Obj, filter, eligible, start, self);
+    ex.stats = filter.stats;
+    const headers: Headers = {};
+    if (ex.breakGlass) headers['x-break-glass-session'] = ex.breakGlass.session;
+    return finish(ex, reply, { status: 200, body, headers, decision: 'allow', rule: ex.rule ?? '' });
+  }
+
+  /** One client page, from the first upstream page already read (`first`) onwards. */
+  async function assemblePage(
+    ex: Exchange,
+    reply: FastifyReply,
+    rt: PolicyRuntime,
+    req: ClassifiedRequest,
+    call: UpstreamCall,
+    first: Obj,
+    filter: Filter,
+    eligible: boolean,
+    start: PagedStart,
+    self: string,
+  ): Promise<Obj> {
+    const lease = leases.get(reply);
+    const fetchPage = async (at: string): Promise<Obj> => {
+      const sentAt = process.hrtime.bigint();
+      let a: UpstreamAnswer;
+      try {
+        a = await dispatchUpstream(upstream, atUpstream(call, at), { limit: config.limits.responseBodyBytes, lease });
+      } finally {
+        ex.upstreamMs = (ex.upstreamMs ?? 0) + elapsedMs(sentAt);
+      }
+      if (a.statusCode !== 200) throw new GatewayError(a.statusCode >= 500 ? 'upstream-error' : 'upstream-bad-response', `upstream page ${a.statusCode}`);
+      const b = decodeUpstreamBody(a.body, a.headers, config.limits, lease);
+      if (b.kind !== 'json') throw new GatewayError('upstream-bad-response', 'page without a body');
+      return b.value as Obj;
+    };
+    let collected: Awaited<ReturnType<typeof collectPage>>;
+    try {
+      collected = await collectPage({
+        first,
+        start,
+        filter,
+        fetchPage,
+        resolveLink: upstreamLink,
+        maxUpstreamPages: paging.maxUpstreamPages,
+        typeHistory: req.interaction === 'history-type',
+        includes: includeSpecs(req.params),
+      });
+    } catch (e) {
+      throw isGatewayError(e) ? e : new GatewayError('filter-failed', 'paging failed', { cause: e });
+    }
+    const entry = collected.entries;
+    if (eligible && collected.type === 'searchset' && filter.labelsWithheld > 0) entry.push(announceEntry());
+    const link: Array<{ relation: string; url: string }> = [{ relation: 'self', url: self }];
+    if (collected.next !== undefined) {
+      const token = tokens.seal(
+        { q: start.q, u: collected.next.at, i: collected.next.index, r: collected.next.released, n: start.count },
+        bindingOf(ex.principal!, ex.purpose!, rt.policy.version),
+      );
+      link.push({ relation: 'next', url: `${publicBase}${start.q.split('?', 1)[0]}?_cursor=${token}` });
+    }
+    const body: Obj = { resourceType: 'Bundle', type: collected.type };
+    if (collected.total !== undefined) body.total = collected.total;
+    body.link = link;
+    if (entry.length > 0) body.entry = entry;
+    return body;
+  }
+
+  /**
+   * Searches inside a batch or transaction page like top-level ones: each nested searchset is
+   * assembled by the gateway (its own Filter, stats merged afterwards), and the rest of the
+   * response filtered as before with a placeholder where each assembled page goes.
+   */
+  async function pageBatchSearches(
+    ex: Exchange,
+    reply: FastifyReply,
+    rt: PolicyRuntime,
+    req: ClassifiedRequest,
+    call: UpstreamCall,
+    value: Obj,
+    ctx: ResponseContext,
+    eligible: boolean,
+    starts: ReadonlyMap<number, PagedStart>,
+  ): Promise<{ value: Obj; pages: Map<number, { body: Obj; filter: Filter }> }> {
+    const pages = new Map<number, { body: Obj; filter: Filter }>();
+    const entries = value.entry;
+    if (starts.size === 0 || !Array.isArray(entries) || entries.length !== req.entries?.length) return { value, pages };
+    const copy = [...entries];
+    for (const [k, start] of starts) {
+      const e = copy[k] as Obj | undefined;
+      const nested = e?.resource as Obj | undefined;
+      if (!isPlainObj(e) || !isPlainObj(nested) || nested.resourceType !== 'Bundle' || (nested.type !== 'searchset' && nested.type !== 'history')) continue;
+      const filter = new Filter(ctx);
+      const body = await assemblePage(ex, reply, rt, req.entries![k], call, nested, filter, eligible, start, `${publicBase}${start.q}`);
+      pages.set(k, { body, filter });
+      copy[k] = { ...e, resource: { resourceType: 'Bundle', type: nested.type } };
+    }
+    return { value: { ...value, entry: copy }, pages };
   }
 
   async function respond(
@@ -357,6 +543,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     up: UpstreamAnswer,
     eligible: boolean,
     compartment: string | undefined,
+    call: UpstreamCall,
+    batchStarts: ReadonlyMap<number, PagedStart>,
   ): Promise<void> {
     ex.upstreamStatus = up.statusCode;
     const body = decodeUpstreamBody(up.body, up.headers, config.limits, leases.get(reply));
@@ -382,16 +570,12 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       return finish(ex, reply, { status, body: value, asIs: asIs(value), headers, decision: 'allow', rule: ex.rule ?? '' });
     }
 
-    const ctx: ResponseContext = {
-      ...rt.redact,
-      planFor: (t) => plan.types.get(t),
-      withheldMode: eligible ? 'announce' : 'hide',
-      rewriteUrl,
-      patientCompartment: compartment,
-    };
+    const ctx = responseContext(rt, plan, eligible, compartment);
     let result: FilterResult;
     try {
-      result = deps.steps.filterResponse(value, ctx);
+      const batch = await pageBatchSearches(ex, reply, rt, req, call, value as Obj, ctx, eligible, batchStarts);
+      result = deps.steps.filterResponse(batch.value, ctx);
+      if (batch.pages.size > 0) result = withBatchPages(result, batch.pages);
     } catch (e) {
       // Whatever went wrong, the unfiltered body stays here.
       throw isGatewayError(e) ? e : new GatewayError('filter-failed', 'response filter threw', { cause: e });
@@ -415,4 +599,130 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
   }
 
   return { handle, reject, exchange, fail, finish };
+}
+
+type Obj = Record<string, unknown>;
+type PagedStart = PageStart & { readonly q: string };
+
+function isPlainObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * A batch or transaction whose search entries ask the upstream for one more than their page (as a
+ * top-level search does), and where each of their pages starts.
+ */
+function pagedEntries(
+  req: ClassifiedRequest,
+  basePath: string,
+  paging: { defaultCount: number; maxCount: number },
+): { req: ClassifiedRequest; starts: Map<number, PagedStart> } {
+  const starts = new Map<number, PagedStart>();
+  const entries = req.entries ?? [];
+  const body = req.body as { entry?: Obj[] } | undefined;
+  if (!Array.isArray(body?.entry) || body.entry.length !== entries.length) return { req, starts };
+  const rebuilt = body.entry.map((e, k) => {
+    const c = entries[k];
+    if (!isPageable(c)) return e;
+    const count = pageSizeWith(c.params, paging.defaultCount, paging.maxCount);
+    const sent = withCount(c, count + 1);
+    const url = canonicalUrl(sent).slice(1);
+    starts.set(k, { at: `${basePath}/${url}`, index: 0, released: 0, count, q: canonicalUrl(c) });
+    return { ...e, request: { ...(e.request as Obj), url } };
+  });
+  if (starts.size === 0) return { req, starts };
+  return { req: { ...req, body: { ...body, entry: rebuilt } }, starts };
+}
+
+/** The filtered batch response with each assembled search page in its entry, stats merged. */
+function withBatchPages(result: FilterResult, pages: ReadonlyMap<number, { body: Obj; filter: Filter }>): FilterResult {
+  if (result.kind !== 'ok') return result;
+  const out = result.body as Obj;
+  const entries = out.entry;
+  if (!Array.isArray(entries)) throw new GatewayError('filter-failed', 'batch response lost its entries');
+  const copy = [...entries] as Obj[];
+  const stats = result.stats;
+  for (const [k, p] of pages) {
+    const e = copy[k];
+    // Entries keep their positions in batch responses; anything else and the pages cannot be placed.
+    if (!isPlainObj(e) || !isPlainObj(e.resource) || e.resource.resourceType !== 'Bundle') throw new GatewayError('filter-failed', 'batch entry moved');
+    copy[k] = { ...e, resource: p.body };
+    const s = p.filter.stats;
+    stats.elementsRemoved += s.elementsRemoved;
+    stats.resourcesWithheld += s.resourcesWithheld;
+    stats.resources.push(...s.resources);
+    for (const x of s.patients) stats.patients.add(x);
+    if (stats.elements && s.elements) {
+      for (const [t, names] of s.elements) {
+        const into = stats.elements.get(t);
+        if (into === undefined) stats.elements.set(t, new Set(names));
+        else for (const n of names) into.add(n);
+      }
+    }
+  }
+  return { ...result, body: { ...out, entry: copy } };
+}
+
+/** Searches, history and `$everything` answer in pages the gateway assembles (src/proxy/paging.ts). */
+function isPageable(req: ClassifiedRequest): boolean {
+  const i = req.interaction;
+  const pages =
+    i === 'search-type' ||
+    i === 'search-compartment' ||
+    i === 'history-instance' ||
+    i === 'history-type' ||
+    (i === 'operation' && req.operation === '$everything' && req.body === undefined);
+  if (!pages) return false;
+  // A bare count (allowed only where nothing can be withheld) has no entries to page.
+  for (const [name, value] of req.params) {
+    if (name === '_summary' && value === 'count') return false;
+    if (name === '_count' && /^0+$/.test(value.trim())) return false;
+  }
+  return true;
+}
+
+/** The requested page size, within the configured bounds. */
+function pageSizeWith(params: ClassifiedRequest['params'], defaultCount: number, maxCount: number): number {
+  const counts = params.filter(([n]) => n === '_count');
+  if (counts.length === 0) return defaultCount;
+  if (counts.length > 1) throw new GatewayError('bad-request', 'repeated _count');
+  const v = counts[0][1].trim();
+  if (!/^\d{1,9}$/.test(v)) throw new GatewayError('bad-request', 'malformed _count');
+  return Math.min(Math.max(Number(v), 1), maxCount);
+}
+
+/** The request with its `_count` replaced (the first page asks the upstream for one more than the client). */
+function withCount(req: ClassifiedRequest, count: number): ClassifiedRequest {
+  const params = [...req.params.filter(([n]) => n !== '_count'), ['_count', String(count)] as const];
+  return { ...req, params, upstreamQuery: encodeParams(params) };
+}
+
+/** The client's request in the canonical GET form a continuation re-classifies. */
+function canonicalUrl(req: ClassifiedRequest): string {
+  return req.upstreamQuery === '' ? req.upstreamPath : `${req.upstreamPath}?${req.upstreamQuery}`;
+}
+
+/** The same upstream call, aimed at another page (path + query on the upstream origin). */
+function atUpstream(call: UpstreamCall, at: string): UpstreamCall {
+  const q = at.indexOf('?');
+  const { 'content-type': _, ...headers } = call.headers;
+  return { ...call, method: 'GET', body: undefined, headers, path: q < 0 ? at : at.slice(0, q), query: q < 0 ? '' : at.slice(q + 1) };
+}
+
+function bindingOf(p: Principal, purpose: string, policyVersion: string): PageBinding {
+  return { iss: p.iss, sub: p.sub, roles: p.roles, purpose, patient: p.patient, policyVersion };
+}
+
+/**
+ * The continuation token when the query is a gateway paging link (`_cursor` alone), else
+ * undefined. `_cursor` next to other parameters is refused: nothing may ride along with a token.
+ */
+function cursorOf(url: string): string | undefined {
+  const q = url.indexOf('?');
+  if (q < 0 || !url.includes('_cursor', q)) return undefined;
+  const params = parseForm(splitTarget(url, 'required').query, 'query');
+  const cursors = params.filter(([n]) => n === '_cursor');
+  if (cursors.length === 0) return undefined;
+  if (params.length !== 1) throw new GatewayError('paging-token-invalid', '_cursor with other parameters');
+  return cursors[0][1];
 }

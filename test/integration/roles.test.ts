@@ -80,7 +80,8 @@ describe('clinician (TREAT, COC): all clinical resources, all elements; never R/
     const b = await receive('/Patient?_count=50', as);
     expect(b.status).toBe(200);
     expectAbsent(b, VIP);
-    expect(b.json.total).toBeUndefined();
+    // The whole result fit one page: total counts what the clinician sees, never the VIP.
+    expect(b.json.total).toBe((b.json.entry ?? []).filter((e) => e.search?.mode === 'match').length);
     const outcome = (b.json.entry ?? []).filter((e) => e.search?.mode === 'outcome');
     expect(outcome).toHaveLength(1);
     expect(JSON.stringify(outcome[0])).toContain('suppressed');
@@ -129,7 +130,7 @@ describe('billing (HPAYMT and children): demographics and financial data; no SSN
     expect(ids).not.toContain(DEMO.psyCondition);
     expect(ids).not.toContain(DEMO.psythpnCondition);
     expectAbsent(b, [DEMO.notes.psy, DEMO.notes.psythpn, 'depress']);
-    expect(b.json.total).toBeUndefined();
+    expect(b.json.total).toBe(ids.length);
     const direct = await receive(`/Condition/${DEMO.psyCondition}`, as);
     expect(direct.status).toBe(404); // billing cannot break glass: withheld looks like absent
     expectAbsent(direct, [DEMO.notes.psy]);

@@ -51,7 +51,9 @@ beforeAll(async () => {
   up = await startFaultyUpstream({
     '/Observation': fhirJson(searchset),
     '/Observation/o12': fhirJson(obs('o12', 'Patient/pat-12', SECRET_12)),
-    '/Observation/o1': fhirJson(obs('o1', `Patient/${ME}`)),
+    '/Observation/o1': fhirJson({ ...obs('o1', `Patient/${ME}`), meta: { versionId: '1' } }),
+    // The current version, read first: vread and history are judged by it.
+    '/Observation/o9': fhirJson({ ...obs('o9', `Patient/${ME}`), meta: { versionId: '2' } }),
     '/Observation/o9/_history': fhirJson(history),
     '/Patient/pat-12': fhirJson(pat('pat-12', { telecom: [{ value: SECRET_12 }] })),
     '/Patient/pat-1': fhirJson(pat(ME)),
@@ -82,12 +84,12 @@ describe('reads and searches', () => {
     expect(own.status).toBe(200);
   });
 
-  it('search and _include results are enforced entry by entry; total goes', async () => {
+  it('search and _include results are enforced entry by entry; total counts only the visible matches', async () => {
     const r = await receive(await stack.get('/Observation?_include=Observation:subject', mine));
     expect(r.status).toBe(200);
     expect(refs(r.json).sort(), r.text).toEqual(['Observation/o1', `Patient/${ME}`]);
     expectAbsent(r, [SECRET_12, SECRET_1X, 'pat-12']);
-    expect((r.json as { total?: number }).total).toBeUndefined();
+    expect((r.json as { total?: number }).total).toBe(1);
     const rec = await auditFor(stack, r.requestId);
     expect(rec.disclosed.patients).toEqual([ME]);
     expect(rec.disclosed.resourcesWithheld).toBe(3);
@@ -164,15 +166,16 @@ describe('writes cannot take over a stored resource of another patient (the stor
     stack.request(path, { ...mine, method, body: JSON.stringify(body), contentType: 'application/fhir+json' });
   const seen = (from: number) => up.requests.slice(from).map((r) => `${r.method} ${r.url.split('?')[0]}`);
 
-  it("an update of pat-12's Observation with a body naming pat-1 is refused; only the read reached the upstream", async () => {
+  it("an update of pat-12's Observation with a body naming pat-1 is answered as a read of it would be; only the read reached the upstream", async () => {
     const before = up.requests.length;
     const r = await receive(await put('/Observation/o12', obs('o12', `Patient/${ME}`)));
-    expectError(r, 403, 'compartment-denied');
+    // The caller cannot read it, so it is answered exactly as a missing one (not "outside your compartment").
+    expectError(r, 404, 'not-found');
     expectAbsent(r, [SECRET_12, 'pat-12']);
     expect(seen(before)).toEqual(['GET /Observation/o12']);
     const rec = await auditFor(stack, r.requestId);
     expect(rec.decision).toBe('deny');
-    expect(rec.rule).toContain('compartment-denied');
+    expect(rec.rule).toContain('not-found');
     expect(rec.disclosed.resources).toEqual([]);
   });
 
@@ -196,7 +199,7 @@ describe('writes cannot take over a stored resource of another patient (the stor
         ],
       };
       const r = await receive(await put('/', bundle, 'POST'));
-      expectError(r, 403, 'compartment-denied');
+      expectError(r, 404, 'not-found');
       expect(seen(before)).toEqual(['GET /Observation/o1', 'GET /Observation/o12']);
     }
   });
@@ -213,10 +216,11 @@ describe('writes cannot take over a stored resource of another patient (the stor
     expect(up.requests.at(-2)?.headers.authorization).toBeUndefined();
   });
 
-  it('an update-as-create (nothing stored) is forwarded: its body was judged', async () => {
+  it('an update-as-create (nothing stored) is refused like an update of a withheld resource: PUT never creates', async () => {
     const before = up.requests.length;
-    await receive(await put('/Observation/brand-new', obs('brand-new', `Patient/${ME}`)));
-    expect(seen(before)).toEqual(['GET /Observation/brand-new', 'PUT /Observation/brand-new']);
+    const r = await receive(await put('/Observation/brand-new', obs('brand-new', `Patient/${ME}`)));
+    expectError(r, 404, 'not-found');
+    expect(seen(before)).toEqual(['GET /Observation/brand-new']);
   });
 
   it.each([

@@ -20,10 +20,10 @@ const mine = { role: 'clinician', purpose: 'TREAT', tokenClaims: { patient: SHOR
 
 beforeAll(async () => {
   stack = await startStack();
-  const treat = { role: 'clinician', purpose: 'TREAT', contentType: 'application/fhir+json' } as const;
+  // Seeded on the upstream directly: through the gateway a PUT never creates.
   const put = async (path: string, body: unknown) => {
-    const r = await receive(await stack.request(path, { ...treat, method: 'PUT', body: JSON.stringify(body) }));
-    if (r.status !== 200 && r.status !== 201) throw new Error(`setup ${path}: ${r.status} ${r.text}`);
+    const r = await fetch(`${stack.upstreamUrl}${path}`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) });
+    if (r.status !== 200 && r.status !== 201) throw new Error(`setup ${path}: ${r.status} ${await r.text()}`);
   };
   await put(`/Patient/${SHORT}`, { resourceType: 'Patient', id: SHORT, name: [{ family: 'Alic', given: [SHORT_SECRET] }], gender: 'other' });
   await put('/Observation/obs-alic-1', {

@@ -21,7 +21,7 @@ describe('policy problems, all of them, as file:line:col', () => {
 
   it('schema problems: an unknown key at the key, a missing property at the parent, a bad value at the value', () => {
     expect(checkConfig(`${dir}/schema/gateway.yaml`, {})).toEqual([
-      `${dir}/schema/policy.yaml:8:30 dataSets.clinical.rules[0].interactions[1]: must be one of: read, search, history, create, update, patch, delete`,
+      `${dir}/schema/policy.yaml:8:30 dataSets.clinical.rules[0].interactions[1]: must be one of: read, search, history, create, update, patch, delete, relabel`,
       `${dir}/schema/policy.yaml:9:9 dataSets.clinical.rules[0]: unknown property 'element'`,
       `${dir}/schema/policy.yaml:12:5 roles.clinician: missing required property 'purposes'`,
     ]);

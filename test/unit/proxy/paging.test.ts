@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../../../src/errors.js';
-import { collectPage, type PageStart } from '../../../src/proxy/paging.js';
+import { collectPage, includeSpecs, type PageStart } from '../../../src/proxy/paging.js';
 import { Filter } from '../../../src/redact/response.js';
 import { resourcePlan, responseCtx, UPSTREAM } from '../redact/helpers.js';
 
@@ -72,6 +72,8 @@ function upstream(items: readonly Item[], size: number) {
   };
 }
 
+const INCLUDE_SUBJECT = includeSpecs([['_include', 'Observation:subject:Patient']]);
+
 const ctx = () =>
   responseCtx({ Observation: resourcePlan('Observation', {}, ['R']), Patient: resourcePlan('Patient', {}, ['R']) });
 
@@ -86,7 +88,7 @@ async function walk(items: readonly Item[], size: number, count: number, maxUpst
   let start: PageStart = { at: up.at(0), index: 0, released: 0, count };
   let first = up.first();
   for (let guard = 0; guard < 500; guard++) {
-    const got = await collectPage({ first, start, filter: new Filter(ctx()), fetchPage: up.fetchPage, resolveLink: up.resolveLink, maxUpstreamPages, typeHistory: false });
+    const got = await collectPage({ first, start, filter: new Filter(ctx()), fetchPage: up.fetchPage, resolveLink: up.resolveLink, maxUpstreamPages, typeHistory: false, includes: INCLUDE_SUBJECT });
     const res = got.entries.map((e) => e.resource as Obj);
     pages.push({
       ids: res.filter((r) => r.resourceType === 'Observation').map((r) => r.id as string),
@@ -147,6 +149,21 @@ describe('collectPage', () => {
     ];
     const s = await walk(items, 3, 5);
     expect(s.pages).toEqual([{ ids: ['o1', 'o2'], includes: ['p2'], total: 2, hasNext: false }]);
+  });
+
+  it('releases only what the requested include reaches: not a resource the match references otherwise', async () => {
+    const up = upstream([{ id: 'o1', withheld: false, patient: { id: 'p2', withheld: false } }], 5);
+    const first = up.first();
+    // The upstream also returned a Practitioner the match references as performer (e.g. included for
+    // a withheld match's sake): not reached by Observation:subject, so not released.
+    const obs = (first.entry as Obj[])[0].resource as Obj;
+    (first.entry as Obj[])[0] = { ...(first.entry as Obj[])[0], resource: { ...obs, performer: [{ reference: 'Practitioner/dr1' }] } };
+    (first.entry as Obj[]).push({ fullUrl: `${UPSTREAM}/Practitioner/dr1`, resource: { resourceType: 'Practitioner', id: 'dr1' }, search: { mode: 'include' } });
+    const plans = responseCtx({ Observation: resourcePlan('Observation'), Patient: resourcePlan('Patient'), Practitioner: resourcePlan('Practitioner') });
+    const filter = new Filter(plans);
+    const got = await collectPage({ first, start: { at: up.at(0), index: 0, released: 0, count: 5 }, filter, fetchPage: up.fetchPage, resolveLink: up.resolveLink, maxUpstreamPages: 5, typeHistory: false, includes: INCLUDE_SUBJECT });
+    expect(got.entries.map((e) => (e.resource as Obj).id)).toEqual(['o1', 'p2']);
+    expect(filter.stats.resourcesWithheld).toBe(1);
   });
 
   it('hands out a next link only when a visible match follows', async () => {
