@@ -21,6 +21,7 @@ import {
   notFound,
   OperationOutcomeError,
   Operator,
+  parseSearchRequest,
   preconditionFailed,
   type SearchRequest,
   type WithId,
@@ -286,6 +287,37 @@ export class DemoRepository extends MemoryRepository {
     }
     const page = entries.slice(offset, offset + count);
     return { resourceType: 'Bundle', type: 'searchset', total: entries.length, ...(page.length ? { entry: page } : {}) };
+  }
+
+  /**
+   * Compartment search (`Patient/id/Type?...`): the type search, limited to resources whose
+   * compartment parameters (R4 CompartmentDefinition) reference that patient, then paged; includes
+   * for the page's matches only.
+   */
+  async compartmentSearch(patientId: string, request: SearchRequest): Promise<Bundle> {
+    const type = request.resourceType;
+    const params = loadDefinitions().compartment.get(type) ?? [];
+    const members = new Set<string>();
+    if (type === 'Patient') members.add(patientId);
+    for (const code of params) {
+      const found = await super.search({
+        resourceType: type,
+        filters: [{ code, operator: Operator.EQUALS, value: `Patient/${patientId}` }],
+        count: MAX_COUNT,
+      });
+      for (const e of found.entry ?? []) if (e.resource?.id) members.add(e.resource.id);
+    }
+    const count = Math.min(request.count ?? DEFAULT_COUNT, MAX_COUNT);
+    const offset = request.offset ?? 0;
+    const all = await super.search({ ...normalizeSearch(request), count: MAX_COUNT, offset: 0, include: undefined, revInclude: undefined });
+    const matches = (all.entry ?? []).filter((e) => e.resource?.id !== undefined && members.has(e.resource.id));
+    const page = matches.slice(offset, offset + count).map((e) => ({ ...e, search: { mode: 'match' as const } }));
+    const included = await this.includes(
+      page.map((e) => e.resource as unknown as Resource),
+      normalizeSearch(request),
+    );
+    const entry = [...page, ...included.map((resource) => ({ resource, search: { mode: 'include' as const } }))] as unknown as BundleEntry[];
+    return { resourceType: 'Bundle', type: 'searchset', total: matches.length, ...(entry.length ? { entry } : {}) };
   }
 
   /** `Patient/id/$everything`: the patient and every resource in its compartment. */
@@ -582,6 +614,14 @@ function createRouter(repo: DemoRepository): FhirRouter {
     async (req) => [allOk, repo.readTypeHistory(undefined, historyOptions(req)) as unknown as MedplumResource],
     'history-system',
   );
+  // Compartment search, also reachable from batch entries (serve() answers the top-level ones).
+  router.add('GET', 'Patient/:id/:resourceType', async (req) => {
+    const type = req.params.resourceType;
+    if (!loadDefinitions().resourceTypes.has(type)) return [notFound];
+    ensureTypes([type]);
+    const request = parseSearchRequest(type as MedplumResource['resourceType'], req.query as Record<string, string | string[]>);
+    return [allOk, (await repo.compartmentSearch(req.params.id, request)) as unknown as MedplumResource];
+  });
   router.add('GET', 'Patient/:id/$everything', async (req) => [
     allOk,
     (await repo.everything(req.params.id)) as unknown as MedplumResource,
@@ -606,6 +646,8 @@ interface Answer {
   created?: boolean;
   /** Searchset and history paging: the query that produced it, and the path when not a type search. */
   search?: { resourceType: string | undefined; query: URLSearchParams; path?: string; defaultCount?: number };
+  /** A batch/transaction: each entry's request url, so nested searchsets get their paging links. */
+  entryUrls?: readonly (string | undefined)[];
 }
 
 const NON_TYPE_SEGMENTS = new Set(['', 'metadata', '_history', '_search', '$graphql']);
@@ -642,6 +684,12 @@ async function serve(
       if (t) ensureTypes([t]);
     }
   }
+  if (method === 'GET' && segments.length === 3 && segments[0] === 'Patient' && defs.resourceTypes.has(segments[2])) {
+    ensureTypes([segments[2]]);
+    const request = parseSearchRequest(segments[2] as MedplumResource['resourceType'], formToQuery(query));
+    const bundle = await repo.compartmentSearch(segments[1], request);
+    return { outcome: allOk as unknown as OperationOutcome, resource: bundle, search: { resourceType: undefined, query, path: `/${segments.join('/')}` } };
+  }
   const existedBefore = method === 'PUT' && segments.length === 2 && repo.exists(segments[0], segments[1]);
   const request: FhirRequest = {
     method,
@@ -659,13 +707,13 @@ async function serve(
     answer.created = true;
   }
   if (getStatus(outcome) === 201) answer.created = true;
+  if (method === 'POST' && segments.length === 0 && isBundle(body)) answer.entryUrls = (body.entry ?? []).map((e) => e.request?.url);
   const isSearch = segments.length <= 1 || (segments.length === 2 && segments[1] === '_search');
   if (isSearch && resource?.resourceType === 'Bundle' && (resource as Bundle).type === 'searchset') {
     answer.search = { resourceType: segments[0] === '_search' ? undefined : segments[0], query };
-  } else if (method === 'GET' && resource?.resourceType === 'Bundle' && ((resource as Bundle).type === 'searchset' || (resource as Bundle).type === 'history')) {
-    // Compartment searches and history page too (history by 100 unless _count says otherwise).
-    const history = (resource as Bundle).type === 'history';
-    answer.search = { resourceType: undefined, query, path: `/${segments.join('/')}`, ...(history ? { defaultCount: 100 } : {}) };
+  } else if (method === 'GET' && resource?.resourceType === 'Bundle' && (resource as Bundle).type === 'history') {
+    // History pages too (by 100 unless _count says otherwise); $everything answers in one page.
+    answer.search = { resourceType: undefined, query, path: `/${segments.join('/')}`, defaultCount: 100 };
   }
   return answer;
 }
@@ -676,7 +724,7 @@ function send(reply: FastifyReply, answer: Answer, base: string): FastifyReply {
   const r = answer.resource;
   if (!r) return reply.send(answer.outcome);
   if (r.resourceType === 'Bundle') {
-    return reply.send(decorateBundle(r as Bundle, base, answer.search));
+    return reply.send(decorateBundle(r as Bundle, base, answer.search, answer.entryUrls));
   }
   if (r.id && r.meta?.versionId) {
     void reply.header('ETag', `W/"${r.meta.versionId}"`);
@@ -690,11 +738,11 @@ function send(reply: FastifyReply, answer: Answer, base: string): FastifyReply {
  * Absolute `fullUrl` on every entry (medplum leaves it out), paging links on searchsets, and the
  * same inside nested Bundles (batch responses carry search results).
  */
-function decorateBundle(bundle: Bundle, base: string, search?: Answer['search']): Bundle {
-  const entry = bundle.entry?.map((e) => {
+function decorateBundle(bundle: Bundle, base: string, search?: Answer['search'], entryUrls?: readonly (string | undefined)[]): Bundle {
+  const entry = bundle.entry?.map((e, k) => {
     const out: BundleEntry = { ...e };
     const res = e.resource;
-    if (res?.resourceType === 'Bundle') out.resource = decorateBundle(res as Bundle, base);
+    if (res?.resourceType === 'Bundle') out.resource = decorateBundle(res as Bundle, base, nestedSearch(res as Bundle, entryUrls?.[k]));
     if (!out.fullUrl) {
       if (res?.id && res.resourceType !== 'Bundle') out.fullUrl = `${base}/${res.resourceType}/${res.id}`;
       else if (!res && e.request?.url && bundle.type === 'history') out.fullUrl = `${base}/${e.request.url}`;
@@ -707,6 +755,14 @@ function decorateBundle(bundle: Bundle, base: string, search?: Answer['search'])
   const link: BundleLink[] = [...(bundle.link ?? [])];
   if (search && !link.some((l) => l.relation === 'self')) link.push(...pagingLinks(bundle, base, search));
   return { ...bundle, ...(link.length ? { link } : {}), ...(entry ? { entry } : {}) };
+}
+
+/** A search answered inside a batch pages like the same search on its own: from the entry's request url. */
+function nestedSearch(bundle: Bundle, url: string | undefined): Answer['search'] {
+  if (url === undefined || (bundle.type !== 'searchset' && bundle.type !== 'history')) return undefined;
+  const [path, q = ''] = splitOnce(url, '?');
+  const segments = path.split('/').filter(Boolean);
+  return segments.length === 1 ? { resourceType: segments[0], query: new URLSearchParams(q) } : { resourceType: undefined, query: new URLSearchParams(q), path: `/${segments.join('/')}` };
 }
 
 function pagingLinks(bundle: Bundle, base: string, search: NonNullable<Answer['search']>): BundleLink[] {

@@ -4,9 +4,14 @@
  * in a fixed order, pinned by test/unit/policy/decide.test.ts:
  *
  *   1. token purposes   2. break-glass / role selection   3. interaction and type
- *   4. search parameters   5. patient compartment   6. SMART scopes
+ *   4. search parameters, then includes   5. patient compartment   6. SMART scopes
  *
  * Batch and transaction Bundles: every entry goes through 3-6; the first denied entry denies all.
+ *
+ * An allowed decision may narrow the request (src/policy/includes.ts, src/policy/narrow.ts):
+ * untargeted includes become one per granted target type, and a patient-context search becomes a
+ * compartment search. The narrowed request is returned as `request`; it, not the classified one, is
+ * what must be forwarded.
  */
 import type { Principal, SmartScope } from '../auth/principal.js';
 import type { ErrorCode } from '../errors.js';
@@ -14,11 +19,20 @@ import type { PolicyInteraction } from './model.js';
 import type { AccessPlan, CompiledPolicy, CompiledRole, ResourcePlan } from './plan.js';
 import { patientReferencePaths } from '../fhir/tables.js';
 import { compartmentViolation, isCompartmentType } from './compartment.js';
+import { narrowIncludes } from './includes.js';
+import { isPathSafeId, narrowToPatient, paramNamingOtherPatient, rebuild, rebuildBatch } from './narrow.js';
 import { isCoveredBy } from './purpose.js';
 import type { ClassifiedRequest, Interaction } from './request.js';
 
 export type Decision =
-  | { readonly allow: true; readonly plan: AccessPlan; readonly typePlan: ResourcePlan | undefined; readonly rule: string }
+  | {
+      readonly allow: true;
+      readonly plan: AccessPlan;
+      readonly typePlan: ResourcePlan | undefined;
+      readonly rule: string;
+      /** The request to forward when the decision narrowed it; absent when it is the input unchanged. */
+      readonly request?: ClassifiedRequest;
+    }
   | { readonly allow: false; readonly code: ErrorCode; readonly rule: string };
 
 export interface DecideInput {
@@ -64,11 +78,17 @@ export function decide(input: DecideInput): Decision {
   if (request.interaction === 'batch' || request.interaction === 'transaction') {
     const entries = request.entries;
     if (entries === undefined) return deny('request-unclassified', `${grant} -> ${request.interaction} without entries`);
+    const forwarded: ClassifiedRequest[] = [];
     for (let i = 0; i < entries.length; i++) {
       const d = decideOne(plan, grant, principal, entries[i], true);
       if (!d.allow) return deny(d.code, `${request.interaction}.entry[${i}]: ${d.rule}`);
+      forwarded.push(d.request ?? entries[i]);
     }
-    return { allow: true, plan, typePlan: undefined, rule: `${grant} -> ${request.interaction} of ${entries.length} entries` };
+    const rule = `${grant} -> ${request.interaction} of ${entries.length} entries`;
+    if (forwarded.every((e, i) => e === entries[i])) return { allow: true, plan, typePlan: undefined, rule };
+    const narrowed = rebuildBatch(request, forwarded);
+    if (narrowed === undefined) return deny('request-unclassified', `${rule}: Bundle body does not match its entries`);
+    return { allow: true, plan, typePlan: undefined, rule, request: narrowed };
   }
   return decideOne(plan, grant, principal, request, false);
 }
@@ -188,6 +208,10 @@ function decideOne(plan: AccessPlan, grant: string, principal: Principal, req: C
   const mayWithhold = typePlan.withhold.labels.length > 0 || principal.patient !== undefined || plan.compartment !== undefined;
   const bad = deniedParam(req, typePlan, mayWithhold);
   if (bad !== undefined) return deny('search-param-denied', `${where}: parameter ${bad} not allowed`);
+  // Includes reach other types: judged (and narrowed) against the plan before the upstream is asked.
+  const inc = narrowIncludes(req.params, type, plan.types);
+  if (!inc.ok) return deny('type-denied', `${where}: ${inc.param} ${inc.why}`);
+  let forward = inc.params === req.params ? req : rebuild(req, { params: inc.params });
 
   // 5. Patient compartment.
   const patient = principal.patient;
@@ -207,6 +231,20 @@ function decideOne(plan: AccessPlan, grant: string, principal: Principal, req: C
     }
     const write = writeInCompartment(req, type, patient);
     if (write !== undefined) return deny('compartment-denied', `${where}: ${write}`);
+    // The upstream cannot narrow a type history to one patient, and filtering it afterwards would
+    // still show how many versions others have.
+    if (interaction === 'history-type' && isCompartmentType(type)) {
+      return deny('compartment-denied', `${where}: type history under a patient compartment`);
+    }
+    if (interaction === 'search-type' || interaction === 'search-compartment') {
+      // Refused by the value named alone, so the answer never depends on what that patient has.
+      const other = paramNamingOtherPatient(type, req.params, patient);
+      if (other !== undefined) return deny('compartment-denied', `${where}: parameter ${other} names a patient outside the token's compartment`);
+    }
+    if (interaction === 'search-type' && isCompartmentType(type)) {
+      if (!isPathSafeId(patient)) return deny('compartment-denied', `${where}: patient claim is not a FHIR id`);
+      forward = narrowToPatient(req, forward.params, patient);
+    }
   }
 
   // 6. SMART scopes narrow, never widen, what the role grants.
@@ -214,7 +252,8 @@ function decideOne(plan: AccessPlan, grant: string, principal: Principal, req: C
     return deny('scope-denied', `${where}: no scope covers ${interaction} of ${type}`);
   }
 
-  return { allow: true, plan, typePlan, rule: where };
+  if (forward === req) return { allow: true, plan, typePlan, rule: where };
+  return { allow: true, plan, typePlan, rule: where, request: forward };
 }
 
 /**
@@ -297,6 +336,8 @@ function deniedParam(req: ClassifiedRequest, typePlan: ResourcePlan, mayWithhold
     }
     const colon = name.indexOf(':');
     const base = colon < 0 ? name : name.slice(0, colon);
+    // An upstream offset counts resources the gateway then withholds (BYPASSES 16); the gateway pages.
+    if (base === '_offset') return name;
     if (!allowed.has(base)) return name;
     if (base === '_sort') {
       for (const raw of value.split(',')) {

@@ -581,6 +581,12 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       throw isGatewayError(e) ? e : new GatewayError('filter-failed', 'response filter threw', { cause: e });
     }
     ex.stats = result.stats;
+    const write = req.interaction === 'create' || req.interaction === 'update' || req.interaction === 'patch' || req.interaction === 'delete';
+    if (result.kind === 'withheld' && write && status < 300) {
+      // The upstream executed the write; only its answer is not the caller's to see. The client is
+      // told the write happened (status, no body) and the record says so: never audited as denied.
+      return finish(ex, reply, { status, body: undefined, headers, decision: 'allow', rule: `${ex.rule ?? ''}: executed; answer withheld (${result.reason})` });
+    }
     if (result.kind === 'withheld') {
       const code: ErrorCode = eligible && result.reason === 'label' ? 'break-glass-available' : 'not-found';
       const oo = operationOutcome(code);

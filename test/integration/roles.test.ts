@@ -161,10 +161,10 @@ describe('billing (HPAYMT and children): demographics and financial data; no SSN
     expect(errorCode(await receive(`/DocumentReference/${DEMO.documentReference}`, as))).toBe('type-denied');
   });
 
-  it('never sees observations pulled in through _revinclude', async () => {
+  it('cannot pull observations in through _revinclude: refused before the upstream is asked', async () => {
     const b = await receive(`/Patient?_id=${DEMO.patients.alice}&_revinclude=Observation:subject`, as);
-    expect(b.status).toBe(200);
-    expect(entries(b).every((r) => r.resourceType === 'Patient')).toBe(true);
+    expect(b.status).toBe(403);
+    expect(errorCode(b)).toBe('type-denied');
   });
 });
 

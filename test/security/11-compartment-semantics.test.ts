@@ -50,6 +50,9 @@ let stack: Stack;
 beforeAll(async () => {
   up = await startFaultyUpstream({
     '/Observation': fhirJson(searchset),
+    // A patient-context search is narrowed to the compartment before it is sent; this upstream
+    // answers it with other patients' records all the same, and the filter must still hold.
+    [`/Patient/${ME}/Observation`]: fhirJson(searchset),
     '/Observation/o12': fhirJson(obs('o12', 'Patient/pat-12', SECRET_12)),
     '/Observation/o1': fhirJson({ ...obs('o1', `Patient/${ME}`), meta: { versionId: '1' } }),
     // The current version, read first: vread and history are judged by it.

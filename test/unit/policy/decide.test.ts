@@ -160,7 +160,11 @@ const CASES: Case[] = [
   // 4. search parameters
   { name: 'derived parameter', request: search('Observation', [['code', 'x'], ['date', 'ge2020']]), expect: 'allow roles.clinician.purposes.TREAT -> dataSets.clinical.rules[1]' },
   { name: 'modifiers are stripped', request: search('Observation', [['code:text', 'x'], ['subject:Patient', '1']]), expect: 'allow roles.clinician.purposes.TREAT -> dataSets.clinical.rules[1]' },
-  { name: 'control parameters', request: search('Patient', [['_count', '5'], ['_total', 'none'], ['_include', 'Patient:general-practitioner'], ['_revinclude', '*']]), expect: 'allow roles.clinician.purposes.TREAT -> dataSets.clinical.rules[0]' },
+  // _revinclude=* and an include into types outside the plan are refused since includes are judged (test/unit/policy/includes.test.ts).
+  { name: 'control parameters', request: search('Patient', [['_count', '5'], ['_total', 'none'], ['_include', 'Patient:link:Patient'], ['_revinclude', 'Observation:subject']]), expect: 'allow roles.clinician.purposes.TREAT -> dataSets.clinical.rules[0]' },
+  { name: 'a wildcard revinclude', request: search('Patient', [['_revinclude', '*']]), expect: 'type-denied' },
+  { name: 'an include reaching no granted type', request: search('Patient', [['_include', 'Patient:general-practitioner']]), expect: 'type-denied' },
+  { name: '_offset is refused (the gateway pages)', request: search('Patient', [['_offset', '10']]), expect: 'search-param-denied' },
   { name: 'derived parameters of a redacted type', principal: { roles: ['billing'] }, purpose: 'HPAYMT', request: search('Patient', [['name', 'x'], ['birthdate', '1950']]), expect: 'allow roles.billing.purposes.HPAYMT -> dataSets.billing.rules[0]' },
   { name: 'unknown parameter', principal: { roles: ['billing'] }, purpose: 'HPAYMT', request: search('Claim', [['use', 'claim']]), expect: 'search-param-denied' },
   { name: 'chain listed verbatim', request: search('Observation', [['subject.name', 'x']]), expect: 'allow roles.clinician.purposes.TREAT -> dataSets.clinical.rules[1]' },
