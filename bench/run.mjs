@@ -12,7 +12,7 @@
  * Options: --root DIR (the checkout whose dist/ and config/ are measured; default: this one)
  *          --duration S (4) --rounds N (2) --warmup S (1) --connections N (32)
  *          (defaults sized so the whole run, build included, stays under 5 minutes on 2 cores)
- *          --only read,search,latency,memory,micro   --quick (1 s runs, for trying it out)
+ *          --only read,search,withheld,latency,memory,micro   --quick (1 s runs, for trying it out)
  *          --root-b DIR --name-a A --name-b B: measure a second checkout in the same run, its
  *            gateway rows interleaved with the first's (bench/compare.mjs uses this)
  *          --out FILE (bench/results/latest.md)   --pin auto|on|off (CPU pinning; auto = from 4 cores)
@@ -24,6 +24,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { probe, runLoad, runPaced } from './lib/load.mjs';
+import { CONFIDENTIALITY } from './lib/payloads.mjs';
 import { freePort, pin, redisAvailable, sampleRss, startChild, startRedis } from './lib/procs.mjs';
 import { aggregate, alternation, histogramBuckets, histogramLine, histogramSummary, renderReport } from './lib/report.mjs';
 
@@ -38,7 +39,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '1' },
     connections: { type: 'string', default: '32' },
-    only: { type: 'string', default: 'read,search,latency,memory,micro' },
+    only: { type: 'string', default: 'read,search,withheld,latency,memory,micro' },
     quick: { type: 'boolean', default: false },
     out: { type: 'string', default: join(here, 'results', 'latest.md') },
     pin: { type: 'string', default: 'auto' },
@@ -207,13 +208,80 @@ const expectations = {
 };
 
 async function checkTarget(url, headers, role) {
-  try {
-    const p = await probe(url, headers);
-    if (p.status !== 200) return `HTTP ${p.status}${p.code ? ` ${p.code}` : ''}`;
-    return role ? expectations[role](p.text) : undefined;
-  } catch (e) {
-    return `request failed: ${e.cause?.code ?? e.message}`;
+  return (await probeTarget(url, headers, role)).error;
+}
+
+let upstreamOrigin;
+/** Requests the upstream has answered under /fhir so far (its /_bench/requests counter). */
+async function upstreamRequests() {
+  const res = await fetch(`${upstreamOrigin}/_bench/requests`);
+  return (await res.json()).fhir;
+}
+
+/**
+ * The upstream's counter once it has stopped moving (unchanged over 3 polls 200 ms apart, at most
+ * ~15 s): requests a proxy still had queued from the previous load run must not count as the probe's.
+ */
+async function settledUpstreamRequests() {
+  let last = await upstreamRequests();
+  for (let stable = 0, polls = 0; stable < 3 && polls < 75; polls++) {
+    await new Promise((r) => setTimeout(r, 200));
+    const now = await upstreamRequests();
+    stable = now === last ? stable + 1 : 0;
+    last = now;
   }
+  return last;
+}
+
+/**
+ * One probe request: `{ error }` when the answer is not what the scenario's name says, else
+ * `{ detail }` from `inspect(body, upstreamCalls)` (the parsed answer and how many upstream
+ * requests it took: the probe runs alone once the upstream is quiet, so the counter's delta is its own).
+ */
+async function probeTarget(url, headers, role, inspect) {
+  try {
+    const before = inspect ? await settledUpstreamRequests() : 0;
+    const p = await probe(url, headers);
+    if (p.status !== 200) return { error: `HTTP ${p.status}${p.code ? ` ${p.code}` : ''}` };
+    const error = role ? expectations[role](p.text) : undefined;
+    if (error || !inspect) return { error };
+    return inspect(JSON.parse(p.text), (await upstreamRequests()) - before);
+  } catch (e) {
+    return { error: `request failed: ${e.cause?.code ?? e.message}` };
+  }
+}
+
+/** What a searchset answer holds: entries, how many labelled confidentiality R, its next link. */
+function searchShape(body) {
+  const entry = Array.isArray(body?.entry) ? body.entry : [];
+  const labelled = entry.filter((e) => e?.resource?.meta?.security?.some?.((c) => c.system === CONFIDENTIALITY && c.code === 'R')).length;
+  const next = Array.isArray(body?.link) ? body.link.find((l) => l?.relation === 'next')?.url : undefined;
+  return { entries: entry.length, labelled, next };
+}
+const PAGE = 100;
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+const shapeLine = (s, calls) => `${s.entries} entries, ${s.labelled} R, ${plural(calls, 'upstream request')}`;
+/**
+ * The probe checks of the searchset groups. Every target must answer a page of 100 with a next
+ * link; the gateway's next link must be its own (`?_cursor=` on its base). `search`: nothing is
+ * withheld, so every target takes one upstream request (the gateway asks for 101). `withheld`:
+ * the proxies pass all 100 (50 R-labelled); the billing gateway answers 100, none R, from as many
+ * upstream pages as it takes (2 of 101 here).
+ */
+function searchInspect(g, t) {
+  return (body, calls) => {
+    const s = searchShape(body);
+    const line = shapeLine(s, calls);
+    if (s.entries !== PAGE) return { error: `${line}: expected ${PAGE} entries` };
+    if (s.next === undefined) return { error: `${line}: no next link` };
+    if (t.kind === 'gateway' && !s.next.startsWith(`${t.base}/fhir/Patient?_cursor=`)) return { error: `${line}: next link not the gateway's own cursor link (${s.next.slice(0, 80)})` };
+    if (g.key === 'search' && calls !== 1) return { error: `${line}: expected 1 upstream request for a page where nothing is withheld` };
+    if (g.key === 'withheld') {
+      if (t.kind === 'gateway' && s.labelled !== 0) return { error: `${line}: the billing gateway released R-labelled entries` };
+      if (t.kind !== 'gateway' && (s.labelled !== PAGE / 2 || calls !== 1)) return { error: `${line}: expected ${PAGE / 2} R-labelled entries from 1 upstream request` };
+    }
+    return { detail: line };
+  };
 }
 
 const report = { machine: machineInfo(), groups: [], micro: undefined, memory: undefined, notes };
@@ -222,12 +290,13 @@ try {
   log(`${sides.map((x) => `${x.name ? `@${x.name} = ` : ''}${x.root}`).join(', ')}; starting upstream and proxies`);
   const upstream = await start('upstream', {}, { role: 'load' });
   const up = upstream.base;
+  upstreamOrigin = up;
   const sizes = upstream.info.sizes;
   notes.push(
-    `payloads: Patient read ${(sizes.patient / 1024).toFixed(1)} KB, searchset 100 entries ${(sizes.searchset / 1024).toFixed(0)} KB, memory-test Bundle ${(sizes.big / 1048576).toFixed(1)} MB (synthetic, bench/lib/payloads.mjs)`,
+    `payloads: Patient read ${(sizes.patient / 1024).toFixed(1)} KB, searchset 100 entries ${(sizes.searchset / 1024).toFixed(0)} KB (a page of a 1,000-Patient result the upstream pages by _count and _offset), memory-test Bundle ${(sizes.big / 1048576).toFixed(1)} MB (synthetic, bench/lib/payloads.mjs)`,
   );
 
-  if (only.has('read') || only.has('search') || only.has('latency')) {
+  if (only.has('read') || only.has('search') || only.has('withheld') || only.has('latency')) {
     const [bare, parse, ...gwFiles] = await Promise.all([
       start('bare-proxy', { BENCH_UPSTREAM: up }),
       start('parse-proxy', { BENCH_UPSTREAM: up }),
@@ -251,10 +320,10 @@ try {
       { id: 'bare', label: 'bare @fastify/http-proxy', kind: 'bare', base: bare.base, headers: plainHeaders },
       { id: 'parse', label: 'parse + re-serialize proxy', kind: 'parse', base: parse.base, headers: plainHeaders },
       ...['clinician', 'billing', 'researcher'].flatMap((role) =>
-        sides.map((side, i) => ({ id: `file-${role}-${i}`, label: `gateway ${role}, file sink${side.suffix}`, kind: 'gateway', role, base: gwFiles[i].base, headers: roleHeaders(role) })),
+        sides.map((side, i) => ({ id: `file-${role}-${i}`, label: `gateway ${role}, file sink${side.suffix}`, suffix: side.suffix, kind: 'gateway', role, base: gwFiles[i].base, headers: roleHeaders(role) })),
       ),
       ...['clinician', 'billing'].flatMap((role) =>
-        gwRedises.map((gw, i) => ({ id: `redis-${role}-${i}`, label: `gateway ${role}, redis sink${sides[i].suffix}`, kind: 'gateway', role, base: gw.base, headers: roleHeaders(role) })),
+        gwRedises.map((gw, i) => ({ id: `redis-${role}-${i}`, label: `gateway ${role}, redis sink${sides[i].suffix}`, suffix: sides[i].suffix, kind: 'gateway', role, base: gw.base, headers: roleHeaders(role) })),
       ),
       ...gwRams.map((gw, i) => ({
         id: `tmpfs-clinician-${i}`,
@@ -274,7 +343,18 @@ try {
     ];
     const groups = [
       { key: 'read', name: `Patient read (${(sizes.patient / 1024).toFixed(1)} KB)`, path: '/fhir/Patient/pat-00001' },
-      { key: 'search', name: `searchset (100 entries, ${(sizes.searchset / 1024).toFixed(0)} KB)`, path: '/fhir/Patient?_count=100' },
+      { key: 'search', name: `searchset (100 entries, ${(sizes.searchset / 1024).toFixed(0)} KB)`, path: '/fhir/Patient?_count=100', inspect: true },
+      // What the client asked for costs what: a page of 100 where every other upstream match is
+      // labelled R. The proxies pass the upstream's 100 (50 R); the billing gateway withholds R
+      // and refills the page from the next upstream page. Row labels carry what each answer held.
+      {
+        key: 'withheld',
+        name: 'searchset _count=100, every other match labelled R (billing withholds R)',
+        path: '/fhir/Patient?name=halfwithheld&_count=100',
+        only: (t) => t.kind !== 'gateway' || t.role === 'billing',
+        inspect: true,
+        detailInLabel: true,
+      },
       // Saturated closed-loop p99 is mostly queueing; at a fixed open-loop rate below every
       // target's capacity, p99 shows the latency each proxy adds to a request.
       {
@@ -296,13 +376,25 @@ try {
       const drive = (t, o) => (g.rate ? runPaced(t.base + g.path, t.headers, o) : runLoad(t.base + g.path, t.headers, o));
       const runs = new Map();
       const errors = new Map();
+      const details = new Map();
       for (const t of groupTargets) {
-        const err = await checkTarget(t.base + g.path, t.headers, t.role);
-        if (err) {
-          errors.set(t.id, err);
-          log(`${g.key} ${t.label}: FAILED probe: ${err}`);
+        const { error, detail } = await probeTarget(t.base + g.path, t.headers, t.role, g.inspect ? searchInspect(g, t) : undefined);
+        if (error) {
+          errors.set(t.id, error);
+          log(`${g.key} ${t.label}: FAILED probe: ${error}`);
         } else runs.set(t.id, []);
+        if (detail) details.set(t.id, detail);
       }
+      if (details.size > 0 && !g.detailInLabel) {
+        notes.push(`${g.key} group, one answer as probed: ${groupTargets.filter((t) => details.has(t.id)).map((t) => `${t.label}: ${details.get(t.id)}`).join('; ')}`);
+      }
+      // The detail goes before a side suffix (` @A`), which splitSide and compare.mjs match on.
+      const labelOf = (t) => {
+        const d = g.detailInLabel ? details.get(t.id) : undefined;
+        if (!d) return t.label;
+        const suffix = t.suffix && t.label.endsWith(t.suffix) ? t.suffix : '';
+        return `${t.label.slice(0, t.label.length - suffix.length)} (${d})${suffix}`;
+      };
       const live = groupTargets.filter((t) => runs.has(t.id));
       log(`${g.key}: warm-up ${warmup} s x ${live.length}`);
       for (const t of live) await drive(t, { ...load, duration: g.rate ? Math.min(warmup, 1) : warmup });
@@ -324,8 +416,13 @@ try {
       report.groups.push({
         key: g.key,
         name: g.name,
-        rows: groupTargets.map((t) => ({ label: t.label, kind: t.kind, stats: runs.has(t.id) ? aggregate(runs.get(t.id)) : undefined, error: errors.get(t.id) })),
+        rows: groupTargets.map((t) => ({ label: labelOf(t), kind: t.kind, stats: runs.has(t.id) ? aggregate(runs.get(t.id)) : undefined, error: errors.get(t.id) })),
       });
+    }
+    if (groups.some((g) => g.key === 'search' || g.key === 'withheld')) {
+      notes.push(
+        'searchset paging: the bare and parse-only proxies forward the client\'s _count=100 and get 100 entries; the gateway asks the upstream for _count=101, one more than the page, so that one upstream page tells whether a next page exists (it then hands out its own _cursor link): 1% more upstream bytes to read and parse, part of what the gateway rows measure',
+      );
     }
     await Promise.all([bare, parse, ...gwFiles, ...gwRedises, ...gwRams].map(stopChild));
     await redis?.stop();

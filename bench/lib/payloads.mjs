@@ -1,8 +1,10 @@
 /**
- * Synthetic, deterministic FHIR R4 payloads for the benchmarks: a ~4 KB Patient, a 100-entry
- * searchset (~400 KB) and a ~5 MB searchset for the memory test. Every Patient carries what the
- * shipped policy acts on (SSN and MRN identifiers, telecom, addresses, narrative, extensions, a
- * contact, dates), so billing and researcher plans do real work. No real person's data.
+ * Synthetic, deterministic FHIR R4 payloads for the benchmarks: a ~4 KB Patient, a paged search
+ * over a fixed result set of 1,000 Patients (100 entries a page by default, ~400 KB), a copy of
+ * that result set where every other Patient is labelled confidentiality R, and a ~5 MB searchset
+ * for the memory test. Every Patient carries what the shipped policy acts on (SSN and MRN
+ * identifiers, telecom, addresses, narrative, extensions, a contact, dates), so billing and
+ * researcher plans do real work. No real person's data.
  */
 
 const GIVEN = ['Maria', 'James', 'Aiyana', 'Wei', 'Oluwaseun', 'Sofia', 'Mateo', 'Hannah', 'Ravi', 'Noor', 'Elena', 'Kofi'];
@@ -37,8 +39,13 @@ export function patientId(i) {
   return `pat-${String(i).padStart(5, '0')}`;
 }
 
-/** One Patient of about 4 KB (serialized), index `i` picks its synthetic details. */
-export function makePatient(i) {
+export const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
+
+/**
+ * One Patient of about 4 KB (serialized), index `i` picks its synthetic details. `confidentiality`
+ * is its meta.security confidentiality code (N normal; R restricted, which billing withholds).
+ */
+export function makePatient(i, confidentiality = 'N') {
   const r = rng(1000 + i);
   const given = pick(r, GIVEN);
   const middle = pick(r, GIVEN);
@@ -60,7 +67,7 @@ export function makePatient(i) {
       versionId: String(1 + (i % 7)),
       lastUpdated: `2024-0${1 + (i % 9)}-1${i % 10}T08:${pad2(i % 60)}:00.000Z`,
       profile: ['http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient'],
-      security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N', display: 'normal' }],
+      security: [{ system: CONFIDENTIALITY, code: confidentiality, display: confidentiality === 'N' ? 'normal' : confidentiality === 'R' ? 'restricted' : confidentiality }],
     },
     text: {
       status: 'generated',
@@ -188,11 +195,120 @@ export function entriesForBytes(bytes) {
   return Math.ceil((bytes / one) * 1.03);
 }
 
-/** The prebuilt response bodies the upstream serves, as Buffers. */
+/**
+ * The paged searches the upstream serves, like a FHIR server over a fixed result set: `_count`
+ * entries from `_offset` on (defaults 100 and 0, `_count` at most 1000), `total` = the result size,
+ * a `next` link (same parameters, `_count` and `_offset` advanced) only while more remain, all URLs
+ * absolute on `upstreamBase`.
+ */
+export const RESULT_SIZE = 1000;
+export const DEFAULT_COUNT = 100;
+export const MAX_COUNT = 1000;
+
+/**
+ * The result sets, by the `name` search parameter: `halfwithheld` has every other Patient (the
+ * 2nd, 4th, ... of the result) labelled confidentiality R; anything else is the plain set.
+ */
+export const RESULT_SETS = {
+  plain: { confidentiality: () => 'N' },
+  halfwithheld: { confidentiality: (i) => (i % 2 === 0 ? 'R' : 'N') },
+};
+
+/**
+ * A paged searcher over the result sets. `page(query)` (a URLSearchParams of the request) returns
+ * `{ status, body }` with `body` a Buffer. Entry JSON is serialized once per result set (lazily);
+ * page Buffers are cached per (set, other parameters, count, offset), least recently used first
+ * out, at most `maxPages` pages and `maxBytes` bytes, so the upstream stays a byte server.
+ */
+export function createPagedSearch(upstreamBase, { size = RESULT_SIZE, maxPages = 64, maxBytes = 64 * 1024 * 1024 } = {}) {
+  const entryJson = new Map();
+  const entriesOf = (set) => {
+    let list = entryJson.get(set);
+    if (list === undefined) {
+      list = [];
+      for (let i = 1; i <= size; i++) {
+        const p = makePatient(i, RESULT_SETS[set].confidentiality(i));
+        list.push(JSON.stringify({ fullUrl: `${upstreamBase}/Patient/${p.id}`, resource: p, search: { mode: 'match', score: 1 } }));
+      }
+      entryJson.set(set, list);
+    }
+    return list;
+  };
+  const cache = new Map();
+  let cachedBytes = 0;
+  const stats = { built: 0, hits: 0, evicted: 0 };
+
+  const outcome = (status, code, diagnostics) => ({
+    status,
+    body: Buffer.from(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics }] })),
+  });
+  const intParam = (query, name, fallback) => {
+    const all = query.getAll(name);
+    if (all.length === 0) return fallback;
+    if (all.length > 1 || !/^\d{1,9}$/.test(all[0])) return Number.NaN;
+    return Number(all[0]);
+  };
+
+  function build(set, rest, count, offset) {
+    const list = entriesOf(set);
+    const end = Math.min(list.length, offset + count);
+    const url = (c, o) => {
+      const q = new URLSearchParams(rest);
+      q.append('_count', String(c));
+      if (o > 0) q.append('_offset', String(o));
+      return `${upstreamBase}/Patient?${q}`;
+    };
+    const link = [{ relation: 'self', url: url(count, offset) }];
+    if (end < list.length && count > 0) link.push({ relation: 'next', url: url(count, end) });
+    const head = JSON.stringify({
+      resourceType: 'Bundle',
+      id: `bench-${set}-${count}-${offset}`,
+      meta: { lastUpdated: '2024-05-01T12:00:00.000Z' },
+      type: 'searchset',
+      total: list.length,
+      link,
+    });
+    const slice = offset < end ? list.slice(offset, end) : [];
+    const text = slice.length === 0 ? head : `${head.slice(0, -1)},"entry":[${slice.join(',')}]}`;
+    return Buffer.from(text);
+  }
+
+  function page(query) {
+    const count = intParam(query, '_count', DEFAULT_COUNT);
+    const offset = intParam(query, '_offset', 0);
+    if (!Number.isFinite(count) || !Number.isFinite(offset)) return outcome(400, 'invalid', 'malformed _count or _offset');
+    const n = Math.min(count, MAX_COUNT);
+    const set = query.get('name') === 'halfwithheld' ? 'halfwithheld' : 'plain';
+    const rest = [...query].filter(([k]) => k !== '_count' && k !== '_offset');
+    const key = `${set}\n${new URLSearchParams(rest)}\n${n}\n${offset}`;
+    let body = cache.get(key);
+    if (body !== undefined) {
+      stats.hits++;
+      cache.delete(key);
+      cache.set(key, body);
+      return { status: 200, body };
+    }
+    body = build(set, rest, n, offset);
+    stats.built++;
+    cache.set(key, body);
+    cachedBytes += body.length;
+    for (const [k, b] of cache) {
+      if (cache.size <= maxPages && cachedBytes <= maxBytes) break;
+      if (k === key) continue;
+      cache.delete(k);
+      cachedBytes -= b.length;
+      stats.evicted++;
+    }
+    return { status: 200, body };
+  }
+  return { page, stats, cached: () => ({ pages: cache.size, bytes: cachedBytes }) };
+}
+
+/** The prebuilt response bodies the upstream serves, as Buffers (`searchset`: the first page of 100). */
 export function buildPayloads(upstreamBase) {
   return {
     patient: Buffer.from(JSON.stringify(makePatient(1))),
-    searchset: Buffer.from(JSON.stringify(makeSearchset(100, upstreamBase))),
+    searchset: createPagedSearch(upstreamBase).page(new URLSearchParams('_count=100')).body,
     big: Buffer.from(JSON.stringify(makeSearchset(entriesForBytes(5 * 1024 * 1024), upstreamBase))),
   };
 }

@@ -1,37 +1,53 @@
 /**
- * The upstream for the benchmarks: a fixed-response node:http server returning prebuilt bytes, so
- * the numbers measure the proxies, not a FHIR server. Routes:
- *   GET /fhir/Patient/<id>            ~4 KB Patient
- *   GET /fhir/Patient?name=bigbundle  ~5 MB searchset (memory test)
- *   GET /fhir/Patient?...             100-entry searchset (~400 KB)
- *   GET /fhir/metadata                a minimal CapabilityStatement
- * Started by bench/run.mjs as a child process; reports { ready, port } over IPC.
+ * The upstream for the benchmarks: a node:http server returning prebuilt bytes, so the numbers
+ * measure the proxies, not a FHIR server. It pages like a FHIR server over a fixed result set of
+ * 1,000 synthetic Patients (bench/lib/payloads.mjs createPagedSearch), so a proxy asking for one
+ * more entry than its client (the gateway, to learn whether a next page exists) gets one upstream
+ * page, as from a real server. Routes:
+ *   GET /fhir/Patient/<id>                    ~4 KB Patient
+ *   GET /fhir/Patient?name=bigbundle          ~5 MB searchset (memory test), whatever the paging
+ *   GET /fhir/Patient?name=halfwithheld&...   paged result set, every other Patient labelled R
+ *   GET /fhir/Patient?...                     paged result set: `_count` (default 100, at most
+ *                                             1000) entries from `_offset`, `total` 1000, `next`
+ *                                             link only while more remain (~400 KB a page of 100)
+ *   GET /fhir/metadata                        a minimal CapabilityStatement
+ *   GET /_bench/requests                      { fhir: requests under /fhir so far } (probes
+ *                                             count the upstream requests one answer took)
+ * Pages are built on first use and cached as Buffers (bounded). Started by bench/run.mjs as a
+ * child process; reports { ready, port, sizes } over IPC.
  */
 import { createServer } from 'node:http';
-import { buildPayloads } from '../lib/payloads.mjs';
+import { buildPayloads, createPagedSearch } from '../lib/payloads.mjs';
 
 const port = Number(process.env.BENCH_PORT);
 const base = `http://127.0.0.1:${port}/fhir`;
 const payloads = buildPayloads(base);
+const search = createPagedSearch(base);
 const metadata = Buffer.from(
   JSON.stringify({ resourceType: 'CapabilityStatement', status: 'active', date: '2024-01-01', kind: 'instance', fhirVersion: '4.0.1', format: ['json'] }),
 );
 const notFound = Buffer.from(
   JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] }),
 );
+let fhirRequests = 0;
 
-function send(res, status, body) {
-  res.writeHead(status, { 'content-type': 'application/fhir+json; charset=utf-8', 'content-length': body.length });
+function send(res, status, body, type = 'application/fhir+json; charset=utf-8') {
+  res.writeHead(status, { 'content-type': type, 'content-length': body.length });
   res.end(body);
 }
 
 const server = createServer((req, res) => {
   const url = req.url ?? '/';
+  if (url.startsWith('/fhir/')) fhirRequests++;
   if (url.startsWith('/fhir/Patient/')) return send(res, 200, payloads.patient);
   if (url.startsWith('/fhir/Patient?') || url === '/fhir/Patient') {
-    return send(res, 200, url.includes('name=bigbundle') ? payloads.big : payloads.searchset);
+    const query = new URLSearchParams(url.slice('/fhir/Patient?'.length));
+    if (query.get('name') === 'bigbundle') return send(res, 200, payloads.big);
+    const { status, body } = search.page(query);
+    return send(res, status, body);
   }
   if (url.startsWith('/fhir/metadata')) return send(res, 200, metadata);
+  if (url === '/_bench/requests') return send(res, 200, Buffer.from(JSON.stringify({ fhir: fhirRequests, pages: search.stats, cached: search.cached() })), 'application/json');
   return send(res, 404, notFound);
 });
 server.keepAliveTimeout = 60_000;
