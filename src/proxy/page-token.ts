@@ -51,6 +51,21 @@ function bindingDigest(b: PageBinding): string {
     .digest('base64url');
 }
 
+/**
+ * The sealed text padded (JSON ignores trailing whitespace) to a length that depends only on the
+ * client's own search: how far the gateway read upstream (the upstream link, the entry index, the
+ * count released) changes the plaintext, and a token whose length followed it would tell how many
+ * withheld resources were skipped. The upstream link normally echoes the search, so twice its
+ * length plus a margin holds it; a longer one (an unusually long upstream cursor) falls into
+ * coarse 1 KiB steps.
+ */
+function padded(json: string, q: string): string {
+  const bytes = Buffer.byteLength(json, 'utf8');
+  let target = Math.ceil((2 * Buffer.byteLength(q, 'utf8') + 512) / 256) * 256;
+  if (bytes > target) target = Math.ceil(bytes / 1024) * 1024;
+  return json + ' '.repeat(target - bytes);
+}
+
 function invalid(detail: string): GatewayError {
   return new GatewayError('paging-token-invalid', detail);
 }
@@ -75,7 +90,7 @@ export function createPageTokens(opts: { secret: string | undefined; ttlSeconds:
       const sealed: Sealed = { v: 1, b: bindingDigest(binding), e: nowSec() + opts.ttlSeconds, q: state.q, u: state.u, i: state.i, r: state.r, n: state.n };
       const iv = randomBytes(IV_BYTES);
       const cipher = createCipheriv('aes-256-gcm', key, iv);
-      const body = Buffer.concat([cipher.update(JSON.stringify(sealed), 'utf8'), cipher.final()]);
+      const body = Buffer.concat([cipher.update(padded(JSON.stringify(sealed), state.q), 'utf8'), cipher.final()]);
       return Buffer.concat([iv, body, cipher.getAuthTag()]).toString('base64url');
     },
 

@@ -13,7 +13,8 @@
  *   - headers: only content-type, location, content-location, etag, last-modified are compared
  *     (so X-Request-Id and Date never are);
  *   - any Bundle: id, meta.lastUpdated, timestamp;
- *   - the value of the opaque `_cursor` query parameter in links and Location headers;
+ *   - the value of the opaque `_cursor` query parameter in links and Location headers (its length
+ *     is kept and compared);
  *   - for break-glass-eligible roles, the announced hint: a searchset entry with search.mode =
  *     outcome whose issue code is `suppressed` is dropped, and a 403 break-glass-available (answer,
  *     or batch-response entry) reads as the gateway's 404 not-found.
@@ -148,7 +149,9 @@ function describe(spec: RequestSpec): string {
 }
 
 function replaceCursor(url: string): string {
-  return url.replace(new RegExp(`([?&]${CURSOR_PARAM}=)[^&#]*`, 'g'), `$1${CURSOR_PLACEHOLDER}`);
+  // The value is opaque, its length is not: a token that grows with the upstream position read
+  // would count the withheld resources skipped (found from outside), so the length is compared.
+  return url.replace(new RegExp(`([?&]${CURSOR_PARAM}=)([^&#]*)`, 'g'), (_m, p: string, v: string) => `${p}${CURSOR_PLACEHOLDER}:${v.length}`);
 }
 
 function errorCodeOf(json: unknown): string | undefined {

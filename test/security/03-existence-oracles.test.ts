@@ -93,6 +93,30 @@ describe('counts never include what is withheld', () => {
   });
 });
 
+describe('the size of a paging link is not an oracle (found by trying it from outside)', () => {
+  const P = DEMO.patients;
+  /** Status, Content-Length and body with the sealed token's value replaced: what may differ is only its bytes. */
+  async function shape(path: string, who: { role: string; purpose: string }) {
+    const r = await receive(await stack.get(path, who));
+    return { status: r.status, length: r.headers.get('content-length'), body: r.text.replace(/_cursor=[A-Za-z0-9_-]+/g, '_cursor=T') };
+  }
+
+  it.each([
+    // Henry has a withheld HIV Condition, Paula a withheld PSY one; Grace and a made-up id have none.
+    ['Condition (HIV)', (x: string) => `/Condition?patient=${P.elder},${x},${P.brian}&_count=1`, [P.henry, P.paula], [P.grace, 'pat-zzzzz']],
+    ['Patient (the restricted VIP)', (x: string) => `/Patient?_id=${x},${P.henry},${P.grace}&_sort=-_id&_count=1`, [P.vip], ['pat-zzz', 'pat-vaa']],
+  ] as const)('billing: %s: a next link built past a withheld match has the same length as one that skipped nothing', async (_name, path, withheld, absent) => {
+    const base = await shape(path(absent[0]), billing);
+    expect(base.status).toBe(200);
+    expect(base.body).toContain('_cursor=T');
+    for (const x of [...withheld, ...absent.slice(1)]) {
+      const r = await shape(path(x), billing);
+      const norm = (t: string) => t.replaceAll(x, 'X').replaceAll(absent[0], 'X');
+      expect({ ...r, body: norm(r.body) }, x).toEqual({ ...base, body: norm(base.body) });
+    }
+  });
+});
+
 describe('other existence oracles', () => {
   it('conditional create (If-None-Exist) is refused', async () => {
     const r = await receive(

@@ -32,6 +32,20 @@ describe('page tokens', () => {
     expect(t.seal(state, binding)).not.toBe(token);
   });
 
+  it('have a length that depends only on the search, never on how far the gateway read upstream (property)', () => {
+    const t = createPageTokens({ secret: SECRET, ttlSeconds: 60 });
+    const q = '/Condition?patient=pat-elder%2Cpat-henry&_count=1';
+    const lengths = new Set<number>();
+    fc.assert(
+      fc.property(fc.nat({ max: 5000 }), fc.nat({ max: 1_000_000 }), fc.nat({ max: 1_000_000 }), fc.string({ maxLength: 60 }), (offset, i, r, extra) => {
+        const u = `/fhir/Condition?patient=pat-elder%2Cpat-henry&_count=2&_offset=${offset}${encodeURIComponent(extra)}`;
+        lengths.add(t.seal({ q, u, i, r, n: 1 }, binding).length);
+      }),
+      { numRuns: 300 },
+    );
+    expect(lengths.size).toBe(1);
+  });
+
   it.each([
     ['another subject', { ...binding, sub: 'dr-b' }],
     ['another issuer', { ...binding, iss: 'https://other-idp' }],
