@@ -31,6 +31,7 @@ export const DEFAULTS = Object.freeze({
   pagingDefaultCount: 20,
   pagingMaxCount: 200,
   pagingMaxUpstreamPages: 10,
+  pagingMinUpstreamCount: 50,
   pagingTokenTtlSeconds: 3600,
   responseBodyBytes: 16 * 1024 * 1024,
   decompressedBytes: 32 * 1024 * 1024,
@@ -249,6 +250,7 @@ class Builder {
       defaultCount: (pagingRaw.defaultCount as number | undefined) ?? DEFAULTS.pagingDefaultCount,
       maxCount: (pagingRaw.maxCount as number | undefined) ?? DEFAULTS.pagingMaxCount,
       maxUpstreamPages: (pagingRaw.maxUpstreamPages as number | undefined) ?? DEFAULTS.pagingMaxUpstreamPages,
+      minUpstreamCount: (pagingRaw.minUpstreamCount as number | undefined) ?? DEFAULTS.pagingMinUpstreamCount,
       tokenTtlSeconds: (pagingRaw.tokenTtlSeconds as number | undefined) ?? DEFAULTS.pagingTokenTtlSeconds,
       key: pagingKey,
     };

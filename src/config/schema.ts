@@ -107,6 +107,7 @@ export const gatewaySchema = {
         defaultCount: { type: 'integer', minimum: 1, maximum: 1000 },
         maxCount: { type: 'integer', minimum: 1, maximum: 1000 },
         maxUpstreamPages: { type: 'integer', minimum: 1, maximum: 100 },
+        minUpstreamCount: { type: 'integer', minimum: 1, maximum: 1000 },
         tokenTtlSeconds: { type: 'integer', minimum: 10, maximum: 86_400 },
         key: str,
         keyFile: str,

@@ -84,6 +84,8 @@ export interface PagingConfig {
   readonly maxCount: number;
   /** Upstream pages read for one client page at most (refilling past withheld resources). */
   readonly maxUpstreamPages: number;
+  /** Upstream page size at least (the client's page + 1 when larger). */
+  readonly minUpstreamCount: number;
   readonly tokenTtlSeconds: number;
   /** Seals continuation tokens (every replica needs the same); undefined = random per process. */
   readonly key: string | undefined;

@@ -365,7 +365,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       } else if (isPageable(req)) {
         const count = pageSizeWith(req.params, paging.defaultCount, paging.maxCount);
         // One more than the page: when nothing is withheld, one upstream page tells whether a next one exists.
-        if (page === undefined) sent = withCount(req, count + 1);
+        if (page === undefined) sent = withCount(req, upstreamCountWith(count, paging.minUpstreamCount));
         const q = page?.q ?? canonicalUrl(ex.request!);
         start = page === undefined ? { at: '', index: 0, released: 0, count, q } : { at: page.u, index: page.i, released: page.r, count: page.n, q };
       }
@@ -621,7 +621,7 @@ function isPlainObj(v: unknown): v is Obj {
 function pagedEntries(
   req: ClassifiedRequest,
   basePath: string,
-  paging: { defaultCount: number; maxCount: number },
+  paging: { defaultCount: number; maxCount: number; minUpstreamCount: number },
 ): { req: ClassifiedRequest; starts: Map<number, PagedStart> } {
   const starts = new Map<number, PagedStart>();
   const entries = req.entries ?? [];
@@ -631,7 +631,7 @@ function pagedEntries(
     const c = entries[k];
     if (!isPageable(c)) return e;
     const count = pageSizeWith(c.params, paging.defaultCount, paging.maxCount);
-    const sent = withCount(c, count + 1);
+    const sent = withCount(c, upstreamCountWith(count, paging.minUpstreamCount));
     const url = canonicalUrl(sent).slice(1);
     starts.set(k, { at: `${basePath}/${url}`, index: 0, released: 0, count, q: canonicalUrl(c) });
     return { ...e, request: { ...(e.request as Obj), url } };
@@ -695,6 +695,16 @@ function pageSizeWith(params: ClassifiedRequest['params'], defaultCount: number,
   const v = counts[0][1].trim();
   if (!/^\d{1,9}$/.test(v)) throw new GatewayError('bad-request', 'malformed _count');
   return Math.min(Math.max(Number(v), 1), maxCount);
+}
+
+/**
+ * Upstream page size: one more than the client's page (one upstream page then tells whether a next
+ * one exists), and never fewer than paging.minUpstreamCount, so the bound of maxUpstreamPages pages
+ * (the one place where a run of withheld matches can shape a page) lies hundreds of matches away
+ * even for `_count=1`.
+ */
+function upstreamCountWith(count: number, min: number): number {
+  return Math.max(count + 1, min);
 }
 
 /** The request with its `_count` replaced (the first page asks the upstream for one more than the client). */

@@ -18,6 +18,8 @@
  *   - for break-glass-eligible roles, the announced hint: a searchset entry with search.mode =
  *     outcome whose issue code is `suppressed` is dropped, and a 403 break-glass-available (answer,
  *     or batch-response entry) reads as the gateway's 404 not-found.
+ * Upstream pages are as small as the client's page allows (paging.minUpstreamCount 1), so the
+ * small demo result sets still make the gateway refill pages across upstream pages.
  * Both gateways are configured with the same publicBaseUrl so fullUrl and links are comparable
  * byte for byte (links are mapped back to each gateway's real address only to follow them).
  */
@@ -68,7 +70,7 @@ async function seed(upstream: RunningUpstream, versions: readonly Resource[]): P
 async function startStackRetrying(upstreamUrl: string): Promise<Stack> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startStack({ upstreamUrl, configure: (c) => ({ ...c, publicBaseUrl: PUBLIC_BASE }) });
+      return await startStack({ upstreamUrl, configure: (c) => ({ ...c, publicBaseUrl: PUBLIC_BASE, paging: { ...c.paging, minUpstreamCount: 1 } }) });
     } catch (e) {
       if (attempt >= 4 || !String((e as { code?: string }).code ?? e).includes('EADDRINUSE')) throw e;
     }
