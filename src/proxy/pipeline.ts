@@ -364,7 +364,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
         ({ req: sent, starts: batchStarts } = pagedEntries(req, upstreamBasePath, paging));
       } else if (isPageable(req)) {
         const count = pageSizeWith(req.params, paging.defaultCount, paging.maxCount);
-        // One more than the page: when nothing is withheld, one upstream page tells whether a next one exists.
+        // One more than the page (at least minUpstreamCount): when nothing is withheld, one upstream page tells whether a next one exists.
         if (page === undefined) sent = withCount(req, upstreamCountWith(count, paging.minUpstreamCount));
         const q = page?.q ?? canonicalUrl(ex.request!);
         start = page === undefined ? { at: '', index: 0, released: 0, count, q } : { at: page.u, index: page.i, released: page.r, count: page.n, q };

@@ -24,6 +24,10 @@
  * - Type history is refused where resources of the type can be withheld (labels or a patient
  *   context): each past version would have to be judged by its resource's current version.
  *
+ * - A read inside a transaction, and the target of an instance operation (`$everything`), are read
+ *   first too: the upstream fails a transaction on a missing read but not on a withheld one, and
+ *   answers an operation on a missing resource 404 but on a withheld one 200 before filtering.
+ *
  * Batch and transaction: every entry is judged the same way, and the first refused entry refuses
  * the whole Bundle (a missing target included, so a withheld one looks the same).
  */
@@ -292,8 +296,17 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
   }
 
   /** Judges one request (or batch entry); returns the stored version a write must match. */
-  async function guardOne(ex: Exchange, t: ClassifiedRequest, input: StoredGuardInput): Promise<string | undefined> {
+  async function guardOne(ex: Exchange, t: ClassifiedRequest, input: StoredGuardInput, inTransaction = false): Promise<string | undefined> {
     const i = t.interaction;
+    if ((i === 'read' && inTransaction) || (i === 'operation' && t.id !== undefined)) {
+      // A transaction fails as a whole on a missing read but succeeds around a withheld one (whose
+      // entry the filter then blanks); an instance operation ($everything) on a missing resource is
+      // 404, on a withheld one an emptied 200: read first, so both answer as a read would.
+      const type = t.resourceType;
+      if (type === undefined || t.id === undefined || input.plan.types.get(type) === undefined) throw new GatewayError('type-denied', 'stored guard: read without a granted type');
+      await current(ex, type, t.id, input.filter);
+      return undefined;
+    }
     if (i === 'history-type') {
       // Type history holds past versions of every resource of the type, each of which would have to
       // be judged by its own current version (a now-labelled or now-moved resource's older, clean
@@ -355,7 +368,7 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
     const nested = req.interaction === 'batch' || req.interaction === 'transaction';
     const targets = nested ? (req.entries ?? []) : [req];
     const versions: Array<string | undefined> = [];
-    for (const t of targets) versions.push(await guardOne(ex, t, input));
+    for (const t of targets) versions.push(await guardOne(ex, t, input, req.interaction === 'transaction'));
     if (versions.every((v) => v === undefined)) return { req, ifMatch: undefined };
     if (!nested) return { req, ifMatch: `W/"${versions[0]}"` };
     const body = req.body as { entry?: Array<{ request?: Record<string, unknown> }> };

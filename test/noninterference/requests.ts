@@ -256,10 +256,10 @@ function writes(c: Caller): RequestSpec[] {
 // ---------------------------------------------------------------------------------------------
 // The fixed corpus
 
-function batch(entries: string[]): string {
+function batch(entries: string[], type: 'batch' | 'transaction' = 'batch'): string {
   return JSON.stringify({
     resourceType: 'Bundle',
-    type: 'batch',
+    type,
     entry: entries.map((url) => ({ request: { method: 'GET', url } })),
   });
 }
@@ -330,6 +330,10 @@ export function corpus(c: Caller): RequestSpec[] {
   for (const t of readable) {
     out.push({ family: 'batch-read-type', method: 'POST', path: '/', body: batch([...seededIds(t).map((id) => `${t}/${id}`), `${t}/${MISSING_ID}`]), contentType: json });
   }
+  // A transaction fails as a whole on a missing read: one read per transaction, every id.
+  for (const url of reads) out.push({ family: 'transaction-read', method: 'POST', path: '/', body: batch([url], 'transaction'), contentType: json });
+  // An instance operation on every patient, withheld and missing ones included (refused alike where not granted).
+  for (const id of [...seededIds('Patient'), MISSING_ID]) get('everything', `/Patient/${id}/$everything`);
   const searchable = (granted.length > 0 ? granted : ['Patient']).filter((t) => seededIds(t).length > 0);
   out.push({
     family: 'batch-search',

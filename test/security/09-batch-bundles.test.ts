@@ -186,3 +186,30 @@ describe('batch-response entries are filtered one by one', () => {
     for (const l of inner?.link ?? []) expect(l.url.startsWith(stack.url), l.url).toBe(true);
   });
 });
+
+describe('a transaction cannot tell withheld from missing (found by trying it from outside)', () => {
+  /** Status, Content-Length and body with the id replaced. */
+  async function shape(entries: Entry[], who: RequestOpts, id: string) {
+    const r = await receive(await post(bundle('transaction', entries), who));
+    return { status: r.status, length: r.headers.get('content-length'), body: r.text.replaceAll(id, 'ID') };
+  }
+
+  it.each([
+    ['billing, the restricted VIP patient', billing, 'Patient', P.vip, 'pat-vix'],
+    ['billing, an HIV-labelled Condition', billing, 'Condition', DEMO.hivCondition, 'cond-hix'],
+    ['front-desk, the restricted VIP patient', { role: 'front-desk', purpose: 'HOPERAT' }, 'Patient', P.vip, 'pat-vix'],
+    ['a patient-context clinician, another patient\'s Condition', { ...clinician, tokenClaims: { patient: P.alice } }, 'Condition', DEMO.hivCondition, 'cond-hix'],
+  ] as const)('%s: a read entry answers exactly as a missing one', async (_name, who, type, withheld, missing) => {
+    const a = await shape([{ request: { method: 'GET', url: `${type}/${withheld}` } }], who, withheld);
+    const b = await shape([{ request: { method: 'GET', url: `${type}/${missing}` } }], who, missing);
+    expect(a).toEqual(b);
+    expect(a.status).toBe(404);
+  });
+
+  it("an eligible clinician's $everything on the restricted VIP answers as a read of it would, never an emptied 200", async () => {
+    const r = await receive(await stack.get(`/Patient/${P.vip}/$everything`, clinician));
+    expectError(r, 403, 'break-glass-available');
+    const missing = await receive(await stack.get('/Patient/pat-vix/$everything', clinician));
+    expectError(missing, 404, 'not-found');
+  });
+});

@@ -229,7 +229,7 @@ describe('writes to what the caller cannot read (BYPASSES 18)', () => {
         resourceType: 'Bundle',
         type,
         entry: [
-          { request: { method: 'GET', url: `Condition/${RELABELLED}` } },
+          { request: { method: 'GET', url: `Condition/${DEMO.hypertension}` } },
           { request: { method: 'PUT', url: `Condition/${DEMO.hypertension}` }, resource: htn },
           { request: { method: 'DELETE', url: `Condition/${TWO_VERSIONS}` } },
         ],
@@ -245,6 +245,11 @@ describe('writes to what the caller cannot read (BYPASSES 18)', () => {
         const bad = req('POST', '/', { resourceType: 'Bundle', type, entry: [{ request: { method: 'PUT', url: `Condition/${DEMO.hypertension}` }, resource: htn }, { request: { method: 'DELETE', url: target } }] });
         expect(await refusal(bad)).toBe('not-found');
       }
+      // A plain read of a withheld resource: left to the response filter in a batch (each entry
+      // answers alone, withheld and missing alike), read first in a transaction (which the upstream
+      // would fail as a whole only for the missing one).
+      const read = (id: string) => req('POST', '/', { resourceType: 'Bundle', type, entry: [{ request: { method: 'GET', url: `Condition/${id}` } }] });
+      for (const id of [RELABELLED, 'cond-never-was']) expect(await refusal(read(id))).toBe(type === 'batch' ? 'allowed' : 'not-found');
       const vread = req('POST', '/', { resourceType: 'Bundle', type, entry: [{ request: { method: 'GET', url: `Condition/${RELABELLED}/_history/1` } }] });
       expect(await refusal(vread, { plan: billing() })).toBe('not-found');
     }
