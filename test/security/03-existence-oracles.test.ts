@@ -140,3 +140,56 @@ describe('other existence oracles', () => {
     for (const i of oo.issue ?? []) expect(i.diagnostics).toBeUndefined();
   });
 });
+
+describe('the reproductions that opened the gateway-owned paging work', () => {
+  const P = DEMO.patients;
+  type Page = { entry?: Array<{ resource?: { id?: string }; search?: { mode?: string } }>; link?: Array<{ relation: string; url: string }>; total?: number };
+  async function walk(path: string, who: { role: string; purpose: string }): Promise<Page[]> {
+    const pages: Page[] = [];
+    let p: string | undefined = path;
+    while (p !== undefined && pages.length < 20) {
+      const r = await receive(await stack.get(p, who));
+      expect(r.status, r.text).toBe(200);
+      const page = r.json as Page;
+      pages.push(page);
+      const next = page.link?.find((l) => l.relation === 'next')?.url;
+      p = next === undefined ? undefined : next.slice(stack.url.length);
+    }
+    return pages;
+  }
+
+  it("_count=1 vs _count=2 no longer counts Paula's withheld psychiatric conditions: pages follow the visible ones only", async () => {
+    const all = await walk(`/Condition?patient=${P.paula}&_count=100`, billing);
+    const visible = all.flatMap((p) => p.entry ?? []).map((e) => e.resource?.id);
+    for (const count of [1, 2, 3]) {
+      const pages = await walk(`/Condition?patient=${P.paula}&_count=${count}`, billing);
+      expect(pages.flatMap((p) => p.entry ?? []).map((e) => e.resource?.id)).toEqual(visible);
+      // Every page full but the last; as many pages as the visible matches need (at least one).
+      expect(pages.length).toBe(Math.max(1, Math.ceil(visible.length / count)));
+      for (const p of pages.slice(0, -1)) expect(p.entry?.length).toBe(count);
+      expect(pages.at(-1)?.total).toBe(visible.length);
+    }
+    expect(visible).not.toContain(DEMO.psyCondition);
+    expect(visible).not.toContain(DEMO.psythpnCondition);
+  });
+
+  it('_revinclude of a type billing may not see is refused before the upstream is asked, whoever has notes', async () => {
+    for (const name of ['Anderson', 'Nobody']) {
+      const r = await receive(await stack.get(`/Patient?name=${name}&_revinclude=DocumentReference:subject`, billing));
+      expectError(r, 403, 'type-denied');
+    }
+  });
+
+  it("a patient-context token probing another patient's diagnoses is refused the same way whether or not they match", async () => {
+    const who = { role: 'clinician', purpose: 'TREAT', tokenClaims: { patient: P.alice } };
+    const code = 'code=http://snomed.info/sct|44054006';
+    const answers = [];
+    for (const other of [P.brian, P.grace, 'pat-nobody']) {
+      const r = await receive(await stack.get(`/Condition?patient=${other}&${code}`, who));
+      expectError(r, 403, 'compartment-denied');
+      answers.push({ status: r.status, headers: comparableHeaders(r.headers), body: r.text });
+    }
+    expect(answers[1]).toEqual(answers[0]);
+    expect(answers[2]).toEqual(answers[0]);
+  });
+});
