@@ -120,6 +120,19 @@ const itemsArb = fc
     })),
   );
 
+/** One client page from the start of `up`'s result (the first upstream page already read). */
+function firstPage(up: ReturnType<typeof upstream>, count: number, over: { first?: Obj; maxUpstreamPages?: number } = {}) {
+  return collectPage({
+    first: over.first ?? up.first(),
+    start: { at: up.at(0), index: 0, released: 0, count },
+    filter: new Filter(ctx()),
+    fetchPage: up.fetchPage,
+    resolveLink: up.resolveLink,
+    maxUpstreamPages: over.maxUpstreamPages ?? 10,
+    typeHistory: false,
+  });
+}
+
 describe('collectPage', () => {
   it('answers the same pages whether or not withheld matches exist, for any upstream page size (property)', async () => {
     await fc.assert(
@@ -175,15 +188,7 @@ describe('collectPage', () => {
   it('asks the upstream for one page when nothing is withheld and the page size fits', async () => {
     const items: Item[] = Array.from({ length: 5 }, (_, i) => ({ id: `o${i}`, withheld: false }));
     const up = upstream(items, 4);
-    const got = await collectPage({
-      first: up.first(),
-      start: { at: up.at(0), index: 0, released: 0, count: 3 },
-      filter: new Filter(ctx()),
-      fetchPage: up.fetchPage,
-      resolveLink: up.resolveLink,
-      maxUpstreamPages: 10,
-      typeHistory: false,
-    });
+    const got = await firstPage(up, 3);
     expect(up.reads).toBe(0);
     expect(got.next).toEqual({ at: up.at(0), index: 3, released: 3 });
     expect(got.total).toBeUndefined();
@@ -192,15 +197,7 @@ describe('collectPage', () => {
   it('stops at the bound with a next link where it stopped', async () => {
     const items: Item[] = [...Array.from({ length: 8 }, (_, i) => ({ id: `w${i}`, withheld: true })), { id: 'o0', withheld: false }];
     const up = upstream(items, 2);
-    const got = await collectPage({
-      first: up.first(),
-      start: { at: up.at(0), index: 0, released: 0, count: 1 },
-      filter: new Filter(ctx()),
-      fetchPage: up.fetchPage,
-      resolveLink: up.resolveLink,
-      maxUpstreamPages: 3,
-      typeHistory: false,
-    });
+    const got = await firstPage(up, 1, { maxUpstreamPages: 3 });
     expect(up.reads).toBe(2);
     expect(got.entries).toEqual([]);
     expect(got.next).toEqual({ at: up.at(6), index: 0, released: 0 });
@@ -211,17 +208,7 @@ describe('collectPage', () => {
     const up = upstream(items, 2);
     const first = up.first();
     (first.link as Obj[])[1] = { relation: 'next', url: 'https://attacker.example/fhir/Observation?_offset=2' };
-    await expect(
-      collectPage({
-        first,
-        start: { at: up.at(0), index: 0, released: 0, count: 1 },
-        filter: new Filter(ctx()),
-        fetchPage: up.fetchPage,
-        resolveLink: up.resolveLink,
-        maxUpstreamPages: 10,
-        typeHistory: false,
-      }),
-    ).rejects.toMatchObject({ code: 'upstream-bad-response' });
+    await expect(firstPage(up, 1, { first })).rejects.toMatchObject({ code: 'upstream-bad-response' });
   });
 
   it('withholds a type-history entry it cannot judge (a delete without a resource)', async () => {
