@@ -54,13 +54,13 @@ export interface Caller {
   readonly patient?: string;
 }
 
-/** Every role of the shipped policy with each purpose it is granted; clinician and billing also with a patient claim. */
+/** Every role of the shipped policy with each purpose it is granted, and each role (first purpose) with a patient claim. */
 export function callers(): Caller[] {
   const out: Caller[] = [];
   for (const [role, spec] of Object.entries(policy().roles)) {
     for (const purpose of Object.keys(spec.purposes)) out.push({ name: `${role}/${purpose}`, role, purpose });
   }
-  for (const role of ['clinician', 'billing']) {
+  for (const role of Object.keys(policy().roles)) {
     const purpose = Object.keys(policy().roles[role]!.purposes)[0]!;
     out.push({ name: `${role}/${purpose}+patient=${DEMO.patients.alice}`, role, purpose, patient: DEMO.patients.alice });
   }
