@@ -123,7 +123,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
   const upstreamBase = config.upstream.url.replace(/\/+$/, '');
   const upstreamBasePath = upstreamUrl.pathname.replace(/\/+$/, '');
   const publicBase = config.publicBaseUrl.replace(/\/+$/, '');
-  // Memory bound (issue 6): requests at once, and upstream bytes they may hold together
+  // Memory bound: requests at once, and upstream bytes they may hold together
   // (defaults when the gateway file leaves them unset: 256 requests, 64 MiB). Each buffered byte
   // costs several bytes of heap while its response is built (parse, filter, serialize), so 64 MiB
   // keeps RSS near 1 GB in the 64 x 5 MB bench; 256 MiB did not bound it.

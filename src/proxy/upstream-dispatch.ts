@@ -2,7 +2,7 @@
  * Sends one UpstreamCall and collects the whole answer in memory, under the response limit and the
  * shared buffer budget, straight from undici's dispatch handler: no stream objects, no async
  * iteration, one Buffer at the end. (It replaced @fastify/reply-from, whose per-request stream
- * plumbing cost more than the gateway's own policy work on a small read; issue 6.)
+ * plumbing cost more than the gateway's own policy work on a small read.)
  *
  * Every failure is a GatewayError: before the answer's head, a timeout is `upstream-timeout` and
  * anything else `upstream-unavailable`; mid-body the same (a reset or stall is the upstream's
