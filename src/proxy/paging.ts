@@ -16,7 +16,7 @@
 import { tailTypeId } from '../fhir/reference.js';
 import { searchParam } from '../fhir/tables.js';
 import { GatewayError } from '../errors.js';
-import { type Filter, withheldOutcomeEntry } from '../redact/response.js';
+import { collectRefs, type Filter, withheldOutcomeEntry } from '../redact/response.js';
 import { REMOVE } from '../redact/transforms.js';
 
 type Obj = Record<string, unknown>;
@@ -125,23 +125,13 @@ export function includeSpecs(params: ReadonlyArray<readonly [string, string]>): 
 
 /** `Type/id` of every reference on `paths` of a resource (relative or absolute reference strings). */
 function referencesAt(res: unknown, paths: IncludeSpec['paths']): Set<string> {
+  const refs: string[] = [];
+  for (const p of paths) collectRefs(res, p, 0, refs);
   const out = new Set<string>();
-  const walk = (v: unknown, path: readonly string[], i: number): void => {
-    if (Array.isArray(v)) {
-      for (const x of v) walk(x, path, i);
-      return;
-    }
-    if (!isObj(v)) return;
-    if (i === path.length) {
-      if (typeof v.reference === 'string') {
-        const t = tailTypeId(v.reference);
-        if (t) out.add(`${t.type}/${t.id}`);
-      }
-      return;
-    }
-    walk(v[path[i]], path, i + 1);
-  };
-  for (const p of paths) walk(res, p, 0);
+  for (const r of refs) {
+    const t = tailTypeId(r);
+    if (t) out.add(`${t.type}/${t.id}`);
+  }
   return out;
 }
 
@@ -150,11 +140,24 @@ interface Node {
   readonly res: unknown;
   readonly type: string | undefined;
   readonly key: string | undefined;
+  /** A released match (not an include tied through `:iterate`). */
+  readonly match: boolean;
+  /** referencesAt per include spec, computed once. */
+  readonly refs: Map<IncludeSpec, Set<string>>;
 }
 
-function node(h: Held): Node {
+function node(h: Held, match: boolean): Node {
   const res = (h.raw as { resource?: unknown }).resource;
-  return { h, res, type: isObj(res) && typeof res.resourceType === 'string' ? res.resourceType : undefined, key: keyOf(res) };
+  return { h, res, type: isObj(res) && typeof res.resourceType === 'string' ? res.resourceType : undefined, key: keyOf(res), match, refs: new Map() };
+}
+
+function refsOf(n: Node, spec: IncludeSpec): Set<string> {
+  let r = n.refs.get(spec);
+  if (r === undefined) {
+    r = referencesAt(n.res, spec.paths);
+    n.refs.set(spec, r);
+  }
+  return r;
 }
 
 /**
@@ -165,22 +168,21 @@ function node(h: Held): Node {
  */
 function tiedIncludes(matches: readonly Held[], includes: readonly Held[], specs: readonly IncludeSpec[]): Held[] {
   if (includes.length === 0 || specs.length === 0) return [];
-  const tiedNodes: Node[] = matches.map(node);
-  const pending = includes.map(node);
+  const tiedNodes: Node[] = matches.map((h) => node(h, true));
+  const pending = includes.map((h) => node(h, false));
   const tied: Held[] = [];
   const ties = (p: Node, from: readonly Node[]): boolean =>
     specs.some((spec) => {
       for (const n of from) {
-        const iterateOnly = n.h !== undefined && !matches.includes(n.h);
-        if (iterateOnly && !spec.iterate) continue;
+        if (!n.match && !spec.iterate) continue;
         if (!spec.reverse) {
           if (n.type !== spec.source || p.key === undefined) continue;
           if (spec.target !== undefined && p.type !== spec.target) continue;
-          if (referencesAt(n.res, spec.paths).has(p.key)) return true;
+          if (refsOf(n, spec).has(p.key)) return true;
         } else {
           if (p.type !== spec.source || n.key === undefined) continue;
           if (spec.target !== undefined && n.type !== spec.target) continue;
-          if (referencesAt(p.res, spec.paths).has(n.key)) return true;
+          if (refsOf(p, spec).has(n.key)) return true;
         }
       }
       return false;

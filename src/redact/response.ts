@@ -124,7 +124,8 @@ function referencePaths(type: string): ReadonlyArray<readonly string[]> {
   return p;
 }
 
-function collectRefs(v: unknown, path: readonly string[], i: number, out: string[]): void {
+/** The `reference` strings found at `path` (split element names) under `v`, arrays at any level. */
+export function collectRefs(v: unknown, path: readonly string[], i: number, out: string[]): void {
   if (Array.isArray(v)) {
     for (const x of v) collectRefs(x, path, i, out);
     return;

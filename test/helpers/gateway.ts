@@ -4,10 +4,11 @@
  * shipped example policy and a file audit sink in a temp dir. Tokens are verified through the IdP's
  * JWKS URI, exactly as in production.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { openAuditSource } from '../../src/audit/index.js';
 import type { AuditSink, ChainedRecord } from '../../src/audit/record.js';
 import { loadGatewayConfig } from '../../src/config/load.js';
@@ -66,9 +67,29 @@ export interface StackOptions {
   configure?: (c: GatewayConfig) => GatewayConfig;
   /** An upstream URL to use instead of the seeded medplum server. */
   upstreamUrl?: string;
+  /**
+   * Changes to the shipped policy for this stack (roles, data sets): applied to a parsed copy of
+   * config/policy.yaml, written to a temp file the stack removes when it closes.
+   */
+  policy?: (policy: ShippedPolicy) => void;
+}
+
+/** config/policy.yaml as parsed, for StackOptions.policy edits. */
+export interface ShippedPolicy {
+  roles: Record<string, unknown>;
+  dataSets: Record<string, { rules: Array<{ types: string[]; interactions?: string[] } & Record<string, unknown>> } & Record<string, unknown>>;
+  [key: string]: unknown;
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  let policyDir: string | undefined;
+  if (opts.policy) {
+    const policy = parseYaml(readFileSync(new URL('../../config/policy.yaml', import.meta.url), 'utf8')) as ShippedPolicy;
+    opts.policy(policy);
+    policyDir = mkdtempSync(join(tmpdir(), 'phi-policy-'));
+    writeFileSync(join(policyDir, 'policy.yaml'), stringifyYaml(policy));
+    opts = { ...opts, env: { PHI_GATEWAY_POLICY: join(policyDir, 'policy.yaml'), ...opts.env } };
+  }
   const upstream = opts.upstreamUrl ? undefined : await startFhirUpstream({ seed: true });
   const upstreamUrl = opts.upstreamUrl ?? upstream!.url;
   const idp = await startIdp();
@@ -131,6 +152,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await idp.close();
       await upstream?.close();
       rmSync(auditDir, { recursive: true, force: true });
+      if (policyDir) rmSync(policyDir, { recursive: true, force: true });
     },
   };
 }

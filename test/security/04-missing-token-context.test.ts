@@ -7,11 +7,7 @@
  * The shipped policy has no compartment-limited role, so this file adds one (`patient-portal`) to a
  * copy of config/policy.yaml.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse, stringify } from 'yaml';
 import { DEMO } from '../../src/demo/data.js';
 import { type RequestOpts, type Stack, startStack } from '../helpers/gateway.js';
 import { auditFor, entries, expectAbsent, expectError, receive, refs } from './support.js';
@@ -22,20 +18,17 @@ const others = ['brian', 'vip', 'elder', 'david', 'paula', 'henry', 'grace'] as 
 const notAlice = others.flatMap((k) => [DEMO.patients[k], DEMO.names[k], DEMO.ssn[k], DEMO.mrn[k]]);
 
 let stack: Stack;
-let policyDir: string;
 
 beforeAll(async () => {
-  const policy = parse(readFileSync(new URL('../../config/policy.yaml', import.meta.url), 'utf8')) as { roles: Record<string, unknown> };
-  policy.roles['patient-portal'] = { description: 'A patient-facing app: one chart only.', purposes: { PATRQT: 'clinical' }, compartment: 'patient' };
-  policyDir = mkdtempSync(join(tmpdir(), 'phi-policy-04-'));
-  const file = join(policyDir, 'policy.yaml');
-  writeFileSync(file, stringify(policy));
-  stack = await startStack({ env: { PHI_GATEWAY_POLICY: file } });
+  stack = await startStack({
+    policy: (p) => {
+      p.roles['patient-portal'] = { description: 'A patient-facing app: one chart only.', purposes: { PATRQT: 'clinical' }, compartment: 'patient' };
+    },
+  });
 });
 
 afterAll(async () => {
   await stack?.close();
-  if (policyDir) rmSync(policyDir, { recursive: true, force: true });
 });
 
 /** A portal token: the real IdP's clinician client with its roles claim replaced. */

@@ -6,11 +6,7 @@
  * Full stack: the real upstream (medplum, seeded demo), the shipped policy plus one role that
  * treats like a clinician but may not break the glass (`ward-clerk`).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse, stringify } from 'yaml';
 import { DEMO } from '../../src/demo/data.js';
 import { type RequestOpts, type Stack, startStack } from '../helpers/gateway.js';
 import { auditFor, comparableHeaders, expectAbsent, expectError, receive } from './support.js';
@@ -33,7 +29,6 @@ const clinician: RequestOpts = { role: 'clinician', purpose: 'TREAT' };
 const clerk: RequestOpts = { role: 'clinician', purpose: 'TREAT', tokenClaims: { roles: ['ward-clerk'] } };
 
 let stack: Stack;
-let policyDir: string;
 
 async function putUpstream(path: string, body: unknown): Promise<void> {
   const r = await fetch(`${stack.upstreamUrl}${path}`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) });
@@ -41,12 +36,11 @@ async function putUpstream(path: string, body: unknown): Promise<void> {
 }
 
 beforeAll(async () => {
-  const policy = parse(readFileSync(new URL('../../config/policy.yaml', import.meta.url), 'utf8')) as { roles: Record<string, unknown> };
-  policy.roles['ward-clerk'] = { description: 'Treats; may not break the glass.', purposes: { TREAT: 'clinical' } };
-  policyDir = mkdtempSync(join(tmpdir(), 'phi-policy-17-'));
-  const file = join(policyDir, 'policy.yaml');
-  writeFileSync(file, stringify(policy));
-  stack = await startStack({ env: { PHI_GATEWAY_POLICY: file } });
+  stack = await startStack({
+    policy: (p) => {
+      p.roles['ward-clerk'] = { description: 'Treats; may not break the glass.', purposes: { TREAT: 'clinical' } };
+    },
+  });
   const cond = { resourceType: 'Condition', id: RELABELLED, subject: { reference: `Patient/${DEMO.patients.henry}` }, code: { text: SECRET } };
   await putUpstream(`/Condition/${RELABELLED}`, cond);
   await putUpstream(`/Condition/${RELABELLED}`, { ...cond, meta: { security: [{ system: ACT, code: 'HIV' }, { system: CONF, code: 'R' }] } });
@@ -60,7 +54,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.close();
-  if (policyDir) rmSync(policyDir, { recursive: true, force: true });
 });
 
 describe('a withheld current version withholds every version (vread)', () => {

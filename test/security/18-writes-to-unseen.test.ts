@@ -8,11 +8,7 @@
  * Full stack: the real upstream (medplum, seeded demo), the shipped policy plus one role that
  * treats like a clinician but may not break the glass (`ward-clerk`).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse, stringify } from 'yaml';
 import { DEMO } from '../../src/demo/data.js';
 import { type RequestOpts, type Stack, startStack } from '../helpers/gateway.js';
 import { auditFor, comparableHeaders, expectAbsent, expectError, type Received, receive } from './support.js';
@@ -31,27 +27,20 @@ const clerk: RequestOpts = { role: 'clinician', purpose: 'TREAT', tokenClaims: {
 const doctor: RequestOpts = { role: 'clinician', purpose: 'TREAT', tokenClaims: { roles: ['ward-doctor'] } };
 
 let stack: Stack;
-let policyDir: string;
-
 beforeAll(async () => {
-  const policy = parse(readFileSync(new URL('../../config/policy.yaml', import.meta.url), 'utf8')) as {
-    roles: Record<string, unknown>;
-    dataSets: Record<string, { rules: Array<{ interactions?: string[] }> }>;
-  };
-  // The clinical data set with patch and delete as well (the shipped one grants create and update only).
-  const clinical = policy.dataSets.clinical!;
-  policy.dataSets.ward = { ...clinical, rules: clinical.rules.map((r) => ({ ...r, interactions: [...(r.interactions ?? []), 'patch', 'delete'] })) };
-  policy.roles['ward-clerk'] = { description: 'Treats; may not break the glass.', purposes: { TREAT: 'ward' } };
-  policy.roles['ward-doctor'] = { description: 'Treats; may break the glass.', purposes: { TREAT: 'ward' }, breakGlass: true };
-  policyDir = mkdtempSync(join(tmpdir(), 'phi-policy-18-'));
-  const file = join(policyDir, 'policy.yaml');
-  writeFileSync(file, stringify(policy));
-  stack = await startStack({ env: { PHI_GATEWAY_POLICY: file } });
+  stack = await startStack({
+    policy: (p) => {
+      // The clinical data set with patch and delete as well (the shipped one grants create and update only).
+      const clinical = p.dataSets.clinical!;
+      p.dataSets.ward = { ...clinical, rules: clinical.rules.map((r) => ({ ...r, interactions: [...(r.interactions ?? []), 'patch', 'delete'] })) };
+      p.roles['ward-clerk'] = { description: 'Treats; may not break the glass.', purposes: { TREAT: 'ward' } };
+      p.roles['ward-doctor'] = { description: 'Treats; may break the glass.', purposes: { TREAT: 'ward' }, breakGlass: true };
+    },
+  });
 });
 
 afterAll(async () => {
   await stack?.close();
-  if (policyDir) rmSync(policyDir, { recursive: true, force: true });
 });
 
 async function upstream(path: string): Promise<{ status: number; body: Record<string, unknown> }> {
