@@ -316,6 +316,15 @@ function idHidden(typePlan: ResourcePlan): boolean {
   return hidden;
 }
 
+/**
+ * Whether the caller may search (or sort) on `code`: granted by the plan, and not the real id of
+ * a resource whose id is pseudonymized or removed (searching or ordering by it links the two).
+ */
+function searchable(code: string, typePlan: ResourcePlan): boolean {
+  if (!typePlan.searchParams.has(code)) return false;
+  return !(code === '_id' && idHidden(typePlan));
+}
+
 /** The first parameter (by name) that the type plan does not allow, or undefined. */
 function deniedParam(req: ClassifiedRequest, typePlan: ResourcePlan, mayWithhold: boolean): string | undefined {
   const allowed = typePlan.searchParams;
@@ -338,17 +347,16 @@ function deniedParam(req: ClassifiedRequest, typePlan: ResourcePlan, mayWithhold
     const base = colon < 0 ? name : name.slice(0, colon);
     // An upstream offset counts resources the gateway then withholds (BYPASSES 16); the gateway pages.
     if (base === '_offset') return name;
-    if (!allowed.has(base)) return name;
+    if (!searchable(base, typePlan)) return name;
     if (base === '_sort') {
+      // Ordering by a value is an oracle on it as much as searching on it: the same judgement.
       for (const raw of value.split(',')) {
         const key = raw.trim().replace(/^-/, '');
-        if (key === '' || key.includes('.') || !allowed.has(key)) return `_sort=${key}`;
+        if (key === '' || key.includes('.') || !searchable(key, typePlan)) return `_sort=${key}`;
       }
     }
     // `_summary=text` returns the narrative alone: it repeats what the plan removes.
     if (base === '_summary' && value === 'text' && !typePlan.elements.keepsAll) return '_summary=text';
-    // Searching by the real id of a resource whose id is pseudonymized or removed links the two.
-    if (base === '_id' && idHidden(typePlan)) return name;
     // A bare count counts what the caller may not see (BYPASSES 3): when resources of this type
     // can be withheld, `_summary=count` and `_count=0` answer "how many exist", not "how many you see".
     if (mayWithhold && ((base === '_summary' && value === 'count') || (base === '_count' && /^0+$/.test(value.trim())))) return `${base}=${value}`;

@@ -45,6 +45,27 @@ const refused: Array<[string, typeof billing | typeof researcher, string]> = [
   ['researcher by _id (pseudonymized)', researcher, `_id=${DEMO.patients.alice}`],
 ];
 
+describe('ordering is judged as searching is (found by trying it from outside)', () => {
+  // Sorted by the real ids behind the pseudonyms, a researcher's pages matched pat-alice..pat-paula
+  // in order, linking each pseudonym (and its HIV or psychiatric Condition) to a person.
+  it.each([
+    ['Patient', '_sort=_id'],
+    ['Patient', '_sort=-_id'],
+    ['Patient', '_sort=gender,_id'],
+    ['Condition', '_sort=_id'],
+    ['Encounter', '_sort=-_id'],
+  ])('researcher: %s?%s is refused', async (type, query) => {
+    expectError(await receive(await stack.get(`/${type}?${query}&_count=20`, researcher)), 403, 'search-param-denied');
+    const post = await receive(await stack.request(`/${type}/_search`, { ...researcher, method: 'POST', body: query, contentType: 'application/x-www-form-urlencoded' }));
+    expectError(post, 403, 'search-param-denied');
+  });
+
+  it('researcher: sorting by a granted code stays allowed; billing (real ids) may sort by _id', async () => {
+    expect((await receive(await stack.get('/Condition?_sort=code', researcher))).status).toBe(200);
+    expect((await receive(await stack.get('/Patient?_sort=_id', billing))).status).toBe(200);
+  });
+});
+
 describe('search oracles are refused before the upstream is asked', () => {
   it.each(refused)('%s', async (_n, who, query) => {
     const r = await receive(await stack.get(`/Patient?${encodeQuery(query)}`, who));
