@@ -27,6 +27,7 @@ export const ERRORS = {
   'search-param-denied': { status: 403, issue: 'forbidden', text: 'Your role may not search on this parameter.' },
   'compartment-denied': { status: 403, issue: 'forbidden', text: 'The request reaches outside the patient compartment your token is limited to.' },
   'scope-denied': { status: 403, issue: 'forbidden', text: 'Your token scopes do not permit this request.' },
+  'pseudonym-required': { status: 403, issue: 'forbidden', text: 'Your role sees de-identified data: name resources by the pseudonyms the gateway gave you.' },
   'label-change-denied': { status: 403, issue: 'forbidden', text: 'Adding, changing or removing security labels needs a relabel grant for this resource type, or break-glass.' },
   'label-denied': { status: 403, issue: 'forbidden', text: 'The resource would carry a security label your role may not see, so the gateway does not write it.' },
   'break-glass-available': { status: 403, issue: 'suppressed', text: 'This resource is restricted. Break-glass access (purpose BTG with a reason) can reveal it; that access is alerted and reviewed.' },

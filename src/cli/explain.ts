@@ -2,6 +2,7 @@
  * `phi-gateway explain --role R --purpose P [--resource T] [--config F]`: what a role may do and
  * see for a purpose, type by type and element by element, with the policy lines that grant it.
  */
+import { describeProfile } from '../redact/deidentify.js';
 import { parseArgs } from 'node:util';
 import { resolveConfigPath } from '../config/env.js';
 import { ConfigError, type LoadedPolicy, loadGatewayConfig, loadPolicy } from '../config/load.js';
@@ -112,5 +113,13 @@ function describeType(loaded: LoadedPolicy, grant: string, t: ResourcePlan): str
   const described = t.elements.describe();
   const width = Math.max(0, ...described.map((l) => l.element.length));
   for (const l of described) lines.push(`    ${l.action.padEnd(9)} ${l.element.padEnd(width)}  by ${l.selector}`);
+  if (t.deidentify !== undefined) {
+    // What the profile then does, by data type, to each element the rules keep.
+    const kept = [...new Set(described.filter((l) => l.action !== 'remove' && !l.element.slice(t.resourceType.length + 1).includes('.')).map((l) => l.element.slice(t.resourceType.length + 1)))];
+    const actions = describeProfile(t.deidentify, t.resourceType, kept);
+    const w = Math.max(0, ...actions.map(([e]) => e.length));
+    lines.push(`  de-identification (${t.deidentify}), applied after the rules to every element by data type:`);
+    for (const [e, a] of actions) lines.push(`    ${e.padEnd(w)}  ${a}`);
+  }
   return lines;
 }

@@ -276,6 +276,19 @@ class Builder {
       pseudonymKey = envKey;
     }
 
+    // Keys pseudonyms were issued under before a rotation: still resolved, never used to issue.
+    let pseudonymPreviousKeys: string[] | undefined;
+    if (typeof this.data.pseudonymPreviousKeysFile === 'string') {
+      const text = this.secretFile(['pseudonymPreviousKeysFile'], this.data.pseudonymPreviousKeysFile);
+      if (text !== undefined) {
+        pseudonymPreviousKeys = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+        if (pseudonymPreviousKeys.some((k) => k.length < MIN_PSEUDONYM_KEY_LENGTH)) {
+          this.at(['pseudonymPreviousKeysFile'], `every previous pseudonym key must be at least ${MIN_PSEUDONYM_KEY_LENGTH} characters`);
+        }
+        if (pseudonymKey === undefined && pseudonymPreviousKeys.length > 0) this.at(['pseudonymPreviousKeysFile'], 'previous pseudonym keys need a current one');
+      }
+    }
+
     let logLevel = (this.data.logLevel as string) ?? DEFAULTS.logLevel;
     const envLevel = nonEmpty(env.LOG_LEVEL);
     if (envLevel !== undefined) {
@@ -299,6 +312,7 @@ class Builder {
       limits,
       paging,
       pseudonymKey,
+      ...(pseudonymPreviousKeys !== undefined && pseudonymPreviousKeys.length > 0 ? { pseudonymPreviousKeys } : {}),
       logLevel,
       ...(tls ? { tls } : {}),
       shutdownGraceMs: (this.data.shutdownGraceMs as number | undefined) ?? DEFAULTS.shutdownGraceMs,

@@ -27,6 +27,7 @@ export interface LoadedPolicy {
 
 export interface PolicyOptions {
   readonly pseudonymKey?: string;
+  readonly pseudonymPreviousKeys?: readonly string[];
   readonly now?: () => Date;
 }
 
@@ -78,6 +79,7 @@ export function readPolicy(
     context: Object.freeze({
       restrictedZip3: result.policy.restrictedZip3 ?? new Set<string>(),
       pseudonymKey: opts.pseudonymKey === undefined ? undefined : new TextEncoder().encode(opts.pseudonymKey),
+      pseudonymPreviousKeys: (opts.pseudonymPreviousKeys ?? []).map((k) => new TextEncoder().encode(k)),
       now,
     }),
   });

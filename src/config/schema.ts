@@ -115,6 +115,7 @@ export const gatewaySchema = {
     },
     pseudonymKey: str,
     pseudonymKeyFile: str,
+    pseudonymPreviousKeysFile: str,
     logLevel: { enum: LOG_LEVELS },
     // The proxy listener's own TLS (PEM files); cert and key go together (checked in gateway.ts).
     tls: {
@@ -169,6 +170,7 @@ export const policySchema = {
         properties: {
           description: { type: 'string' },
           withhold: labels,
+          deidentify: { enum: ['safe-harbor', 'limited-data-set'] },
           rules: {
             type: 'array',
             items: {

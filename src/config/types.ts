@@ -19,6 +19,8 @@ export interface GatewayConfig {
   readonly paging: PagingConfig;
   /** HMAC key for pseudonyms (from `pseudonymKey`, `pseudonymKeyFile` or PHI_GATEWAY_PSEUDONYM_KEY). */
   readonly pseudonymKey: string | undefined;
+  /** Keys of earlier rotations (`pseudonymPreviousKeysFile`, one per line): pseudonyms issued under them still resolve. */
+  readonly pseudonymPreviousKeys?: readonly string[];
   readonly logLevel: string;
   /** TLS for the proxy listener (absolute PEM paths); plain HTTP when absent. */
   readonly tls?: { readonly cert: string; readonly key: string } | undefined;

@@ -7,9 +7,10 @@
 import { createHash } from 'node:crypto';
 import { isR4ResourceType as isKnownResourceType } from '../fhir/resource-types.js';
 import { searchParam } from '../fhir/tables.js';
+import { type Fate, pathFate, worseFate } from '../redact/deidentify.js';
 import type { ElementPlan } from '../redact/types.js';
 import { compileLabelSet, isValidLabel } from './labels.js';
-import type { PolicyFile, PolicyInteraction, RuleSpec, TransformName } from './model.js';
+import type { DeidProfile, PolicyFile, PolicyInteraction, RuleSpec, TransformName } from './model.js';
 import type {
   AccessPlan,
   CompiledBreakGlass,
@@ -83,7 +84,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
   // Data sets compile once and are shared by every role and purpose that names them.
   const dataSets = new Map<string, ReadonlyMap<string, ResourcePlan>>();
   for (const [name, ds] of Object.entries(raw.dataSets)) {
-    dataSets.set(name, compileDataSet(name, ds.withhold ?? [], ds.rules, restrictedZip3 !== undefined, compiler, problem));
+    dataSets.set(name, compileDataSet(name, ds.withhold ?? [], ds.rules, restrictedZip3 !== undefined, compiler, problem, ds.deidentify));
   }
 
   const roles = new Map<string, CompiledRole>();
@@ -226,11 +227,16 @@ function compileDataSet(
   hasSafeHarbor: boolean,
   compiler: ElementCompiler,
   problem: Report,
+  deidentify?: DeidProfile,
 ): ReadonlyMap<string, ResourcePlan> {
   const base = `dataSets.${name}`;
   dataSetWithhold.forEach((label, i) => {
     if (!isValidLabel(label)) problem(`${base}.withhold[${i}]`, `invalid security label '${label}' (CODE or system|code)`);
   });
+  if (deidentify === 'safe-harbor' && !hasSafeHarbor) {
+    // Without the list, restricted 3-digit areas (population < 20,000) would be disclosed.
+    problem(`${base}.deidentify`, 'safe-harbor needs safeHarbor.restrictedZip3 in the policy');
+  }
   const types = new Map<string, ResourcePlan>();
   const firstRule = new Map<string, number>();
   rules.forEach((rule, r) => {
@@ -293,6 +299,16 @@ function compileDataSet(
       for (const p of compiler.derivedSearchParams?.(type, elements) ?? []) searchParams.add(p);
       // A rule's search list applies to each of its types that has the parameter.
       for (const p of rule.search ?? []) if (isVerbatimOnly(p) || searchParam(type, p) !== undefined) searchParams.add(p);
+      if (deidentify !== undefined) {
+        // A search on a value the profile generalizes or removes would undo it (bisecting a date,
+        // matching a name); ids and references are searched by pseudonym (src/policy/deid-request.ts).
+        for (const p of [...searchParams]) {
+          if (deidSearchable(deidentify, type, p)) continue;
+          searchParams.delete(p);
+          const i = rule.search?.indexOf(p) ?? -1;
+          if (i >= 0) problem(`${where}.search[${i}]`, `${type}: '${p}' searches values the ${deidentify} profile generalizes or removes`);
+        }
+      }
       types.set(
         type,
         Object.freeze({
@@ -303,11 +319,31 @@ function compileDataSet(
           searchParams,
           withhold,
           elements,
+          ...(deidentify === undefined ? {} : { deidentify }),
         }),
       );
     });
   });
   return types;
+}
+
+/** Parameters that only shape a search (their values are not element values). */
+const SHAPING_PARAMS: ReadonlySet<string> = new Set(['_count', '_sort', '_include', '_revinclude', '_elements', '_summary', '_total']);
+
+/**
+ * Whether a de-identified caller may search on `param`: shaping parameters (their own values are
+ * judged per request), and parameters whose every path the profile keeps, or, for references and
+ * `_id`, pseudonymizes. Chains, `_has` and parameters the tables give no path for cannot be judged.
+ */
+export function deidSearchable(profile: DeidProfile, type: string, param: string): boolean {
+  if (SHAPING_PARAMS.has(param)) return true;
+  if (isVerbatimOnly(param)) return false;
+  const info = searchParam(type, param);
+  if (info === undefined || info.paths.length === 0) return false;
+  let fate: Fate = 'keep';
+  for (const path of info.paths) fate = worseFate(fate, pathFate(profile, type, path));
+  if (fate === 'keep') return true;
+  return fate === 'pseudonym' && (info.type === 'reference' || param === '_id');
 }
 
 /** Chained and reverse-chained parameters are granted only verbatim and not checked against tables. */

@@ -12,6 +12,9 @@
  * untargeted includes become one per granted target type, and a patient-context search becomes a
  * compartment search. The narrowed request is returned as `request`; it, not the classified one, is
  * what must be forwarded.
+ *
+ * A data set that de-identifies is addressed by pseudonyms: at step 4 its requests are judged and
+ * translated to real ids (src/policy/deid-request.ts), and steps 5-6 judge the translated request.
  */
 import type { Principal, SmartScope } from '../auth/principal.js';
 import type { ErrorCode } from '../errors.js';
@@ -19,6 +22,7 @@ import type { PolicyInteraction } from './model.js';
 import type { AccessPlan, CompiledPolicy, CompiledRole, ResourcePlan } from './plan.js';
 import { patientReferencePaths } from '../fhir/tables.js';
 import { compartmentViolation, isCompartmentType } from './compartment.js';
+import { type PseudonymContext, translateDeidRequest } from './deid-request.js';
 import { narrowIncludes } from './includes.js';
 import { isPathSafeId, narrowToPatient, paramNamingOtherPatient, rebuild, rebuildBatch } from './narrow.js';
 import { isCoveredBy } from './purpose.js';
@@ -43,6 +47,8 @@ export interface DecideInput {
   /** X-Role, when the client chose among its roles. */
   readonly requestedRole?: string | undefined;
   readonly request: ClassifiedRequest;
+  /** Keys and public base to resolve pseudonyms with (de-identified data sets); none: nothing resolves. */
+  readonly pseudonyms?: PseudonymContext | undefined;
 }
 
 export const BREAK_GLASS = 'BTG';
@@ -80,7 +86,7 @@ export function decide(input: DecideInput): Decision {
     if (entries === undefined) return deny('request-unclassified', `${grant} -> ${request.interaction} without entries`);
     const forwarded: ClassifiedRequest[] = [];
     for (let i = 0; i < entries.length; i++) {
-      const d = decideOne(plan, grant, principal, entries[i], true);
+      const d = decideOne(plan, grant, principal, entries[i], true, input.pseudonyms);
       if (!d.allow) return deny(d.code, `${request.interaction}.entry[${i}]: ${d.rule}`);
       forwarded.push(d.request ?? entries[i]);
     }
@@ -90,7 +96,7 @@ export function decide(input: DecideInput): Decision {
     if (narrowed === undefined) return deny('request-unclassified', `${rule}: Bundle body does not match its entries`);
     return { allow: true, plan, typePlan: undefined, rule, request: narrowed };
   }
-  return decideOne(plan, grant, principal, request, false);
+  return decideOne(plan, grant, principal, request, false, input.pseudonyms);
 }
 
 type Selection =
@@ -160,7 +166,15 @@ const NEEDS: Partial<Record<Interaction, PolicyInteraction>> = {
   delete: 'delete',
 };
 
-function decideOne(plan: AccessPlan, grant: string, principal: Principal, req: ClassifiedRequest, inBatch: boolean): Decision {
+function decideOne(
+  plan: AccessPlan,
+  grant: string,
+  principal: Principal,
+  classified: ClassifiedRequest,
+  inBatch: boolean,
+  pseudonyms: PseudonymContext | undefined,
+): Decision {
+  let req = classified;
   const interaction = req.interaction;
 
   // 3. Interaction and type.
@@ -208,6 +222,12 @@ function decideOne(plan: AccessPlan, grant: string, principal: Principal, req: C
   const mayWithhold = typePlan.withhold.labels.length > 0 || principal.patient !== undefined || plan.compartment !== undefined;
   const bad = deniedParam(req, typePlan, mayWithhold);
   if (bad !== undefined) return deny('search-param-denied', `${where}: parameter ${bad} not allowed`);
+  if (typePlan.deidentify !== undefined) {
+    // Pseudonyms in, real ids out: what follows judges (and forwards) the translated request.
+    const t = translateDeidRequest(req, typePlan, plan.types, pseudonyms);
+    if (!t.ok) return deny(t.code, `${where}: ${t.why}`);
+    req = t.request;
+  }
   // Includes reach other types: judged (and narrowed) against the plan before the upstream is asked.
   const inc = narrowIncludes(req.params, type, plan.types);
   if (!inc.ok) return deny('type-denied', `${where}: ${inc.param} ${inc.why}`);
@@ -252,7 +272,7 @@ function decideOne(plan: AccessPlan, grant: string, principal: Principal, req: C
     return deny('scope-denied', `${where}: no scope covers ${interaction} of ${type}`);
   }
 
-  if (forward === req) return { allow: true, plan, typePlan, rule: where };
+  if (forward === classified) return { allow: true, plan, typePlan, rule: where };
   return { allow: true, plan, typePlan, rule: where, request: forward };
 }
 
@@ -325,9 +345,14 @@ function searchable(code: string, typePlan: ResourcePlan): boolean {
   return !(code === '_id' && idHidden(typePlan));
 }
 
-/** The first parameter (by name) that the type plan does not allow, or undefined. */
+/**
+ * The first parameter (by name) that the type plan does not allow, or undefined. Where the plan
+ * de-identifies, which parameters and sort keys it allows is judged with the pseudonyms instead
+ * (src/policy/deid-request.ts); the checks on shape and counts here still apply.
+ */
 function deniedParam(req: ClassifiedRequest, typePlan: ResourcePlan, mayWithhold: boolean): string | undefined {
   const allowed = typePlan.searchParams;
+  const deid = typePlan.deidentify !== undefined;
   const interaction = req.interaction;
   const extra =
     interaction === 'history-instance' || interaction === 'history-type'
@@ -340,15 +365,17 @@ function deniedParam(req: ClassifiedRequest, typePlan: ResourcePlan, mayWithhold
     if (extra?.has(name)) continue;
     // Chains and reverse chains are oracles on other resources: only if granted word for word.
     if (name.includes('.') || name === '_has' || name.startsWith('_has:')) {
-      if (allowed.has(name)) continue;
+      if (allowed.has(name) && !deid) continue;
       return name;
     }
     const colon = name.indexOf(':');
     const base = colon < 0 ? name : name.slice(0, colon);
     // An upstream offset counts resources the gateway then withholds (BYPASSES 16); the gateway pages.
     if (base === '_offset') return name;
-    if (!searchable(base, typePlan)) return name;
-    if (base === '_sort') {
+    // `_elements:exclude=meta` (R5, honoured by some servers) would drop the labels withholding reads.
+    if (base === '_elements' && colon >= 0) return name;
+    if (!deid && !searchable(base, typePlan)) return name;
+    if (base === '_sort' && !deid) {
       // Ordering by a value is an oracle on it as much as searching on it: the same judgement.
       for (const raw of value.split(',')) {
         const key = raw.trim().replace(/^-/, '');

@@ -37,6 +37,11 @@ export interface DataSetSpec {
   readonly description?: string;
   /** Resources carrying any of these labels are withheld, for every type in this data set. */
   readonly withhold?: readonly LabelSpec[];
+  /**
+   * De-identification by FHIR data type over every element the rules release (src/redact/deidentify.ts):
+   * `safe-harbor` (45 CFR 164.514(b)(2)) or `limited-data-set` (164.514(e)).
+   */
+  readonly deidentify?: DeidProfile;
   readonly rules: readonly RuleSpec[];
 }
 
@@ -119,3 +124,5 @@ export interface AnomalyRuleSpec {
   /** Refuse the actor's requests for the rest of the window once it fired (off-hours: at once). */
   readonly block?: boolean;
 }
+
+export type DeidProfile = 'safe-harbor' | 'limited-data-set';

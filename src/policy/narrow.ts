@@ -66,6 +66,8 @@ export function paramNamingOtherPatient(type: string, params: readonly Param[], 
 
 export interface Changes {
   readonly params?: readonly Param[];
+  readonly id?: string;
+  readonly compartment?: { readonly type: string; readonly id: string };
   readonly upstreamPath?: string;
   readonly body?: unknown;
   readonly entries?: readonly ClassifiedRequest[];
@@ -75,14 +77,15 @@ export interface Changes {
 export function rebuild(req: ClassifiedRequest, changes: Changes): ClassifiedRequest {
   const params = Object.freeze((changes.params ?? req.params).map((p) => Object.freeze([p[0], p[1]] as const)));
   const entries = changes.entries ?? req.entries;
+  const compartment = changes.compartment ?? req.compartment;
   return Object.freeze({
     method: req.method,
     interaction: req.interaction,
     resourceType: req.resourceType,
-    id: req.id,
+    id: changes.id ?? req.id,
     versionId: req.versionId,
     operation: req.operation,
-    compartment: req.compartment === undefined ? undefined : Object.freeze({ ...req.compartment }),
+    compartment: compartment === undefined ? undefined : Object.freeze({ ...compartment }),
     params,
     upstreamPath: changes.upstreamPath ?? req.upstreamPath,
     upstreamQuery: encodeParams(params),
@@ -112,7 +115,8 @@ function entryUrl(c: ClassifiedRequest): string {
 /**
  * The batch/transaction `req` with `entries` (one per entry, some narrowed) in place of its own,
  * and the forwarded Bundle's `entry.request.url` rewritten to match, so the upstream executes what
- * was decided. Undefined when the body does not line up with the entries (fail closed).
+ * was decided (and an entry's decided body, where it changed, as its resource). Undefined when the
+ * body does not line up with the entries (fail closed).
  */
 export function rebuildBatch(req: ClassifiedRequest, entries: readonly ClassifiedRequest[]): ClassifiedRequest | undefined {
   const body = req.body as { entry?: unknown } | undefined;
@@ -124,8 +128,28 @@ export function rebuildBatch(req: ClassifiedRequest, entries: readonly Classifie
     if (entries[i] === old[i]) return e;
     const o = e as { request?: unknown };
     if (typeof o !== 'object' || o === null || typeof o.request !== 'object' || o.request === null) return undefined;
-    return { ...o, request: { ...o.request, url: entryUrl(entries[i]!) } };
+    const out: Record<string, unknown> = { ...o, request: { ...o.request, url: entryUrl(entries[i]!) } };
+    // A decided body (an update's id translated from a pseudonym) replaces the client's.
+    if (entries[i]!.body !== old[i]!.body) out.resource = entries[i]!.body;
+    return out;
   });
   if (entry.some((e) => e === undefined)) return undefined;
   return rebuild(req, { body: { ...body, entry }, entries });
+}
+
+/**
+ * `req` with `meta` added to every `_elements` list that lacks it (batch entries too): an upstream
+ * honouring `_elements` could drop `meta`, and with it the security labels the response filter
+ * withholds by. Returns `req` itself when nothing changes, undefined when a Bundle body does not
+ * line up with its entries.
+ */
+export function withMetaElements(req: ClassifiedRequest): ClassifiedRequest | undefined {
+  if (req.entries !== undefined) {
+    const entries = req.entries.map(withMetaElements);
+    if (entries.every((e, i) => e === req.entries![i])) return req;
+    return entries.some((e) => e === undefined) ? undefined : rebuildBatch(req, entries as ClassifiedRequest[]);
+  }
+  const lacks = ([n, v]: Param) => n === '_elements' && !v.split(',').some((e) => e.trim() === 'meta');
+  if (!req.params.some(lacks)) return req;
+  return rebuild(req, { params: req.params.map((p) => (lacks(p) ? ([p[0], `${p[1]},meta`] as const) : p)) });
 }

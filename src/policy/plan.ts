@@ -4,7 +4,7 @@
  */
 import type { Coding } from 'fhir/r4.js';
 import type { ElementPlan } from '../redact/types.js';
-import type { PolicyInteraction, RoleCapability } from './model.js';
+import type { DeidProfile, PolicyInteraction, RoleCapability } from './model.js';
 
 export interface LabelSet {
   readonly labels: readonly string[];
@@ -22,6 +22,12 @@ export interface ResourcePlan {
   readonly searchParams: ReadonlySet<string>;
   readonly withhold: LabelSet;
   readonly elements: ElementPlan;
+  /**
+   * The data set's de-identification profile, applied by FHIR data type after `elements`
+   * (src/redact/deidentify.ts): ids and references become pseudonyms, and every request is judged
+   * and translated accordingly (src/policy/deid-request.ts).
+   */
+  readonly deidentify?: DeidProfile;
 }
 
 export interface AccessPlan {

@@ -13,6 +13,8 @@ import { authorizationFromRawHeaders } from '../auth/header.js';
 import type { Principal } from '../auth/principal.js';
 import type { GatewayConfig } from '../config/types.js';
 import { ERRORS, type ErrorCode, GatewayError, isGatewayError, operationOutcome } from '../errors.js';
+import { deidentifyOf, type PseudonymContext } from '../policy/deid-request.js';
+import { withMetaElements } from '../policy/narrow.js';
 import type { AccessPlan, CompiledPolicy } from '../policy/plan.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { FilterResult, RedactContext, ResponseContext } from '../redact/types.js';
@@ -25,6 +27,8 @@ import { BufferBudget, type BufferLease, decodeUpstreamBody } from './upstream-b
 import { dispatchUpstream, type UpstreamAnswer } from './upstream-dispatch.js';
 import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
 import { jsonBytes } from '../utf8.js';
+import { tailTypeId } from '../fhir/reference.js';
+import { pseudonymize } from '../redact/pseudonym.js';
 import { Filter } from '../redact/response.js';
 import { encodeParams, parseForm, splitTarget } from '../policy/classify/url.js';
 import { announceEntry, collectPage, includeSpecs, type PageStart } from './paging.js';
@@ -69,7 +73,14 @@ export interface PolicyRuntime {
 export interface PipelineSteps {
   parsePurpose(raw: string | string[] | undefined, policy: CompiledPolicy): { ok: true; code: string } | { ok: false; code: ErrorCode };
   classify(raw: { method: string; url: string; headers: FastifyRequest['headers']; body: Buffer | undefined }): ClassifiedRequest;
-  decide(input: { policy: CompiledPolicy; principal: Principal; purpose: string; requestedRole?: string | undefined; request: ClassifiedRequest }):
+  decide(input: {
+    policy: CompiledPolicy;
+    principal: Principal;
+    purpose: string;
+    requestedRole?: string | undefined;
+    request: ClassifiedRequest;
+    pseudonyms?: PseudonymContext | undefined;
+  }):
     | { allow: true; plan: AccessPlan; rule: string; request?: ClassifiedRequest | undefined }
     | { allow: false; code: ErrorCode; rule: string };
   filterResponse(body: unknown, ctx: ResponseContext): FilterResult;
@@ -158,6 +169,23 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       if (next === '/' || next === '?') return publicBase + url.slice(upstreamBase.length);
     }
     return undefined;
+  }
+
+  /** What decide() resolves a de-identified caller's pseudonyms with: the current key, then previous ones. */
+  function pseudonymsOf(rt: PolicyRuntime): PseudonymContext {
+    const { pseudonymKey, pseudonymPreviousKeys = [] } = rt.redact;
+    return { keys: pseudonymKey === undefined ? pseudonymPreviousKeys : [pseudonymKey, ...pseudonymPreviousKeys], publicBase };
+  }
+
+  /**
+   * A Location for a de-identified caller: the public URL of the pseudonym of its `Type/id` (no
+   * version: versions are not released to it), or undefined (the header is dropped).
+   */
+  function pseudonymLocation(url: string, key: Uint8Array | undefined): string | undefined {
+    const t = key === undefined ? undefined : tailTypeId(url);
+    if (t === undefined || t.prefix !== `${publicBase}/`) return undefined;
+    const p = pseudonymize(key!, t.type, t.id);
+    return p === undefined ? undefined : `${publicBase}/${t.type}/${p}`;
   }
 
   /**
@@ -309,7 +337,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       ex.request = decided;
       const requestedRole = request.headers['x-role'];
       if (Array.isArray(requestedRole)) throw new GatewayError('role-not-held', 'repeated X-Role');
-      const d = deps.steps.decide({ policy: rt.policy, principal: ex.principal, purpose: ex.purpose, requestedRole, request: decided });
+      const d = deps.steps.decide({ policy: rt.policy, principal: ex.principal, purpose: ex.purpose, requestedRole, request: decided, pseudonyms: pseudonymsOf(rt) });
       ex.rule = d.rule;
       if (!d.allow) throw new GatewayError(d.code);
       plan = d.plan;
@@ -317,6 +345,9 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       // The decision may narrow what is sent (a patient context's compartment, includes the role can
       // see); ex.request keeps the client's request for the audit and for paging continuations.
       if (d.request !== undefined) decided = d.request;
+      const withMeta = withMetaElements(decided);
+      if (withMeta === undefined) throw new GatewayError('request-unclassified', 'Bundle body does not match its entries');
+      decided = withMeta;
       if (ex.purpose === 'BTG') {
         if (!deps.breakGlass) throw new GatewayError('break-glass-not-eligible', 'no break-glass service configured');
         ex.breakGlass = await deps.breakGlass.open({
@@ -361,7 +392,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       const headers = ifMatch === undefined ? request.headers : { ...request.headers, 'if-match': ifMatch };
       let sent = req;
       if ((req.interaction === 'batch' || req.interaction === 'transaction') && page === undefined) {
-        ({ req: sent, starts: batchStarts } = pagedEntries(req, upstreamBasePath, paging));
+        ({ req: sent, starts: batchStarts } = pagedEntries(req, ex.request!, upstreamBasePath, paging));
       } else if (isPageable(req)) {
         const count = pageSizeWith(req.params, paging.defaultCount, paging.maxCount);
         // One more than the page (at least minUpstreamCount): when nothing is withheld, one upstream page tells whether a next one exists.
@@ -411,6 +442,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       withheldMode: eligible ? 'announce' : 'hide',
       rewriteUrl,
       patientCompartment: compartment,
+      deidentify: plan.types.values().next().value?.deidentify,
     };
   }
 
@@ -592,15 +624,18 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       const oo = operationOutcome(code);
       return finish(ex, reply, { status: ERRORS[code].status, body: oo, decision: 'deny', rule: `${ex.rule ?? ''}: withheld (${result.reason})` });
     }
+    // A de-identified caller sees pseudonyms only, and neither versions nor modification times.
+    const deid = deidentifyOf(plan) !== undefined;
     for (const name of ['location', 'content-location'] as const) {
       const v = headerValue(up.headers[name]);
-      const rewritten = v === undefined ? undefined : rewriteUrl(v);
+      let rewritten = v === undefined ? undefined : rewriteUrl(v);
+      if (deid && rewritten !== undefined) rewritten = pseudonymLocation(rewritten, rt.redact.pseudonymKey);
       if (rewritten !== undefined) headers[name] = rewritten;
     }
     const etag = headerValue(up.headers.etag);
-    if (etag && status < 300) headers.etag = etag;
+    if (etag && status < 300 && !deid) headers.etag = etag;
     const lastModified = headerValue(up.headers['last-modified']);
-    if (lastModified && status < 300) headers['last-modified'] = lastModified;
+    if (lastModified && status < 300 && !deid) headers['last-modified'] = lastModified;
     return finish(ex, reply, { status, body: result.body, asIs: asIs(result.body), headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '' });
   }
 
@@ -616,15 +651,19 @@ function isPlainObj(v: unknown): v is Obj {
 
 /**
  * A batch or transaction whose search entries ask the upstream for one more than their page (as a
- * top-level search does), and where each of their pages starts.
+ * top-level search does), and where each of their pages starts. `client` is the Bundle as the client
+ * sent it: each page's links repeat its entry (the decided one may hold real ids behind pseudonyms).
  */
 function pagedEntries(
   req: ClassifiedRequest,
+  client: ClassifiedRequest,
   basePath: string,
   paging: { defaultCount: number; maxCount: number; minUpstreamCount: number },
 ): { req: ClassifiedRequest; starts: Map<number, PagedStart> } {
   const starts = new Map<number, PagedStart>();
   const entries = req.entries ?? [];
+  const asSent = client.entries ?? [];
+  if (asSent.length !== entries.length) throw new GatewayError('internal', 'decided batch entries differ from the client entries');
   const body = req.body as { entry?: Obj[] } | undefined;
   if (!Array.isArray(body?.entry) || body.entry.length !== entries.length) return { req, starts };
   const rebuilt = body.entry.map((e, k) => {
@@ -633,7 +672,7 @@ function pagedEntries(
     const count = pageSizeWith(c.params, paging.defaultCount, paging.maxCount);
     const sent = withCount(c, upstreamCountWith(count, paging.minUpstreamCount));
     const url = canonicalUrl(sent).slice(1);
-    starts.set(k, { at: `${basePath}/${url}`, index: 0, released: 0, count, q: canonicalUrl(c) });
+    starts.set(k, { at: `${basePath}/${url}`, index: 0, released: 0, count, q: canonicalUrl(asSent[k]!) });
     return { ...e, request: { ...(e.request as Obj), url } };
   });
   if (starts.size === 0) return { req, starts };

@@ -11,6 +11,7 @@ import { tailTypeId } from '../fhir/reference.js';
 import { isResourceType, patientReferencePaths, typeElements } from '../fhir/tables.js';
 import type { ResourcePlan } from '../policy/plan.js';
 import { type ContainedHandler, redactWith } from './apply.js';
+import { deidentifyResource } from './deidentify.js';
 import { pseudonymId, REMOVE } from './transforms.js';
 import type { ElementPlan, FilterResult, FilterStats, ResponseContext } from './types.js';
 
@@ -233,11 +234,18 @@ export class Filter {
     if (reason !== undefined) return { kind: 'withheld', reason };
     const plan = this.ctx.planFor(type)!;
     const r = redactWith(res, plan.elements, this.ctx, { contained: this.contained });
+    let released = r.resource as Obj;
     this.stats.elementsRemoved += r.removed;
+    if (plan.deidentify !== undefined) {
+      // After the rules: the profile applies to whatever they release, by data type.
+      const d = deidentifyResource(released, plan.deidentify, this.ctx);
+      this.stats.elementsRemoved += d.removed;
+      released = d.resource;
+    }
     if (typeof res.id === 'string') this.stats.resources.push(`${type}/${res.id}`);
     for (const p of patientsOf(res)) this.stats.patients.add(p);
-    noteElements(this.stats, type, r.resource as Obj);
-    return { kind: 'ok', resource: r.resource as Obj, plan };
+    noteElements(this.stats, type, released);
+    return { kind: 'ok', resource: released, plan };
   }
 
   /** Any resource-shaped value found inside a Bundle or Parameters; REMOVE when withheld. */
@@ -275,13 +283,21 @@ export class Filter {
     else if (u.startsWith('urn:uuid:') || u.startsWith('urn:oid:')) out = u;
     if (out === undefined) return undefined;
     const t = tailTypeId(out);
+    if (this.ctx.deidentify !== undefined) {
+      // Every id a de-identified caller sees is a pseudonym; other URLs (an upstream's links, a
+      // search in a request entry) can carry real ids in their queries: the gateway pages itself.
+      if (t === undefined) return undefined;
+      const p = this.ctx.pseudonymKey === undefined ? undefined : pseudonymId(this.ctx.pseudonymKey, t.type, t.id);
+      return p === undefined ? undefined : `${t.prefix}${t.type}/${p}`;
+    }
     if (t === undefined) return out;
     const plan = this.ctx.planFor(t.type);
     if (plan === undefined) return out;
     const fate = this.idFateOf(plan);
     if (fate === 'keep') return out;
     if (fate === 'remove' || this.ctx.pseudonymKey === undefined) return undefined;
-    return `${t.prefix}${t.type}/${pseudonymId(this.ctx.pseudonymKey, t.type, t.id)}`;
+    const p = pseudonymId(this.ctx.pseudonymKey, t.type, t.id);
+    return p === undefined ? undefined : `${t.prefix}${t.type}/${p}`;
   }
 
   bundle(b: Obj, depth: number): Obj {
@@ -291,13 +307,16 @@ export class Filter {
     if (b.entry !== undefined && !Array.isArray(b.entry)) throw bad('bundle entry is not an array');
     if (b.link !== undefined && !Array.isArray(b.link)) throw bad('bundle link is not an array');
     const batch = type === 'batch-response' || type === 'transaction-response';
+    const deid = this.ctx.deidentify !== undefined;
     const out: Obj = {};
     const withheldBefore = this.stats.resourcesWithheld;
     const labelWithheldBefore = this.labelWithheld;
     for (const k of Object.keys(b)) {
       if (k === 'entry' || k === 'link' || k === 'total' || k === 'signature') continue;
       // Bundle.id/meta/type/timestamp/identifier carry no entry content; other keys are unknown here.
-      if (k === 'resourceType' || k === 'id' || k === 'meta' || k === 'type' || k === 'timestamp' || k === 'identifier' || k === 'language') {
+      // For a de-identified caller only the type: the upstream's id, meta, identifier and timestamp
+      // are ids and instants of its own.
+      if (k === 'resourceType' || k === 'type' || (!deid && (k === 'id' || k === 'meta' || k === 'timestamp' || k === 'identifier' || k === 'language'))) {
         out[k] = b[k];
       } else this.stats.elementsRemoved++;
     }
@@ -335,7 +354,7 @@ export class Filter {
     // when this page holds every match and none was withheld.
     if (b.total !== undefined && !withheld && b.total === matchCount(b.entry)) out.total = b.total;
     // A redacted document's signature no longer verifies; an unchanged one is passed on.
-    if (b.signature !== undefined && !changed && !withheld) out.signature = b.signature;
+    if (b.signature !== undefined && !changed && !withheld && !deid) out.signature = b.signature;
     return out;
   }
 
@@ -408,8 +427,9 @@ export class Filter {
         const u = this.url(rsp.location, true);
         if (u !== undefined) r.location = u;
       }
-      if (typeof rsp.etag === 'string') r.etag = rsp.etag;
-      if (typeof rsp.lastModified === 'string') r.lastModified = rsp.lastModified;
+      // Versions and instants of the upstream's record: not for a de-identified caller.
+      if (typeof rsp.etag === 'string' && this.ctx.deidentify === undefined) r.etag = rsp.etag;
+      if (typeof rsp.lastModified === 'string' && this.ctx.deidentify === undefined) r.lastModified = rsp.lastModified;
       if (isObj(rsp.outcome) && rsp.outcome.resourceType === 'OperationOutcome') r.outcome = scrubOperationOutcome(rsp.outcome);
       out.response = r;
     }
@@ -431,7 +451,8 @@ export class Filter {
     if (depth > MAX_DEPTH) throw bad('parameters nesting too deep');
     if (p.parameter !== undefined && !Array.isArray(p.parameter)) throw bad('parameter is not an array');
     const out: Obj = {};
-    for (const k of Object.keys(p)) if (k !== 'parameter' && (k === 'resourceType' || k === 'id' || k === 'meta')) out[k] = p[k];
+    const deid = this.ctx.deidentify !== undefined;
+    for (const k of Object.keys(p)) if (k !== 'parameter' && (k === 'resourceType' || (!deid && (k === 'id' || k === 'meta')))) out[k] = p[k];
     const params = this.parameterList(p.parameter as unknown[] | undefined, depth);
     if (params.length > 0) out.parameter = params;
     return out;
@@ -458,7 +479,9 @@ export class Filter {
           }
           const parts = this.parameterList(q.part, depth + 1);
           if (parts.length > 0) nq.part = parts;
-        } else nq[k] = q[k];
+        } else if (this.ctx.deidentify === undefined || k === 'name') nq[k] = q[k];
+        // A de-identified caller gets no parameter values: they are not judged by type here.
+        else this.stats.elementsRemoved++;
       }
       if (!drop) out.push(nq);
     }

@@ -5,6 +5,7 @@
  * (src/redact/response.ts) walks a whole response body (resource, Bundle of any type, contained,
  * nested Bundles, Parameters) with per-type plans and label withholding.
  */
+import type { DeidProfile } from '../policy/model.js';
 import type { ResourcePlan } from '../policy/plan.js';
 
 export interface ElementPlan {
@@ -27,6 +28,8 @@ export interface RedactContext {
   readonly restrictedZip3: ReadonlySet<string>;
   /** HMAC key for pseudonyms; undefined = the `pseudonym` transform removes instead. */
   readonly pseudonymKey: Uint8Array | undefined;
+  /** Keys pseudonyms were issued under before the current one: still resolved, never issued. */
+  readonly pseudonymPreviousKeys?: readonly Uint8Array[];
   /** For age90 on birthDate: "now", injectable for tests. */
   readonly now: () => Date;
 }
@@ -48,6 +51,8 @@ export interface ResponseContext extends RedactContext {
   rewriteUrl(url: string): string | undefined;
   /** Limit to one patient's compartment (SMART `patient` claim or compartment role). */
   readonly patientCompartment: string | undefined;
+  /** The data set's de-identification profile (every type of a data set shares it). */
+  readonly deidentify?: DeidProfile;
 }
 
 export interface FilterStats {

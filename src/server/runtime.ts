@@ -37,7 +37,7 @@ export function defaultSteps(maxBodyBytes: number): PipelineSteps {
 }
 
 export function policyRuntime(config: GatewayConfig, now: () => Date = () => new Date()): PolicyRuntime {
-  const loaded = loadPolicy(config.policyFile, { pseudonymKey: config.pseudonymKey, now });
+  const loaded = loadPolicy(config.policyFile, { pseudonymKey: config.pseudonymKey, pseudonymPreviousKeys: config.pseudonymPreviousKeys, now });
   return { policy: loaded.policy, redact: loaded.context };
 }
 
@@ -157,7 +157,7 @@ export function diffConfig(started: GatewayConfig, live: GatewayConfig, next: Ga
   }
   if ((started.tls === undefined) !== (next.tls === undefined)) restartRequired.push('tls');
   if (live.policyFile !== next.policyFile) applied.push('policy');
-  if (live.pseudonymKey !== next.pseudonymKey) applied.push('pseudonymKey');
+  if (live.pseudonymKey !== next.pseudonymKey || !same(live.pseudonymPreviousKeys, next.pseudonymPreviousKeys)) applied.push('pseudonymKey');
   if (!same(live.auth, next.auth)) applied.push('auth');
   if (!same(live.upstream.auth, next.upstream.auth)) applied.push('upstream.auth');
   if (live.logLevel !== next.logLevel) applied.push('logLevel');

@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO } from '../../src/demo/data.js';
 import { isR4ResourceType } from '../../src/fhir/resource-types.js';
+import { pseudonymize } from '../../src/redact/pseudonym.js';
 import { type Stack, startStack } from '../helpers/gateway.js';
 
 interface Call {
@@ -56,7 +57,8 @@ beforeAll(async () => {
     { token: clinician, purpose: 'TREAT', path: `/fhir/Observation?patient=${P.alice}`, expect: 'allow' },
     { token: billing, purpose: 'HPAYMT', path: `/fhir/Patient/${P.brian}`, expect: 'allow' },
     { token: frontDesk, purpose: 'HOPERAT', path: `/fhir/Patient?family=${DEMO.families[0]}&birthdate=${DEMO.birthDates.alice}`, expect: 'allow' },
-    { token: researcher, purpose: 'HRESCH', path: `/fhir/Patient/${P.elder}`, expect: 'allow' },
+    { token: researcher, purpose: 'HRESCH', path: `/fhir/Patient/${pseudonymize(new TextEncoder().encode(stack.config.pseudonymKey!), 'Patient', P.elder)}`, expect: 'allow' },
+    { token: researcher, purpose: 'HRESCH', path: `/fhir/Patient/${P.elder}`, expect: 'deny' },
     // denied
     { token: billing, purpose: 'HPAYMT', path: '/fhir/Observation/obs-alice-bp', expect: 'deny' },
     { token: billing, purpose: 'HPAYMT', path: `/fhir/Patient?telecom=${DEMO.phones.alice}`, expect: 'deny' },

@@ -42,8 +42,13 @@ const refused: Array<[string, typeof billing | typeof researcher, string]> = [
   ['researcher by name', researcher, 'name=Anderson'],
   ['researcher by birthdate (generalized)', researcher, `birthdate=${DEMO.birthDates.alice}`],
   ['researcher by exact address', researcher, 'address-postalcode=02115'],
-  ['researcher by _id (pseudonymized)', researcher, `_id=${DEMO.patients.alice}`],
 ];
+
+describe('a de-identified caller names records by pseudonym only', () => {
+  it('researcher by a real _id: refused as not a pseudonym, before the upstream is asked', async () => {
+    expectError(await receive(await stack.get(`/Patient?_id=${DEMO.patients.alice}`, researcher)), 403, 'pseudonym-required');
+  });
+});
 
 describe('ordering is judged as searching is (found by trying it from outside)', () => {
   // Sorted by the real ids behind the pseudonyms, a researcher's pages matched pat-alice..pat-paula

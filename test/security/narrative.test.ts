@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO } from '../../src/demo/data.js';
+import { pseudonymize } from '../../src/redact/pseudonym.js';
 import { type Stack, startStack } from '../helpers/gateway.js';
 import { expectAbsent, expectError, receive } from './support.js';
 
@@ -27,8 +28,12 @@ describe('narrative never repeats redacted values', () => {
     ['researcher', { role: 'researcher', purpose: 'HRESCH' }, [DEMO.ssn.alice, DEMO.mrn.alice, DEMO.names.alice, DEMO.addresses.aliceLine, DEMO.birthDates.alice, DEMO.patients.alice]],
     ['front-desk', { role: 'front-desk', purpose: 'HOPERAT' }, [DEMO.ssn.alice]],
   ] as const)('%s', async (_n, who, secrets) => {
-    for (const q of ['', '?_summary=true', '?_summary=data', '?_elements=text,telecom,identifier', '?_elements=id']) {
-      const r = await receive(await stack.get(`${alice}${q}`, who));
+    // A de-identified caller reads by pseudonym, and may not name removed elements in _elements.
+    const deid = who.role === 'researcher';
+    const path = deid ? `/Patient/${pseudonymize(new TextEncoder().encode(stack.config.pseudonymKey!), 'Patient', DEMO.patients.alice)}` : alice;
+    if (deid) expectError(await receive(await stack.get(`${path}?_elements=text,telecom,identifier`, who)), 403, 'search-param-denied');
+    for (const q of ['', '?_summary=true', '?_summary=data', ...(deid ? [] : ['?_elements=text,telecom,identifier']), '?_elements=id']) {
+      const r = await receive(await stack.get(`${path}${q}`, who));
       expect(r.status, q).toBe(200);
       expectAbsent(r, [...secrets, '<div']);
       const body = r.json as { text?: unknown; meta?: { security?: Array<{ code?: string }> } };

@@ -36,9 +36,14 @@ describe('derived search parameters', () => {
     expect(patient.has('birthdate')).toBe(false); // year only
     expect(patient.has('address-postalcode')).toBe(false); // zip3
     expect(patient.has('name')).toBe(false);
+    expect(patient.has('_lastUpdated')).toBe(false); // meta.lastUpdated is removed
+    expect(patient.has('address-state')).toBe(true); // kept by Safe Harbor
     const obs = params('researcher', 'HRESCH', 'Observation');
-    expect(obs.has('patient')).toBe(false); // references are pseudonymized
+    // References are pseudonymized: searched by pseudonym (translated by the gateway), never sorted.
+    expect(obs.has('patient')).toBe(true);
+    expect(obs.has('subject')).toBe(true);
     expect(obs.has('date')).toBe(false);
+    expect(obs.has('value-quantity')).toBe(false); // an age observation's value is capped
     expect(obs.has('code')).toBe(true);
   });
 

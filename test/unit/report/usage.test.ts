@@ -58,7 +58,7 @@ describe('usage report: elements', () => {
   });
 
   it('matches a choice grant (deceased[x]) by its concrete names', () => {
-    const base = ['birthDate', 'gender', 'id', 'address'];
+    const base = ['birthDate', 'gender', 'id', 'address', 'extension'];
     const without = usage([rec('researcher', 'HRESCH', ['Patient/x'], { Patient: base })]);
     expect(without.elements.filter((e) => e.startsWith('researcher HRESCH Patient'))).toEqual(['researcher HRESCH Patient Patient.deceased[x]']);
     const withIt = usage([rec('researcher', 'HRESCH', ['Patient/x'], { Patient: [...base, 'deceasedBoolean'] })]);
