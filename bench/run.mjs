@@ -115,6 +115,8 @@ process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
 
 const keys = await demo.ensureDemoKeys(join(tmp, 'keys'));
 const pseudonymKey = 'bench-pseudonym-key-0123456789abcdef0123';
+const { pseudonymize } = await dist('redact/pseudonym.js');
+const researcherPatient = pseudonymize(new TextEncoder().encode(pseudonymKey), 'Patient', 'pat-00001');
 const ROLES = { clinician: 'TREAT', billing: 'HPAYMT', researcher: 'HRESCH' };
 const tokens = {};
 for (const role of Object.keys(ROLES)) tokens[role] = await demo.mintDemoToken(keys, { role, ttlSec: 3 * 3600 });
@@ -342,7 +344,8 @@ try {
       ...gwRams.map((gw, i) => ({ gw, label: `file sink on tmpfs${sides[i].suffix}` })),
     ];
     const groups = [
-      { key: 'read', name: `Patient read (${(sizes.patient / 1024).toFixed(1)} KB)`, path: '/fhir/Patient/pat-00001' },
+      // The researcher's data set is de-identified: it reads by the pseudonym it was given.
+      { key: 'read', name: `Patient read (${(sizes.patient / 1024).toFixed(1)} KB)`, path: '/fhir/Patient/pat-00001', pathFor: (t) => (t.role === 'researcher' ? `/fhir/Patient/${researcherPatient}` : undefined) },
       { key: 'search', name: `searchset (100 entries, ${(sizes.searchset / 1024).toFixed(0)} KB)`, path: '/fhir/Patient?_count=100', inspect: true },
       // What the client asked for costs what: a page of 100 where every other upstream match is
       // labelled R. The proxies pass the upstream's 100 (50 R); the billing gateway withholds R
@@ -373,12 +376,13 @@ try {
     for (const g of groups) {
       const groupTargets = targets.filter((t) => (!t.groups || t.groups.includes(g.key)) && (!g.only || g.only(t)));
       const load = { connections, duration: g.duration ?? duration, ...(g.rate ? { rate: g.rate } : {}) };
-      const drive = (t, o) => (g.rate ? runPaced(t.base + g.path, t.headers, o) : runLoad(t.base + g.path, t.headers, o));
+      const urlOf = (t) => t.base + (g.pathFor?.(t) ?? g.path);
+      const drive = (t, o) => (g.rate ? runPaced(urlOf(t), t.headers, o) : runLoad(urlOf(t), t.headers, o));
       const runs = new Map();
       const errors = new Map();
       const details = new Map();
       for (const t of groupTargets) {
-        const { error, detail } = await probeTarget(t.base + g.path, t.headers, t.role, g.inspect ? searchInspect(g, t) : undefined);
+        const { error, detail } = await probeTarget(urlOf(t), t.headers, t.role, g.inspect ? searchInspect(g, t) : undefined);
         if (error) {
           errors.set(t.id, error);
           log(`${g.key} ${t.label}: FAILED probe: ${error}`);

@@ -17,7 +17,7 @@
  */
 import type { ErrorCode } from '../errors.js';
 import { isResourceType, searchParam } from '../fhir/tables.js';
-import { type Fate, pathFate } from '../redact/deidentify.js';
+import { type Fate, isTerminologyUri, pathFate, pathType } from '../redact/deidentify.js';
 import { resolvePseudonym } from '../redact/pseudonym.js';
 import type { Param } from './classify/url.js';
 import type { DeidProfile } from './model.js';
@@ -51,6 +51,8 @@ class Refusal {
     readonly why: string,
   ) {}
 }
+
+const CODED: ReadonlySet<string> = new Set(['CodeableConcept', 'Coding']);
 
 const refuse = (why: string) => new Refusal('search-param-denied', why);
 const unresolved = (why: string) => new Refusal('pseudonym-required', why);
@@ -153,7 +155,8 @@ function judgeParam([name, value]: Param, j: Judge): Param {
     for (const raw of value.split(',')) {
       const key = raw.trim().replace(/^-/, '');
       // Ordering by a pseudonymized value orders by the real one behind it.
-      if (key === '' || !keptParam(key, j)) throw refuse(`_sort=${key}`);
+      // And by a code, by whichever coding the upstream picks: perhaps one the answer leaves out.
+      if (key === '' || !keptParam(key, j) || coded(key, j)) throw refuse(`_sort=${key}`);
     }
     return [name, value];
   }
@@ -171,7 +174,23 @@ function judgeParam([name, value]: Param, j: Judge): Param {
   if (info?.type === 'reference') return [name, referenceParam(name, base, modifier, value, j)];
   if (modifier === 'text') throw refuse(name);
   if (!keptParam(base, j)) throw refuse(name);
+  if (coded(base, j)) {
+    // Codings under a system that is not a terminology are removed from the answer, so a code
+    // alone could match one of them: each value must name its (terminology) system.
+    if (modifier !== undefined) throw refuse(name);
+    for (const alt of value.split(',')) {
+      const bar = alt.indexOf('|');
+      if (bar <= 0 || !isTerminologyUri(alt.slice(0, bar))) throw refuse(`${name}=${alt}: a code needs its terminology system (system|code)`);
+    }
+  }
   return [name, value];
+}
+
+/** A token parameter on codings (CodeableConcept or Coding paths). */
+function coded(code: string, j: Judge): boolean {
+  const type = j.typePlan.resourceType;
+  const info = searchParam(type, code);
+  return info?.type === 'token' && info.paths.some((p) => CODED.has(pathType(type, p) ?? ''));
 }
 
 function fail(r: Refusal): never {

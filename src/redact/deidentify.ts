@@ -582,3 +582,14 @@ export function describeProfile(profile: DeidProfile, resourceType: string, name
   }
   return out;
 }
+
+/** The data type of the element at `path` (dotted, choice names expanded), or undefined. */
+export function pathType(resourceType: string, path: string): string | undefined {
+  let owner = resourceType;
+  for (const key of path.split('.')) {
+    const info = elementType(owner, key);
+    if (info === undefined || info.types.length !== 1) return undefined;
+    owner = info.types[0]!;
+  }
+  return owner;
+}

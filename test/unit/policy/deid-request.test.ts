@@ -40,6 +40,7 @@ const policy = compiled.policy;
 const KEY = new TextEncoder().encode('unit-test-pseudonym-key-0123456789abcdef');
 const OLD_KEY = new TextEncoder().encode('unit-test-previous-key-0123456789abcdef!');
 const BASE = 'https://gw.example/fhir';
+const LOINC_BP = 'http://loinc.org|85354-9';
 const p = (type: string, id: string, key = KEY) => pseudonymize(key, type, id)!;
 const ALICE = p('Patient', 'pat-alice');
 const BP = p('Observation', 'obs-alice-bp');
@@ -75,7 +76,7 @@ describe('ids are pseudonyms', () => {
     [`/Patient/${ALICE}/_history`, '/Patient/pat-alice/_history'],
     [`/Patient/${ALICE}/$everything`, '/Patient/pat-alice/$everything'],
     [`/Observation/${BP}`, '/Observation/obs-alice-bp'],
-    [`/Patient/${ALICE}/Observation?code=85354-9`, '/Patient/pat-alice/Observation?code=85354-9'],
+    [`/Patient/${ALICE}/Observation?code=${enc(LOINC_BP)}`, `/Patient/pat-alice/Observation?code=${enc(LOINC_BP)}`],
   ])('%s goes upstream as %s', (url, upstream) => {
     expect(q(url)).toBe(upstream);
   });
@@ -136,8 +137,8 @@ describe('search parameters', () => {
     [`/Observation?patient=${enc(`${BASE}/Patient/${ALICE}`)}`, `/Observation?patient=${enc('Patient/pat-alice')}`],
     [`/Observation?subject=Patient/${ALICE},Patient/${p('Patient', 'pat-brian')}`, `/Observation?subject=${enc('Patient/pat-alice,Patient/pat-brian')}`],
     ['/Observation?subject:missing=true', `/Observation?${enc('subject:missing')}=true`],
-    ['/Observation?code=85354-9&_count=5', '/Observation?code=85354-9&_count=5'],
-    ['/Observation?_sort=-code', '/Observation?_sort=-code'],
+    [`/Observation?code=${enc(LOINC_BP)}&_count=5`, `/Observation?code=${enc(LOINC_BP)}&_count=5`],
+    ['/Observation?_sort=-status', '/Observation?_sort=-status'],
     ['/Observation?_elements=code,subject', `/Observation?_elements=${enc('code,subject')}`],
     // Includes are judged (and narrowed to the granted targets) as for everyone.
     ['/Observation?_include=Observation:subject', `/Observation?_include=${enc('Observation:subject:Patient')}`],
@@ -169,6 +170,11 @@ describe('search parameters', () => {
     [':above', `/Observation?subject:above=Patient/${ALICE}`],
     ['a chain', '/Observation?subject.name=Anderson'],
     ['a reverse chain', '/Patient?_has:Observation:subject:code=85354-9'],
+    // Codings under other systems are removed from answers: a bare code could match one of them.
+    ['a code without its system', '/Observation?code=85354-9'],
+    ['a code under a local system', `/Observation?code=${enc('http://hospital.example.org/codes|MRN-100001')}`],
+    ['a code with a modifier', `/Observation?code:not=${enc(LOINC_BP)}`],
+    ['_sort by a code', '/Observation?_sort=-code'],
     ['_sort by _id', '/Observation?_sort=_id'],
     ['_sort by a reference', '/Observation?_sort=subject'],
     ['_sort by _lastUpdated', '/Observation?_sort=-_lastUpdated'],
