@@ -63,7 +63,7 @@ describe('ages over 89', () => {
 describe('the round trip a researcher makes (fhir-kit-client)', () => {
   it('searches Observations, follows subject to Patient/<pseudonym> and reads it; the real id is refused', async () => {
     const client = new Client({ baseUrl: stack.url, bearerToken: await stack.token('researcher'), customHeaders: { 'X-Purpose-Of-Use': 'HRESCH' } });
-    const bundle = (await client.search({ resourceType: 'Observation', searchParams: { code: 'http://loinc.org|85354-9' } })) as Bundle;
+    const bundle = (await client.search({ resourceType: 'Observation', searchParams: { code: 'http://loinc.org|85354-9' } })) as unknown as Bundle;
     const obs = (bundle.entry ?? []).map((e) => e.resource as Observation);
     expect(obs.length).toBeGreaterThan(0);
     const ref = obs[0]!.subject!.reference!;
@@ -74,7 +74,7 @@ describe('the round trip a researcher makes (fhir-kit-client)', () => {
     // ... and it is the same person the pseudonym was made from, by the gateway's own key only.
     expect(Object.values(DEMO.patients).map((id) => p('Patient', id))).toContain(pseudonym);
     // The same search by that pseudonym answers the same Observations.
-    const again = (await client.search({ resourceType: 'Observation', searchParams: { code: 'http://loinc.org|85354-9', subject: ref } })) as Bundle;
+    const again = (await client.search({ resourceType: 'Observation', searchParams: { code: 'http://loinc.org|85354-9', subject: ref } })) as unknown as Bundle;
     expect((again.entry ?? []).every((e) => (e.resource as Observation).subject?.reference === ref)).toBe(true);
     const realId = Object.values(DEMO.patients).find((id) => p('Patient', id) === pseudonym)!;
     await expect(client.read({ resourceType: 'Patient', id: realId })).rejects.toMatchObject({ response: { status: 403 } });
