@@ -30,11 +30,14 @@ const p = (type: string, id: string) => pseudonymize(key, type, id)!;
 function agesIn(body: unknown): number[] {
   const out: number[] = [];
   const walk = (v: unknown): void => {
-    if (Array.isArray(v)) return v.forEach(walk);
+    if (Array.isArray(v)) {
+      for (const x of v) walk(x);
+      return;
+    }
     if (v === null || typeof v !== 'object') return;
     const o = v as Record<string, unknown>;
     if (typeof o.value === 'number' && (o.code === 'a' || o.unit === 'years' || o.unit === 'a')) out.push(o.value);
-    Object.values(o).forEach(walk);
+    for (const x of Object.values(o)) walk(x);
   };
   walk(body);
   return out;
