@@ -126,3 +126,33 @@ describe('no instants, versions or upstream ids outside the resources', () => {
     expectError(await receive(await stack.get(path, researcher)), 403, 'search-param-denied');
   });
 });
+
+describe('limited-data-set: dates, ages, city and ZIP stay; direct identifiers go', () => {
+  let lds: Stack;
+  beforeAll(async () => {
+    lds = await startStack({
+      policy: (pol) => {
+        (pol.dataSets.research as Record<string, unknown>).deidentify = 'limited-data-set';
+      },
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await lds?.close();
+  });
+
+  it('reads by pseudonym a patient with full birth date and city but no name, phone, SSN, MRN or street', async () => {
+    const k = new TextEncoder().encode(lds.config.pseudonymKey!);
+    const id = pseudonymize(k, 'Patient', DEMO.patients.alice)!;
+    const r = await receive(await lds.get(`/Patient/${id}`, researcher));
+    expect(r.status).toBe(200);
+    const pt = r.json as Patient;
+    expect(pt.id).toBe(id);
+    expect(pt.birthDate).toBe(DEMO.birthDates.alice);
+    expect(pt.address?.[0]?.city).toBeDefined();
+    expect(pt.address?.[0]?.line).toBeUndefined();
+    for (const v of [DEMO.names.alice, DEMO.ssn.alice, DEMO.mrn.alice, DEMO.phones.alice, DEMO.addresses.aliceLine, DEMO.patients.alice]) expect(r.text).not.toContain(v);
+    // Dates may be searched here; the real id still may not.
+    expect((await receive(await lds.get(`/Patient?birthdate=${DEMO.birthDates.alice}`, researcher))).status).toBe(200);
+    expectError(await receive(await lds.get(`/Patient/${DEMO.patients.alice}`, researcher)), 403, 'pseudonym-required');
+  });
+});

@@ -140,6 +140,12 @@ describe('compilePolicy problems', () => {
     ['breakGlass without BTG purpose', { ...base, purposes: { TREAT: { display: 't' } }, breakGlass: { dataSet: 'd' } }, 'breakGlass: breakGlass is configured but purpose BTG'],
     ['purpose cycle', { ...base, purposes: { A: { display: 'a', parent: 'B' }, B: { display: 'b', parent: 'A' } }, roles: {} }, 'purposes.A.parent: purpose hierarchy has a cycle'],
     ['zip3 without safeHarbor', { ...base, dataSets: { d: { rules: [{ types: ['Patient'], transforms: [{ select: 'address.postalCode', apply: 'zip3' }] }] } } }, 'dataSets.d.rules[0].transforms[0].apply: zip3 needs safeHarbor.restrictedZip3'],
+    ['safe-harbor without safeHarbor', { ...base, dataSets: { d: { deidentify: 'safe-harbor', rules: [{ types: ['Patient'] }] } } }, 'dataSets.d.deidentify: safe-harbor needs safeHarbor.restrictedZip3'],
+    [
+      'a search the profile would undo',
+      { ...base, safeHarbor: { restrictedZip3: [] }, dataSets: { d: { deidentify: 'safe-harbor', rules: [{ types: ['Patient'], search: ['gender', 'birthdate'] }] } } },
+      "dataSets.d.rules[0].search[1]: Patient: 'birthdate' searches values the safe-harbor profile generalizes or removes",
+    ],
     ['selector error without a where', { ...base }, 'dataSets.d.rules[0]: Patient: boom'],
   ] as Array<[string, PolicyFile, string]>)('%s', (name, raw, expected) => {
     if (name === 'selector error without a where') {
@@ -153,6 +159,14 @@ describe('compilePolicy problems', () => {
       return;
     }
     expect(problems(raw).some((p) => p.startsWith(expected)), problems(raw).join('\n')).toBe(true);
+  });
+
+  it('the limited data set may search dates and ZIP codes that safe harbor generalizes', () => {
+    const lds: PolicyFile = { ...base, dataSets: { d: { deidentify: 'limited-data-set', rules: [{ types: ['Patient'], search: ['birthdate', 'address-postalcode'] }] } } };
+    expect(problems(lds)).toEqual([]);
+    const plan = compilePolicy(lds, 'x', fake).policy!.roles.get('r')!.plans.get('TREAT')!.types.get('Patient')!;
+    expect(plan.deidentify).toBe('limited-data-set');
+    expect([...plan.searchParams].filter((p) => ['birthdate', 'address-postalcode', '_lastUpdated', '_id'].includes(p)).sort()).toEqual(['_id', '_lastUpdated', 'address-postalcode', 'birthdate']);
   });
 
   it('a policy with problems yields no compiled policy at all', () => {
