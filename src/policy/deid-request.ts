@@ -9,7 +9,8 @@
  * - Ids (read, vread, history, instance operations, writes, the compartment of a compartment search)
  *   must be pseudonyms of their type: else `pseudonym-required`.
  * - `_id` and granted reference parameters whose paths the profile pseudonymizes: every value must
- *   resolve (`Type/<p>`, `<p>`, `<public base>/Type/<p>`); modifiers `:Type` and `:missing` only.
+ *   resolve (`Type/<p>`, `<p>`, `<public base>/Type/<p>`); modifier `:Type` only.
+ * - vread and history are refused: versions are not released.
  * - Any other parameter, and every `_sort` key: granted by the plan and left unchanged by the
  *   profile (`keep`). Chains and `_has` are refused even when granted verbatim: they search
  *   other resources by values the profile may hide.
@@ -76,6 +77,12 @@ export function translateDeidRequest(
     return id !== undefined && isPathSafeId(id) ? id : undefined;
   };
   const type = typePlan.resourceType;
+  // Versions are not released (meta.versionId is removed): a vread that answers only for the
+  // current version, or a history, would tell how often the record changed (found by a red team).
+  const i = req.interaction;
+  if (i === 'vread' || i === 'history-instance' || i === 'history-type') {
+    return { ok: false, code: 'interaction-denied', why: `${i}: versions are not released to a de-identified caller` };
+  }
   try {
     let { upstreamPath, body } = req;
     let id = req.id;
@@ -213,7 +220,8 @@ function referenceParam(name: string, base: string, modifier: string | undefined
   // Granted too: a pseudonym the caller got elsewhere (an Encounter's participant) must not find
   // resources by an element the rules remove (a Patient's generalPractitioner).
   if (!typePlan.searchParams.has(base) || info.paths.length === 0 || !info.paths.every((p) => fate(p) === 'pseudonym')) throw refuse(name);
-  if (modifier === 'missing') return value;
+  // `:missing` is refused too: a reference the profile removes (to a contained resource the caller
+  // may not see, a `urn:` or conditional one) is present upstream, so it would tell them apart.
   let typed: string | undefined;
   if (modifier !== undefined) {
     // `:identifier`, `:above`, `:below` search on what is not a pseudonym: refused like any other.

@@ -6,7 +6,9 @@
  *
  * A value is `SourceType:searchParam[:TargetType]`; the name may carry `:iterate` (or the R3
  * spelling `:recurse`). Refused: `*` anywhere, a malformed value, a source or target type outside
- * the plan, a parameter that is unknown for the source or not a reference, a non-iterate `_include`
+ * the plan, a parameter that is unknown for the source or not a reference, a reference parameter
+ * the source type's plan does not allow searching on (it follows an element the caller does not
+ * see), a non-iterate `_include`
  * whose source is not the searched type, a non-iterate `_revinclude` whose target is not. A value
  * without a target is narrowed, not refused: it becomes one include per target type the plan grants,
  * so the upstream never follows the reference into a type the caller cannot see.
@@ -50,6 +52,9 @@ function expand(name: string, value: string, searchedType: string, types: Readon
   const info = searchParam(source, code);
   if (info === undefined || info.type !== 'reference' || info.targets === undefined) return { why: 'names no reference parameter of its source' };
   if (target !== undefined && !info.targets.includes(target)) return { why: 'names a target its parameter cannot reach' };
+  // Following a reference the plan does not let the caller search on (an element it removes, or a
+  // link that de-identification hides) would show what that element held: which resources it links.
+  if (!types.get(source)!.searchParams.has(code)) return { why: 'follows a reference the plan does not release' };
 
   let candidates: readonly string[] = target === undefined ? info.targets : [target];
   // Without :iterate a reverse include reaches back to the matches only, i.e. the searched type.

@@ -413,6 +413,19 @@ function mark(out: Obj, st: State): void {
   out.meta = meta;
 }
 
+const LEADING = ['resourceType', 'id', 'meta', 'contained'];
+
+/**
+ * The root keys in one order whatever the input held: where `meta` or `contained` sat (kept in
+ * place, or added at the end when the profile emptied them) would tell what they held before.
+ */
+function ordered(res: Obj): Obj {
+  const out: Obj = {};
+  for (const k of LEADING) if (k in res) out[k] = res[k];
+  for (const k of Object.keys(res)) if (!(k in out)) out[k] = res[k];
+  return out;
+}
+
 export interface DeidResult {
   readonly resource: Obj;
   readonly removed: number;
@@ -438,7 +451,7 @@ export function deidentifyResource(resource: Obj, profile: DeidProfile, ctx: Red
   const out = walked === REMOVE ? { resourceType: resource.resourceType } : walked;
   if (st.removed > 0 || st.transformed > 0 || st.pseudonymized) mark(out, st);
   return {
-    resource: out,
+    resource: ordered(out),
     removed: st.removed,
     transformed: st.transformed,
     pseudonymized: st.pseudonymized,

@@ -10,9 +10,9 @@
  * - Reversible only with the key, and unforgeable without it: a value that was not issued by this
  *   gateway (a real id, a guessed or edited pseudonym, one of another type) does not decode.
  * - `kid` (one character derived from the key) lets a previous key still resolve after rotation.
- * - The alphabet is FHIR's id alphabet (`A-Za-z0-9-.`), so a pseudonym is a valid id; ids up to
- *   32 bytes (and lowercase UUIDs) give pseudonyms of at most 61 characters, padded to one of two
- *   lengths so that the length says little about the real id.
+ * - The alphabet is FHIR's id alphabet (`A-Za-z0-9-.`), so a pseudonym is a valid id; every id up
+ *   to 32 bytes (and every lowercase UUID) gives a pseudonym of exactly 61 characters, so that the
+ *   length says nothing about the real id (longer ids: longer pseudonyms, in 16-byte steps).
  */
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, type KeyObject, timingSafeEqual } from 'node:crypto';
 
@@ -111,7 +111,8 @@ function plaintextOf(id: string): Buffer | undefined {
     body = Buffer.from(id, 'utf8');
     format = FORMAT_RAW;
   }
-  const size = body.length <= 16 ? 17 : body.length <= 32 ? 33 : 1 + Math.ceil(body.length / 16) * 16;
+  // One length for every id up to 32 bytes: the length of a pseudonym must not tell ids apart.
+  const size = body.length <= 32 ? 33 : 1 + Math.ceil(body.length / 16) * 16;
   const p = Buffer.alloc(size);
   p[0] = format;
   body.copy(p, 1);
@@ -119,7 +120,7 @@ function plaintextOf(id: string): Buffer | undefined {
 }
 
 function idOf(p: Buffer): string | undefined {
-  if (p.length < 17) return undefined;
+  if (p.length < 33) return undefined;
   if (p[0] === FORMAT_UUID) {
     if (p.subarray(17).some((b) => b !== 0)) return undefined;
     const h = p.subarray(1, 17).toString('hex');
@@ -152,7 +153,7 @@ export function pseudonymize(key: Uint8Array, type: string, id: string): string 
 export function resolvePseudonym(keys: readonly Uint8Array[], type: string, value: string): string | undefined {
   if (value.length < 2 || value.length > 200) return undefined;
   const raw = dec64(value, 1);
-  if (raw === undefined || raw.length < TAG_BYTES + 17) return undefined;
+  if (raw === undefined || raw.length < TAG_BYTES + 33) return undefined;
   const tag = raw.subarray(0, TAG_BYTES);
   const ct = raw.subarray(TAG_BYTES);
   for (const key of keys) {

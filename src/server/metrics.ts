@@ -68,8 +68,6 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
   // Per-request counts are summed here per label tuple and handed to prom-client when a scrape
   // reads the counter: a Map lookup per request instead of prom-client's label hashing and checks.
   const requestCells = new Map<string, PendingCell<RequestLabels>>();
-  const redactedCells = new Map<string, PendingCell<RoleLabels>>();
-  const withheldCells = new Map<string, PendingCell<RoleLabels>>();
   new Counter({
     name: `${p}requests_total`,
     help: 'Requests answered, by decision, role whose data set applied, declared purpose of use and HTTP status',
@@ -93,24 +91,9 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   });
-  new Counter({
-    name: `${p}elements_redacted_total`,
-    help: 'Elements removed, masked or transformed in released responses, by role',
-    labelNames: ['role'] as const,
-    registers: [registry],
-    collect() {
-      flush(this, redactedCells);
-    },
-  });
-  new Counter({
-    name: `${p}resources_withheld_total`,
-    help: 'Resources withheld from responses (security labels, compartment), by role',
-    labelNames: ['role'] as const,
-    registers: [registry],
-    collect() {
-      flush(this, withheldCells);
-    },
-  });
+  // No count of elements redacted or resources withheld: the admin port needs no token, and the
+  // difference across one request would tell whoever reads it what that request's caller may not
+  // see (how many withheld records matched a search). The audit trail records both, per request.
   const upstreamErrors = new Counter({
     name: `${p}upstream_errors_total`,
     help: 'Requests that failed because of the FHIR server, by kind',
@@ -201,10 +184,6 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
       cell.n += 1;
       childOf(durationChildren, duration, decision).observe(Number(process.hrtime.bigint() - ex.started) / 1e9);
       if (ex.upstreamMs !== undefined) childOf(upstreamChildren, upstreamDuration, ex.request?.interaction ?? NONE).observe(ex.upstreamMs / 1000);
-      if (ex.stats) {
-        if (ex.stats.elementsRemoved > 0) addTo(redactedCells, role, ex.stats.elementsRemoved);
-        if (ex.stats.resourcesWithheld > 0) addTo(withheldCells, role, ex.stats.resourcesWithheld);
-      }
       const kind = upstreamErrorKind(outcome.rule);
       if (kind) upstreamErrors.inc({ kind });
     },
@@ -243,22 +222,12 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
 }
 
 type RequestLabels = { decision: string; role: string; purpose: string; status: string };
-type RoleLabels = { role: string };
 type HistogramChild = ReturnType<Histogram<string>['labels']>;
 
 /** Increments not yet handed to prom-client, for one label tuple. */
 interface PendingCell<L> {
   readonly labels: L;
   n: number;
-}
-
-function addTo(cells: Map<string, PendingCell<RoleLabels>>, role: string, n: number): void {
-  let cell = cells.get(role);
-  if (cell === undefined) {
-    cell = { labels: { role }, n: 0 };
-    cells.set(role, cell);
-  }
-  cell.n += n;
 }
 
 /** Moves pending increments into the counter (called by prom-client before every read of it). */

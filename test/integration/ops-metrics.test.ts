@@ -57,7 +57,7 @@ afterAll(async () => {
 });
 
 describe('/metrics after traffic', () => {
-  it('exposes requests, latency, redactions, withheld resources, break-glass and audit series', async () => {
+  it('exposes requests, latency, break-glass and audit series, and no count of what was withheld or redacted', async () => {
     const before = await scrape(stack);
     expect(sum(before, 'phi_gateway_requests_total')).toBe(0);
     for (let i = 0; i < 3; i++) {
@@ -80,10 +80,10 @@ describe('/metrics after traffic', () => {
     expect(value(text, 'phi_gateway_request_duration_seconds_count{decision="allow"}')).toBe(5);
     expect(sum(text, 'phi_gateway_upstream_duration_seconds_count')).toBe(5);
     expect(value(text, 'phi_gateway_upstream_duration_seconds_count{interaction="read"}')).toBe(4);
-    // Billing loses SSN and telecom on every Patient read; the clinician loses nothing.
-    expect(value(text, 'phi_gateway_elements_redacted_total{role="billing"}')).toBeGreaterThanOrEqual(3);
-    expect(value(text, 'phi_gateway_elements_redacted_total{role="clinician"}')).toBeUndefined();
-    expect(value(text, 'phi_gateway_resources_withheld_total{role="billing"}')).toBeGreaterThanOrEqual(1);
+    // Billing lost elements and had a resource withheld above, yet no series says so: read before
+    // and after one request (found by a red-team session on the researcher view), a withheld count
+    // told how many hidden records matched a search.
+    expect(text).not.toMatch(/^phi_gateway_\w*(withheld|redacted)/m);
     // One audit write per request, each timed; none failed.
     expect(value(text, 'phi_gateway_audit_write_duration_seconds_count')).toBeGreaterThanOrEqual(7);
     expect(value(text, 'phi_gateway_audit_write_failures_total')).toBe(0);

@@ -249,8 +249,8 @@ describe('researcher (HRESCH): Safe Harbor view', () => {
     expect(b.status).toBe(200);
     expectAbsent(b, [...Object.values(DEMO.patients), ...Object.values(DEMO.practitionerNames), 'Anderson']);
     for (const r of entries(b) as Array<{ subject?: { reference?: string }; effectiveDateTime?: string }>) {
-      // Pseudonyms are FHIR ids (src/redact/pseudonym.ts): 40 characters for the demo's short ids.
-      if (r.subject?.reference) expect(r.subject.reference).toMatch(/^Patient\/[A-Za-z0-9.-]{40}$/);
+      // Pseudonyms are FHIR ids (src/redact/pseudonym.ts): 61 characters.
+      if (r.subject?.reference) expect(r.subject.reference).toMatch(/^Patient\/[A-Za-z0-9.-]{61}$/);
       if (r.effectiveDateTime) expect(r.effectiveDateTime).toMatch(/^\d{4}$/);
     }
   });

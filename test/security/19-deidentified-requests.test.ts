@@ -56,8 +56,17 @@ describe('ids are pseudonyms both ways', () => {
     expect((await auditFor(stack, real.requestId)).upstreamStatus).toBeUndefined();
   });
 
+  it('versions are not released: the current and an older version answer alike (red-team reproduction)', async () => {
+    // Alice's record has two versions; the answer for 2 (current) and 1 used to differ (200 vs 403).
+    const alice = pseudo('Patient', REAL);
+    const current = await receive(await stack.get(`/Patient/${alice}/_history/2`, researcher));
+    const older = await receive(await stack.get(`/Patient/${alice}/_history/1`, researcher));
+    expectError(current, 403, 'interaction-denied');
+    expectError(older, 403, 'interaction-denied');
+    expect(current.text.replace(current.requestId, '')).toBe(older.text.replace(older.requestId, ''));
+  });
+
   it.each([
-    ['a vread', `/Patient/${REAL}/_history/1`],
     ['a compartment search', `/Patient/${REAL}/Observation`],
     ['an Observation', '/Observation/obs-alice-bp'],
   ])('%s by real id: 403 pseudonym-required', async (_name, path) => {

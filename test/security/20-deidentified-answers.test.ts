@@ -70,7 +70,7 @@ describe('the round trip a researcher makes (fhir-kit-client)', () => {
     const obs = (bundle.entry ?? []).map((e) => e.resource as Observation);
     expect(obs.length).toBeGreaterThan(0);
     const ref = obs[0]!.subject!.reference!;
-    expect(ref).toMatch(/^Patient\/[A-Za-z0-9.-]{40}$/);
+    expect(ref).toMatch(/^Patient\/[A-Za-z0-9.-]{61}$/);
     const pseudonym = ref.slice('Patient/'.length);
     const patient = (await client.read({ resourceType: 'Patient', id: pseudonym })) as Patient;
     expect(patient.id).toBe(pseudonym);
@@ -124,6 +124,24 @@ describe('no instants, versions or upstream ids outside the resources', () => {
     ['a postal code beyond 3 digits', '/Patient?address-postalcode=02115'],
   ])('%s: refused', async (_n, path) => {
     expectError(await receive(await stack.get(path, researcher)), 403, 'search-param-denied');
+  });
+});
+
+describe('found by a red-team session with the researcher token', () => {
+  it(':missing on a reference told which records held references the profile removed (to contained resources)', async () => {
+    for (const q of ['specimen:missing=true', 'specimen:missing=false', 'performer:missing=true']) {
+      expectError(await receive(await stack.get(`/Observation?${q}`, researcher)), 403, 'search-param-denied');
+    }
+  });
+
+  it('an include along Patient.link, which the researcher does not see, is refused', async () => {
+    expectError(await receive(await stack.get('/Patient?_include=Patient:link', researcher)), 403, 'type-denied');
+    expectError(await receive(await stack.get('/Patient?_revinclude=Patient:link', researcher)), 403, 'type-denied');
+  });
+
+  it('every pseudonym has the same length, whatever the length of the real id', async () => {
+    const ids = ((await receive(await stack.get('/Observation?_count=50', researcher))).json as Bundle).entry!.map((e) => e.resource!.id!);
+    expect(new Set(ids.map((id) => id.length))).toEqual(new Set([61]));
   });
 });
 

@@ -33,8 +33,9 @@ const POLICY: PolicyFile = {
     clinical: {
       withhold: ['R'],
       rules: [
-        { types: ['Patient'], interactions: ['read', 'search', 'history'], operations: ['$everything'] },
-        { types: ['Observation'], interactions: ['read', 'search', 'create', 'update'], search: ['subject.name'] },
+        // This compiler derives no parameters: includes follow only references granted for search.
+        { types: ['Patient'], interactions: ['read', 'search', 'history'], operations: ['$everything'], search: ['link'] },
+        { types: ['Observation'], interactions: ['read', 'search', 'create', 'update'], search: ['subject.name', 'subject'] },
       ],
     },
     billing: { rules: [{ types: ['Patient'], elements: ['name'] }, { types: ['Claim'] }] },
@@ -164,6 +165,7 @@ const CASES: Case[] = [
   { name: 'control parameters', request: search('Patient', [['_count', '5'], ['_total', 'none'], ['_include', 'Patient:link:Patient'], ['_revinclude', 'Observation:subject']]), expect: 'allow roles.clinician.purposes.TREAT -> dataSets.clinical.rules[0]' },
   { name: 'a wildcard revinclude', request: search('Patient', [['_revinclude', '*']]), expect: 'type-denied' },
   { name: 'an include reaching no granted type', request: search('Patient', [['_include', 'Patient:general-practitioner']]), expect: 'type-denied' },
+  { name: 'an include along a reference not granted for search', request: search('Patient', [['_include', 'Patient:organization']]), expect: 'type-denied' },
   { name: '_offset is refused (the gateway pages)', request: search('Patient', [['_offset', '10']]), expect: 'search-param-denied' },
   { name: 'derived parameters of a redacted type', principal: { roles: ['billing'] }, purpose: 'HPAYMT', request: search('Patient', [['name', 'x'], ['birthdate', '1950']]), expect: 'allow roles.billing.purposes.HPAYMT -> dataSets.billing.rules[0]' },
   { name: 'unknown parameter', principal: { roles: ['billing'] }, purpose: 'HPAYMT', request: search('Claim', [['use', 'claim']]), expect: 'search-param-denied' },

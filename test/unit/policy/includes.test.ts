@@ -16,7 +16,7 @@ const { policy } = loadPolicy('config/policy.yaml');
 function who(roles: string[]): Principal {
   return { iss: 'i', sub: 's', clientId: undefined, jti: undefined, roles, tokenPurposes: undefined, patient: undefined, scopes: undefined, familyName: undefined, exp: 2e9 };
 }
-const PURPOSE: Record<string, string> = { clinician: 'TREAT', billing: 'HPAYMT', 'front-desk': 'HOPERAT' };
+const PURPOSE: Record<string, string> = { clinician: 'TREAT', billing: 'HPAYMT', 'front-desk': 'HOPERAT', researcher: 'HRESCH' };
 
 function classified(url: string, method = 'GET', body?: unknown) {
   return classify(
@@ -100,7 +100,13 @@ describe('untargeted includes are narrowed to the granted targets', () => {
     expect(forwarded(run(url, 'clinician'), url)).toBe(
       `/Patient?_include=${q('Patient:general-practitioner:Organization')}&_include=${q('Patient:general-practitioner:Practitioner')}&_include=${q('Patient:general-practitioner:PractitionerRole')}`,
     );
-    expect(forwarded(run(url, 'billing'), url)).toBe(`/Patient?_include=${q('Patient:general-practitioner:Organization')}&_include=${q('Patient:general-practitioner:Practitioner')}`);
+    // Billing's Patient view has no generalPractitioner: following it would show who it names.
+    expect(code(run(url, 'billing'))).toBe('type-denied');
+  });
+
+  it('an include along a reference the role does not see is refused (researcher: Patient.link)', () => {
+    expect(code(run('/Patient?_include=Patient:link', 'researcher'))).toBe('type-denied');
+    expect(code(run('/Patient?_revinclude=Patient:link', 'researcher'))).toBe('type-denied');
   });
 
   it('a reverse include without a target names the searched type', () => {

@@ -160,3 +160,16 @@ describe('pathFate', () => {
     for (const u of ['http://hospital.example.org/x', 'http://10.0.0.1/x', 'https://loinc.org.evil.com/x', 'http://loinc.org@evil.com/', 'mailto:a@b.c', 42]) expect(isTerminologyUri(u)).toBe(false);
   });
 });
+
+describe('the answer says nothing by its shape', () => {
+  it('root keys come in one order, whether meta held labels, only instants, or nothing', () => {
+    const base = { resourceType: 'Observation', id: 'o', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '1' }] } };
+    const shapes = [
+      { ...base },
+      { ...base, meta: { lastUpdated: '2024-01-01T00:00:00Z' } },
+      { ...base, meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'N' }] } },
+      { resourceType: 'Observation', id: 'o', meta: { versionId: '2' }, contained: [{ resourceType: 'Specimen', id: 's' }], status: 'final', code: base.code },
+    ];
+    for (const r of shapes) expect(Object.keys(sh(r)).slice(0, 3)).toEqual(['resourceType', 'id', 'meta']);
+  });
+});
