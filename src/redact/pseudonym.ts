@@ -2,8 +2,9 @@
  * Pseudonyms the gateway can resolve: deterministic authenticated encryption of a resource id,
  * SIV-style (the synthetic IV is a MAC of the type and the id, and is the IV of the encryption).
  *
- *   pseudonym = kid || enc64( tag || AES-256-CTR(encKey, tag||0^4, format || id || padding) )
- *   tag       = HMAC-SHA256(macKey, "Type" 0x00 format || id)[0..12)
+ *   pseudonym = kid || enc64( tag || (format || id || padding) XOR keystream )
+ *   tag       = HMAC-SHA256(macKey, "Type" 0x00 format || id || padding)[0..12)
+ *   keystream = HMAC-SHA512(encKey, tag || uint32 block) for block = 0, 1, ...
  *
  * - Deterministic: the same `Type/id` always gets the same pseudonym under one key, so references
  *   a caller is given line up with the resources they point to.
@@ -14,7 +15,7 @@
  *   to 32 bytes (and every lowercase UUID) gives a pseudonym of exactly 61 characters, so that the
  *   length says nothing about the real id (longer ids: longer pseudonyms, in 16-byte steps).
  */
-import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, type KeyObject, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, hkdfSync, type KeyObject, timingSafeEqual } from 'node:crypto';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.';
 const DECODE = new Int8Array(128).fill(-1);
@@ -28,7 +29,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 interface Keys {
   readonly kid: string;
   readonly mac: KeyObject;
-  readonly enc: Buffer;
+  readonly enc: KeyObject;
 }
 
 const derived = new WeakMap<Uint8Array, Keys>();
@@ -40,7 +41,7 @@ function keysOf(key: Uint8Array): Keys {
     const mac = Buffer.from(hkdfSync('sha256', key, salt, 'mac', 32));
     const enc = Buffer.from(hkdfSync('sha256', key, salt, 'enc', 32));
     const kidByte = Buffer.from(hkdfSync('sha256', key, salt, 'kid', 1))[0]!;
-    k = { kid: ALPHABET[kidByte & 63]!, mac: createSecretKey(mac), enc };
+    k = { kid: ALPHABET[kidByte & 63]!, mac: createSecretKey(mac), enc: createSecretKey(enc) };
     derived.set(key, k);
   }
   return k;
@@ -92,11 +93,21 @@ function tagOf(k: Keys, type: string, plain: Uint8Array): Buffer {
   return createHmac('sha256', k.mac).update(type).update('\0').update(plain).digest().subarray(0, TAG_BYTES);
 }
 
-function ctr(k: Keys, tag: Buffer, data: Uint8Array, decrypt: boolean): Buffer {
-  const iv = Buffer.alloc(16);
-  tag.copy(iv, 0);
-  const c = decrypt ? createDecipheriv('aes-256-ctr', k.enc, iv) : createCipheriv('aes-256-ctr', k.enc, iv);
-  return Buffer.concat([c.update(data), c.final()]);
+/**
+ * XOR with a keystream made by HMAC-SHA512(encKey, tag || counter) blocks: counter mode over a PRF,
+ * as AES-CTR would be, but ~6x cheaper per id in Node than setting up a cipher (measured: 29 µs vs
+ * 4.5 µs a pseudonym), and pseudonyms are made for every id and reference a caller receives.
+ */
+function xorStream(k: Keys, tag: Buffer, data: Uint8Array): Buffer {
+  const out = Buffer.alloc(data.length);
+  const counter = Buffer.alloc(4);
+  for (let block = 0; block * 64 < data.length; block++) {
+    counter.writeUInt32BE(block);
+    const ks = createHmac('sha512', k.enc).update(tag).update(counter).digest();
+    const end = Math.min(data.length, (block + 1) * 64);
+    for (let i = block * 64; i < end; i++) out[i] = data[i]! ^ ks[i - block * 64]!;
+  }
+  return out;
 }
 
 /** The plaintext: a format byte, the id (a lowercase UUID as its 16 bytes), zero padding. */
@@ -138,11 +149,33 @@ function idOf(p: Buffer): string | undefined {
  * holding a NUL): the caller removes the element rather than pass the real id.
  */
 export function pseudonymize(key: Uint8Array, type: string, id: string): string | undefined {
+  // A searchset names the same patient, encounter and practitioner over and over: remembered.
+  let memo = memos.get(key);
+  if (memo === undefined) {
+    memo = new Map();
+    memos.set(key, memo);
+  }
+  const at = `${type}/${id}`;
+  const hit = memo.get(at);
+  if (hit !== undefined) return hit;
+  const p = compute(key, type, id);
+  if (p !== undefined) {
+    if (memo.size >= MEMO_SIZE) memo.clear();
+    memo.set(at, p);
+  }
+  return p;
+}
+
+/** Per key (a reload brings a new key array, and the old one's memo goes with it). */
+const memos = new WeakMap<Uint8Array, Map<string, string>>();
+const MEMO_SIZE = 20_000;
+
+function compute(key: Uint8Array, type: string, id: string): string | undefined {
   const plain = plaintextOf(id);
   if (plain === undefined) return undefined;
   const k = keysOf(key);
   const tag = tagOf(k, type, plain);
-  return k.kid + enc64(Buffer.concat([tag, ctr(k, tag, plain, false)]));
+  return k.kid + enc64(Buffer.concat([tag, xorStream(k, tag, plain)]));
 }
 
 /**
@@ -159,7 +192,7 @@ export function resolvePseudonym(keys: readonly Uint8Array[], type: string, valu
   for (const key of keys) {
     const k = keysOf(key);
     if (k.kid !== value[0]) continue;
-    const plain = ctr(k, Buffer.from(tag), ct, true);
+    const plain = xorStream(k, Buffer.from(tag), ct);
     if (!timingSafeEqual(tagOf(k, type, plain), tag)) continue;
     const id = idOf(plain);
     // Canonical only: the id must encode back to exactly this plaintext.
