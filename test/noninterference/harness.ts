@@ -27,7 +27,8 @@ import type { Resource } from 'fhir/r4.js';
 import { ERROR_SYSTEM, operationOutcome } from '../../src/errors.js';
 import { prepareFhirDefinitions, type RunningUpstream, startFhirUpstream } from '../../src/demo/upstream.js';
 import { type Stack, startStack } from '../helpers/gateway.js';
-import { breakGlassEligible, type Caller, seedVersions, sPrimeVersions } from './oracle.js';
+import { pseudonymize } from '../../src/redact/pseudonym.js';
+import { breakGlassEligible, type Caller, deidentifies, seedVersions, sPrimeVersions } from './oracle.js';
 
 /** The public base both gateways announce (never dialled: links are mapped to the real port). */
 export const PUBLIC_BASE = 'http://phi-gateway.noninterference.test/fhir';
@@ -249,8 +250,37 @@ function nextPath(state: State, page: Page): string | undefined {
   return undefined;
 }
 
+/** Real id -> resource type, over every version the worlds are seeded with (ids are unique across types). */
+let realIds: Map<string, string> | undefined;
+function idTypes(): Map<string, string> {
+  if (realIds === undefined) {
+    realIds = new Map();
+    for (const r of seedVersions()) if (typeof r.id === 'string') realIds.set(r.id, r.resourceType);
+  }
+  return realIds;
+}
+
+/**
+ * A de-identified caller names resources by the pseudonyms it is given: each known real id in the
+ * path or body (a path segment, a reference, a parameter value) becomes its pseudonym, so its
+ * reads, compartment searches and reference searches are exercised, not merely refused.
+ */
+function asPseudonyms(text: string, key: Uint8Array): string {
+  return text.replace(/[A-Za-z0-9\-.]+/g, (token) => {
+    const type = idTypes().get(token);
+    return type === undefined ? token : (pseudonymize(key, type, token) ?? token);
+  });
+}
+
+function forCaller(spec: RequestSpec, caller: Caller, state: State): RequestSpec {
+  if (!deidentifies(caller)) return spec;
+  const key = new TextEncoder().encode(state.stack.config.pseudonymKey!);
+  return { ...spec, path: asPseudonyms(spec.path, key), ...(spec.body === undefined ? {} : { body: asPseudonyms(spec.body, key) }) };
+}
+
 /** Sends the request as the caller to one state and follows every `next` link. Pages are raw (not normalised). */
-export async function exchange(state: State, caller: Caller, spec: RequestSpec): Promise<Exchange> {
+export async function exchange(state: State, caller: Caller, request: RequestSpec): Promise<Exchange> {
+  const spec = forCaller(request, caller, state);
   const before = state.versionCount();
   const first = await fetchPage(state, caller, spec.method, spec.path, spec.body, spec.contentType);
   const pages = [first];

@@ -73,6 +73,11 @@ export function dataSetName(c: Caller): string {
   return ds;
 }
 
+/** Whether the caller's data set de-identifies (it then reads and searches by pseudonym). */
+export function deidentifies(c: Caller): boolean {
+  return (policy().dataSets[dataSetName(c)] as { deidentify?: string } | undefined)?.deidentify !== undefined;
+}
+
 export function breakGlassEligible(c: Caller): boolean {
   return policy().roles[c.role]?.breakGlass === true;
 }
