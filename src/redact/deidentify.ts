@@ -79,15 +79,25 @@ const TERMINOLOGY_HOSTS: ReadonlySet<string> = new Set([
 /** True for a URI naming a well-known terminology, profile or extension (never a person or host of the hospital). */
 export function isTerminologyUri(v: unknown): boolean {
   if (typeof v !== 'string' || v.length > 300) return false;
-  if (/^urn:oid:[0-9]+(\.[0-9]+)*$/.test(v)) return true;
+  // HL7's OID branches for code systems: .5 (v3), .6 (external: LOINC, SNOMED, RxNorm, ICD...),
+  // .12 and .18 (v2 tables). Not .3 (assigned to organizations: their MRN and account namespaces)
+  // nor .4 (identifier systems: SSN, NPI...), nor any organization's own OID.
+  if (v.startsWith('urn:oid:')) return /^urn:oid:2\.16\.840\.1\.113883\.(5|6|12|18)(\.[0-9]+)+$/.test(v);
   if (/^urn:(ietf|iso):[A-Za-z0-9:.-]+$/.test(v)) return true;
   const m = /^https?:\/\/([a-z0-9.-]+)(\/[A-Za-z0-9/._-]*)?$/.exec(v);
   if (m === null) return false;
   const host = m[1]!;
+  const path = m[2] ?? '';
+  // hl7.org/fhir/sid/ names identifier systems (us-ssn, us-npi, us-medicare...) beside a few code
+  // systems: only those.
+  if (path.startsWith('/fhir/sid/')) return host === 'hl7.org' && SID_CODE_SYSTEMS.has(path.slice('/fhir/sid/'.length));
   if (TERMINOLOGY_HOSTS.has(host)) return true;
   // hl7.org subdomains (build.fhir.org excepted: anyone can publish there).
   return host.endsWith('.hl7.org');
 }
+
+/** Code systems (not identifier systems) under http://hl7.org/fhir/sid/. */
+const SID_CODE_SYSTEMS: ReadonlySet<string> = new Set(['icd-10', 'icd-10-cm', 'icd-10-pcs', 'icd-9-cm', 'icd-9', 'cvx', 'ndc', 'mvx', 'icd-10-nl', 'icd-10-de', 'icd-10-ca']);
 
 /** LOINC codes whose value is the person's age. */
 const AGE_CODES: ReadonlySet<string> = new Set(['30525-0', '21612-7', '29553-5', '21611-9', '21613-5', '35659-2', '63900-5', '46251-5']);
@@ -116,7 +126,7 @@ const YEARS_PER: Readonly<Record<string, number>> = {
   s: 1 / 31557600,
 };
 
-const AGE_CAP = { value: 90, comparator: '>=', unit: 'years', system: UCUM, code: 'a' } as const;
+const AGE_CAP = { value: 90, comparator: '>=', unit: 'a', system: UCUM, code: 'a' } as const;
 
 /** Data types removed whole under both profiles: each is an identifier, or prose, or a file. */
 const REMOVED_TYPES: ReadonlySet<string> = new Set([
@@ -238,10 +248,31 @@ function walkValue(v: unknown, type: string, owner: string, key: string, st: Sta
   if (type === 'Extension' && !isTerminologyUri(v.url)) return REMOVE;
   let out = walkObject(v, type, st);
   if (out === REMOVE) return REMOVE;
-  if (sh) {
-    if (QUANTITY_TYPES.has(type)) out = capQuantity(out, type === 'Age');
-    else if (type === 'Range') out = capRange(out);
+  if (QUANTITY_TYPES.has(type)) {
+    // Judge the age on the original unit (the text may be all there is), then keep only codes.
+    const capped = sh ? capQuantity(out, type === 'Age') : out;
+    const coded = unitAsCode(capped);
+    if (coded !== out) st.transformed++;
+    return Object.keys(coded).length === 0 ? REMOVE : coded;
   }
+  if (sh) {
+    if (type === 'Range') out = capRange(out);
+  }
+  return out;
+}
+
+/**
+ * `unit` is free text ("mmHg per Dr Reyes"): a Quantity keeps it only as its UCUM code, which is a
+ * code from a terminology; otherwise it goes.
+ */
+function unitAsCode(q: Obj): Obj {
+  if (!('unit' in q)) return q;
+  const ucum = (q.system === UCUM || q.system === undefined) && typeof q.code === 'string' ? q.code : undefined;
+  if (q.unit === ucum && q.system === UCUM) return q;
+  const out: Obj = { ...q };
+  delete out._unit;
+  if (ucum !== undefined && q.system === UCUM) out.unit = ucum;
+  else delete out.unit;
   return out;
 }
 
@@ -258,7 +289,7 @@ function capRange(r: Obj): Obj | Removed {
   const out: Obj = { ...r };
   // `90 and over`: an upper bound above 89 says how far over.
   delete out.high;
-  if (low !== undefined && low > 89) out.low = { value: 90, unit: 'years', system: UCUM, code: 'a' };
+  if (low !== undefined && low > 89) out.low = { value: 90, unit: 'a', system: UCUM, code: 'a' };
   return out;
 }
 

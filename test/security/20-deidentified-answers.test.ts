@@ -52,8 +52,8 @@ describe('ages over 89', () => {
     expect(obs.status).toBe(200);
     const c = ((conds.json as Bundle).entry ?? []).map((e) => e.resource as Condition).find((x) => x.id === p('Condition', DEMO.elderAgeCondition));
     const o = ((obs.json as Bundle).entry ?? []).map((e) => e.resource as Observation).find((x) => x.id === p('Observation', DEMO.elderAgeObservation));
-    expect(c?.onsetAge).toEqual({ value: 90, comparator: '>=', unit: 'years', system: 'http://unitsofmeasure.org', code: 'a' });
-    expect(o?.valueQuantity).toEqual({ value: 90, comparator: '>=', unit: 'years', system: 'http://unitsofmeasure.org', code: 'a' });
+    expect(c?.onsetAge).toEqual({ value: 90, comparator: '>=', unit: 'a', system: 'http://unitsofmeasure.org', code: 'a' });
+    expect(o?.valueQuantity).toEqual({ value: 90, comparator: '>=', unit: 'a', system: 'http://unitsofmeasure.org', code: 'a' });
     for (const r of [conds, obs]) {
       expect(agesIn(r.json).every((a) => a <= 90)).toBe(true);
       expect(r.text).not.toMatch(/"value":\s*9[1-9]\b/);

@@ -8,7 +8,7 @@ const ctx = { restrictedZip3: new Set(['036']), pseudonymKey: KEY, now: () => ne
 type Obj = Record<string, any>;
 const sh = (r: Obj) => deidentifyResource(r, 'safe-harbor', ctx).resource as Obj;
 const lds = (r: Obj) => deidentifyResource(r, 'limited-data-set', ctx).resource as Obj;
-const CAP = { value: 90, comparator: '>=', unit: 'years', system: 'http://unitsofmeasure.org', code: 'a' };
+const CAP = { value: 90, comparator: '>=', unit: 'a', system: 'http://unitsofmeasure.org', code: 'a' };
 
 function patient(): Obj {
   return {
@@ -64,8 +64,10 @@ describe('safe-harbor by data type', () => {
   it('ages over 89 become >= 90 wherever they appear', () => {
     const cond = sh({ resourceType: 'Condition', id: 'c', subject: { reference: 'Patient/pat-alice' }, onsetAge: { value: 91, unit: 'years', system: 'http://unitsofmeasure.org', code: 'a' }, abatementRange: { low: { value: 1100, system: 'http://unitsofmeasure.org', code: 'mo' }, high: { value: 95, unit: 'years' } } });
     expect(cond.onsetAge).toEqual(CAP);
-    expect(cond.abatementRange).toEqual({ low: { value: 90, unit: 'years', system: 'http://unitsofmeasure.org', code: 'a' } });
-    expect(sh({ ...cond, id: 'c2', onsetAge: { value: 45, unit: 'a' } }).onsetAge).toEqual({ value: 45, unit: 'a' });
+    expect(cond.abatementRange).toEqual({ low: { value: 90, unit: 'a', system: 'http://unitsofmeasure.org', code: 'a' } });
+    // Under 89 stays; a unit that is not a UCUM code is free text and goes.
+    expect(sh({ ...cond, id: 'c2', onsetAge: { value: 45, unit: 'a', system: 'http://unitsofmeasure.org', code: 'a' } }).onsetAge).toEqual({ value: 45, unit: 'a', system: 'http://unitsofmeasure.org', code: 'a' });
+    expect(sh({ ...cond, id: 'c3', onsetAge: { value: 45, unit: 'years' } }).onsetAge).toEqual({ value: 45 });
     const obs = sh({
       resourceType: 'Observation',
       id: 'o',
@@ -128,7 +130,7 @@ describe('safe-harbor by data type', () => {
     expect(r.identifier).toBeUndefined();
     expect(r.telecom).toBeUndefined();
     expect(resolvePseudonym([KEY], 'Patient', r.id)).toBe('pat-alice');
-    expect(lds({ resourceType: 'Condition', id: 'c', subject: { reference: 'Patient/p' }, onsetAge: { value: 91, unit: 'a' } }).onsetAge).toEqual({ value: 91, unit: 'a' });
+    expect(lds({ resourceType: 'Condition', id: 'c', subject: { reference: 'Patient/p' }, onsetAge: { value: 91, unit: 'a', system: 'http://unitsofmeasure.org', code: 'a' } }).onsetAge).toEqual({ value: 91, unit: 'a', system: 'http://unitsofmeasure.org', code: 'a' });
   });
 });
 
@@ -156,8 +158,36 @@ describe('pathFate', () => {
   });
 
   it('knows terminology URIs from others', () => {
-    for (const u of ['http://loinc.org', 'http://snomed.info/sct', 'urn:oid:2.16.840.1.113883.6.1', 'http://hl7.org/fhir/us/core/StructureDefinition/x', 'http://terminology.hl7.org/CodeSystem/v3-ActCode']) expect(isTerminologyUri(u)).toBe(true);
+    for (const u of ['http://loinc.org', 'http://snomed.info/sct', 'urn:oid:2.16.840.1.113883.6.1', 'http://hl7.org/fhir/us/core/StructureDefinition/x', 'http://terminology.hl7.org/CodeSystem/v3-ActCode', 'http://hl7.org/fhir/sid/cvx']) expect(isTerminologyUri(u)).toBe(true);
     for (const u of ['http://hospital.example.org/x', 'http://10.0.0.1/x', 'https://loinc.org.evil.com/x', 'http://loinc.org@evil.com/', 'mailto:a@b.c', 42]) expect(isTerminologyUri(u)).toBe(false);
+  });
+});
+
+describe('found by a red-team session: identifier namespaces posing as terminologies, free text in units', () => {
+  it('codings under an organization OID, an identifier system under hl7.org/fhir/sid, and a prose unit do not survive', () => {
+    const obs = sh({
+      resourceType: 'Observation',
+      id: 'o',
+      status: 'final',
+      code: {
+        coding: [
+          { system: 'http://loinc.org', code: '29553-5' },
+          { system: 'urn:oid:2.16.840.1.113883.3.9999.1.1', code: 'MRN-100002' },
+          { system: 'http://hl7.org/fhir/sid/us-ssn', code: '234-56-7890' },
+          { system: 'urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14', code: 'E123' },
+          { system: 'http://hl7.org/fhir/sid/icd-10-cm', code: 'F43.10' },
+          { system: 'urn:oid:2.16.840.1.113883.6.96', code: '47505003' },
+        ],
+      },
+      valueQuantity: { value: 120, unit: 'mmHg per Dr Maria Reyes, pt Brian Baker 617-555-0102', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
+    });
+    expect(obs.code.coding).toEqual([
+      { system: 'http://loinc.org', code: '29553-5' },
+      { system: 'http://hl7.org/fhir/sid/icd-10-cm', code: 'F43.10' },
+      { system: 'urn:oid:2.16.840.1.113883.6.96', code: '47505003' },
+    ]);
+    expect(obs.valueQuantity).toEqual({ value: 120, unit: 'mm[Hg]', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' });
+    for (const u of ['urn:oid:2.16.840.1.113883.4.1', 'http://hl7.org/fhir/sid/us-npi', 'http://hl7.org/fhir/sid/us-medicare', 'urn:oid:2.16.840.1.113883.3.9999']) expect(isTerminologyUri(u)).toBe(false);
   });
 });
 
