@@ -391,12 +391,16 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       // The version the compartment check read wins over the client's: the write must hit exactly it.
       const headers = ifMatch === undefined ? request.headers : { ...request.headers, 'if-match': ifMatch };
       let sent = req;
+      // A role that may break the glass is told when results were withheld (the suppressed entry),
+      // so its searches must still see them; for every other caller the upstream leaves them out.
+      const mayAnnounce = !ex.breakGlass && ex.principal!.roles.some((r) => rt.policy.roles.get(r)?.breakGlass === true);
+      const exclude = mayAnnounce ? undefined : plan;
       if ((req.interaction === 'batch' || req.interaction === 'transaction') && page === undefined) {
-        ({ req: sent, starts: batchStarts } = pagedEntries(req, ex.request!, upstreamBasePath, paging));
+        ({ req: sent, starts: batchStarts } = pagedEntries(req, ex.request!, upstreamBasePath, paging, exclude));
       } else if (isPageable(req)) {
         const count = pageSizeWith(req.params, paging.defaultCount, paging.maxCount);
         // One more than the page (at least minUpstreamCount): when nothing is withheld, one upstream page tells whether a next one exists.
-        if (page === undefined) sent = withCount(req, upstreamCountWith(count, paging.minUpstreamCount));
+        if (page === undefined) sent = withCount(req, upstreamCountWith(count, paging.minUpstreamCount), exclude);
         const q = page?.q ?? canonicalUrl(ex.request!);
         start = page === undefined ? { at: '', index: 0, released: 0, count, q } : { at: page.u, index: page.i, released: page.r, count: page.n, q };
       }
@@ -659,6 +663,7 @@ function pagedEntries(
   client: ClassifiedRequest,
   basePath: string,
   paging: { defaultCount: number; maxCount: number; minUpstreamCount: number },
+  plan: AccessPlan | undefined,
 ): { req: ClassifiedRequest; starts: Map<number, PagedStart> } {
   const starts = new Map<number, PagedStart>();
   const entries = req.entries ?? [];
@@ -670,7 +675,7 @@ function pagedEntries(
     const c = entries[k];
     if (!isPageable(c)) return e;
     const count = pageSizeWith(c.params, paging.defaultCount, paging.maxCount);
-    const sent = withCount(c, upstreamCountWith(count, paging.minUpstreamCount));
+    const sent = withCount(c, upstreamCountWith(count, paging.minUpstreamCount), plan);
     const url = canonicalUrl(sent).slice(1);
     starts.set(k, { at: `${basePath}/${url}`, index: 0, released: 0, count, q: canonicalUrl(asSent[k]!) });
     return { ...e, request: { ...(e.request as Obj), url } };
@@ -746,9 +751,19 @@ function upstreamCountWith(count: number, min: number): number {
   return Math.max(count + 1, min);
 }
 
-/** The request with its `_count` replaced (the first page asks the upstream for one more than the client). */
-function withCount(req: ClassifiedRequest, count: number): ClassifiedRequest {
-  const params = [...req.params.filter(([n]) => n !== '_count'), ['_count', String(count)] as const];
+/**
+ * The request with its `_count` replaced (the first page asks the upstream for one more than the
+ * client) and, for a search under `plan` (a caller not told of withholding), `_security:not` for
+ * each label the plan withholds from its type: the
+ * upstream then never matches a withheld resource, so neither the time it takes nor the pages it
+ * reads depend on them (a red-team session timed searches, amplified by includes, to learn which
+ * withheld codes exist and whose they are). The filter still withholds whatever comes back.
+ */
+function withCount(req: ClassifiedRequest, count: number, plan: AccessPlan | undefined): ClassifiedRequest {
+  const params: Array<readonly [string, string]> = [...req.params.filter(([n]) => n !== '_count'), ['_count', String(count)] as const];
+  const searched = req.interaction === 'search-type' || req.interaction === 'search-compartment';
+  const labels = plan !== undefined && searched && req.resourceType !== undefined ? (plan.types.get(req.resourceType)?.withhold.labels ?? []) : [];
+  for (const label of labels) if (label.includes('|')) params.push(['_security:not', label]);
   return { ...req, params, upstreamQuery: encodeParams(params) };
 }
 
