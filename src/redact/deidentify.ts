@@ -142,6 +142,9 @@ const REMOVED_TYPES: ReadonlySet<string> = new Set([
   'base64Binary',
 ]);
 
+/** Primitive types that cannot hold a person: released as they are. */
+const KEPT_PRIMITIVES: ReadonlySet<string> = new Set(['boolean', 'integer', 'integer64', 'decimal', 'positiveInt', 'unsignedInt', 'code']);
+
 const QUANTITY_TYPES: ReadonlySet<string> = new Set(['Quantity', 'Age', 'Duration', 'Distance', 'Count', 'SimpleQuantity', 'MoneyQuantity']);
 
 /** Strings that name no one: kept. (Everything else of type string is free text and goes.) */
@@ -212,15 +215,8 @@ function walkValue(v: unknown, type: string, owner: string, key: string, st: Sta
   if (REMOVED_TYPES.has(type)) return REMOVE;
   const sh = st.profile === 'safe-harbor';
   if (isPrimitiveType(type)) {
+    if (KEPT_PRIMITIVES.has(type)) return v;
     switch (type) {
-      case 'boolean':
-      case 'integer':
-      case 'decimal':
-      case 'positiveInt':
-      case 'unsignedInt':
-      case 'integer64':
-      case 'code':
-        return v;
       case 'date':
       case 'dateTime':
         if (!sh) return v;
@@ -500,14 +496,8 @@ export function worseFate(a: Fate, b: Fate): Fate {
 function slotFate(profile: DeidProfile, type: string, owner: string, key: string): Fate {
   const sh = profile === 'safe-harbor';
   if (REMOVED_TYPES.has(type)) return 'remove';
+  if (KEPT_PRIMITIVES.has(type)) return 'keep';
   switch (type) {
-    case 'boolean':
-    case 'integer':
-    case 'decimal':
-    case 'positiveInt':
-    case 'unsignedInt':
-    case 'code':
-      return 'keep';
     case 'date':
     case 'dateTime':
     case 'Period':
@@ -603,7 +593,7 @@ function typeAction(profile: DeidProfile, type: string, owner: string, key: stri
       return structuralUri(owner, key) ? 'terminology URLs only' : `removed (${type})`;
   }
   if (QUANTITY_TYPES.has(type) || type === 'Range') return sh ? 'ages over 89 years become >= 90' : 'kept';
-  if (isPrimitiveType(type)) return type === 'boolean' || type === 'code' || /^(integer|decimal|positiveInt|unsignedInt)$/.test(type) ? 'kept' : `removed (${type})`;
+  if (isPrimitiveType(type)) return KEPT_PRIMITIVES.has(type) ? 'kept' : `removed (${type})`;
   return 'each element by its data type';
 }
 
