@@ -83,6 +83,9 @@ function disclosedElements(m: ReadonlyMap<string, ReadonlySet<string>> | undefin
   if (m === undefined || m.size === 0) return undefined;
   const out: Record<string, string[]> = {};
   for (const type of [...m.keys()].sort()) {
+    // Keys are resource type names; `__proto__` would set the prototype instead of a member (the
+    // entry lost, the record no longer a plain object). Never a type name: skipped.
+    if (type === '__proto__') continue;
     const names = m.get(type);
     if (names !== undefined && names.size > 0) out[type] = [...names].sort();
   }
