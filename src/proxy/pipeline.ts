@@ -365,7 +365,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     try {
       // What the request reaches beyond its bytes (stored versions, labels), judged for every caller
       // with the context its answer will be filtered with (src/proxy/stored-guard.ts).
-      const eligible = !ex.breakGlass && ex.principal.roles.some((r) => rt.policy.roles.get(r)?.breakGlass === true);
+      const eligible = announces(ex, rt);
       const filter = responseContext(rt, plan, eligible, ex.breakGlass?.patient ?? ex.principal.patient);
       ({ req: decided, ifMatch } = await guardStored({ ex, req: decided, plan, filter, breakGlass: ex.breakGlass !== undefined }));
     } catch (e) {
@@ -393,7 +393,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       let sent = req;
       // A role that may break the glass is told when results were withheld (the suppressed entry),
       // so its searches must still see them; for every other caller the upstream leaves them out.
-      const mayAnnounce = !ex.breakGlass && ex.principal!.roles.some((r) => rt.policy.roles.get(r)?.breakGlass === true);
+      const mayAnnounce = announces(ex, rt);
       const exclude = mayAnnounce ? undefined : plan;
       if ((req.interaction === 'batch' || req.interaction === 'transaction') && page === undefined) {
         ({ req: sent, starts: batchStarts } = pagedEntries(req, ex.request!, upstreamBasePath, paging, exclude));
@@ -426,7 +426,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       ex.upstreamMs = elapsedMs(sentAt);
     }
     const principal = ex.principal!;
-    const eligible = !ex.breakGlass && principal.roles.some((r) => rt.policy.roles.get(r)?.breakGlass === true);
+    const eligible = announces(ex, rt);
     const compartment = ex.breakGlass?.patient ?? principal.patient;
     try {
       if (start !== undefined && answer.statusCode === 200) await respondPaged(ex, reply, rt, plan, req, call, answer, eligible, compartment, start, page !== undefined);
@@ -446,7 +446,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       withheldMode: eligible ? 'announce' : 'hide',
       rewriteUrl,
       patientCompartment: compartment,
-      deidentify: plan.types.values().next().value?.deidentify,
+      deidentify: deidentifyOf(plan),
     };
   }
 
@@ -747,6 +747,11 @@ function pageSizeWith(params: ClassifiedRequest['params'], defaultCount: number,
  * (the one place where a run of withheld matches can shape a page) lies hundreds of matches away
  * even for `_count=1`.
  */
+/** Whether the caller is told when results were withheld: it may break the glass and has not. */
+function announces(ex: Exchange, rt: PolicyRuntime): boolean {
+  return !ex.breakGlass && (ex.principal?.roles.some((r) => rt.policy.roles.get(r)?.breakGlass === true) ?? false);
+}
+
 function upstreamCountWith(count: number, min: number): number {
   return Math.max(count + 1, min);
 }
