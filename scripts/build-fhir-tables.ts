@@ -35,7 +35,19 @@ export interface SearchParamInfo {
   /** Simple dotted element paths from the type's root; empty when the expression is not a plain path. */
   readonly paths: string[];
   readonly targets?: string[];
+  /** Why the parameter can never be enforced (it searches no element path); set exactly when `paths` is empty. */
+  readonly refused?: string;
 }
+
+/**
+ * The R4 parameters that search no element path, and why the gateway cannot enforce them: it
+ * allows a search only on elements the caller sees unchanged, and these reach past any element list.
+ */
+export const REFUSED_PARAMS: Readonly<Record<string, string>> = {
+  'DomainResource._text': 'searches the narrative, which repeats elements a plan may remove',
+  'Resource._content': 'full-text search over the whole resource, removed elements included',
+  'Resource._query': 'runs a named query whose logic the server defines',
+};
 
 export type SearchParamsTable = Record<string, Record<string, SearchParamInfo>>;
 export type CompartmentTable = Record<string, string[]>;
@@ -199,9 +211,11 @@ function splitDots(expr: string): string[] {
 /**
  * Parses the subset of FHIRPath that search parameters use for plain element paths:
  * `T.a.b`, `T.a.as(X)`, `(T.a as X).b`, `.where(...)` filters (ignored: the path is still read),
- * `[0]` indexes. Returns undefined for anything else (functions, extensions, boolean logic).
+ * `[0]` indexes. A choice element named without a type (`Observation.effective`) reaches every one
+ * of its types (`effectiveDateTime`, `effectivePeriod`, ...). Returns undefined for anything else
+ * (functions, extensions, boolean logic).
  */
-export function parseSearchPath(part: string, type: string, table: TypesTable): string | undefined {
+export function parseSearchPaths(part: string, type: string, table: TypesTable): string[] | undefined {
   let expr = part.trim();
   const asMatch = /^\(([A-Za-z][\w.]*) as (\w+)\)(.*)$/.exec(expr);
   if (asMatch) expr = `${asMatch[1]}.as(${asMatch[2]})${asMatch[3]}`;
@@ -224,38 +238,72 @@ export function parseSearchPath(part: string, type: string, table: TypesTable): 
   // Validate against the structure: a path that does not exist is not a path.
   let owner = type;
   for (let i = 0; i < names.length; i++) {
-    const info = table.types[owner]?.[names[i]];
-    if (!info) return undefined;
+    const elements = table.types[owner];
+    const info = elements?.[names[i]];
+    if (!info) {
+      // An untyped choice: every type it may hold, and only as the last step.
+      const choice = elements?.[`${names[i]}[x]`];
+      if (!choice || i < names.length - 1) return undefined;
+      const prefix = names.slice(0, i).map((n) => `${n}.`).join('');
+      return choice.types.map((t) => `${prefix}${names[i]}${capitalize(t)}`);
+    }
     if (i < names.length - 1) {
       if (info.types.length !== 1) return undefined;
       owner = info.types[0];
     }
   }
-  return names.join('.');
+  return [names.join('.')];
+}
+
+/** The one path of `part`, or undefined when it is not exactly one plain path. */
+export function parseSearchPath(part: string, type: string, table: TypesTable): string | undefined {
+  const paths = parseSearchPaths(part, type, table);
+  return paths?.length === 1 ? paths[0] : undefined;
+}
+
+/**
+ * A parameter's expression rewritten into plain paths where R4 writes it another way: a test
+ * (`Patient.deceased.exists() and Patient.deceased != false`) reads the element it tests, and a
+ * bare name (`name | alias`) is relative to the base.
+ */
+function normalizedParts(expression: string, base: string): string[] {
+  const parts = splitUnion(expression).map((p) => p.replace(/\.exists\(\)\s+and\s+.*$/, ''));
+  return parts.map((p) => (/^[a-z]\w*$/.test(p) ? `${base}.${p}` : p));
 }
 
 function buildSearchParams(dir: string, table: TypesTable): SearchParamsTable {
   const params = readBundle(dir, 'search-parameters.json');
+  const byUrl = new Map<string, Record<string, unknown>>();
+  for (const sp of params) if (typeof sp.url === 'string') byUrl.set(sp.url, sp);
   const out: Record<string, Record<string, SearchParamInfo>> = {};
   for (const sp of params) {
     if (sp.resourceType !== 'SearchParameter') continue;
     const code = sp.code as string;
     const bases = (sp.base as string[] | undefined) ?? [];
     const expression = sp.expression as string | undefined;
-    const parts = expression ? splitUnion(expression) : [];
     for (const base of bases) {
-      const mine = parts.filter((p) => p.startsWith(`${base}.`) || p.startsWith(`(${base}.`));
-      const paths: string[] = [];
-      let ok = mine.length > 0;
+      const parts = expression ? normalizedParts(expression, base) : [];
+      let paths: string[] | undefined = [];
+      const mine = parts.filter((p) => p === base || p.startsWith(`${base}.`) || p.startsWith(`(${base}.`));
+      if (mine.length === 0) paths = undefined;
       for (const p of mine) {
-        const path = parseSearchPath(p, base, table);
-        if (path === undefined) ok = false;
-        else if (!paths.includes(path)) paths.push(path);
+        // A composite searches its components, each relative to the composite's own expression.
+        const found = sp.type === 'composite' ? compositePaths(sp, p, base, table) : parseSearchPaths(p, base, table);
+        if (found === undefined || paths === undefined) {
+          paths = undefined;
+          continue;
+        }
+        for (const path of found) if (!paths.includes(path)) paths.push(path);
+      }
+      const refused = REFUSED_PARAMS[`${base}.${code}`];
+      if ((paths === undefined || paths.length === 0) && refused === undefined) {
+        throw new Error(`search parameter ${base}.${code} (${expression ?? 'no expression'}) has no element path and no stated reason in REFUSED_PARAMS`);
       }
       const info: SearchParamInfo = {
         type: sp.type as string,
-        paths: ok ? paths : [],
+        paths: refused === undefined ? (paths ?? []) : [],
         ...(Array.isArray(sp.target) && sp.target.length > 0 ? { targets: [...(sp.target as string[])].sort() } : {}),
+        ...(refused === undefined ? {} : { refused }),
       };
       out[base] = out[base] ?? {};
       out[base][code] = info;
@@ -264,6 +312,27 @@ function buildSearchParams(dir: string, table: TypesTable): SearchParamsTable {
   const sorted: SearchParamsTable = {};
   for (const k of Object.keys(out).sort()) sorted[k] = sortObject(out[k]);
   return sorted;
+}
+
+/** The paths of a composite parameter: each component's expression below the composite's own. */
+function compositePaths(sp: Record<string, unknown>, part: string, base: string, table: TypesTable): string[] | undefined {
+  const components = sp.component as Array<{ expression?: string }> | undefined;
+  if (!Array.isArray(components) || components.length === 0) return undefined;
+  const root = parseSearchPaths(part, base, table);
+  if (part !== base && root?.length !== 1) return undefined;
+  const prefix = part === base ? base : `${base}.${root![0]}`;
+  const out: string[] = [];
+  for (const c of components) {
+    if (typeof c.expression !== 'string') return undefined;
+    for (const alt of splitUnion(c.expression)) {
+      // `%resource.x` is from the resource root, not below the composite.
+      const expr = alt.startsWith('%resource.') ? `${base}.${alt.slice('%resource.'.length)}` : `${prefix}.${alt}`;
+      const found = parseSearchPaths(expr, base, table);
+      if (found === undefined) return undefined;
+      for (const p of found) if (!out.includes(p)) out.push(p);
+    }
+  }
+  return out;
 }
 
 function buildCompartment(dir: string, search: SearchParamsTable): CompartmentTable {

@@ -17,6 +17,8 @@ export interface SearchParamInfo {
   /** Plain dotted element paths from the resource root; empty when not a simple path. */
   readonly paths: readonly string[];
   readonly targets?: readonly string[];
+  /** Why a parameter that searches no element path can never be enforced (set exactly when `paths` is empty). */
+  readonly refused?: string;
 }
 
 type Dict<T> = Readonly<Record<string, T>>;

@@ -253,7 +253,11 @@ function compileDataSet(
     rule.search?.forEach((p, i) => {
       if (!isVerbatimOnly(p) && !rule.types.some((t) => isR4ResourceType(t) && searchParam(t, p) !== undefined)) {
         problem(`${where}.search[${i}]`, `no type of this rule has a search parameter '${p}'`);
+        return;
       }
+      // A parameter that searches no element (full text, narrative, named queries) reaches past any element list.
+      const refused = rule.types.map((t) => (isR4ResourceType(t) ? searchParam(t, p)?.refused : undefined)).find((r) => r !== undefined);
+      if (refused !== undefined) problem(`${where}.search[${i}]`, `'${p}' cannot be enforced: it ${refused}`);
     });
     const withhold = compileLabelSet([...dataSetWithhold, ...(rule.withhold ?? [])]);
     const interactions = new Set(rule.interactions ?? DEFAULT_INTERACTIONS);

@@ -558,7 +558,9 @@ const SEARCHED_PARTS: Readonly<Record<string, Readonly<Record<string, readonly s
     HumanName: ['family', 'given', 'prefix', 'suffix', 'text'],
     Address: ['line', 'city', 'district', 'state', 'postalCode', 'country', 'text'],
   },
-  date: { Period: ['start', 'end'] },
+  // A date search compares dates only: the string, Age and Range choices (`performedString`,
+  // `onsetAge`) are never matched by it, so hiding them does not make the parameter an oracle.
+  date: { Period: ['start', 'end'], string: [], Age: [], Range: [] },
   quantity: { Quantity: ['value', 'unit', 'system', 'code'] },
 };
 

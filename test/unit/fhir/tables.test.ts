@@ -72,8 +72,46 @@ describe('generated FHIR tables', () => {
     expect(searchParam('Observation', 'patient')).toMatchObject({ type: 'reference', paths: ['subject'], targets: ['Patient'] });
     expect(searchParam('Observation', '_id')?.paths).toEqual(['id']);
     expect(searchParam('Condition', 'onset-date')?.paths).toEqual(['onsetDateTime', 'onsetPeriod']);
-    // Not a plain path: never usable to derive an allowed search.
-    expect(searchParam('Patient', 'deceased')?.paths).toEqual([]);
+    // A test of an element reads that element; an untyped choice reaches every type it may hold.
+    expect(searchParam('Patient', 'deceased')?.paths).toEqual(['deceasedBoolean', 'deceasedDateTime']);
+    expect(searchParam('Observation', 'date')?.paths).toEqual(['effectiveDateTime', 'effectivePeriod', 'effectiveTiming', 'effectiveInstant']);
+    expect(searchParam('Specimen', 'collected')?.paths).toEqual(['collection.collectedDateTime', 'collection.collectedPeriod']);
+    // A composite searches its components; `%resource` components from the resource root.
+    expect(searchParam('Observation', 'code-value-quantity')?.paths).toEqual(['code', 'valueQuantity']);
+    expect(searchParam('MolecularSequence', 'chromosome-variant-coordinate')?.paths).toEqual(['referenceSeq.chromosome', 'variant.start', 'variant.end']);
+    // Not an element path: refused, with the reason.
+    expect(searchParam('Patient', '_content')).toMatchObject({ paths: [], refused: expect.stringContaining('full-text') });
+  });
+
+  it('every R4 search parameter is enforceable by its element paths, or refused with a stated reason', () => {
+    const t = JSON.parse(readFileSync(join(DEFAULT_OUT_DIR, 'types.json'), 'utf8')) as { types: Record<string, Record<string, { types: string[] }>> };
+    const all = JSON.parse(readFileSync(join(DEFAULT_OUT_DIR, 'search-params.json'), 'utf8')) as Record<string, Record<string, { paths: string[]; refused?: string }>>;
+    let walked = 0;
+    let refused = 0;
+    for (const [type, params] of Object.entries(all)) {
+      for (const [code, info] of Object.entries(params)) {
+        walked++;
+        if (info.paths.length === 0) {
+          refused++;
+          expect(info.refused, `${type}.${code}`).toMatch(/^.{20,}$/);
+          continue;
+        }
+        expect(info.refused, `${type}.${code}`).toBeUndefined();
+        for (const path of info.paths) {
+          // Each path exists in the R4 structure, step by step.
+          let owner = type;
+          const steps = path.split('.');
+          steps.forEach((step, i) => {
+            const el = t.types[owner]?.[step];
+            expect(el, `${type}.${code}: ${path}`).toBeDefined();
+            if (i < steps.length - 1) owner = el!.types[0]!;
+          });
+        }
+      }
+    }
+    // All of R4 (1,709 parameter/base pairs in 4.0.1), three of them refused (_text, _content, _query).
+    expect(walked).toBeGreaterThan(1700);
+    expect(refused).toBeLessThan(4);
   });
 
   it('parseSearchPath rejects non-paths and paths that do not exist', () => {
