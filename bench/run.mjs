@@ -13,6 +13,8 @@
  *          --duration S (4) --rounds N (2) --warmup S (1) --connections N (32)
  *          (defaults sized so the whole run, build included, stays under 5 minutes on 2 cores)
  *          --only read,search,withheld,latency,memory,micro   --quick (1 s runs, for trying it out)
+ *          --targets PREFIX,... (only the rows whose target id starts with one of these, e.g.
+ *            `file-clinician` for the clinician gateway rows and their variants; default: all)
  *          --root-b DIR --name-a A --name-b B: measure a second checkout in the same run, its
  *            gateway rows interleaved with the first's (bench/compare.mjs uses this)
  *          --out FILE (bench/results/latest.md)   --pin auto|on|off (CPU pinning; auto = from 4 cores)
@@ -40,6 +42,7 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '1' },
     connections: { type: 'string', default: '32' },
     only: { type: 'string', default: 'read,search,withheld,latency,memory,micro' },
+    targets: { type: 'string' },
     quick: { type: 'boolean', default: false },
     out: { type: 'string', default: join(here, 'results', 'latest.md') },
     pin: { type: 'string', default: 'auto' },
@@ -58,6 +61,23 @@ const rounds = Number(args.rounds);
 const warmup = args.quick ? 1 : Number(args.warmup);
 const connections = Number(args.connections);
 const only = new Set(args.only.split(','));
+const targetPrefixes = args.targets?.split(',').filter((x) => x !== '');
+/** The Origin of the CORS row: configured on the file-sink gateways, sent by that row alone. */
+const BENCH_ORIGIN = 'https://smart-app.bench.example';
+/**
+ * Rows that measure one HTTP feature on the same gateway process as a plain row (`variantOf`):
+ * their req/s is reported as a ratio of that row's, from the same run (target: >= 0.95).
+ */
+const variants = [
+  { suffix: 'gzip', of: 'clinician', groups: ['search'], label: 'Accept-Encoding: gzip', headers: { 'accept-encoding': 'gzip' } },
+  {
+    suffix: 'cors-etag',
+    of: 'clinician',
+    groups: ['read'],
+    label: 'CORS Origin and If-None-Match handling on (a tag that does not match: the full answer)',
+    headers: { origin: BENCH_ORIGIN, 'if-none-match': '"not-the-current-tag"' },
+  },
+];
 const MEMORY_CLIENTS = 64;
 const memoryRequestsPerClient = 1;
 const LATENCY_RATE = 400;
@@ -302,7 +322,7 @@ try {
     const [bare, parse, ...gwFiles] = await Promise.all([
       start('bare-proxy', { BENCH_UPSTREAM: up }),
       start('parse-proxy', { BENCH_UPSTREAM: up }),
-      ...sides.map((side, i) => startGatewayProcess('gateway (file sink)', up, `file:${join(tmp, `audit-file-${i}`)}`, {}, side)),
+      ...sides.map((side, i) => startGatewayProcess('gateway (file sink)', up, `file:${join(tmp, `audit-file-${i}`)}`, { PHI_GATEWAY_CORS_ORIGINS: BENCH_ORIGIN }, side)),
     ]);
     // Diagnostic (latency group only, not judged): the same gateway with its audit directory on
     // tmpfs, where a durable write costs no disk flush.
@@ -322,7 +342,23 @@ try {
       { id: 'bare', label: 'bare @fastify/http-proxy', kind: 'bare', base: bare.base, headers: plainHeaders },
       { id: 'parse', label: 'parse + re-serialize proxy', kind: 'parse', base: parse.base, headers: plainHeaders },
       ...['clinician', 'billing', 'researcher'].flatMap((role) =>
-        sides.map((side, i) => ({ id: `file-${role}-${i}`, label: `gateway ${role}, file sink${side.suffix}`, suffix: side.suffix, kind: 'gateway', role, base: gwFiles[i].base, headers: roleHeaders(role) })),
+        sides.flatMap((side, i) => [
+          { id: `file-${role}-${i}`, label: `gateway ${role}, file sink${side.suffix}`, suffix: side.suffix, kind: 'gateway', role, base: gwFiles[i].base, headers: roleHeaders(role) },
+          // Next to the plain row, on the same process: what one HTTP feature costs.
+          ...variants
+            .filter((v) => v.of === role)
+            .map((v) => ({
+              id: `file-${role}-${v.suffix}-${i}`,
+              variantOf: `file-${role}-${i}`,
+              label: `gateway ${role}, file sink, ${v.label}${side.suffix}`,
+              suffix: side.suffix,
+              kind: 'gateway',
+              role,
+              base: gwFiles[i].base,
+              headers: { ...roleHeaders(role), ...v.headers },
+              groups: v.groups,
+            })),
+        ]),
       ),
       ...['clinician', 'billing'].flatMap((role) =>
         gwRedises.map((gw, i) => ({ id: `redis-${role}-${i}`, label: `gateway ${role}, redis sink${sides[i].suffix}`, suffix: sides[i].suffix, kind: 'gateway', role, base: gw.base, headers: roleHeaders(role) })),
@@ -374,7 +410,9 @@ try {
     ].filter((g) => only.has(g.key));
 
     for (const g of groups) {
-      const groupTargets = targets.filter((t) => (!t.groups || t.groups.includes(g.key)) && (!g.only || g.only(t)));
+      const groupTargets = targets.filter(
+        (t) => (!t.groups || t.groups.includes(g.key)) && (!g.only || g.only(t)) && (!targetPrefixes || targetPrefixes.some((p) => t.id.startsWith(p))),
+      );
       const load = { connections, duration: g.duration ?? duration, ...(g.rate ? { rate: g.rate } : {}) };
       const urlOf = (t) => t.base + (g.pathFor?.(t) ?? g.path);
       const drive = (t, o) => (g.rate ? runPaced(urlOf(t), t.headers, o) : runLoad(urlOf(t), t.headers, o));
@@ -416,6 +454,14 @@ try {
           lines.push(after ? histogramLine(a.label, histogramSummary(histogramsBefore[i], after)) : `${a.label}: no histogram`);
         }
         notes.push(`latency group, wait until each audit record was durable (the gateways' own ${AUDIT_HISTOGRAM}, bucket bounds): ${lines.join('; ')}`);
+      }
+      for (const t of groupTargets.filter((x) => x.variantOf && runs.has(x.id) && runs.has(x.variantOf))) {
+        const a = aggregate(runs.get(t.id));
+        const b = aggregate(runs.get(t.variantOf));
+        const ratio = b.rps > 0 ? a.rps / b.rps : Number.NaN;
+        notes.push(
+          `${g.key} group: "${t.label}" ${a.rps.toFixed(0)} req/s, p99 ${a.p99.toFixed(1)} ms = ${ratio.toFixed(3)}x the plain row's ${b.rps.toFixed(0)} req/s, p99 ${b.p99.toFixed(1)} ms (same process, same run; target >= 0.95): ${ratio >= 0.95 ? 'PASS' : 'BELOW'}`,
+        );
       }
       report.groups.push({
         key: g.key,

@@ -1,4 +1,4 @@
-import { GatewayError } from '../errors.js';
+import { TokenRefusal } from './refusal.js';
 
 /** Longest token accepted; bigger values are refused before hashing or parsing. */
 export const MAX_TOKEN_LENGTH = 16_384;
@@ -18,18 +18,19 @@ const KNOWN_SCHEMES: ReadonlySet<string> = new Set([
  * joined with a comma by an intermediary), other schemes and malformed credentials are refused.
  */
 export function bearerToken(header: string | readonly string[] | undefined): string {
-  if (header === undefined) throw new GatewayError('invalid-token', 'no Authorization header');
+  if (header === undefined) throw new TokenRefusal('missing', 'no Authorization header');
   let value: string;
   if (typeof header === 'string') value = header;
   else if (header.length === 1) value = header[0];
-  else throw new GatewayError('invalid-token', `expected one Authorization header, got ${header.length}`);
-  if (value.length > MAX_TOKEN_LENGTH + 32) throw new GatewayError('invalid-token', 'Authorization header too long');
+  else throw new TokenRefusal('malformed', `expected one Authorization header, got ${header.length}`);
+  if (value.length > MAX_TOKEN_LENGTH + 32) throw new TokenRefusal('malformed', 'Authorization header too long');
   const m = BEARER_RE.exec(value);
   if (m === null) {
     // Only a registered scheme name is logged: an unknown first word could be a bare secret.
     const scheme = /^([A-Za-z][A-Za-z0-9-]*)(?: |$)/.exec(value)?.[1].toLowerCase();
-    const why = scheme !== undefined && KNOWN_SCHEMES.has(scheme) ? `unsupported scheme ${scheme}` : 'malformed Bearer credential';
-    throw new GatewayError('invalid-token', why);
+    // Another registered scheme is "no Bearer credentials" (RFC 6750 3.1: challenge without an error code).
+    if (scheme !== undefined && KNOWN_SCHEMES.has(scheme)) throw new TokenRefusal('missing', `unsupported scheme ${scheme}`);
+    throw new TokenRefusal('malformed', 'malformed Bearer credential');
   }
   return m[1];
 }

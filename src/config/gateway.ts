@@ -4,6 +4,7 @@
  * file, `VARIABLE: message` for the environment.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import {
   formatHostPort,
@@ -16,7 +17,7 @@ import {
 } from './env.js';
 import { ConfigError, deepFreeze } from './errors.js';
 import { ASYMMETRIC_ALGORITHMS, gatewaySchema, LOG_LEVELS, validateSchema } from './schema.js';
-import type { AuditConfig, GatewayConfig, HostPort, UpstreamConfig } from './types.js';
+import type { AuditConfig, CorsConfig, GatewayConfig, HostPort, SmartConfig, UpstreamConfig } from './types.js';
 import { formatPath, formatProblem, type ParsedYaml, type PathSegment, parseYaml, sortProblems } from './yaml.js';
 
 export const DEFAULTS = Object.freeze({
@@ -46,6 +47,30 @@ export const DEFAULTS = Object.freeze({
   logLevel: 'info',
   shutdownGraceMs: 10_000,
 });
+
+const SMART_ENDPOINTS = [
+  'authorizationEndpoint',
+  'tokenEndpoint',
+  'revocationEndpoint',
+  'introspectionEndpoint',
+  'managementEndpoint',
+  'registrationEndpoint',
+] as const;
+
+/** Why `o` is not an origin as a browser sends it, or undefined. */
+export function originProblem(o: string): string | undefined {
+  if (o === '*' || o === 'null') return `'${o}' is not allowed: list each origin exactly (scheme://host[:port])`;
+  let u: URL;
+  try {
+    u = new URL(o);
+  } catch {
+    return `'${o}' is not an origin (scheme://host[:port])`;
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `'${o}' must be an http or https origin`;
+  if (u.username !== '' || u.password !== '') return 'an origin must not contain credentials';
+  if (u.origin !== o) return `'${o}' is not written as browsers send it: use '${u.origin}'`;
+  return undefined;
+}
 
 /** How a path is shown in problem lines: relative to the working directory when below it. */
 export function displayPath(file: string): string {
@@ -297,6 +322,9 @@ class Builder {
     }
 
     const shadowPolicy = typeof this.data.shadowPolicy === 'string' ? this.mustExist(['shadowPolicy'], this.data.shadowPolicy) : undefined;
+    const cors = this.broken.has('cors') ? undefined : this.cors();
+    const smart = this.broken.has('smart') ? undefined : this.smart();
+    const trustedProxies = this.broken.has('trustedProxies') ? undefined : this.trustedProxies();
 
     if (this.problems.length > 0 || this.broken.size > 0 || !listen || !admin || !publicBaseUrl || !upstream || !auth || !audit) return undefined;
     return deepFreeze({
@@ -317,7 +345,51 @@ class Builder {
       ...(tls ? { tls } : {}),
       shutdownGraceMs: (this.data.shutdownGraceMs as number | undefined) ?? DEFAULTS.shutdownGraceMs,
       ...(shadowPolicy ? { shadowPolicy } : {}),
+      cors: cors ?? { origins: [] },
+      ...(smart ? { smart } : {}),
+      ...(trustedProxies !== undefined && trustedProxies.length > 0 ? { trustedProxies } : {}),
     }) as GatewayConfig;
+  }
+
+  /**
+   * `cors.origins`, or PHI_GATEWAY_CORS_ORIGINS (comma list) instead. Each must be written exactly
+   * as browsers send Origin (scheme://host[:port], lower case, no default port, no path): the
+   * header is compared byte for byte, so any other spelling would silently never match.
+   */
+  private cors(): CorsConfig {
+    const envOrigins = this.env.PHI_GATEWAY_CORS_ORIGINS;
+    if (envOrigins !== undefined && envOrigins.trim() !== '') {
+      const origins: string[] = [];
+      for (const o of envOrigins.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+        const why = originProblem(o);
+        if (why !== undefined) this.envProblem('PHI_GATEWAY_CORS_ORIGINS', why);
+        else if (!origins.includes(o)) origins.push(o);
+      }
+      return { origins };
+    }
+    const raw = this.obj('cors');
+    const list = Array.isArray(raw.origins) ? (raw.origins as string[]) : [];
+    list.forEach((o, i) => {
+      const why = originProblem(o);
+      if (why !== undefined) this.at(['cors', 'origins', i], why);
+    });
+    return { origins: [...list] };
+  }
+
+  /** `smart`: every endpoint an absolute http(s) URL (https unless loopback). */
+  private smart(): SmartConfig | undefined {
+    if (this.data.smart === undefined) return undefined;
+    const raw = this.obj('smart');
+    const out: Record<string, unknown> = {};
+    for (const k of SMART_ENDPOINTS) {
+      if (typeof raw[k] !== 'string') continue;
+      const u = parseHttpUrl(raw[k] as string, { httpsUnlessLoopback: true });
+      if (u.ok) out[k] = u.value;
+      else this.at(['smart', k], u.message);
+    }
+    if (Array.isArray(raw.scopesSupported)) out.scopesSupported = [...(raw.scopesSupported as string[])];
+    if (Array.isArray(raw.capabilities)) out.capabilities = [...(raw.capabilities as string[])];
+    return out as SmartConfig;
   }
 
   private hostPort(path: readonly PathSegment[], fileValue: string, variable: string): HostPort | undefined {
@@ -389,16 +461,45 @@ class Builder {
       if ((files.cert === undefined) !== (files.key === undefined)) this.at(['upstream', 'tls'], 'tls cert and key go together');
       tls = files;
     }
+    const linkBases = this.linkBases(raw);
     if (!url || !auth) return undefined;
     return {
       url,
+      ...(linkBases.length > 0 ? { linkBases } : {}),
       connectTimeoutMs: (raw.connectTimeoutMs as number) ?? DEFAULTS.connectTimeoutMs,
       headersTimeoutMs: (raw.headersTimeoutMs as number) ?? DEFAULTS.headersTimeoutMs,
       bodyTimeoutMs: (raw.bodyTimeoutMs as number) ?? DEFAULTS.bodyTimeoutMs,
       connections: (raw.connections as number) ?? DEFAULTS.connections,
+      errorText: raw.errorText === true,
       auth,
       ...(tls ? { tls } : {}),
     };
+  }
+
+  /**
+   * `upstream.linkBases`, or PHI_GATEWAY_UPSTREAM_LINK_BASES (comma list) instead: each an http(s)
+   * base without query, fragment or credentials. Paging links under them are followed on
+   * `upstream.url`, so each must name the same server: a wrong entry sends nothing elsewhere, but
+   * a link under it is read from the configured upstream.
+   */
+  private linkBases(raw: Raw): string[] {
+    const out: string[] = [];
+    const envBases = this.env.PHI_GATEWAY_UPSTREAM_LINK_BASES;
+    if (envBases !== undefined && envBases.trim() !== '') {
+      for (const b of envBases.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+        const u = parseHttpUrl(b);
+        if (!u.ok) this.envProblem('PHI_GATEWAY_UPSTREAM_LINK_BASES', u.message);
+        else if (!out.includes(u.value)) out.push(u.value);
+      }
+      return out;
+    }
+    const list = Array.isArray(raw.linkBases) ? (raw.linkBases as string[]) : [];
+    list.forEach((b, i) => {
+      const u = parseHttpUrl(b);
+      if (!u.ok) this.at(['upstream', 'linkBases', i], u.message);
+      else if (!out.includes(u.value)) out.push(u.value);
+    });
+    return out;
   }
 
   private oneSecret(raw: Raw, inline: string, fileKey: string, p: (k: string) => PathSegment[]): string | undefined {
@@ -456,6 +557,7 @@ class Builder {
         ok = false;
       }
     });
+    const roleMap = this.roleMap(raw);
     if (!ok) return undefined;
     return {
       issuer,
@@ -463,11 +565,57 @@ class Builder {
       jwksUri,
       jwksFile,
       algorithms: [...algorithms],
-      rolesClaim: (raw.rolesClaim as string) ?? DEFAULTS.rolesClaim,
+      rolesClaim: (raw.rolesClaim as string | string[] | undefined) ?? DEFAULTS.rolesClaim,
+      ...(roleMap !== undefined ? { roleMap } : {}),
+      ...(Array.isArray(raw.patientClaims) ? { patientClaims: [...(raw.patientClaims as string[])] } : {}),
+      ...(raw.scopelessTokens !== undefined ? { scopelessTokens: raw.scopelessTokens as 'refuse' | 'roles-only' } : {}),
       clockToleranceSec: (raw.clockToleranceSec as number) ?? DEFAULTS.clockToleranceSec,
       tokenCacheSize: (raw.tokenCacheSize as number) ?? DEFAULTS.tokenCacheSize,
       requiredTyp: raw.requiredTyp as string | undefined,
     };
+  }
+
+  /**
+   * `auth.roleMap` with every target as a list. Whether a target is a role of the policy is
+   * check-config's question (src/config/load.ts); here only that it could be one.
+   */
+  private roleMap(raw: Raw): Record<string, readonly string[]> | undefined {
+    if (raw.roleMap === undefined) return undefined;
+    const out: Record<string, readonly string[]> = Object.create(null);
+    for (const [name, target] of Object.entries(raw.roleMap as Record<string, string | string[]>)) {
+      const roles = typeof target === 'string' ? [target] : [...target];
+      roles.forEach((role, i) => {
+        if (!ROLE_NAME_RE.test(role)) {
+          this.at(typeof target === 'string' ? ['auth', 'roleMap', name] : ['auth', 'roleMap', name, i], `'${role}' cannot be a policy role name`);
+        }
+      });
+      out[name] = roles;
+    }
+    return out;
+  }
+
+  /**
+   * `trustedProxies`, or PHI_GATEWAY_TRUSTED_PROXIES (comma list) instead: IPs or CIDRs of the load
+   * balancers in front of the gateway. Only their X-Forwarded-For is read; a client connecting
+   * directly cannot choose the address its requests are audited under.
+   */
+  private trustedProxies(): string[] {
+    const envList = this.env.PHI_GATEWAY_TRUSTED_PROXIES;
+    if (envList !== undefined && envList.trim() !== '') {
+      const out: string[] = [];
+      for (const p of envList.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+        const why = proxyAddressProblem(p);
+        if (why !== undefined) this.envProblem('PHI_GATEWAY_TRUSTED_PROXIES', why);
+        else if (!out.includes(p)) out.push(p);
+      }
+      return out;
+    }
+    const list = Array.isArray(this.data.trustedProxies) ? (this.data.trustedProxies as string[]) : [];
+    list.forEach((p, i) => {
+      const why = proxyAddressProblem(p);
+      if (why !== undefined) this.at(['trustedProxies', i], why);
+    });
+    return [...list];
   }
 
   private audit(): AuditConfig | undefined {
@@ -514,4 +662,21 @@ class Builder {
       groupCommitMs: (raw.groupCommitMs as number) ?? DEFAULTS.auditGroupCommitMs,
     };
   }
+}
+
+// What the policy schema accepts as a role name.
+const ROLE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
+
+/** Why `value` is not an IP address or CIDR block a proxy may be trusted at, or undefined. */
+export function proxyAddressProblem(value: string): string | undefined {
+  const slash = value.indexOf('/');
+  const addr = slash < 0 ? value : value.slice(0, slash);
+  const family = isIP(addr);
+  if (family === 0) return `'${value}' is not an IP address or CIDR block`;
+  if (slash < 0) return undefined;
+  const bits = value.slice(slash + 1);
+  const max = family === 4 ? 32 : 128;
+  if (!/^\d{1,3}$/.test(bits) || Number(bits) > max) return `'${value}': the prefix length must be 0..${max}`;
+  if (Number(bits) === 0) return `'${value}' trusts every address: any client could choose the address it is audited under`;
+  return undefined;
 }

@@ -32,10 +32,14 @@ export const gatewaySchema = {
       required: ['url'],
       properties: {
         url: str,
+        // Other bases the upstream writes for itself in links, fullUrls and Locations (checked in gateway.ts).
+        linkBases: strList,
         connectTimeoutMs: posInt,
         headersTimeoutMs: posInt,
         bodyTimeoutMs: posInt,
         connections: posInt,
+        // Free text of the upstream's OperationOutcomes (diagnostics, details.text) passed to clients.
+        errorText: { type: 'boolean' },
         // Which fields each type needs is checked in load.ts, with a message naming the type.
         auth: {
           type: 'object',
@@ -69,7 +73,18 @@ export const gatewaySchema = {
         jwksUri: str,
         jwksFile: str,
         algorithms: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string' } },
-        rolesClaim: str,
+        // One claim name / dotted path, or several whose roles are united (Keycloak: realm_access.roles, groups).
+        rolesClaim: { oneOf: [str, { type: 'array', minItems: 1, uniqueItems: true, items: str }] },
+        // IdP role or group name (`/clinician`, `Clinician.ReadWrite`) -> policy role(s); targets are
+        // checked against the policy by check-config.
+        roleMap: {
+          type: 'object',
+          minProperties: 1,
+          propertyNames: { type: 'string', minLength: 1 },
+          additionalProperties: { oneOf: [str, { type: 'array', minItems: 1, uniqueItems: true, items: str }] },
+        },
+        patientClaims: { type: 'array', minItems: 1, uniqueItems: true, items: str },
+        scopelessTokens: { enum: ['refuse', 'roles-only'] },
         clockToleranceSec: { type: 'integer', minimum: 0, maximum: 300 },
         tokenCacheSize: { type: 'integer', minimum: 0 },
         requiredTyp: str,
@@ -128,6 +143,30 @@ export const gatewaySchema = {
     shutdownGraceMs: { type: 'integer', minimum: 0, maximum: 600_000 },
     // A candidate policy file evaluated in shadow mode (differences audited, never enforced).
     shadowPolicy: str,
+    // Load balancers whose X-Forwarded-For is believed (IPs or CIDRs; checked in gateway.ts).
+    trustedProxies: strList,
+    // Browser origins allowed to call the FHIR API (exact scheme://host[:port]; checked in gateway.ts).
+    cors: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { origins: strList },
+    },
+    // The SMART configuration document, field by field; absent fields come from the issuer's OpenID
+    // discovery document (URLs checked in gateway.ts).
+    smart: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        authorizationEndpoint: str,
+        tokenEndpoint: str,
+        revocationEndpoint: str,
+        introspectionEndpoint: str,
+        managementEndpoint: str,
+        registrationEndpoint: str,
+        scopesSupported: strList,
+        capabilities: { type: 'array', uniqueItems: true, items: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]*$' } },
+      },
+    },
   },
 } as const;
 

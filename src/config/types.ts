@@ -24,10 +24,35 @@ export interface GatewayConfig {
   readonly logLevel: string;
   /** TLS for the proxy listener (absolute PEM paths); plain HTTP when absent. */
   readonly tls?: { readonly cert: string; readonly key: string } | undefined;
+  /**
+   * Load balancers / reverse proxies (IPs or CIDRs) whose X-Forwarded-For is believed: the client
+   * address recorded is then the one they report. Absent or empty: the socket peer, headers ignored.
+   */
+  readonly trustedProxies?: readonly string[] | undefined;
   /** SIGTERM/SIGINT: in-flight requests get this long to finish before connections are cut (default 10 s). */
   readonly shutdownGraceMs?: number | undefined;
   /** A candidate policy evaluated on live traffic without being enforced (src/monitor/shadow.ts). */
   readonly shadowPolicy?: string | undefined;
+  /** Browser origins allowed to call the FHIR API (CORS); absent or empty: none. */
+  readonly cors?: CorsConfig | undefined;
+  /** SMART configuration fields set by hand; absent ones are derived from the issuer's OpenID discovery. */
+  readonly smart?: SmartConfig | undefined;
+}
+
+export interface CorsConfig {
+  /** Exact origins (`https://app.example:8443`), compared byte for byte with the Origin header. */
+  readonly origins: readonly string[];
+}
+
+export interface SmartConfig {
+  readonly authorizationEndpoint?: string | undefined;
+  readonly tokenEndpoint?: string | undefined;
+  readonly revocationEndpoint?: string | undefined;
+  readonly introspectionEndpoint?: string | undefined;
+  readonly managementEndpoint?: string | undefined;
+  readonly registrationEndpoint?: string | undefined;
+  readonly scopesSupported?: readonly string[] | undefined;
+  readonly capabilities?: readonly string[] | undefined;
 }
 
 export interface HostPort {
@@ -38,10 +63,22 @@ export interface HostPort {
 export interface UpstreamConfig {
   /** FHIR base URL, no trailing slash. */
   readonly url: string;
+  /**
+   * Other bases (no trailing slash) the upstream names itself by in paging links, fullUrls and
+   * Locations: the public address HAPI or Azure is configured with, when the gateway reaches it
+   * under another. Links under them are read as under `url`; links anywhere else stay refused.
+   */
+  readonly linkBases?: readonly string[];
   readonly connectTimeoutMs: number;
   readonly headersTimeoutMs: number;
   readonly bodyTimeoutMs: number;
   readonly connections: number;
+  /**
+   * Whether the free text of the upstream's OperationOutcomes (`diagnostics`, `details.text`) reaches
+   * clients in 4xx answers. Default false: that text may echo PHI or upstream internals; the coded
+   * parts (severity, code, details.coding) always do.
+   */
+  readonly errorText?: boolean;
   readonly auth:
     | { readonly type: 'none' }
     | { readonly type: 'bearer'; readonly token: string }
@@ -62,7 +99,14 @@ export interface AuthConfig {
   readonly jwksUri: string | undefined;
   readonly jwksFile: string | undefined;
   readonly algorithms: readonly string[];
-  readonly rolesClaim: string;
+  /** Claim name(s) or dotted path(s) holding the caller's IdP roles; several are united. */
+  readonly rolesClaim: string | readonly string[];
+  /** IdP role/group name -> policy role(s). When set, only mapped names become roles. */
+  readonly roleMap?: Readonly<Record<string, string | readonly string[]>> | undefined;
+  /** Claims naming the SMART patient context (default [patient]); `fhirUser` is read as a reference. */
+  readonly patientClaims?: readonly string[] | undefined;
+  /** A scope claim naming no SMART scope: `refuse` (default, the token may do nothing) or `roles-only`. */
+  readonly scopelessTokens?: 'refuse' | 'roles-only' | undefined;
   readonly clockToleranceSec: number;
   /** Max verified tokens kept in memory (0 disables the cache). */
   readonly tokenCacheSize: number;

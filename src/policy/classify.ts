@@ -2,11 +2,11 @@
  * classify(): THE place where the gateway decides what a request is. Pure and synchronous. It
  * returns a ClassifiedRequest (src/policy/request.ts) or throws a GatewayError with one of
  * `method-not-allowed`, `request-unclassified`, `request-body-invalid`, `unsupported-media-type`,
- * `request-too-large`; never anything else for any request (a non-finite `maxBodyBytes` is a
+ * `request-too-large`, `not-acceptable`; never anything else for any request (a non-finite `maxBodyBytes` is a
  * configuration bug and answers `internal`). What is forwarded upstream is rebuilt
  * from its output (upstreamMethod(), upstreamPath, upstreamQuery, body), never from the raw URL,
  * so the upstream sees exactly what the decision layer judged. Fixed check order: method ->
- * override headers -> If-None-Exist -> URL (path shape, then query) -> body.
+ * override headers -> Accept -> If-None-Exist -> URL (path shape, then query, `_format`) -> body.
  *
  * Contracts and choices (README design notes repeat them):
  * - `POST Type/_search` and `POST /_search` merge the form body into the URL parameters (URL
@@ -17,11 +17,18 @@
  * - A POST operation with a form body is handled the same way: its parameters join `params` and
  *   `upstreamQuery`, and `body` is undefined. A JSON operation body must be a Parameters resource
  *   (kept in `body`; its parameters are not copied into `params`).
- * - Conditional create (`If-None-Exist`, in a header or a Bundle entry) is refused: whether the
- *   server answers 200 or 201 tells the caller if a matching resource exists, an existence oracle
- *   on criteria the caller may not be allowed to search (BYPASSES 3). Conditional update, patch
+ * - Conditional create (`If-None-Exist` on `POST /Type`, or `request.ifNoneExist` in a Bundle
+ *   entry) is a create plus a search: its criteria become the create's `params` (a plain create
+ *   takes no URL parameters, so `params` on a create always are If-None-Exist criteria), and the
+ *   decision layer judges them as a search of that type, because whether the server answers 200 or
+ *   201 tells the caller if a match exists (BYPASSES 3). The criteria go upstream only in the
+ *   If-None-Exist header or entry field (src/proxy/upstream-request.ts), never as a URL query.
+ *   Result-shaping parameters (`_count`, `_include`...) mean nothing there and are refused.
+ *   Conditional update, patch
  *   and delete (`PUT Type?criteria`) are classified without an id, so the decision layer can deny
  *   them; without criteria they are refused (a criteria-less conditional delete could match all).
+ * - The answer is FHIR JSON only: an `Accept` header or `_format` that asks only for something
+ *   else (XML, Turtle, HTML) is refused with `not-acceptable` rather than answered in JSON.
  * - Method overrides (the X-HTTP-Method-Override family, or a `_method` parameter) are refused,
  *   never honoured or ignored. `_format` and `_pretty` are dropped; every other parameter is kept.
  * - Only the Patient compartment is classified (`Patient/id/Type`, GET/HEAD).
@@ -33,7 +40,7 @@
 import { GatewayError } from '../errors.js';
 import type { ClassifiedRequest, HttpMethod, Interaction } from './request.js';
 import { parseStrictJson } from './classify/json.js';
-import { type BodyMedia, bodyMedia } from './classify/media.js';
+import { type BodyMedia, bodyMedia, checkAccept, checkFormatParam } from './classify/media.js';
 import { ID, resolveTarget, type Target } from './classify/target.js';
 import { dropFormatting, encodeParams, type Param, parseForm, pathSegments, splitTarget } from './classify/url.js';
 
@@ -92,10 +99,46 @@ export function upstreamUrl(req: ClassifiedRequest): string {
   return req.upstreamQuery === '' ? req.upstreamPath : `${req.upstreamPath}?${req.upstreamQuery}`;
 }
 
-/** URL params of the request or entry; a conditional update/patch/delete must carry criteria. */
-function urlParams(query: string, t: Target, what: string): Param[] {
-  const params = dropFormatting(parseForm(query, what));
+/**
+ * URL params of the request or entry; a conditional update/patch/delete must carry criteria, a
+ * create none (its criteria come in If-None-Exist). `checkFormat`: the request's own URL, whose
+ * `_format` must ask for JSON (an entry's `_format` is dropped: the Bundle answers as a whole).
+ */
+function urlParams(query: string, t: Target, what: string, checkFormat = false): Param[] {
+  const raw = parseForm(query, what);
+  if (checkFormat) for (const [name, value] of raw) if (name.toLowerCase() === '_format') checkFormatParam(value);
+  const params = dropFormatting(raw);
   if (t.conditional && params.length === 0) throw unclassified('conditional interaction without criteria');
+  if (t.interaction === 'create' && params.length > 0) throw unclassified('create with URL parameters');
+  return params;
+}
+
+/** Parameters that shape a result: meaningless as If-None-Exist criteria, which only match. */
+const RESULT_PARAMS: ReadonlySet<string> = new Set([
+  '_count', '_sort', '_include', '_revinclude', '_summary', '_elements', '_total', '_contained', '_containedType', '_offset', '_cursor', '_page',
+]);
+
+/**
+ * The criteria of a conditional create: `If-None-Exist` (header or entry field) as a query, with
+ * an optional leading `?` or `Type?` naming the created type. Empty, repeated or result-shaping
+ * criteria are refused.
+ */
+function ifNoneExist(raw: unknown, t: Target): Param[] {
+  if (t.interaction !== 'create') throw unclassified('If-None-Exist on a request other than create');
+  if (typeof raw !== 'string') throw unclassified('If-None-Exist is not one string');
+  let query = raw.trim();
+  const q = query.indexOf('?');
+  if (q >= 0) {
+    const before = query.slice(0, q);
+    if (before !== '' && before !== t.resourceType) throw unclassified('If-None-Exist names another type');
+    query = query.slice(q + 1);
+  }
+  const params = dropFormatting(parseForm(query, 'If-None-Exist'));
+  if (params.length === 0) throw unclassified('If-None-Exist without criteria');
+  for (const [name] of params) {
+    const colon = name.indexOf(':');
+    if (RESULT_PARAMS.has(colon < 0 ? name : name.slice(0, colon))) throw unclassified('If-None-Exist with a result parameter');
+  }
   return params;
 }
 
@@ -223,11 +266,11 @@ function classifyEntry(e: unknown, level: number, opts: ClassifyOptions): { clas
   // Bundle.entry.request.method is a code: exact upper case, no normalization.
   if (!METHODS.has(req.method)) throw new GatewayError('method-not-allowed', 'Bundle entry method');
   const method = req.method as HttpMethod;
-  if (req.ifNoneExist !== undefined) throw unclassified('conditional create in Bundle entry');
   if (typeof req.url !== 'string' || req.url === '') throw unclassified('Bundle entry without url');
   const { path, query } = splitTarget(req.url, 'optional');
   const t = resolveTarget(method, pathSegments(path), opts.isResourceType);
-  const params = urlParams(query, t, 'entry query');
+  const urlCriteria = urlParams(query, t, 'entry query');
+  const params = req.ifNoneExist === undefined ? urlCriteria : ifNoneExist(req.ifNoneExist, t);
   const resource = e.resource;
 
   let body: unknown;
@@ -258,7 +301,12 @@ function classifyEntry(e: unknown, level: number, opts: ClassifyOptions): { clas
     }
   }
   const classified = assemble({ method, target: t, params, body, ...(interaction && { interaction }), ...(entries && { entries }) });
-  const entry: JsonObject = { ...e, request: { ...req, method: upstreamMethod(classified), url: entryUrl(classified) } };
+  const { ifNoneExist: _criteria, ...request } = req;
+  const forwarded: JsonObject =
+    classified.interaction === 'create' && classified.upstreamQuery !== ''
+      ? { ...request, method: 'POST', url: classified.upstreamPath.slice(1), ifNoneExist: classified.upstreamQuery }
+      : { ...request, method: upstreamMethod(classified), url: entryUrl(classified) };
+  const entry: JsonObject = { ...e, request: forwarded };
   if (body !== undefined) entry.resource = body;
   return { classified, entry };
 }
@@ -321,10 +369,12 @@ export function classify(input: RawRequest, opts: ClassifyOptions): ClassifiedRe
   for (const h of METHOD_OVERRIDE_HEADERS) {
     if (input.headers[h] !== undefined) throw unclassified('method override header');
   }
-  if (input.headers['if-none-exist'] !== undefined) throw unclassified('conditional create');
+  checkAccept(input.headers.accept);
+  const criteria = input.headers['if-none-exist'];
   const { path, query } = splitTarget(input.url, 'required');
   const t = resolveTarget(method, pathSegments(path), opts.isResourceType);
-  const params = urlParams(query, t, 'query');
+  const urlCriteria = urlParams(query, t, 'query', true);
+  const params = criteria === undefined ? urlCriteria : ifNoneExist(criteria, t);
   const b = requestBody(input, t, opts);
   return assemble({
     method,

@@ -210,6 +210,11 @@ function decideOne(
     if (needed === undefined) return deny('request-unclassified', `${where}: interaction ${interaction}`);
     if (!typePlan.interactions.has(needed)) return deny('interaction-denied', `${where}: ${needed} not granted`);
   }
+  // A conditional create (its If-None-Exist criteria are its params, see classify) is a create plus
+  // a search: 200 or 201 tells whether something matches, so it needs the search grant too, and its
+  // criteria go through step 4 exactly as a search's parameters would.
+  const conditionalCreate = interaction === 'create' && req.params.length > 0;
+  if (conditionalCreate && !typePlan.interactions.has('search')) return deny('interaction-denied', `${where}: conditional create needs search`);
   if (interaction === 'search-compartment') {
     const owner = req.compartment;
     if (owner === undefined) return deny('request-unclassified', `${where}: compartment search without a compartment`);
@@ -229,8 +234,16 @@ function decideOne(
     req = t.request;
   }
   // Includes reach other types: judged (and narrowed) against the plan before the upstream is asked.
-  const inc = narrowIncludes(req.params, type, plan.types);
+  let inc = narrowIncludes(req.params, type, plan.types);
   if (!inc.ok) return deny('type-denied', `${where}: ${inc.param} ${inc.why}`);
+  if (principal.scopes !== undefined) {
+    // An included resource is a read of its type: the token's scopes must cover it as well as the
+    // plan (step 6 judges the searched type itself).
+    const scopes = principal.scopes;
+    const asRead: ClassifiedRequest = { ...req, interaction: 'read', params: [] };
+    inc = narrowIncludes(req.params, type, plan.types, (t) => scopesAllow(scopes, principal.patient !== undefined, asRead, t));
+    if (!inc.ok) return deny('scope-denied', `${where}: ${inc.param} ${inc.why} by the token's scopes`);
+  }
   let forward = inc.params === req.params ? req : rebuild(req, { params: inc.params });
 
   // 5. Patient compartment.
@@ -251,6 +264,9 @@ function decideOne(
     }
     const write = writeInCompartment(req, type, patient);
     if (write !== undefined) return deny('compartment-denied', `${where}: ${write}`);
+    // Its criteria would match other patients' resources too (which the filter then withholds, an
+    // answer that depends on them); If-None-Exist cannot be narrowed to a compartment path.
+    if (conditionalCreate) return deny('compartment-denied', `${where}: conditional create under a patient compartment`);
     // The upstream cannot narrow a type history to one patient, and filtering it afterwards would
     // still show how many versions others have.
     if (interaction === 'history-type' && isCompartmentType(type)) {
@@ -270,6 +286,9 @@ function decideOne(
   // 6. SMART scopes narrow, never widen, what the role grants.
   if (principal.scopes !== undefined && !scopesAllow(principal.scopes, principal.patient !== undefined, req, type)) {
     return deny('scope-denied', `${where}: no scope covers ${interaction} of ${type}`);
+  }
+  if (principal.scopes !== undefined && conditionalCreate && !scopesAllow(principal.scopes, principal.patient !== undefined, { ...req, interaction: 'search-type' }, type)) {
+    return deny('scope-denied', `${where}: no scope covers the search of a conditional create of ${type}`);
   }
 
   if (forward === classified) return { allow: true, plan, typePlan, rule: where };

@@ -27,14 +27,17 @@ export function isIncludeParam(name: string): boolean {
   return name === '_include' || name === '_revinclude' || name.startsWith('_include:') || name.startsWith('_revinclude:');
 }
 
-/** Whether the plan lets the caller see resources of `type` (an include is a read of them). */
-function visible(types: ReadonlyMap<string, ResourcePlan>, type: string): boolean {
+/**
+ * Whether the plan lets the caller see resources of `type` (an include is a read of them), and
+ * `also` does (the token's SMART scopes: an app limited to Observation must not pull the Patient in).
+ */
+function visible(types: ReadonlyMap<string, ResourcePlan>, type: string, also?: (type: string) => boolean): boolean {
   const p = types.get(type);
-  return p !== undefined && (p.interactions.has('read') || p.interactions.has('search'));
+  return p !== undefined && (p.interactions.has('read') || p.interactions.has('search')) && (also === undefined || also(type));
 }
 
 /** The include values that replace one include parameter, or why it is refused. */
-function expand(name: string, value: string, searchedType: string, types: ReadonlyMap<string, ResourcePlan>): string[] | { why: string } {
+function expand(name: string, value: string, searchedType: string, types: ReadonlyMap<string, ResourcePlan>, also?: (type: string) => boolean): string[] | { why: string } {
   const colon = name.indexOf(':');
   const kind = colon < 0 ? name : name.slice(0, colon);
   const modifier = colon < 0 ? undefined : name.slice(colon + 1);
@@ -47,7 +50,7 @@ function expand(name: string, value: string, searchedType: string, types: Readon
   if (parts.length < 2 || parts.length > 3 || parts.some((p) => p === '')) return { why: 'is malformed' };
   const [source, code, target] = parts as [string, string, string | undefined];
   if (code === '*' || target === '*') return { why: 'is a wildcard' };
-  if (!visible(types, source)) return { why: 'names a source type that is not granted' };
+  if (!visible(types, source, also)) return { why: 'names a source type that is not granted' };
   if (!rev && !iterate && source !== searchedType) return { why: 'names a source other than the searched type' };
   const info = searchParam(source, code);
   if (info === undefined || info.type !== 'reference' || info.targets === undefined) return { why: 'names no reference parameter of its source' };
@@ -62,7 +65,7 @@ function expand(name: string, value: string, searchedType: string, types: Readon
     candidates = candidates.filter((t) => t === searchedType);
     if (candidates.length === 0) return { why: 'names a target other than the searched type' };
   }
-  const granted = candidates.filter((t) => visible(types, t));
+  const granted = candidates.filter((t) => visible(types, t, also));
   if (granted.length === 0) return { why: 'reaches no target type that is granted' };
   if (target !== undefined) return [value];
   return granted.map((t) => `${source}:${code}:${t}`);
@@ -71,9 +74,14 @@ function expand(name: string, value: string, searchedType: string, types: Readon
 /**
  * Checks and narrows every include parameter among `params` for a search on `searchedType` under
  * a plan granting `types`. Other parameters keep their place; a narrowed include is replaced in
- * place by its expansion.
+ * place by its expansion. `also`, when given, must hold for every type an include reaches as well.
  */
-export function narrowIncludes(params: readonly Param[], searchedType: string, types: ReadonlyMap<string, ResourcePlan>): IncludeResult {
+export function narrowIncludes(
+  params: readonly Param[],
+  searchedType: string,
+  types: ReadonlyMap<string, ResourcePlan>,
+  also?: (type: string) => boolean,
+): IncludeResult {
   let out: Param[] | undefined;
   for (let i = 0; i < params.length; i++) {
     const [name, value] = params[i]!;
@@ -81,7 +89,7 @@ export function narrowIncludes(params: readonly Param[], searchedType: string, t
       out?.push(params[i]!);
       continue;
     }
-    const r = expand(name, value, searchedType, types);
+    const r = expand(name, value, searchedType, types, also);
     if (!Array.isArray(r)) return { ok: false, param: name, why: r.why };
     if (r.length === 1 && r[0] === value) {
       out?.push(params[i]!);

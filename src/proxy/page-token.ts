@@ -22,6 +22,13 @@ export interface PageState {
   readonly r: number;
   /** Page size. */
   readonly n: number;
+  /**
+   * Bytes of the gateway's own first upstream request for this search (its query plus what the
+   * gateway adds: `_count`, `_security:not`): the padding holds a position of that size, whichever
+   * upstream page the position is on (a later page's link is often far shorter: the length of the
+   * token would tell whether withheld results were skipped).
+   */
+  readonly f: number;
 }
 
 export interface PageBinding {
@@ -59,9 +66,10 @@ function bindingDigest(b: PageBinding): string {
  * length plus a margin holds it; a longer one (an unusually long upstream cursor) falls into
  * coarse 1 KiB steps.
  */
-function padded(json: string, q: string): string {
+function padded(json: string, q: string, f: number): string {
   const bytes = Buffer.byteLength(json, 'utf8');
-  let target = Math.ceil((2 * Buffer.byteLength(q, 'utf8') + 512) / 256) * 256;
+  const qBytes = Buffer.byteLength(q, 'utf8');
+  let target = Math.ceil((qBytes + Math.max(qBytes, f) + 512) / 256) * 256;
   if (bytes > target) target = Math.ceil(bytes / 1024) * 1024;
   return json + ' '.repeat(target - bytes);
 }
@@ -87,10 +95,10 @@ export function createPageTokens(opts: { secret: string | undefined; ttlSeconds:
 
   return {
     seal(state, binding) {
-      const sealed: Sealed = { v: 1, b: bindingDigest(binding), e: nowSec() + opts.ttlSeconds, q: state.q, u: state.u, i: state.i, r: state.r, n: state.n };
+      const sealed: Sealed = { v: 1, b: bindingDigest(binding), e: nowSec() + opts.ttlSeconds, q: state.q, u: state.u, i: state.i, r: state.r, n: state.n, f: state.f };
       const iv = randomBytes(IV_BYTES);
       const cipher = createCipheriv('aes-256-gcm', key, iv);
-      const body = Buffer.concat([cipher.update(padded(JSON.stringify(sealed), state.q), 'utf8'), cipher.final()]);
+      const body = Buffer.concat([cipher.update(padded(JSON.stringify(sealed), state.q, state.f), 'utf8'), cipher.final()]);
       return Buffer.concat([iv, body, cipher.getAuthTag()]).toString('base64url');
     },
 
@@ -116,11 +124,11 @@ export function createPageTokens(opts: { secret: string | undefined; ttlSeconds:
       if (s.b !== bindingDigest(binding)) throw invalid('issued to another caller, purpose or policy');
       if (s.e < nowSec()) throw invalid('expired');
       if (typeof s.q !== 'string' || !s.q.startsWith('/') || typeof s.u !== 'string' || !s.u.startsWith('/')) throw invalid('bad position');
-      for (const k of ['i', 'r', 'n'] as const) {
+      for (const k of ['i', 'r', 'n', 'f'] as const) {
         const v = s[k];
         if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw invalid('bad position');
       }
-      return { q: s.q, u: s.u, i: s.i!, r: s.r!, n: s.n! };
+      return { q: s.q, u: s.u, i: s.i!, r: s.r!, n: s.n!, f: s.f! };
     },
   };
 }

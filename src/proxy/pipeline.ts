@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { AuditSink } from '../audit/record.js';
 import { authorizationFromRawHeaders } from '../auth/header.js';
+import { bearerChallenge, type TokenFailure, tokenFailureOf } from '../auth/refusal.js';
 import type { Principal } from '../auth/principal.js';
 import type { GatewayConfig } from '../config/types.js';
 import { ERRORS, type ErrorCode, GatewayError, isGatewayError, operationOutcome } from '../errors.js';
@@ -29,8 +30,10 @@ import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
 import { jsonBytes } from '../utf8.js';
 import { tailTypeId } from '../fhir/reference.js';
 import { pseudonymize } from '../redact/pseudonym.js';
-import { Filter } from '../redact/response.js';
-import { encodeParams, parseForm, splitTarget } from '../policy/classify/url.js';
+import { Filter, scrubOperationOutcome } from '../redact/response.js';
+import { gatewayEtag, ifNoneMatchHits, upstreamVersionTag, versionShown } from './etag.js';
+import { headersOnlyStats, returnPreference, writeOutcome } from './prefer.js';
+import { encodeParams, parseForm, pathSegments, splitTarget } from '../policy/classify/url.js';
 import { announceEntry, collectPage, includeSpecs, type PageStart } from './paging.js';
 import { createPageTokens, type PageBinding, type PageState } from './page-token.js';
 
@@ -62,6 +65,20 @@ export interface PipelineDeps {
    */
   readonly upstreamDispatcher?: Dispatcher | undefined;
   readonly now?: () => Date;
+  /** CORS (src/server/cors.ts): the headers of an allowed preflight's answer. Absent: every preflight refused. */
+  readonly cors?: { preflight(origin: string | string[] | undefined): Headers | undefined } | undefined;
+  /** The gateway's own discovery documents (src/server/discovery.ts). Absent: both answer discovery-unavailable. */
+  readonly discovery?: DiscoveryGate | undefined;
+}
+
+/** The gateway's CapabilityStatement and SMART configuration, answered without asking the upstream. */
+export interface DiscoveryGate {
+  smartConfiguration(): Promise<unknown>;
+  /** `caller` absent: no token came with the request. Refusals are those decide() gives for the same headers. */
+  capabilityStatement(
+    policy: CompiledPolicy,
+    caller: { principal: Principal; purpose?: string | undefined; role?: string | undefined } | undefined,
+  ): Promise<{ ok: true; body: unknown; rule: string } | { ok: false; code: ErrorCode }>;
 }
 
 export interface PolicyRuntime {
@@ -149,7 +166,20 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     logger.warn('paging.key is not set: continuation tokens use a random per-process key (they end with the process and do not work across replicas)');
   }
 
-  /** An upstream paging link as path + query on the upstream origin; a link anywhere else is refused. */
+  // The bases the upstream may name itself by: its URL, then the public addresses it writes in links
+  // (upstream.linkBases: HAPI's server_address, Azure's host name). Anything under one of them is the
+  // upstream's; anything else is not followed and not released.
+  const selfBases = [upstreamBase, ...(config.upstream.linkBases ?? [])].map((b) => b.replace(/\/+$/, ''));
+  const linkBases = selfBases.map((b) => {
+    const u = new URL(b);
+    return { origin: u.origin, path: u.pathname.replace(/\/+$/, '') };
+  });
+
+  /**
+   * An upstream paging link as path + query on the upstream origin: under upstream.url as it is,
+   * under a link base moved onto upstream.url's base path. A link anywhere else is refused: an
+   * upstream that could make the gateway fetch another host would reach whatever that host serves.
+   */
   function upstreamLink(link: string): string {
     let u: URL;
     try {
@@ -157,16 +187,22 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     } catch {
       throw new GatewayError('upstream-bad-response', 'unparseable paging link');
     }
-    const inBase = u.pathname === upstreamBasePath || u.pathname.startsWith(`${upstreamBasePath}/`);
-    if (u.origin !== upstreamUrl.origin || !inBase) throw new GatewayError('upstream-bad-response', 'paging link outside the configured upstream');
-    return u.pathname + u.search;
+    for (const b of linkBases) {
+      if (u.origin !== b.origin) continue;
+      if (u.pathname !== b.path && !u.pathname.startsWith(`${b.path}/`)) continue;
+      return upstreamBasePath + u.pathname.slice(b.path.length) + u.search;
+    }
+    throw new GatewayError('upstream-bad-response', 'paging link outside the configured upstream');
   }
 
+  /** An upstream URL (fullUrl, Location, a reference) under one of its bases, moved to the public base. */
   function rewriteUrl(url: string): string | undefined {
-    if (url === upstreamBase) return publicBase;
-    if (url.startsWith(upstreamBase)) {
-      const next = url.charAt(upstreamBase.length);
-      if (next === '/' || next === '?') return publicBase + url.slice(upstreamBase.length);
+    for (const base of selfBases) {
+      if (url === base) return publicBase;
+      if (url.startsWith(base)) {
+        const next = url.charAt(base.length);
+        if (next === '/' || next === '?') return publicBase + url.slice(base.length);
+      }
     }
     return undefined;
   }
@@ -222,6 +258,19 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     rule: string,
     payload: Buffer,
   ): Promise<void> {
+    if (status === 200 && decision === 'allow' && (ex.method === 'GET' || ex.method === 'HEAD')) {
+      // The gateway's own ETag over the bytes released, never the upstream's (src/proxy/etag.ts).
+      // A matching If-None-Match is answered 304 without a body, decided before the audit write so
+      // the record says 304: it still names the request, but no element or resource was released.
+      const etag = gatewayEtag(payload);
+      headers = { ...headers, etag };
+      if (ifNoneMatchHits(reply.request.headers['if-none-match'], etag)) {
+        status = 304;
+        payload = EMPTY;
+        rule = `${rule}: not modified`;
+        if (ex.stats) ex.stats = { elementsRemoved: 0, resourcesWithheld: 0, resources: [], patients: ex.stats.patients };
+      }
+    }
     try {
       await deps.audit.write(toAuditRecord(ex, { status, decision, rule }));
     } catch (e) {
@@ -243,18 +292,25 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
         resourceType: ex.request?.resourceType,
         role: ex.role,
         purpose: ex.purpose,
+        // Why it was refused (the error code, and for a token which check failed): never token contents.
+        code: refusals.get(ex)?.code,
+        reason: refusals.get(ex)?.reason,
         ms: elapsedMs(ex.started),
       },
       'request completed',
     );
     const h: Headers = headers ?? {};
-    h['content-type'] = FHIR_JSON;
+    if (status === 304) delete h['content-type'];
+    else h['content-type'] ??= FHIR_JSON;
     h['cache-control'] = 'no-store';
     h['x-request-id'] = ex.id;
     reply.code(status).headers(h);
     // For HEAD, Node sends the headers (Content-Length included) and drops the body itself, so a
     // HEAD answer is byte-for-byte the GET answer's head: no oracle in which one lacks a length.
-    reply.send(payload);
+    // Compression (@fastify/compress, src/server/app.ts) runs inside send(), after the audit record
+    // was written from these very bytes; a 304 sends no payload at all (and no Content-Length).
+    if (status === 304) reply.send();
+    else reply.send(payload);
     if (deps.observe) {
       try {
         deps.observe(ex, { status, decision, rule });
@@ -264,12 +320,17 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     }
   }
 
+  /** What fail() refused a request with, for its "request completed" log line. */
+  const refusals = new WeakMap<Exchange, { code: ErrorCode; reason: TokenFailure | undefined }>();
+
   function fail(ex: Exchange, reply: FastifyReply, e: unknown, decision: 'deny' | 'error'): Promise<void> {
     const { code, status } = errorOutcome(e);
     if (!isGatewayError(e)) logger.error({ reqId: ex.id, err: e }, 'unexpected error');
     else if (e.detail) logger.debug({ reqId: ex.id, code, detail: e.detail }, 'request refused');
+    refusals.set(ex, { code, reason: tokenFailureOf(e) });
     const headers: Headers = {};
-    if (code === 'invalid-token') headers['www-authenticate'] = 'Bearer realm="phi-gateway", error="invalid_token"';
+    // Names the failed check (expired, audience...) in fixed words; no credentials at all: a bare challenge.
+    if (code === 'invalid-token') headers['www-authenticate'] = bearerChallenge(e);
     if (code === 'gateway-busy') headers['retry-after'] = '1';
     return finish(ex, reply, { status, body: operationOutcome(code), headers, decision, rule: ex.rule ? `${ex.rule}: ${code}` : code });
   }
@@ -285,6 +346,60 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       userAgent: headerValue(request.headers['user-agent'])?.slice(0, 200),
       policyVersion: rt.policy.version,
     };
+  }
+
+  /**
+   * A preflight (204 with the CORS headers for an allowed origin, `cors-origin-denied` without any
+   * for another), the SMART configuration, or the CapabilityStatement: for the policy as a whole
+   * without a token; with one, verified, for what that caller may do (purpose and X-Role optional).
+   * Audited like every answer; the upstream is never asked.
+   */
+  async function answerOwn(target: OwnTarget, ex: Exchange, request: FastifyRequest, reply: FastifyReply, rt: PolicyRuntime): Promise<void> {
+    let out: Outcome;
+    try {
+      if (target === 'preflight') {
+        ex.rule = 'cors.origins';
+        ex.details = { origin: headerValue(request.headers.origin)?.slice(0, 200), requestMethod: headerValue(request.headers['access-control-request-method'])?.slice(0, 20) };
+        const headers = deps.cors?.preflight(request.headers.origin);
+        if (headers === undefined) throw new GatewayError('cors-origin-denied', 'origin not in cors.origins');
+        out = { status: 204, body: undefined, headers, decision: 'allow', rule: 'cors.origins: preflight' };
+      } else {
+        ex.rule = `discovery: ${target}`;
+        if (request.method !== 'GET' && request.method !== 'HEAD') throw new GatewayError('method-not-allowed', `${target} is read-only`);
+        if (deps.discovery === undefined) throw new GatewayError('discovery-unavailable', 'no discovery configured');
+        if (target === 'smart-configuration') {
+          const body = await deps.discovery.smartConfiguration();
+          out = { status: 200, body, headers: { 'content-type': 'application/json; charset=utf-8' }, decision: 'allow', rule: ex.rule };
+        } else {
+          ex.request = deps.steps.classify({ method: request.method, url: ex.url, headers: request.headers, body: undefined });
+          for (const [name, value] of ex.request.params) {
+            if (name !== 'mode') throw new GatewayError('search-param-denied', `metadata parameter ${name}`);
+            if (value !== 'full' && value !== 'normative') throw new GatewayError('bad-request', 'metadata mode');
+          }
+          let caller: Parameters<DiscoveryGate['capabilityStatement']>[1];
+          const authorization = authorizationFromRawHeaders(request.raw.rawHeaders);
+          if (authorization !== undefined) {
+            ex.principal = await deps.verifier.verify(authorization);
+            let purpose: string | undefined;
+            if (request.headers['x-purpose-of-use'] !== undefined) {
+              const p = deps.steps.parsePurpose(request.headers['x-purpose-of-use'], rt.policy);
+              if (!p.ok) throw new GatewayError(p.code);
+              purpose = ex.purpose = p.code;
+            }
+            const role = request.headers['x-role'];
+            if (Array.isArray(role)) throw new GatewayError('role-not-held', 'repeated X-Role');
+            ex.role = role;
+            caller = { principal: ex.principal, purpose, role };
+          }
+          const r = await deps.discovery.capabilityStatement(rt.policy, caller);
+          if (!r.ok) throw new GatewayError(r.code);
+          out = { status: 200, body: r.body, decision: 'allow', rule: r.rule };
+        }
+      }
+    } catch (e) {
+      return fail(ex, reply, e, isGatewayError(e) && e.status < 500 ? 'deny' : 'error');
+    }
+    return finish(ex, reply, out);
   }
 
   /** For failures before the pipeline runs (body too large, unknown route): still audited. */
@@ -311,13 +426,20 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     const rt = deps.policy();
     const ex = exchange(request, rt);
     const url = ex.url;
+    // CORS preflights and the discovery documents: the gateway's own answers, given without a token.
+    const own = ownTarget(request.method, request.headers, url);
+    if (own !== undefined) return answerOwn(own, ex, request, reply, rt);
     let plan: AccessPlan;
     let decided: ClassifiedRequest;
     let page: PageState | undefined;
     try {
       // Node keeps only the first of repeated Authorization headers; the raw list lets the verifier refuse them.
       ex.principal = await deps.verifier.verify(authorizationFromRawHeaders(request.raw.rawHeaders));
-      const purpose = deps.steps.parsePurpose(request.headers['x-purpose-of-use'], rt.policy);
+      // No header, and the token itself allows exactly one purpose: that one is declared (clients
+      // such as fhirclient's pager cannot add a header to every request). Zero or several: refused.
+      const tokenPurposes = ex.principal.tokenPurposes;
+      const declared = request.headers['x-purpose-of-use'] ?? (tokenPurposes?.length === 1 ? tokenPurposes[0] : undefined);
+      const purpose = deps.steps.parsePurpose(declared, rt.policy);
       if (!purpose.ok) throw new GatewayError(purpose.code);
       ex.purpose = purpose.code;
       const cursor = cursorOf(url);
@@ -325,7 +447,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
         // A gateway continuation: the search it continues is re-classified and re-decided for this
         // caller, and the token must have been issued to exactly this caller, purpose and policy.
         if (request.method !== 'GET' && request.method !== 'HEAD') throw new GatewayError('method-not-allowed', 'paging link with a body method');
-        page = tokens.open(cursor, bindingOf(ex.principal, ex.purpose, rt.policy.version));
+        page = tokens.open(cursor.token, bindingOf(ex.principal, ex.purpose, rt.policy.version));
+        if (cursor.count !== undefined && cursor.count !== String(page.n)) throw new GatewayError('paging-token-invalid', '_count differs from the page size of the link');
       }
       decided = deps.steps.classify({
         method: request.method,
@@ -367,7 +490,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       // with the context its answer will be filtered with (src/proxy/stored-guard.ts).
       const eligible = announces(ex, rt);
       const filter = responseContext(rt, plan, eligible, ex.breakGlass?.patient ?? ex.principal.patient);
-      ({ req: decided, ifMatch } = await guardStored({ ex, req: decided, plan, filter, breakGlass: ex.breakGlass !== undefined }));
+      ({ req: decided, ifMatch } = await guardStored({ ex, req: decided, plan, filter, breakGlass: ex.breakGlass !== undefined, clientIfMatch: request.headers['if-match'] }));
     } catch (e) {
       return fail(ex, reply, e, isStoredRefusal(e) ? 'deny' : 'error');
     }
@@ -402,7 +525,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
         // One more than the page (at least minUpstreamCount): when nothing is withheld, one upstream page tells whether a next one exists.
         if (page === undefined) sent = withCount(req, upstreamCountWith(count, paging.minUpstreamCount), exclude);
         const q = page?.q ?? canonicalUrl(ex.request!);
-        start = page === undefined ? { at: '', index: 0, released: 0, count, q } : { at: page.u, index: page.i, released: page.r, count: page.n, q };
+        start = page === undefined ? { at: '', index: 0, released: 0, count, q } : { at: page.u, index: page.i, released: page.r, count: page.n, q, f: page.f };
       }
       call = buildUpstreamCall(sent, headers, {
         basePath: upstreamBasePath,
@@ -526,10 +649,10 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     const link: Array<{ relation: string; url: string }> = [{ relation: 'self', url: self }];
     if (collected.next !== undefined) {
       const token = tokens.seal(
-        { q: start.q, u: collected.next.at, i: collected.next.index, r: collected.next.released, n: start.count },
+        { q: start.q, u: collected.next.at, i: collected.next.index, r: collected.next.released, n: start.count, f: start.f ?? Buffer.byteLength(start.at, 'utf8') },
         bindingOf(ex.principal!, ex.purpose!, rt.policy.version),
       );
-      link.push({ relation: 'next', url: `${publicBase}${start.q.split('?', 1)[0]}?_cursor=${token}` });
+      link.push({ relation: 'next', url: `${publicBase}${start.q.split('?', 1)[0]}?_cursor=${token}&_count=${start.count}` });
     }
     const body: Obj = { resourceType: 'Bundle', type: collected.type };
     if (collected.total !== undefined) body.total = collected.total;
@@ -592,19 +715,31 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     if (status >= 500) throw new GatewayError('upstream-error', `upstream ${status}`);
     if (status < 200 || (status >= 300 && status < 400)) throw new GatewayError('upstream-bad-response', `upstream ${status}`);
 
+    const writeAnswer = (req.interaction === 'create' || req.interaction === 'update' || req.interaction === 'patch') && status < 300;
+    // A conditional create (criteria in its params) that matched: 200 with the match, which the
+    // caller may only learn about if it may see it (src/proxy/stored-guard.ts).
+    const matched = req.interaction === 'create' && req.params.length > 0 && status === 200;
     if (body.kind === 'empty') {
-      // 204 / 200 without body (delete, some updates): nothing to filter.
-      return finish(ex, reply, { status, body: undefined, headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '' });
+      // A match without a body cannot be judged (the upstream was asked for the representation).
+      if (matched) throw new GatewayError('upstream-bad-response', 'conditional create matched without a body');
+      // 204 / 200 without body (delete, an upstream answering a write minimally): nothing to filter.
+      if (writeAnswer) writeHeaders(headers, up, rt, plan, req, compartment);
+      const shaped = writeAnswer ? preferred(req, reply, undefined) : undefined;
+      return finish(ex, reply, { status, body: shaped?.body, headers, decision: status < 400 ? 'allow' : 'deny', rule: `${ex.rule ?? ''}${shaped?.rule ?? ''}` });
     }
     const value = body.value as { resourceType?: unknown };
     // Released unchanged (the filter returns its input when it changed nothing, and never mutates
     // it) and provably read the same by any parser: the upstream's bytes go out as they came.
     const asIs = (released: unknown) => (released === value && readsAsParsed(body.raw, value) ? body.raw : undefined);
     if (status >= 400 && value.resourceType !== 'OperationOutcome') throw new GatewayError('upstream-error', `upstream ${status} without OperationOutcome`);
-    if (req.interaction === 'capabilities') {
-      if (value.resourceType !== 'CapabilityStatement') throw new GatewayError('upstream-bad-response', 'metadata is not a CapabilityStatement');
-      return finish(ex, reply, { status, body: value, asIs: asIs(value), headers, decision: 'allow', rule: ex.rule ?? '' });
+    if (status >= 400) {
+      // The upstream's reason for a 4xx (a failed patch, a stale If-Match, a conflict) reaches the
+      // client as codes only; its free text only when upstream.errorText allows (it may echo PHI).
+      const oo = scrubOperationOutcome(value as Obj, config.upstream.errorText === true);
+      return finish(ex, reply, { status, body: oo, headers, decision: 'deny', rule: `${ex.rule ?? ''}: upstream ${status}` });
     }
+    // /metadata is the gateway's own (answerOwn); the upstream's statement is never released.
+    if (req.interaction === 'capabilities') throw new GatewayError('internal', 'metadata reached the upstream path');
 
     const ctx = responseContext(rt, plan, eligible, compartment);
     let result: FilterResult;
@@ -618,7 +753,9 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     }
     ex.stats = result.stats;
     const write = req.interaction === 'create' || req.interaction === 'update' || req.interaction === 'patch' || req.interaction === 'delete';
-    if (result.kind === 'withheld' && write && status < 300) {
+    // A withheld match of a conditional create: nothing was written, and it falls to the branch
+    // below (answered as a read of it would be; see src/proxy/stored-guard.ts for why).
+    if (result.kind === 'withheld' && write && status < 300 && !matched) {
       // The upstream executed the write; only its answer is not the caller's to see. The client is
       // told the write happened (status, no body) and the record says so: never audited as denied.
       return finish(ex, reply, { status, body: undefined, headers, decision: 'allow', rule: `${ex.rule ?? ''}: executed; answer withheld (${result.reason})` });
@@ -628,7 +765,23 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       const oo = operationOutcome(code);
       return finish(ex, reply, { status: ERRORS[code].status, body: oo, decision: 'deny', rule: `${ex.rule ?? ''}: withheld (${result.reason})` });
     }
-    // A de-identified caller sees pseudonyms only, and neither versions nor modification times.
+    writeHeaders(headers, up, rt, plan, req, compartment, writeAnswer);
+    const shaped = writeAnswer ? preferred(req, reply, ex.stats) : undefined;
+    if (shaped !== undefined) {
+      ex.stats = shaped.stats;
+      return finish(ex, reply, { status, body: shaped.body, headers, decision: 'allow', rule: `${ex.rule ?? ''}${shaped.rule}` });
+    }
+    return finish(ex, reply, { status, body: result.body, asIs: asIs(result.body), headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '' });
+  }
+
+  /**
+   * Location and Content-Location (rewritten to the gateway; pseudonyms for a de-identified caller,
+   * who sees neither versions nor modification times) and Last-Modified of a 2xx answer; and, for
+   * a write's answer only, the upstream's `W/"version"` when the caller is shown versions. Reads
+   * and searches get the gateway's own ETag over the bytes it releases (release(), src/proxy/etag.ts).
+   */
+  function writeHeaders(headers: Headers, up: UpstreamAnswer, rt: PolicyRuntime, plan: AccessPlan, req: ClassifiedRequest, compartment: string | undefined, versioned = true): void {
+    if (up.statusCode >= 300) return;
     const deid = deidentifyOf(plan) !== undefined;
     for (const name of ['location', 'content-location'] as const) {
       const v = headerValue(up.headers[name]);
@@ -636,18 +789,34 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       if (deid && rewritten !== undefined) rewritten = pseudonymLocation(rewritten, rt.redact.pseudonymKey);
       if (rewritten !== undefined) headers[name] = rewritten;
     }
-    const etag = headerValue(up.headers.etag);
-    if (etag && status < 300 && !deid) headers.etag = etag;
+    const typePlan = req.resourceType === undefined ? undefined : plan.types.get(req.resourceType);
+    const etag = upstreamVersionTag(headerValue(up.headers.etag));
+    if (versioned && etag && versionShown(typePlan, responseContext(rt, plan, false, compartment))) headers.etag = etag;
     const lastModified = headerValue(up.headers['last-modified']);
-    if (lastModified && status < 300 && !deid) headers['last-modified'] = lastModified;
-    return finish(ex, reply, { status, body: result.body, asIs: asIs(result.body), headers, decision: status < 400 ? 'allow' : 'deny', rule: ex.rule ?? '' });
+    if (lastModified && !deid) headers['last-modified'] = lastModified;
+  }
+
+  /**
+   * What a create, update or patch releases under the client's `Prefer: return=` (src/proxy/prefer.ts):
+   * undefined for the representation (the filtered resource, the default), else the body (none, or
+   * the gateway's OperationOutcome), the audit statistics of what that releases, and a rule suffix.
+   */
+  function preferred(req: ClassifiedRequest, reply: FastifyReply, stats: FilterResult['stats'] | undefined) {
+    const pref = returnPreference(reply.request.headers.prefer);
+    if (pref !== 'minimal' && pref !== 'OperationOutcome') return undefined;
+    return {
+      body: pref === 'minimal' ? undefined : writeOutcome(req.interaction),
+      stats: stats && headersOnlyStats(stats),
+      rule: `: return=${pref}`,
+    };
   }
 
   return { handle, reject, exchange, fail, finish };
 }
 
 type Obj = Record<string, unknown>;
-type PagedStart = PageStart & { readonly q: string };
+/** `f`: bytes of the first upstream request, once `at` is no longer it (a continuation). */
+type PagedStart = PageStart & { readonly q: string; readonly f?: number };
 
 function isPlainObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -789,15 +958,44 @@ function bindingOf(p: Principal, purpose: string, policyVersion: string): PageBi
 }
 
 /**
- * The continuation token when the query is a gateway paging link (`_cursor` alone), else
- * undefined. `_cursor` next to other parameters is refused: nothing may ride along with a token.
+ * The continuation token when the query is a gateway paging link, else undefined: `_cursor`, and
+ * `_count` as the gateway's own link repeats it (clients such as MedplumClient rebuild the next
+ * request from the link's query and add `_count` when it is missing). Anything else next to a
+ * token is refused, and so is a `_count` other than the page size sealed in it (checked on open).
  */
-function cursorOf(url: string): string | undefined {
+function cursorOf(url: string): { token: string; count: string | undefined } | undefined {
   const q = url.indexOf('?');
   if (q < 0 || !url.includes('_cursor', q)) return undefined;
   const params = parseForm(splitTarget(url, 'required').query, 'query');
   const cursors = params.filter(([n]) => n === '_cursor');
   if (cursors.length === 0) return undefined;
-  if (params.length !== 1) throw new GatewayError('paging-token-invalid', '_cursor with other parameters');
-  return cursors[0][1];
+  const counts = params.filter(([n]) => n === '_count');
+  if (cursors.length !== 1 || counts.length > 1 || params.length !== 1 + counts.length) {
+    throw new GatewayError('paging-token-invalid', '_cursor with other parameters');
+  }
+  return { token: cursors[0][1], count: counts[0]?.[1] };
+}
+
+type OwnTarget = 'preflight' | 'metadata' | 'smart-configuration';
+
+/**
+ * Which of the gateway's own answers a request asks for: a CORS preflight (OPTIONS with Origin and
+ * Access-Control-Request-Method, on any path), or a discovery document, its path read exactly as
+ * classify() reads it (so `/%6Detadata` is /metadata too, and never reaches the upstream).
+ */
+function ownTarget(method: string, headers: FastifyRequest['headers'], url: string): OwnTarget | undefined {
+  if (method === 'OPTIONS' && headers.origin !== undefined && headers['access-control-request-method'] !== undefined) return 'preflight';
+  const q = url.indexOf('?');
+  const raw = q < 0 ? url : url.slice(0, q);
+  // Cheap test first: every spelling of these paths has the name or an escape in it.
+  if (!raw.includes('metadata') && !raw.includes('smart-configuration') && !raw.includes('%')) return undefined;
+  let segs: string[];
+  try {
+    segs = pathSegments(splitTarget(url, 'required').path);
+  } catch {
+    return undefined; // classify() refuses it the same way, after authentication
+  }
+  if (segs.length === 1 && segs[0] === 'metadata') return 'metadata';
+  if (segs.length === 2 && segs[0] === '.well-known' && segs[1] === 'smart-configuration') return 'smart-configuration';
+  return undefined;
 }

@@ -13,13 +13,25 @@
  *   creates, since 201 vs 200 would tell whether a withheld resource exists. A stored resource the
  *   caller could not read is answered as a read of it. Otherwise the write goes with
  *   `If-Match: W/"<stored versionId>"`, so the upstream refuses it if the resource changed in
- *   between; a stored resource without a usable versionId is refused (fail closed).
+ *   between; a stored resource without a usable versionId is refused (fail closed). A client's own
+ *   If-Match naming another version is refused (412 `precondition-failed`, see ifMatchSent()).
  * - Security labels: adding, changing or removing `meta.security` on update or patch needs the
  *   type's `relabel` interaction or an active break-glass session (`label-change-denied`); a create
  *   or update whose body carries a label the caller's plan withholds is never sent (`label-denied`):
  *   the caller could not read back what it wrote.
  * - Conditional update, patch and delete (by criteria, no id) are refused: what they replace cannot
  *   be read first.
+ * - Conditional create (If-None-Exist; decide() judged its criteria as a search): the upstream
+ *   answers 201 when nothing matches, 200 with the match when one does, 412 for several. For a
+ *   caller not told of withholding, the criteria get `_security:not` for every label its plan
+ *   withholds from the type (as its searches do), so a withheld resource never matches: the answer
+ *   is then the one the caller would get if the withheld resource did not exist (created, 201; or
+ *   the visible match alone decides 200 vs 412). A caller told of withholding (it may break the
+ *   glass) searches without them, and a withheld match is answered as a read of it would be
+ *   (403 `break-glass-available`), as its search would announce it. If a withheld match comes back
+ *   all the same (an upstream that ignores `_security:not`, a label in a legacy spelling), it is
+ *   never released: the pipeline answers as a read of it (404 or 403), audited as refused; nothing
+ *   was written. Under a patient compartment the criteria cannot be bounded to it: refused.
  *
  * - Type history is refused where resources of the type can be withheld (labels or a patient
  *   context): each past version would have to be judged by its resource's current version.
@@ -36,11 +48,13 @@ import { Agent, type Dispatcher, request as undiciRequest } from 'undici';
 import type { GatewayConfig } from '../config/types.js';
 import { type ErrorCode, GatewayError, isGatewayError } from '../errors.js';
 import { compartmentViolation } from '../policy/compartment.js';
+import { rebuild } from '../policy/narrow.js';
 import type { AccessPlan, ResourcePlan } from '../policy/plan.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import { filterResponse as defaultFilterResponse } from '../redact/response.js';
 import type { FilterResult, ResponseContext } from '../redact/types.js';
 import { type Exchange, elapsedMs } from './record.js';
+import { versionShown } from './etag.js';
 import { readUpstreamBody } from './upstream-body.js';
 import { buildUpstreamCall } from './upstream-request.js';
 
@@ -62,6 +76,8 @@ export interface StoredGuardInput {
   readonly filter: ResponseContext;
   /** A break-glass session is active: label changes need no `relabel` grant. */
   readonly breakGlass: boolean;
+  /** The client's own If-Match, if any (a batch entry's is in its `request.ifMatch`). */
+  readonly clientIfMatch?: string | string[] | undefined;
 }
 
 export interface GuardedRequest {
@@ -214,6 +230,25 @@ function patchLabels(body: unknown): PatchLabels {
   throw new GatewayError('request-body-invalid', 'patch body is neither JSON Patch nor FHIRPath Patch');
 }
 
+/**
+ * The If-Match a write is sent with: always the stored version the guard judged, so the upstream
+ * refuses the write if the resource changed since (never the client's tag: versions are often
+ * sequential, and a client naming the next one could have its write land on a version nobody
+ * checked, one that moved the resource out of its compartment or gained a label). A client's own
+ * If-Match that names another version is an optimistic lock gone stale: refused here with 412
+ * `precondition-failed`, nothing sent. `*` or the stored version itself passes. A caller who is not
+ * shown versions (a de-identified caller, or a plan that removes meta.versionId) could only guess:
+ * its If-Match is not compared (that would count the record's changes) and the stored one is sent.
+ */
+function ifMatchSent(stored: string, client: unknown, shown: boolean): string {
+  const own = `W/"${stored}"`;
+  if (!shown || typeof client !== 'string') return own;
+  const tags = client.split(',').map((t) => t.trim());
+  const hit = tags.some((tag) => tag === '*' || (tag.startsWith('W/') ? tag.slice(2) : tag) === `"${stored}"`);
+  if (!hit) throw new GatewayError('precondition-failed', 'If-Match names another version than the stored one');
+  return own;
+}
+
 export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
   const { config } = deps;
   const upstreamUrl = new URL(config.upstream.url);
@@ -363,16 +398,35 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
     return version;
   }
 
+  /**
+   * A conditional create's criteria as sent: with `_security:not` for each withheld label when the
+   * caller is not told of withholding (see the module comment); other requests unchanged.
+   */
+  function criteriaSent(t: ClassifiedRequest, input: StoredGuardInput): ClassifiedRequest {
+    if (t.interaction !== 'create' || t.params.length === 0) return t;
+    if (input.filter.patientCompartment !== undefined) throw new GatewayError('compartment-denied', 'conditional create under a patient compartment');
+    if (input.filter.withheldMode === 'announce') return t;
+    const labels = (t.resourceType === undefined ? undefined : input.plan.types.get(t.resourceType))?.withhold.labels ?? [];
+    const extra = labels.filter((l) => l.includes('|')).map((l) => ['_security:not', l] as const);
+    return extra.length === 0 ? t : rebuild(t, { params: [...t.params, ...extra] });
+  }
+
   return async function guardStored(input: StoredGuardInput): Promise<GuardedRequest> {
-    const { ex, req } = input;
+    const { ex } = input;
+    let req = input.req;
     const nested = req.interaction === 'batch' || req.interaction === 'transaction';
     const targets = nested ? (req.entries ?? []) : [req];
     const versions: Array<string | undefined> = [];
     for (const t of targets) versions.push(await guardOne(ex, t, input, req.interaction === 'transaction'));
+    const sent = targets.map((t) => criteriaSent(t, input));
+    if (sent.some((t, k) => t !== targets[k])) req = nested ? { ...req, entries: sent } : sent[0]!;
     if (versions.every((v) => v === undefined)) return { req, ifMatch: undefined };
-    if (!nested) return { req, ifMatch: `W/"${versions[0]}"` };
+    const shown = (t: ClassifiedRequest) => input.filter.deidentify === undefined && versionShown(t.resourceType === undefined ? undefined : input.plan.types.get(t.resourceType), input.filter);
+    if (!nested) return { req, ifMatch: ifMatchSent(versions[0]!, input.clientIfMatch, shown(targets[0]!)) };
     const body = req.body as { entry?: Array<{ request?: Record<string, unknown> }> };
-    const entry = (body.entry ?? []).map((e, k) => (versions[k] === undefined ? e : { ...e, request: { ...e.request, ifMatch: `W/"${versions[k]}"` } }));
+    const entry = (body.entry ?? []).map((e, k) =>
+      versions[k] === undefined ? e : { ...e, request: { ...e.request, ifMatch: ifMatchSent(versions[k]!, e.request?.ifMatch, shown(targets[k]!)) } },
+    );
     return { req: { ...req, body: { ...body, entry } }, ifMatch: undefined };
   };
 }

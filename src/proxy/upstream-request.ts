@@ -3,6 +3,7 @@
  * Only an allow-list of client headers survives; Authorization, hop-by-hop, X-Forwarded-* and
  * method-override headers never do (SPEC 3.5). JSON is forced and compression refused.
  */
+import { GatewayError } from '../errors.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 
 export type HeaderMap = Record<string, string>;
@@ -53,11 +54,46 @@ export function buildUpstreamCall(
   // `Prefer: handling=lenient` would let the upstream silently ignore a parameter the gateway
   // decided on; force strict handling for searches.
   if (isSearch) headers.prefer = 'handling=strict';
+  // A write's answer is always asked for in full: the gateway filters it (is the written resource
+  // the caller's to see?) and then shapes it to the client's own Prefer (src/proxy/prefer.ts).
+  const write = req.interaction === 'create' || req.interaction === 'update' || req.interaction === 'patch';
+  if (write) headers.prefer = 'return=representation';
+
+  // A conditional create's criteria (its params, judged as a search) travel in If-None-Exist only.
+  let query = req.upstreamQuery;
+  if (req.interaction === 'create' && query !== '') {
+    headers['if-none-exist'] = query;
+    query = '';
+  }
 
   let body: string | undefined;
   if (method !== 'GET' && method !== 'DELETE' && req.body !== undefined) {
-    body = JSON.stringify(req.body);
+    body = JSON.stringify(req.interaction === 'batch' || req.interaction === 'transaction' ? withEntryCriteria(req) : req.body);
     headers['content-type'] = req.method === 'PATCH' && Array.isArray(req.body) ? 'application/json-patch+json' : 'application/fhir+json';
   }
-  return { method, path: opts.basePath + req.upstreamPath, query: req.upstreamQuery, headers, body };
+  return { method, path: opts.basePath + req.upstreamPath, query, headers, body };
+}
+
+type Obj = Record<string, unknown>;
+
+/**
+ * The Bundle to send, its create entries' `request` rebuilt from their decided entries: the url is
+ * the type alone and `ifNoneExist` the decided criteria (translated, narrowed), or absent. Whatever
+ * rewrote the entries' urls on the way (narrowing, pseudonym translation) wrote the criteria as a
+ * url query; what the upstream executes is what was decided. Entries that do not line up with the
+ * body are a bug upstream of here: refused, never guessed at.
+ */
+function withEntryCriteria(req: ClassifiedRequest): unknown {
+  const body = req.body as { entry?: unknown } | undefined;
+  const decided = req.entries ?? [];
+  if (typeof body !== 'object' || body === null || !Array.isArray(body.entry)) return body;
+  if (body.entry.length !== decided.length) throw new GatewayError('internal', 'Bundle body does not match its entries');
+  if (!decided.some((e) => e.interaction === 'create')) return body;
+  const entry = (body.entry as unknown[]).map((e, i) => {
+    const d = decided[i]!;
+    if (d.interaction !== 'create') return e;
+    const { ifNoneExist: _, ...request } = (e as { request: Obj }).request;
+    return { ...(e as Obj), request: { ...request, method: 'POST', url: d.upstreamPath.slice(1), ...(d.upstreamQuery === '' ? {} : { ifNoneExist: d.upstreamQuery }) } };
+  });
+  return { ...body, entry };
 }

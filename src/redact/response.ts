@@ -48,38 +48,44 @@ export function withheldOutcomeEntry(): Obj {
   return { search: { mode: 'outcome' }, resource: outcome };
 }
 
+/** An issue-type code or a coding's code: a token, never a sentence (a code field can carry free text too). */
+const CODE_TOKEN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+/** A code system: a URI, so printable ASCII without spaces. */
+const SYSTEM_URI = /^[\x21-\x7e]{1,255}$/;
+
 /**
- * Rebuilds an upstream OperationOutcome from an allow-list: diagnostics, details.text, narrative
- * and extensions can echo PHI or upstream internals, so only coded content survives.
+ * Rebuilds an upstream OperationOutcome from an allow-list: per issue `severity`, `code` and
+ * `details.coding` (system and code only), so a client keeps the upstream's reason for a 4xx
+ * (a failed patch, a stale If-Match 412, a 409 or 422). Never kept: the upstream's id, narrative,
+ * extensions, and `expression`/`location` (FHIRPath naming elements, which may be elements the
+ * caller's plan withholds: an invariant failing on a removed element would tell that it holds a
+ * value). `freeText` (gateway config `upstream.errorText`, default off) also keeps `diagnostics`
+ * and `details.text`, which may echo PHI or upstream internals.
  */
-export function scrubOperationOutcome(oo: Obj): Obj {
+export function scrubOperationOutcome(oo: Obj, freeText = false): Obj {
   const out: Obj = { resourceType: 'OperationOutcome' };
-  if (typeof oo.id === 'string') out.id = oo.id;
   const issues: Obj[] = [];
   if (Array.isArray(oo.issue)) {
     for (const i of oo.issue) {
       if (!isObj(i)) continue;
-      const issue: Obj = {
-        severity: typeof i.severity === 'string' ? i.severity : 'error',
-        code: typeof i.code === 'string' ? i.code : 'processing',
-      };
+      const severity = typeof i.severity === 'string' && SEVERITIES.has(i.severity) ? i.severity : 'error';
+      const issue: Obj = { severity, code: typeof i.code === 'string' && CODE_TOKEN.test(i.code) ? i.code : 'processing' };
+      const details: Obj = {};
       if (isObj(i.details) && Array.isArray(i.details.coding)) {
         const coding = i.details.coding
           .filter(isObj)
           .map((c) => {
             const k: Obj = {};
-            if (typeof c.system === 'string') k.system = c.system;
-            if (typeof c.code === 'string') k.code = c.code;
+            if (typeof c.system === 'string' && SYSTEM_URI.test(c.system)) k.system = c.system;
+            if (typeof c.code === 'string' && CODE_TOKEN.test(c.code)) k.code = c.code;
             return k;
           })
           .filter((c) => c.code !== undefined);
-        if (coding.length > 0) issue.details = { coding };
+        if (coding.length > 0) details.coding = coding;
       }
-      // FHIRPath locations name elements, not values.
-      for (const k of ['expression', 'location']) {
-        const v = i[k];
-        if (Array.isArray(v) && v.every((x) => typeof x === 'string')) issue[k] = v;
-      }
+      if (freeText && isObj(i.details) && typeof i.details.text === 'string') details.text = i.details.text;
+      if (Object.keys(details).length > 0) issue.details = details;
+      if (freeText && typeof i.diagnostics === 'string') issue.diagnostics = i.diagnostics;
       issues.push(issue);
     }
   }
@@ -87,6 +93,8 @@ export function scrubOperationOutcome(oo: Obj): Obj {
   out.issue = issues.length > 0 ? issues : [{ severity: 'error', code: 'processing' }];
   return out;
 }
+
+const SEVERITIES: ReadonlySet<string> = new Set(['fatal', 'error', 'warning', 'information']);
 
 type Stats = FilterStats & { readonly elements: Map<string, Set<string>> };
 

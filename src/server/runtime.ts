@@ -129,7 +129,7 @@ function composeHooks(gates: readonly Gate[], observers: readonly Observer[], lo
 }
 
 /** Settings that take effect only when the gateway restarts (sockets, sinks and clients built once). */
-const RESTART_SECTIONS = ['listen', 'admin', 'publicBaseUrl', 'audit', 'alerts', 'limits', 'upstream'] as const;
+const RESTART_SECTIONS = ['listen', 'admin', 'publicBaseUrl', 'audit', 'alerts', 'limits', 'upstream', 'trustedProxies', 'cors', 'smart'] as const;
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 

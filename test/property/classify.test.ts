@@ -26,6 +26,7 @@ const ALLOWED: ReadonlySet<ErrorCode> = new Set([
   'request-body-invalid',
   'unsupported-media-type',
   'request-too-large',
+  'not-acceptable',
 ]);
 
 // ---- generators ----
@@ -187,6 +188,7 @@ const { validBundle } = fc.letrec<{ validBundle: object; validEntry: object }>((
       request: { method: m, url: `/${p}${q === null ? '' : `?${q}`}` },
     })),
     type.map((t) => ({ request: { method: 'POST', url: t }, resource: { resourceType: t } })),
+    fc.tuple(type, encodedQuery).map(([t, q]) => ({ request: { method: 'POST', url: t, ifNoneExist: q }, resource: { resourceType: t } })),
     fc.tuple(type, id).map(([t, i]) => ({ request: { method: 'PUT', url: `${t}/${i}` }, resource: { resourceType: t, id: i } })),
     fc.tuple(type, id).map(([t, i]) => ({ request: { method: 'DELETE', url: `${t}/${i}` } })),
     fc.tuple(type, encodedQuery).map(([t, q]) => ({ request: { method: 'POST', url: `${t}/_search?${q}` } })),
@@ -196,6 +198,9 @@ const { validBundle } = fc.letrec<{ validBundle: object; validEntry: object }>((
 const fhirJson = { 'content-type': 'application/fhir+json' };
 const wellFormedWrite = fc.oneof(
   type.map((t): RawRequest => ({ method: 'POST', url: `/${t}`, headers: fhirJson, body: Buffer.from(JSON.stringify({ resourceType: t, active: true })) })),
+  fc
+    .tuple(type, encodedQuery)
+    .map(([t, q]): RawRequest => ({ method: 'POST', url: `/${t}`, headers: { ...fhirJson, 'if-none-exist': q }, body: Buffer.from(JSON.stringify({ resourceType: t })) })),
   fc
     .tuple(type, id)
     .map(([t, i]): RawRequest => ({ method: 'PUT', url: `/${t}/${i}`, headers: fhirJson, body: Buffer.from(JSON.stringify({ resourceType: t, id: i })) })),
@@ -207,10 +212,14 @@ const request = fc.oneof({ weight: 2, arbitrary: wellFormed }, { weight: 2, arbi
 // ---- the canonical form, as the proxy forwards it ----
 
 function forwarded(c: ClassifiedRequest): RawRequest {
-  const q = c.upstreamQuery === '' ? '' : `?${c.upstreamQuery}`;
+  // A conditional create's criteria travel in If-None-Exist (src/proxy/upstream-request.ts).
+  const criteria = c.interaction === 'create' && c.upstreamQuery !== '' ? c.upstreamQuery : undefined;
+  const q = c.upstreamQuery === '' || criteria !== undefined ? '' : `?${c.upstreamQuery}`;
   const json = c.body === undefined ? undefined : JSON.stringify(c.body);
   const ct = c.method === 'PATCH' && Array.isArray(c.body) ? 'application/json-patch+json' : 'application/fhir+json';
-  return { method: upstreamMethod(c), url: `${c.upstreamPath}${q}`, headers: json === undefined ? {} : { 'content-type': ct }, body: json === undefined ? undefined : Buffer.from(json) };
+  const headers: Record<string, string> = json === undefined ? {} : { 'content-type': ct };
+  if (criteria !== undefined) headers['if-none-exist'] = criteria;
+  return { method: upstreamMethod(c), url: `${c.upstreamPath}${q}`, headers, body: json === undefined ? undefined : Buffer.from(json) };
 }
 
 /** What must survive the round trip: everything but the method, which upstreamMethod() maps. */

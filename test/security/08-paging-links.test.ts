@@ -88,7 +88,9 @@ describe("a next link is the caller's own: sealed, bound to who asked, why, and 
 
   it('the link names no upstream position and no search: one opaque token', () => {
     const q = new URL(`http://x${observationNext}`).searchParams;
-    expect([...q.keys()]).toEqual(['_cursor']);
+    // The page size rides along in plain sight (clients that rebuild the next request from the
+    // link's query keep it instead of adding their own); it is sealed in the token as well.
+    expect([...q.keys()]).toEqual(['_cursor', '_count']);
     expect(q.get('_cursor')).toMatch(/^[A-Za-z0-9_-]{40,}$/);
     expect(observationNext).not.toContain('_offset');
   });
@@ -132,6 +134,18 @@ describe("a next link is the caller's own: sealed, bound to who asked, why, and 
   it('nothing may ride along with a token', async () => {
     const r = await receive(await stack.get(`${observationNext}&code=x`, clinician));
     expectError(r, 400, 'paging-token-invalid');
+  });
+
+  it('_count only as the link has it: another page size or a second _count is refused', async () => {
+    const size = new URL(`http://x${observationNext}`).searchParams.get('_count')!;
+    const bare = observationNext.replace(/&_count=\d+/, '');
+    // Without it (as sent by a client that drops it) and repeated as given: the same page.
+    const ok = await receive(await stack.get(bare, clinician));
+    expect(ok.status).toBe(200);
+    for (const path of [`${bare}&_count=${Number(size) + 1}`, `${bare}&_count=1000`, `${observationNext}&_count=${size}`]) {
+      const r = await receive(await stack.get(path, clinician));
+      expectError(r, 400, 'paging-token-invalid');
+    }
   });
 });
 

@@ -210,13 +210,27 @@ describe('writes cannot take over a stored resource of another patient (the stor
   it('an update of a resource in the compartment is forwarded with If-Match set to the version that was checked', async () => {
     const stored = { ...obs('o7', `Patient/${ME}`), meta: { versionId: '7' } };
     up.set('/Observation/o7', (req, res) => fhirJson(req.method === 'GET' ? stored : { ...stored, meta: { versionId: '8' } })(req, res));
-    const before = up.requests.length;
-    const r = await receive(await stack.request('/Observation/o7', { ...mine, method: 'PUT', body: JSON.stringify(obs('o7', `Patient/${ME}`)), contentType: 'application/fhir+json', headers: { 'if-match': 'W/"3"' } }));
-    expect(r.status, r.text).toBe(200);
-    expect(seen(before)).toEqual(['GET /Observation/o7', 'PUT /Observation/o7']);
-    expect(up.requests.at(-1)?.headers['if-match']).toBe('W/"7"');
-    // The check goes with the gateway's own headers, never the client's token.
-    expect(up.requests.at(-2)?.headers.authorization).toBeUndefined();
+    for (const ifMatch of [undefined, 'W/"7"', '"7"', '*']) {
+      const before = up.requests.length;
+      const headers: Record<string, string> = ifMatch === undefined ? {} : { 'if-match': ifMatch };
+      const r = await receive(await stack.request('/Observation/o7', { ...mine, method: 'PUT', body: JSON.stringify(obs('o7', `Patient/${ME}`)), contentType: 'application/fhir+json', headers }));
+      expect(r.status, r.text).toBe(200);
+      expect(seen(before)).toEqual(['GET /Observation/o7', 'PUT /Observation/o7']);
+      expect(up.requests.at(-1)?.headers['if-match']).toBe('W/"7"');
+      // The check goes with the gateway's own headers, never the client's token.
+      expect(up.requests.at(-2)?.headers.authorization).toBeUndefined();
+    }
+  });
+
+  it("a client's If-Match naming another version (stale, or the next one) is refused 412 and never sent: the write could land on a version nobody checked", async () => {
+    const stored = { ...obs('o7', `Patient/${ME}`), meta: { versionId: '7' } };
+    up.set('/Observation/o7', (req, res) => fhirJson(req.method === 'GET' ? stored : { ...stored, meta: { versionId: '8' } })(req, res));
+    for (const ifMatch of ['W/"3"', 'W/"8"']) {
+      const before = up.requests.length;
+      const r = await receive(await stack.request('/Observation/o7', { ...mine, method: 'PUT', body: JSON.stringify(obs('o7', `Patient/${ME}`)), contentType: 'application/fhir+json', headers: { 'if-match': ifMatch } }));
+      expectError(r, 412, 'precondition-failed');
+      expect(seen(before)).toEqual(['GET /Observation/o7']);
+    }
   });
 
   it('an update-as-create (nothing stored) is refused like an update of a withheld resource: PUT never creates', async () => {

@@ -107,8 +107,10 @@ describe('methods and aliases', () => {
     expect(errorCode(r.json)).toBe('search-param-denied');
   });
 
-  it('_format=xml is dropped: the answer is still filtered JSON', async () => {
-    const r = await receive(await stack.get(`/Patient/${DEMO.patients.alice}?_format=xml&_pretty=true`, billing));
+  it('_format=xml is refused (406), never answered as XML; _format=json and _pretty are dropped: filtered JSON', async () => {
+    const xml = await receive(await stack.get(`/Patient/${DEMO.patients.alice}?_format=xml&_pretty=true`, billing));
+    expect({ status: xml.status, code: errorCode(xml.json) }).toEqual({ status: 406, code: 'not-acceptable' });
+    const r = await receive(await stack.get(`/Patient/${DEMO.patients.alice}?_format=json&_pretty=true`, billing));
     expect(r.status).toBe(200);
     expect(r.headers.get('content-type')).toMatch(/^application\/fhir\+json/);
     expectAbsent(r, [DEMO.ssn.alice, DEMO.phones.alice]);

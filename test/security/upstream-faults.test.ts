@@ -179,10 +179,10 @@ describe('what the gateway sends upstream', () => {
   it('never forwards the client token, forwarded-for or override headers, and forces identity JSON', async () => {
     const before = up.requests.length;
     const token = await stack.token('billing');
-    const res = await stack.get('/Patient/ok?_format=xml', {
+    const res = await stack.get('/Patient/ok?_format=json', {
       token,
       purpose: 'HPAYMT',
-      headers: { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-host': 'evil.example', cookie: 'a=b', 'accept-encoding': 'gzip, br', accept: 'application/fhir+xml' },
+      headers: { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-host': 'evil.example', cookie: 'a=b', 'accept-encoding': 'gzip, br', accept: 'application/json' },
     });
     await res.arrayBuffer();
     const seen = up.requests.slice(before);

@@ -321,7 +321,9 @@ describe('batch and transaction (BYPASSES 9)', () => {
     ['a lower-case type', [{ request: { method: 'GET', url: 'patient/1' } }], 'request-unclassified'],
     ['an encoded traversal', [{ request: { method: 'GET', url: 'Patient/%2E%2E/Observation' } }], 'request-unclassified'],
     ['a double slash', [{ request: { method: 'GET', url: 'Patient//1' } }], 'request-unclassified'],
-    ['a conditional create', [{ request: { method: 'POST', url: 'Patient', ifNoneExist: 'identifier=x' }, resource: patient }], 'request-unclassified'],
+    ['ifNoneExist on a read', [{ request: { method: 'GET', url: 'Patient/1', ifNoneExist: 'identifier=x' } }], 'request-unclassified'],
+    ['ifNoneExist that is not a string', [{ request: { method: 'POST', url: 'Patient', ifNoneExist: ['identifier=x'] }, resource: patient }], 'request-unclassified'],
+    ['a create entry with a url query', [{ request: { method: 'POST', url: 'Patient?identifier=x' }, resource: patient }], 'request-unclassified'],
     ['a _method param', [{ request: { method: 'GET', url: 'Patient/1?_method=DELETE' } }], 'request-unclassified'],
     ['a lower-case method', [{ request: { method: 'get', url: 'Patient/1' } }], 'method-not-allowed'],
     ['an OPTIONS entry', [{ request: { method: 'OPTIONS', url: 'Patient/1' } }], 'method-not-allowed'],
@@ -331,6 +333,14 @@ describe('batch and transaction (BYPASSES 9)', () => {
     ['a non-object entry', ['Patient/1'], 'request-body-invalid'],
   ])('refuses the whole Bundle for %s', (_n, entries, code) => {
     expect(errorOf('POST', '/', FHIR_JSON, bundle('batch', entries as unknown[]))).toBe(code);
+  });
+
+  it('classifies an entry with ifNoneExist as a conditional create: criteria in params, forwarded as ifNoneExist only', () => {
+    const input = raw('POST', '/', FHIR_JSON, bundle('transaction', [{ request: { method: 'POST', url: 'Patient', ifNoneExist: 'identifier=x%7C1' }, resource: patient }]));
+    const r = classify(input, opts);
+    expect(r.entries?.[0]).toMatchObject({ interaction: 'create', params: [['identifier', 'x|1']] });
+    const fwd = r.body as { entry: Array<{ request: unknown }> };
+    expect(fwd.entry[0]?.request).toEqual({ method: 'POST', url: 'Patient', ifNoneExist: 'identifier=x%7C1' });
   });
 
   it.each(['collection', 'document', 'message', 'searchset', 'batch-response', undefined])('refuses Bundle type %s at the root', (type) => {

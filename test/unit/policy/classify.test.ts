@@ -234,10 +234,10 @@ describe('classify: query parameters', () => {
   });
 
   it.each([
-    ['/Patient/1?_format=xml', ''],
-    ['/Patient/1?_format=application/fhir%2Bxml&_pretty=true', ''],
-    ['/Patient?_FORMAT=xml&name=a', 'name=a'],
-    ['/Patient?name=a&_format=ttl&name=b', 'name=a&name=b'],
+    ['/Patient/1?_format=json', ''],
+    ['/Patient/1?_format=application/fhir%2Bjson&_pretty=true', ''],
+    ['/Patient?_FORMAT=json&name=a', 'name=a'],
+    ['/Patient?name=a&_format=application/json&name=b', 'name=a&name=b'],
   ])('drops _format and _pretty: %s', (url, query) => {
     expect(run('GET', url).upstreamQuery).toBe(query);
   });
@@ -307,11 +307,72 @@ describe('classify: headers', () => {
     expect(errorOf('GET', '/Patient/1', { [h]: ['GET', 'DELETE'] })).toBe('request-unclassified');
   });
 
-  it('refuses conditional create (If-None-Exist is an existence oracle)', () => {
+  it('classifies conditional create as a create whose params are the If-None-Exist criteria (judged as a search)', () => {
     const body = JSON.stringify({ resourceType: 'Patient' });
-    expect(errorOf('POST', '/Patient', { 'content-type': 'application/fhir+json', 'if-none-exist': 'identifier=x|1' }, body)).toBe(
-      'request-unclassified',
+    const r = classify(
+      { method: 'POST', url: '/Patient', headers: { 'content-type': 'application/fhir+json', 'if-none-exist': 'identifier=x%7C1&_format=json' }, body: Buffer.from(body) },
+      opts,
     );
+    expect(r).toMatchObject({ interaction: 'create', resourceType: 'Patient', params: [['identifier', 'x|1']], upstreamQuery: 'identifier=x%7C1' });
+    // A leading `?` or `Patient?` is the same criteria.
+    for (const v of ['?identifier=x%7C1', 'Patient?identifier=x%7C1']) {
+      const c = classify({ method: 'POST', url: '/Patient', headers: { 'content-type': 'application/fhir+json', 'if-none-exist': v }, body: Buffer.from(body) }, opts);
+      expect(c.params).toEqual([['identifier', 'x|1']]);
+    }
+  });
+
+  it.each([
+    ['on a read', 'GET', '/Patient/1', 'identifier=1', undefined],
+    ['on an update', 'PUT', '/Patient/1', 'identifier=1', '{"resourceType":"Patient","id":"1"}'],
+    ['empty', 'POST', '/Patient', '', '{"resourceType":"Patient"}'],
+    ['naming another type', 'POST', '/Patient', 'Observation?code=1', '{"resourceType":"Patient"}'],
+    ['with a result parameter', 'POST', '/Patient', 'identifier=1&_count=1', '{"resourceType":"Patient"}'],
+    ['with an include', 'POST', '/Patient', 'identifier=1&_include=Patient:organization', '{"resourceType":"Patient"}'],
+    ['with whitespace', 'POST', '/Patient', 'name=John Smith', '{"resourceType":"Patient"}'],
+    ['repeated', 'POST', '/Patient', ['identifier=1', 'identifier=2'], '{"resourceType":"Patient"}'],
+  ])('refuses If-None-Exist %s', (_n, method, url, value, body) => {
+    expect(errorOf(method, url, { 'content-type': 'application/fhir+json', 'if-none-exist': value }, body)).toBe('request-unclassified');
+  });
+
+  it('refuses URL parameters on a plain create (criteria travel in If-None-Exist only)', () => {
+    expect(errorOf('POST', '/Patient?identifier=1', { 'content-type': 'application/fhir+json' }, '{"resourceType":"Patient"}')).toBe('request-unclassified');
+    // _format is dropped as everywhere.
+    expect(classify({ method: 'POST', url: '/Patient?_format=json', headers: { 'content-type': 'application/fhir+json' }, body: Buffer.from('{"resourceType":"Patient"}') }, opts).params).toEqual([]);
+  });
+
+  it.each([
+    ['application/fhir+xml'],
+    ['application/xml, text/xml'],
+    ['text/html'],
+    ['text/turtle'],
+    ['application/fhir+json;q=0, application/json;q=0, application/json+fhir;q=0'],
+    ['*/*;q=0'],
+    ['application/fhir+json; fhirVersion=3.0'],
+  ])('answers not-acceptable to Accept: %s', (accept) => {
+    expect(errorOf('GET', '/Patient/1', { accept })).toBe('not-acceptable');
+  });
+
+  it.each([
+    ['*/*'],
+    ['application/json'],
+    ['application/fhir+json'],
+    ['application/json+fhir'],
+    ['application/fhir+json; fhirVersion=4.0; q=0.9'],
+    ['text/html, application/xhtml+xml, */*;q=0.8'],
+    ['application/fhir+xml, application/*;q=0.1'],
+    ['application/fhir+json;q=0, */*'],
+    [''],
+  ])('accepts Accept: %s', (accept) => {
+    expect(classify({ method: 'GET', url: '/Patient/1', headers: { accept }, body: undefined }, opts).interaction).toBe('read');
+  });
+
+  it.each([['xml'], ['application/fhir+xml'], ['ttl'], ['html'], ['text/xml']])('answers not-acceptable to _format=%s', (f) => {
+    expect(errorOf('GET', `/Patient/1?_format=${encodeURIComponent(f)}`)).toBe('not-acceptable');
+  });
+
+  it.each([['json'], ['application/fhir+json'], ['application/json'], ['application/json+fhir']])('accepts _format=%s and drops it', (f) => {
+    const raw = `/Patient/1?_format=${f}`;
+    expect(classify({ method: 'GET', url: raw, headers: {}, body: undefined }, opts).params).toEqual([]);
   });
 
   it('checks the method before headers and headers before the path (fixed order)', () => {
@@ -320,7 +381,7 @@ describe('classify: headers', () => {
   });
 
   it('ignores unrelated headers', () => {
-    expect(run('GET', '/Patient/1', { accept: 'application/fhir+xml', 'if-none-match': 'W/"1"' }).interaction).toBe('read');
+    expect(run('GET', '/Patient/1', { accept: 'application/fhir+json', 'if-none-match': 'W/"1"', prefer: 'return=minimal' }).interaction).toBe('read');
   });
 });
 
@@ -333,7 +394,7 @@ describe('classify: output', () => {
   });
 
   it('does not mutate the headers it was given', () => {
-    const headers = { 'content-type': 'application/fhir+json', accept: 'application/xml' };
+    const headers = { 'content-type': 'application/fhir+json', accept: 'application/json' };
     const copy = structuredClone(headers);
     run('GET', '/Patient/1', headers);
     expect(headers).toEqual(copy);
@@ -351,7 +412,7 @@ describe('classify: output', () => {
   });
 
   it('upstreamUrl joins path and canonical query', () => {
-    expect(upstreamUrl(run('GET', '/Patient?name=a+b&_format=xml'))).toBe('/Patient?name=a%20b');
+    expect(upstreamUrl(run('GET', '/Patient?name=a+b&_format=json'))).toBe('/Patient?name=a%20b');
     expect(upstreamUrl(run('GET', '/Patient/1?_pretty=true'))).toBe('/Patient/1');
   });
 

@@ -4,7 +4,7 @@ import { GatewayError } from '../../../src/errors.js';
 import { createPageTokens, type PageBinding, type PageState } from '../../../src/proxy/page-token.js';
 
 const binding: PageBinding = { iss: 'https://idp', sub: 'dr-a', roles: ['clinician'], purpose: 'TREAT', patient: undefined, policyVersion: 'v1' };
-const state: PageState = { q: '/Observation?code=x&_count=2', u: '/fhir/Observation?_count=3&_offset=3', i: 1, r: 2, n: 2 };
+const state: PageState = { q: '/Observation?code=x&_count=2', u: '/fhir/Observation?_count=3&_offset=3', i: 1, r: 2, n: 2, f: 40 };
 const SECRET = 'a-paging-secret-of-at-least-32-characters!';
 
 function refusal(f: () => unknown): string | undefined {
@@ -39,9 +39,28 @@ describe('page tokens', () => {
     fc.assert(
       fc.property(fc.nat({ max: 5000 }), fc.nat({ max: 1_000_000 }), fc.nat({ max: 1_000_000 }), fc.string({ maxLength: 60 }), (offset, i, r, extra) => {
         const u = `/fhir/Condition?patient=pat-elder%2Cpat-henry&_count=2&_offset=${offset}${encodeURIComponent(extra)}`;
-        lengths.add(t.seal({ q, u, i, r, n: 1 }, binding).length);
+        lengths.add(t.seal({ q, u, i, r, n: 1, f: 90 }, binding).length);
       }),
       { numRuns: 300 },
+    );
+    expect(lengths.size).toBe(1);
+  });
+
+  it('have the same length on the first upstream page and on a later one, however short its link (property)', () => {
+    // A HAPI-style later page is `?_getpages=<id>&_getpagesoffset=N` (~130 bytes), the first one the
+    // query with the gateway's `_count` and `_security:not` labels (over 1 KB for billing): which one
+    // the position is on depends on how many withheld results were skipped.
+    const t = createPageTokens({ secret: SECRET, ttlSeconds: 60 });
+    const q = '/Condition?patient=pat-alice&_count=5';
+    const first = `/fhir/Condition?patient=pat-alice&_count=50${'&_security%3Anot=http%3A%2F%2Fterminology.hl7.org%2FCodeSystem%2Fv3-ActCode%7CPSY'.repeat(16)}`;
+    const f = Buffer.byteLength(first);
+    const lengths = new Set<number>([t.seal({ q, u: first, i: 3, r: 0, n: 5, f }, binding).length]);
+    fc.assert(
+      fc.property(fc.nat({ max: f - 80 }), fc.nat({ max: 1000 }), (pad, offset) => {
+        const u = `/fhir?_getpages=${'a'.repeat(pad)}&_getpagesoffset=${offset}&_count=50&_bundletype=searchset`.slice(0, f);
+        lengths.add(t.seal({ q, u, i: 0, r: 5, n: 5, f }, binding).length);
+      }),
+      { numRuns: 200 },
     );
     expect(lengths.size).toBe(1);
   });

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Bundle, Observation, OperationOutcome, Parameters, Patient } from 'fhir/r4.js';
 import { describe, expect, it } from 'vitest';
 import { GatewayError, operationOutcome } from '../../../src/errors.js';
-import { filterResponse } from '../../../src/redact/response.js';
+import { filterResponse, scrubOperationOutcome } from '../../../src/redact/response.js';
 import { pseudonymId } from '../../../src/redact/transforms.js';
 import type { FilterResult } from '../../../src/redact/types.js';
 import { clone, deepFreeze, KEY, PUBLIC, resourcePlan, responseCtx, UPSTREAM } from './helpers.js';
@@ -94,7 +94,7 @@ describe('filterResponse: single resources', () => {
     }
   });
 
-  it('scrubs diagnostics and details.text from upstream OperationOutcomes', () => {
+  it('scrubs diagnostics, details.text and expression from upstream OperationOutcomes', () => {
     const oo: OperationOutcome = {
       resourceType: 'OperationOutcome',
       text: { status: 'generated', div: '<div>Patient Jane Roe</div>' },
@@ -102,7 +102,16 @@ describe('filterResponse: single resources', () => {
     };
     const r = ok(filterResponse(deepFreeze(oo), responseCtx({})));
     expect(JSON.stringify(r.body)).not.toContain('Roe');
-    expect(r.body).toEqual({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing', details: { coding: [{ system: 's', code: 'c' }] }, expression: ['Patient.name'] }] });
+    expect(r.body).toEqual({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing', details: { coding: [{ system: 's', code: 'c' }] } }] });
+  });
+
+  it('keeps upstream OperationOutcome free text only when asked to, and never a sentence as a code', () => {
+    const oo = { resourceType: 'OperationOutcome', id: 'upstream-internal', issue: [{ severity: 'error', code: 'Jane Roe', diagnostics: 'd', details: { text: 't', coding: [{ system: 'http://s', code: 'not a code' }, { code: 'ok' }] } }] };
+    expect(scrubOperationOutcome(deepFreeze(oo))).toEqual({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing', details: { coding: [{ code: 'ok' }] } }] });
+    expect(scrubOperationOutcome(deepFreeze(oo), true)).toEqual({
+      resourceType: 'OperationOutcome',
+      issue: [{ severity: 'error', code: 'processing', diagnostics: 'd', details: { coding: [{ code: 'ok' }], text: 't' } }],
+    });
   });
 
   it('ignores upstream _elements/_summary claims: SUBSETTED resources are filtered anyway', () => {
