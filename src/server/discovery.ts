@@ -152,6 +152,8 @@ function grantsOf(plans: readonly AccessPlan[], p: Principal | undefined): Map<s
         if (!t.interactions.has(i.needs) || !scopeAllows(p, type, i.letter)) continue;
         // Under a patient context decide() refuses type history of compartment types.
         if (i.code === 'history-type' && p?.patient !== undefined && isCompartmentType(type)) continue;
+        // A de-identified caller sees no versions: vread and history are refused (src/policy/deid-request.ts).
+        if (t.deidentify !== undefined && (i.code === 'vread' || i.code.startsWith('history'))) continue;
         g.interactions.add(i.code);
       }
       for (const op of t.operations) {

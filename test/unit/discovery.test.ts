@@ -133,7 +133,9 @@ describe('CapabilityStatement with a token: what this caller may do', () => {
     const p = principal(['clinician', 'researcher'], { tokenPurposes: ['HRESCH'] });
     const byType = resources(statementFor(policy, { principal: p }));
     expect([...byType.keys()].sort()).toEqual(['Condition', 'Encounter', 'Observation', 'Patient', 'Procedure']);
-    expect(interactions(byType.get('Patient'))).toEqual(['read', 'vread', 'search-type']);
+    // De-identified: no versions, so neither vread nor history (both are refused to it).
+    expect(interactions(byType.get('Patient'))).toEqual(['read', 'search-type']);
+    expect(byType.get('Patient')?.readHistory).toBeUndefined();
   });
 
   it('SMART scopes narrow types and interactions; patient scopes need a patient context', () => {
