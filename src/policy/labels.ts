@@ -37,6 +37,26 @@ export function expandLabel(label: string): string[] {
   return [`${ACT_CODE}|${label}`, `${CONFIDENTIALITY}|${label}`];
 }
 
+/**
+ * The `_security:not` values that keep the upstream from matching any resource `labels` (keys of
+ * a compiled LabelSet) withhold. A code of the HL7 label systems goes without a system (FHIR token
+ * search: that code in any system), so the retired spellings, OIDs and system-less codings that
+ * the filter withholds are not matched either (a second red-team session timed searches matching
+ * a system-less PSY). It also keeps out the same code under an unrelated system, which the filter
+ * would have released: the caller may miss such a record, never see one it should not. A label of
+ * another system is sent as `system|code`.
+ */
+export function upstreamExclusions(labels: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const key of labels) {
+    const bar = key.lastIndexOf('|');
+    if (bar < 0) continue;
+    const system = key.slice(0, bar);
+    out.add(system === ACT_CODE || system === CONFIDENTIALITY ? key.slice(bar + 1) : key);
+  }
+  return [...out];
+}
+
 /** A plain label (no system) or `system|code` with a non-empty system and code. */
 export function isValidLabel(label: string): boolean {
   const bar = label.indexOf('|');

@@ -49,6 +49,7 @@ import type { GatewayConfig } from '../config/types.js';
 import { type ErrorCode, GatewayError, isGatewayError } from '../errors.js';
 import { compartmentViolation } from '../policy/compartment.js';
 import { rebuild } from '../policy/narrow.js';
+import { upstreamExclusions } from '../policy/labels.js';
 import type { AccessPlan, ResourcePlan } from '../policy/plan.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import { filterResponse as defaultFilterResponse } from '../redact/response.js';
@@ -407,7 +408,7 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
     if (input.filter.patientCompartment !== undefined) throw new GatewayError('compartment-denied', 'conditional create under a patient compartment');
     if (input.filter.withheldMode === 'announce') return t;
     const labels = (t.resourceType === undefined ? undefined : input.plan.types.get(t.resourceType))?.withhold.labels ?? [];
-    const extra = labels.filter((l) => l.includes('|')).map((l) => ['_security:not', l] as const);
+    const extra = upstreamExclusions(labels).map((l) => ['_security:not', l] as const);
     return extra.length === 0 ? t : rebuild(t, { params: [...t.params, ...extra] });
   }
 

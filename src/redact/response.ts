@@ -211,13 +211,21 @@ export class Filter {
     return f;
   }
 
-  /** The compartment check: Patient by id, others through their compartment references. */
+  /**
+   * The compartment check: Patient by id, others through their compartment references, where every
+   * patient named must be the caller's, and at least one must be. R4 membership ("any compartment
+   * reference names the patient") would release Brian's Condition to Alice's token because Alice is
+   * its asserter, or a group session's Appointment with every patient in it: another person's
+   * record, merely because it mentions the caller (the rule writes already follow,
+   * src/policy/compartment.ts).
+   */
   private inCompartment(res: Obj): boolean {
     const patient = this.ctx.patientCompartment;
     if (patient === undefined) return true;
     const type = res.resourceType as string;
     if (type !== 'Patient' && referencePaths(type).length === 0) return true; // not patient data (Practitioner, Organization...)
-    return patientsOf(res).includes(patient);
+    const named = patientsOf(res);
+    return named.length > 0 && named.every((p) => p === patient);
   }
 
   /** Why the caller may not see `res` at all, or undefined when it may (after redaction). */

@@ -186,7 +186,9 @@ describe('writes cannot take over a stored resource of another patient (the stor
     up.set('/Observation/shared', fhirJson({ ...obs('shared', 'Patient/pat-12', SECRET_12), performer: [{ reference: `Patient/${ME}` }] }));
     const before = up.requests.length;
     const r = await receive(await put('/Observation/shared', obs('shared', `Patient/${ME}`)));
-    expectError(r, 403, 'compartment-denied');
+    // Not hers to read either (every patient a record names must be hers), so the write answers as
+    // a read of it would: as a missing resource.
+    expectError(r, 404, 'not-found');
     expect(seen(before)).toEqual(['GET /Observation/shared']);
   });
 
