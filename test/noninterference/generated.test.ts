@@ -1,7 +1,8 @@
 /**
  * Non-interference, generated searches (SPEC 3.6): fast-check draws searches per caller (a type,
  * up to two granted parameters with values taken from the seed, `_count` 1..4, `_include`,
- * `_revinclude`, `_sort`, GET or POST `_search`) and each must get the same answer, page by page,
+ * `_revinclude`, `_sort`, GET or POST `_search`, now and then an `If-None-Match`, `Prefer` or
+ * `Accept` variant) and each must get the same answer, page by page,
  * from the gateway over S and over S'. Every run is also checked against an identical S2 first, so
  * a harness false alarm is reported as such.
  *
@@ -26,7 +27,23 @@ interface Draw {
   readonly revinclude: string | undefined;
   readonly sort: string | undefined;
   readonly post: boolean;
+  readonly headers: Readonly<Record<string, string>> | undefined;
 }
+
+/**
+ * HTTP variants a client may add (fetch already asks for gzip/br on every request): conditional
+ * GETs against the gateway's ETag, `Prefer`, and `Accept` spellings, including one it refuses.
+ */
+const HTTP_VARIANTS: ReadonlyArray<Readonly<Record<string, string>>> = [
+  { 'if-none-match': '*' },
+  { 'if-none-match': 'W/"1", "x"' },
+  { prefer: 'return=minimal' },
+  { prefer: 'handling=strict' },
+  { accept: 'application/json+fhir' },
+  { accept: 'application/fhir+xml;q=0.9, application/fhir+json;q=0.1' },
+  { accept: 'application/fhir+xml' },
+  { 'accept-encoding': 'identity' },
+];
 
 function toSpec(d: Draw): RequestSpec {
   const params = new URLSearchParams();
@@ -36,6 +53,7 @@ function toSpec(d: Draw): RequestSpec {
   if (d.revinclude !== undefined) params.set('_revinclude', d.revinclude);
   if (d.sort !== undefined) params.set('_sort', d.sort);
   const query = params.toString();
+  const headers = d.headers === undefined ? {} : { headers: d.headers };
   if (d.post) {
     return {
       family: 'generated-post-search',
@@ -43,9 +61,10 @@ function toSpec(d: Draw): RequestSpec {
       path: `/${d.type}/_search`,
       body: query,
       contentType: 'application/x-www-form-urlencoded',
+      ...headers,
     };
   }
-  return { family: 'generated-search', method: 'GET', path: `/${d.type}${query ? `?${query}` : ''}` };
+  return { family: 'generated-search', method: 'GET', path: `/${d.type}${query ? `?${query}` : ''}`, ...headers };
 }
 
 const maybe = <T>(values: readonly T[]): fc.Arbitrary<T | undefined> =>
@@ -73,6 +92,7 @@ export function searchArbitrary(c: Caller): fc.Arbitrary<RequestSpec> {
         revinclude: maybe(revincludesOnto(type).map((r) => r.value)),
         sort: maybe(sorts),
         post: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
+        headers: fc.option(fc.constantFrom(...HTTP_VARIANTS), { nil: undefined, freq: 3 }),
       });
     })
     .map(toSpec);

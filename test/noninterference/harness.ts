@@ -137,6 +137,8 @@ export interface RequestSpec {
   readonly contentType?: string;
   /** A write that must be refused: fail if either upstream changed or the answer is 2xx. */
   readonly write?: boolean;
+  /** Extra request headers for every page of the exchange (`If-None-Match`, `Prefer`, `Accept`...). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 export interface Page {
@@ -222,11 +224,20 @@ export function normalisePage(p: Page, caller: Caller): Page {
   return { status: p.status, headers, body: normaliseValue(p.body, bg) };
 }
 
-async function fetchPage(state: State, caller: Caller, method: string, path: string, body?: string, contentType?: string): Promise<Page> {
+async function fetchPage(
+  state: State,
+  caller: Caller,
+  method: string,
+  path: string,
+  body?: string,
+  contentType?: string,
+  extra?: Readonly<Record<string, string>>,
+): Promise<Page> {
   const headers: Record<string, string> = {
+    accept: 'application/fhir+json',
+    ...extra,
     authorization: `Bearer ${await state.token()}`,
     'x-purpose-of-use': caller.purpose,
-    accept: 'application/fhir+json',
   };
   if (contentType) headers['content-type'] = contentType;
   const res = await fetch(`${state.stack.url}${path}`, { method, headers, body });
@@ -243,6 +254,9 @@ async function fetchPage(state: State, caller: Caller, method: string, path: str
   // wherever the body does (the sealed cursor above all): when it is exactly that hash it says
   // nothing the body does not, and reads as a placeholder; any other value is compared as it is.
   if (h.etag !== null && h.etag === gatewayEtag(Buffer.from(text, 'utf8'))) h.etag = ETAG_OF_BODY;
+  // A 304 carries the tag of the body it did not send (the one a 200 would have released, whose
+  // bytes the generated searches compare without If-None-Match): its status is what is compared.
+  if (h.etag !== null && res.status === 304) h.etag = ETAG_OF_BODY;
   return { status: res.status, headers: h, body: json };
 }
 
@@ -290,11 +304,11 @@ function forCaller(spec: RequestSpec, caller: Caller, state: State): RequestSpec
 export async function exchange(state: State, caller: Caller, request: RequestSpec): Promise<Exchange> {
   const spec = forCaller(request, caller, state);
   const before = state.versionCount();
-  const first = await fetchPage(state, caller, spec.method, spec.path, spec.body, spec.contentType);
+  const first = await fetchPage(state, caller, spec.method, spec.path, spec.body, spec.contentType, spec.headers);
   const pages = [first];
   let next = nextPath(state, first);
   while (next !== undefined && pages.length < MAX_PAGES) {
-    const p = await fetchPage(state, caller, 'GET', next);
+    const p = await fetchPage(state, caller, 'GET', next, undefined, undefined, spec.headers);
     pages.push(p);
     next = nextPath(state, p);
   }
