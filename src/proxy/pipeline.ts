@@ -436,11 +436,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     try {
       // Node keeps only the first of repeated Authorization headers; the raw list lets the verifier refuse them.
       ex.principal = await deps.verifier.verify(authorizationFromRawHeaders(request.raw.rawHeaders));
-      // No header, and the token itself allows exactly one purpose: that one is declared (clients
-      // such as fhirclient's pager cannot add a header to every request). Zero or several: refused.
-      const tokenPurposes = ex.principal.tokenPurposes;
-      const declared = request.headers['x-purpose-of-use'] ?? (tokenPurposes?.length === 1 ? tokenPurposes[0] : undefined);
-      const purpose = deps.steps.parsePurpose(declared, rt.policy);
+      const purpose = deps.steps.parsePurpose(declaredPurpose(request.headers['x-purpose-of-use'], ex.principal), rt.policy);
       if (!purpose.ok) throw new GatewayError(purpose.code);
       ex.purpose = purpose.code;
       const cursor = cursorOf(url);
@@ -999,4 +995,15 @@ function ownTarget(method: string, headers: FastifyRequest['headers'], url: stri
   if (segs.length === 1 && segs[0] === 'metadata') return 'metadata';
   if (segs.length === 2 && segs[0] === '.well-known' && segs[1] === 'smart-configuration') return 'smart-configuration';
   return undefined;
+}
+
+/**
+ * The purpose a request declares: its `X-Purpose-Of-Use` header, or, without one, the token's own
+ * purpose when the token names exactly one (clients such as fhirclient's pager cannot add a header
+ * to every request). Zero or several: nothing is declared, and the request is refused as before.
+ */
+export function declaredPurpose(header: string | string[] | undefined, principal: Principal): string | string[] | undefined {
+  if (header !== undefined) return header;
+  const own = principal.tokenPurposes;
+  return own?.length === 1 ? own[0] : undefined;
 }

@@ -10,7 +10,7 @@ import { EXPORT_FORMATS, type ExportFilter, type ExportFormat, exportRecords, pa
 import { authorizationFromRawHeaders } from '../auth/header.js';
 import type { AuditConfig } from '../config/types.js';
 import { GatewayError } from '../errors.js';
-import type { createPipeline, PipelineDeps } from '../proxy/pipeline.js';
+import { type createPipeline, declaredPurpose, type PipelineDeps } from '../proxy/pipeline.js';
 import { toAuditRecord } from '../proxy/record.js';
 
 const CONTENT_TYPES: Record<ExportFormat, string> = {
@@ -69,7 +69,7 @@ export function registerAuditRoutes(app: FastifyInstance, deps: PipelineDeps, pi
     let filter: ExportFilter;
     try {
       ex.principal = await deps.verifier.verify(authorizationFromRawHeaders(request.raw.rawHeaders));
-      const purpose = deps.steps.parsePurpose(request.headers['x-purpose-of-use'], rt.policy);
+      const purpose = deps.steps.parsePurpose(declaredPurpose(request.headers['x-purpose-of-use'], ex.principal), rt.policy);
       if (!purpose.ok) throw new GatewayError(purpose.code);
       ex.purpose = purpose.code;
       const role = ex.principal.roles.find((r) => {

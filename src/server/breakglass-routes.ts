@@ -16,7 +16,8 @@ import { isOpen } from '../breakglass/types.js';
 import { MAX_NOTE_LENGTH, REVIEW_OUTCOMES, reviewRefusal } from '../breakglass/service.js';
 import { type ErrorCode, GatewayError, isGatewayError, operationOutcome } from '../errors.js';
 import { isCoveredBy } from '../policy/purpose.js';
-import type { PipelineDeps } from '../proxy/pipeline.js';
+import { declaredPurpose, type PipelineDeps } from '../proxy/pipeline.js';
+import { bearerChallenge } from '../auth/refusal.js';
 import { parseStrictJson } from '../proxy/strict-json.js';
 import type { ReviewOutcome } from '../breakglass/types.js';
 
@@ -57,7 +58,7 @@ export function registerBreakGlassRoutes(app: FastifyInstance, deps: PipelineDep
   async function authorize(request: FastifyRequest, st: CallState): Promise<void> {
     const rt = deps.policy();
     st.principal = await deps.verifier.verify(authorizationFromRawHeaders(request.raw.rawHeaders));
-    const purpose = deps.steps.parsePurpose(request.headers['x-purpose-of-use'], rt.policy);
+    const purpose = deps.steps.parsePurpose(declaredPurpose(request.headers['x-purpose-of-use'], st.principal), rt.policy);
     if (!purpose.ok) throw new GatewayError(purpose.code);
     st.purpose = purpose.code;
     if (purpose.code !== REVIEW_PURPOSE) throw new GatewayError('purpose-not-permitted', 'break-glass review requires HCOMPL');
@@ -150,15 +151,18 @@ export function registerBreakGlassRoutes(app: FastifyInstance, deps: PipelineDep
       const started = process.hrtime.bigint();
       const st: CallState = { action, patients: [], details: {} };
       let out: Out;
+      let refused: unknown;
       try {
         await authorize(request, st);
         const r = await run(request, st);
         out = { ...r, json: true, decision: 'allow' };
       } catch (e) {
         if (!isGatewayError(e)) deps.logger.error({ reqId: request.id, err: e }, 'break-glass review call failed');
+        refused = e;
         out = failure(e);
       }
-      if (out.status === 401) reply.header('www-authenticate', 'Bearer realm="phi-gateway", error="invalid_token"');
+      // The same challenge as the FHIR routes: which check failed, in fixed words.
+      if (out.status === 401) reply.header('www-authenticate', bearerChallenge(refused));
       return finish(request, reply, st, out, started);
     };
   }

@@ -247,6 +247,20 @@ describe('GET /audit/export', () => {
     expect((await byId(anonymous.id)).kind).toBe('export');
   });
 
+  it('a token naming exactly one purpose (HCOMPL) needs no header; one naming two does', async () => {
+    const one = await stack.token('auditor', { purpose_of_use: ['HCOMPL'] });
+    const res = await fetch(`${origin}/audit/export?format=ndjson`, { headers: { authorization: `Bearer ${one}` } });
+    expect(res.status).toBe(200);
+    const two = await stack.token('auditor', { purpose_of_use: ['HCOMPL', 'TREAT'] });
+    const res2 = await fetch(`${origin}/audit/export?format=ndjson`, { headers: { authorization: `Bearer ${two}` } });
+    expect([res2.status, errorCode(await res2.text())]).toEqual([400, 'purpose-missing']);
+    // An expired token: the challenge names the failed check, as on the FHIR routes.
+    const expired = await stack.token('auditor', { exp: Math.floor(Date.now() / 1000) - 3600 });
+    const res3 = await fetch(`${origin}/audit/export?format=ndjson`, { headers: { authorization: `Bearer ${expired}`, 'x-purpose-of-use': 'HCOMPL' } });
+    expect(res3.status).toBe(401);
+    expect(res3.headers.get('www-authenticate')).toMatch(/error="invalid_token", error_description="[^"]*expired/);
+  });
+
   it('answers 503 audit-unavailable, with no exported data, while the audit sink is failing', async () => {
     failing = true;
     let a: Answer;
