@@ -202,13 +202,29 @@ function pseudoRef(ref: string, st: State): string | Removed {
   return `${t.type}/${p}`;
 }
 
-/** Years a time quantity comes to, or undefined when it is not one. */
+/**
+ * A unit as the YEARS_PER table spells it: case folded, UCUM annotations unwrapped (`{years}`),
+ * and the Julian, Gregorian and mean year and month (`a_j`, `a_g`, `mo_j`...), `ANN` and `{age}`
+ * as years. Case folding reads the ampere `A` as a year: for an age, over-capping is the safe side.
+ */
+function timeUnit(unit: string): string {
+  const u = unit.trim().replace(/^\{(.*)\}$/, '$1').trim().toLowerCase();
+  if (u === 'a_j' || u === 'a_g' || u === 'ann' || u === 'age' || u === 'annum') return 'a';
+  if (u === 'mo_j' || u === 'mo_g' || u === 'mo_s') return 'mo';
+  return u;
+}
+
+/**
+ * Years a time quantity comes to, or undefined when it is not one. Where the value is an age
+ * (`assumeYears`: the Age type, the value of an age observation), a missing or unknown unit
+ * (`1`, `{count}`, a typo) is read as years: an age is never released because its unit was odd.
+ */
 function yearsOf(q: Obj, assumeYears: boolean): number | undefined {
   if (typeof q.value !== 'number') return undefined;
-  const unit = typeof q.code === 'string' && (q.system === undefined || q.system === UCUM) ? q.code : typeof q.unit === 'string' ? q.unit.toLowerCase() : undefined;
-  if (unit === undefined) return assumeYears ? q.value : undefined;
-  const per = YEARS_PER[unit];
-  return per === undefined ? undefined : q.value * per;
+  const unit = typeof q.code === 'string' && (q.system === undefined || q.system === UCUM) ? q.code : typeof q.unit === 'string' ? q.unit : undefined;
+  const per = unit === undefined ? undefined : YEARS_PER[timeUnit(unit)];
+  if (per === undefined) return assumeYears ? q.value : undefined;
+  return q.value * per;
 }
 
 function walkValue(v: unknown, type: string, owner: string, key: string, st: State): unknown {
@@ -374,6 +390,26 @@ function capAgeObservation(o: Obj, st: State): Obj {
     }
   }
   if (isObj(out.valueQuantity)) out.valueQuantity = capQuantity(out.valueQuantity, true);
+  if (isObj(out.valueRange)) {
+    // As capRange, with unit-less or oddly-united bounds read as years.
+    const r = out.valueRange;
+    const low = isObj(r.low) ? yearsOf(r.low, true) : undefined;
+    const high = isObj(r.high) ? yearsOf(r.high, true) : undefined;
+    if ((low ?? 0) > 89 || (high ?? 0) > 89) {
+      const capped: Obj = {};
+      if (low !== undefined && low > 89) capped.low = { value: 90, unit: 'a', system: UCUM, code: 'a' };
+      else if (isObj(r.low)) capped.low = r.low;
+      out.valueRange = capped;
+    }
+  }
+  // An age as a ratio or a sampled series (origin, factor, a data string) cannot be capped
+  // reliably: it goes.
+  for (const k of ['valueRatio', 'valueSampledData', 'valuePeriod', 'valueTime', 'valueDateTime'] as const) {
+    if (k in out) {
+      delete out[k];
+      delete out[`_${k}`];
+    }
+  }
   return out;
 }
 

@@ -166,6 +166,28 @@ function patientsOf(res: Obj): string[] {
   return ids;
 }
 
+/**
+ * Whether nothing in `v` names a patient other than `patient`: no reference to another Patient on
+ * any element (`focus`, `derivedFrom`, an extension's `valueReference`...: a third red-team session
+ * read Brian's records through Alice's token because they named him outside the compartment
+ * paths), and no contained Patient (a person the caller cannot be shown to be).
+ */
+function namesNoOtherPatient(v: unknown, patient: string): boolean {
+  if (Array.isArray(v)) return v.every((x) => namesNoOtherPatient(x, patient));
+  if (!isObj(v)) return true;
+  for (const [k, x] of Object.entries(v)) {
+    if (k === 'reference' && typeof x === 'string') {
+      const t = tailTypeId(x);
+      if (t !== undefined && t.type === 'Patient' && t.id !== patient) return false;
+    } else if (k === 'contained' && Array.isArray(x) && x.some((c) => isObj(c) && c.resourceType === 'Patient')) {
+      return false;
+    } else if (typeof x === 'object' && x !== null && !namesNoOtherPatient(x, patient)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 /** Whether a plan rewrites `id` (pseudonym) or drops it; probed once per plan. */
 const idFate = new WeakMap<ElementPlan, 'keep' | 'pseudonym' | 'remove'>();
 
@@ -224,8 +246,10 @@ export class Filter {
     if (patient === undefined) return true;
     const type = res.resourceType as string;
     if (type !== 'Patient' && referencePaths(type).length === 0) return true; // not patient data (Practitioner, Organization...)
+    // A Patient belongs by id alone: its own chart stays readable when it links to another.
+    if (type === 'Patient') return res.id === patient;
     const named = patientsOf(res);
-    return named.length > 0 && named.every((p) => p === patient);
+    return named.length > 0 && named.every((p) => p === patient) && namesNoOtherPatient(res, patient);
   }
 
   /** Why the caller may not see `res` at all, or undefined when it may (after redaction). */

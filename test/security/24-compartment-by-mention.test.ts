@@ -19,6 +19,9 @@ let ownConditionId: string;
 const CONDITION_MARK = 'MENTIONED-ONLY-7f3a-brian-diagnosis';
 const OBSERVATION_MARK = 'MENTIONED-ONLY-7f3a-brian-observation';
 const OWN_MARK = 'OWN-RECORD-7f3a-alice-self-reported';
+/** Records about Alice that also name Brian outside the compartment paths (a third red-team session). */
+const OUTSIDE_MARK = 'NAMES-BRIAN-ELSEWHERE-7f3a';
+const outsideIds: string[] = [];
 
 const clinician = { role: 'clinician', purpose: 'TREAT' } as const;
 const alice = { role: 'clinician', purpose: 'TREAT', tokenClaims: { patient: DEMO.patients.alice, scope: 'patient/*.rs' } } as const;
@@ -45,6 +48,23 @@ beforeAll(async () => {
     performer: [{ reference: `Patient/${DEMO.patients.alice}` }],
     code: { text: OBSERVATION_MARK },
   });
+  const brian = { reference: `Patient/${DEMO.patients.brian}` };
+  const aboutAlice = { subject: { reference: `Patient/${DEMO.patients.alice}` } };
+  for (const r of [
+    { resourceType: 'Observation', status: 'final', ...aboutAlice, focus: [brian], code: { text: `${OUTSIDE_MARK} focus` } },
+    { resourceType: 'Observation', status: 'final', ...aboutAlice, derivedFrom: [brian], code: { text: `${OUTSIDE_MARK} derivedFrom` } },
+    { resourceType: 'Condition', ...aboutAlice, extension: [{ url: 'http://example.org/fhir/StructureDefinition/related-person', valueReference: brian }], code: { text: `${OUTSIDE_MARK} extension` } },
+    {
+      resourceType: 'Observation',
+      status: 'final',
+      ...aboutAlice,
+      contained: [{ resourceType: 'Patient', id: 'p1', name: [{ family: 'CONTAINEDBRIAN' }] }],
+      performer: [{ reference: '#p1' }],
+      code: { text: `${OUTSIDE_MARK} contained` },
+    },
+  ]) {
+    outsideIds.push(await create(r));
+  }
   // The control: her own record, which she also asserted, must still come back.
   ownConditionId = await create({
     resourceType: 'Condition',
@@ -70,6 +90,25 @@ describe("another patient's record that names the caller's patient in another ro
     const r = await receive(await stack.get(path, alice));
     expect(r.status).toBe(200);
     expectAbsent(r, [CONDITION_MARK, OBSERVATION_MARK, conditionId, observationId]);
+  });
+
+  it.each([['/Observation?_count=100'], ['/Condition?_count=100'], [`/Patient/${DEMO.patients.alice}/$everything?_count=200`], [`/Observation?derived-from=Patient/${DEMO.patients.brian}`]])(
+    '%s: a record about her that names him elsewhere (focus, derivedFrom, an extension, a contained Patient) is not released',
+    async (path) => {
+      const r = await receive(await stack.get(path, alice));
+      expect(r.status === 200 || r.status === 403).toBe(true);
+      // (The self link repeats the caller's own query, which may name him.)
+      expectAbsent(r, [OUTSIDE_MARK, 'CONTAINEDBRIAN', ...outsideIds, ...(path.includes(DEMO.patients.brian) ? [] : [DEMO.patients.brian])]);
+    },
+  );
+
+  it('those records read directly answer as missing ones', async () => {
+    for (const id of outsideIds) {
+      const type = ((await (await stack.get(`/Observation/${id}`, clinician)).json()) as { resourceType?: string }).resourceType === 'Observation' ? 'Observation' : 'Condition';
+      const got = await receive(await stack.get(`/${type}/${id}`, alice));
+      expect(got.status, `${type}/${id}`).toBe(404);
+      expectAbsent(got, [OUTSIDE_MARK, 'CONTAINEDBRIAN']);
+    }
   });
 
   it('a direct read answers exactly as a missing resource', async () => {

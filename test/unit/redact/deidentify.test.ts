@@ -52,6 +52,30 @@ describe('safe-harbor by data type', () => {
     expect(lds(patient()).address).toEqual([{ city: 'Boston', state: 'MA', postalCode: '03601', period: { start: '2001-02-03' } }]);
   });
 
+  it('an age over 89 in any unit spelling or value type is capped (red-team reproductions)', () => {
+    const UCUM = 'http://unitsofmeasure.org';
+    const age = (value: Record<string, unknown>) =>
+      sh({ resourceType: 'Observation', id: 'o', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '30525-0' }] }, ...value });
+    for (const code of ['a_j', 'a_g', 'ANN', 'A', '{years}', '{age}', '1', 'yr ']) {
+      expect(age({ valueQuantity: { value: 93, system: UCUM, code } }).valueQuantity, code).toEqual(CAP);
+      expect(age({ valueQuantity: { value: 93, unit: code } }).valueQuantity, `unit ${code}`).toEqual(CAP);
+    }
+    expect(age({ valueQuantity: { value: 1116, system: UCUM, code: 'mo_j' } }).valueQuantity).toEqual(CAP);
+    expect(age({ valueQuantity: { value: 45, system: UCUM, code: 'a_j' } }).valueQuantity).toEqual({ value: 45, system: UCUM, code: 'a_j' });
+    // Values that cannot be capped reliably go; a range is capped with unit-less bounds read as years.
+    const ratio = age({ valueRatio: { numerator: { value: 93 }, denominator: { value: 1 } } });
+    expect(ratio.valueRatio).toBeUndefined();
+    expect(JSON.stringify(ratio)).not.toContain('93');
+    const sampled = age({ valueSampledData: { origin: { value: 93 }, period: 1, dimensions: 1, data: '0' } });
+    expect(sampled.valueSampledData).toBeUndefined();
+    expect(age({ valueRange: { low: { value: 93 }, high: { value: 95 } } }).valueRange).toEqual({ low: { value: 90, unit: 'a', system: UCUM, code: 'a' } });
+    // The Age data type: any unit it is given is read as a time, or as years when unknown.
+    for (const code of ['a_j', '{years}', 'ANN']) {
+      const cond = sh({ resourceType: 'Condition', id: 'c', subject: { reference: 'Patient/pat-alice' }, onsetAge: { value: 93, system: UCUM, code } });
+      expect(cond.onsetAge, code).toEqual(CAP);
+    }
+  });
+
   it('dates become years, none earlier than now - 90, primitive extensions included', () => {
     const r = sh(patient());
     expect(r.birthDate).toBe('1936');
@@ -179,14 +203,15 @@ describe('found by a red-team session: identifier namespaces posing as terminolo
           { system: 'urn:oid:2.16.840.1.113883.6.96', code: '47505003' },
         ],
       },
-      valueQuantity: { value: 120, unit: 'mmHg per Dr Maria Reyes, pt Brian Baker 617-555-0102', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
+      // (29553-5 is an age code: a value over 89 in an odd unit would be capped as years.)
+      valueQuantity: { value: 80, unit: 'mmHg per Dr Maria Reyes, pt Brian Baker 617-555-0102', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
     });
     expect(obs.code.coding).toEqual([
       { system: 'http://loinc.org', code: '29553-5' },
       { system: 'http://hl7.org/fhir/sid/icd-10-cm', code: 'F43.10' },
       { system: 'urn:oid:2.16.840.1.113883.6.96', code: '47505003' },
     ]);
-    expect(obs.valueQuantity).toEqual({ value: 120, unit: 'mm[Hg]', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' });
+    expect(obs.valueQuantity).toEqual({ value: 80, unit: 'mm[Hg]', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' });
     for (const u of ['urn:oid:2.16.840.1.113883.4.1', 'http://hl7.org/fhir/sid/us-npi', 'http://hl7.org/fhir/sid/us-medicare', 'urn:oid:2.16.840.1.113883.3.9999']) expect(isTerminologyUri(u)).toBe(false);
   });
 });

@@ -79,6 +79,10 @@ describe('filterResponse: single resources', () => {
       expect(filterResponse(pat('p13', { link: [{ other: { reference: 'Patient/p12' }, type }] }), ctx)).toMatchObject({ kind: 'withheld', reason: 'compartment' });
     }
     expect(filterResponse(pat('p12', { link: [{ other: { reference: 'Patient/p13' }, type: 'seealso' }] }), ctx).kind).toBe('ok');
+    // A record about p12 that names another patient anywhere (an extension here) is not p12's alone.
+    const named = { ...cond('c2', 'p12'), extension: [{ url: 'http://example.org/x', valueReference: { reference: 'Patient/p13' } }] };
+    expect(filterResponse(named, ctx)).toMatchObject({ kind: 'withheld', reason: 'compartment' });
+    expect(filterResponse({ ...cond('c3', 'p12'), contained: [{ resourceType: 'Patient', id: 'x' }] }, ctx)).toMatchObject({ kind: 'withheld', reason: 'compartment' });
     // Not patient data: no compartment applies.
     expect(filterResponse({ resourceType: 'Organization', id: 'o' }, ctx).kind).toBe('ok');
   });
