@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** `phi-gateway <verb>`: one file per verb under src/cli, loaded on demand. */
-import { pathToFileURL } from 'node:url';
+import { isMainModule } from './main-module.js';
 
 export interface CliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -58,7 +58,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   return (await load())(rest, io);
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+if (isMainModule(import.meta.url)) {
   main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env }).then(
     (code) => {
       // Long-running verbs (serve, demo) resolve only when they are told to stop.

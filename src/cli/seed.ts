@@ -5,7 +5,7 @@
  * for the server to answer /metadata first (HAPI takes a while to start). Talks to the FHIR server
  * directly: it is an operator's tool, never exposed through the gateway. Synthetic data only.
  */
-import { pathToFileURL } from 'node:url';
+import { isMainModule } from './main-module.js';
 import { parseArgs } from 'node:util';
 import type { Bundle, Resource } from 'fhir/r4.js';
 import { request } from 'undici';
@@ -96,7 +96,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
 }
 
 // Runnable on its own (`node dist/cli/seed.js --upstream URL`), e.g. as the compose seed job.
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+if (isMainModule(import.meta.url)) {
   run(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env }).then(
     (code) => {
       process.exitCode = code;
