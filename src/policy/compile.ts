@@ -9,7 +9,7 @@ import { isR4ResourceType as isKnownResourceType } from '../fhir/resource-types.
 import { searchParam } from '../fhir/tables.js';
 import { type Fate, pathFate, worseFate } from '../redact/deidentify.js';
 import type { ElementPlan } from '../redact/types.js';
-import { compileLabelSet, isValidLabel } from './labels.js';
+import { compileLabelSet, isValidLabel, unknownLabel } from './labels.js';
 import type { DeidProfile, PolicyFile, PolicyInteraction, RuleSpec, TransformName } from './model.js';
 import type {
   AccessPlan,
@@ -232,6 +232,7 @@ function compileDataSet(
   const base = `dataSets.${name}`;
   dataSetWithhold.forEach((label, i) => {
     if (!isValidLabel(label)) problem(`${base}.withhold[${i}]`, `invalid security label '${label}' (CODE or system|code)`);
+    else if (unknownLabel(label) !== undefined) problem(`${base}.withhold[${i}]`, unknownLabel(label)!);
   });
   if (deidentify === 'safe-harbor' && !hasSafeHarbor) {
     // Without the list, restricted 3-digit areas (population < 20,000) would be disclosed.
@@ -243,6 +244,7 @@ function compileDataSet(
     const where = `${base}.rules[${r}]`;
     rule.withhold?.forEach((label, i) => {
       if (!isValidLabel(label)) problem(`${where}.withhold[${i}]`, `invalid security label '${label}' (CODE or system|code)`);
+      else if (unknownLabel(label) !== undefined) problem(`${where}.withhold[${i}]`, unknownLabel(label)!);
     });
     rule.transforms?.forEach((t, i) => {
       if (t.apply === 'zip3' && !hasSafeHarbor) {

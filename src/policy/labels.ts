@@ -57,6 +57,58 @@ export function upstreamExclusions(labels: readonly string[]): string[] {
   return [...out];
 }
 
+/**
+ * The codes a plain label (or an HL7 `system|code` one) may name: v3-Confidentiality, and the
+ * v3-ActCode information sensitivity policy codes. A label outside them withholds nothing real
+ * data carries: a typo (`psythpn`, `SUDX`) that passed would release what it meant to withhold.
+ */
+const KNOWN_CODES: ReadonlySet<string> = new Set([
+  ...CONFIDENTIALITY_CODES,
+  // ActInformationSensitivityPolicy (v3-ActCode)
+  'ETH', 'ETHUD', 'OPIOIDUD', 'GDIS', 'HIV', 'MST', 'SCA', 'SDV', 'SEX', 'SPI', 'BH', 'COCI', 'DRGIS', 'MH', 'PREGNANT',
+  'PSY', 'PSYTHPN', 'SUD', 'STD', 'SICKLE', 'TBOO', 'DVD', 'PRS',
+  // EntitySensitivityPolicyType and RoleInformationSensitivityPolicy (v3-ActCode)
+  'DEMO', 'DOB', 'GENDER', 'LIVARG', 'MARST', 'PATLOC', 'RACE', 'REL', 'B', 'EMPL', 'LOCIS', 'SSP', 'ADOL', 'CEL', 'DIA', 'EMP', 'PDS', 'PHY',
+  // Compartments and flags
+  'COMPT', 'HRCOMPT', 'RESCOMPT', 'RMGTCOMPT', 'VIP', 'TAINT',
+]);
+
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/**
+ * Why a well-formed label names no known code (with a "did you mean" when one is close), or
+ * undefined. Labels of other code systems (`system|code` outside HL7's) are the policy's own and pass.
+ */
+export function unknownLabel(label: string): string | undefined {
+  const bar = label.indexOf('|');
+  if (bar >= 0) {
+    const system = canonicalSystem(label.slice(0, bar));
+    if (system !== ACT_CODE && system !== CONFIDENTIALITY) return undefined;
+  }
+  const code = bar >= 0 ? label.slice(bar + 1) : label;
+  if (KNOWN_CODES.has(code)) return undefined;
+  const upper = code.toUpperCase();
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const k of KNOWN_CODES) {
+    const dist = k === upper ? 0 : distance(upper, k);
+    if (dist < bestDistance) {
+      best = k;
+      bestDistance = dist;
+    }
+  }
+  return `unknown security label code '${code}' (not v3-Confidentiality or a v3-ActCode sensitivity code)${best === undefined ? '' : `; did you mean '${best}'?`}`;
+}
+
 /** A plain label (no system) or `system|code` with a non-empty system and code. */
 export function isValidLabel(label: string): boolean {
   const bar = label.indexOf('|');

@@ -1,10 +1,26 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkConfig, loadPolicy, readPolicy } from '../../../src/config/load.js';
 
 const dir = 'test/fixtures/config';
 
 describe('policy problems, all of them, as file:line:col', () => {
+  it('every label typo in a withhold list is reported, located, with what it may have meant', () => {
+    const shipped = readFileSync('config/policy.yaml', 'utf8');
+    const tmp = mkdtempSync(join(tmpdir(), 'phi-labels-'));
+    const file = join(tmp, 'policy.yaml');
+    writeFileSync(file, shipped.replace('withhold: [R, V]', 'withhold: [r, V, psythpn, SUDX]'));
+    const problems = readPolicy(file).problems;
+    expect(problems.filter((p) => p.includes('unknown security label code'))).toEqual([
+      expect.stringMatching(/:\d+:\d+ dataSets\.clinical\.withhold\[0\]: unknown security label code 'r' .*did you mean 'R'\?$/),
+      expect.stringMatching(/:\d+:\d+ dataSets\.clinical\.withhold\[2\]: unknown security label code 'psythpn' .*did you mean 'PSYTHPN'\?$/),
+      expect.stringMatching(/:\d+:\d+ dataSets\.clinical\.withhold\[3\]: unknown security label code 'SUDX' .*did you mean 'SUD'\?$/),
+    ]);
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
   it('semantic problems point at the offending node', () => {
     expect(checkConfig(`${dir}/semantic/gateway.yaml`, {})).toEqual([
       `${dir}/semantic/policy.yaml:6:39 purposes.HPAYMT.parent: unknown parent purpose 'NOPE'`,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ACT_CODE, CONFIDENTIALITY, compileLabelSet, expandLabel, isValidLabel } from '../../../src/policy/labels.js';
+import { ACT_CODE, CONFIDENTIALITY, compileLabelSet, expandLabel, isValidLabel, unknownLabel } from '../../../src/policy/labels.js';
 
 describe('security label sets', () => {
   const set = compileLabelSet(['R', 'PSY', 'http://example.org/tags|VIP']);
@@ -45,5 +45,17 @@ describe('security label sets', () => {
   it('validates label syntax', () => {
     expect(['R', 'PSYTHPN', 'http://x.org/cs|A-1'].every(isValidLabel)).toBe(true);
     expect(['', 'bad label', '|R', 'sys|', 'a|b|c'].some(isValidLabel)).toBe(false);
+  });
+
+  it('a label naming no known code is a problem, with the close one it may have meant', () => {
+    // A typo used to pass check-config and withhold nothing: the VIP chart went out with 200.
+    expect(unknownLabel('psythpn')).toContain("did you mean 'PSYTHPN'");
+    expect(unknownLabel('SUDX')).toContain("did you mean 'SUD'");
+    expect(unknownLabel('r')).toContain("did you mean 'R'");
+    expect(unknownLabel(`${ACT_CODE}|PSYCH`)).toContain("did you mean 'PSY'");
+    expect(unknownLabel('http://hl7.org/fhir/v3/Confidentiality|Q')).toMatch(/unknown security label code 'Q'/);
+    for (const ok of ['R', 'V', 'PSY', 'PSYTHPN', 'SUD', 'HIV', 'ETH', 'SDV', `${CONFIDENTIALITY}|R`, 'http://example.org/tags|ANYTHING']) {
+      expect(unknownLabel(ok), ok).toBeUndefined();
+    }
   });
 });
