@@ -345,7 +345,7 @@ function patchTouches(body: unknown, type: string): string | undefined {
 }
 
 const idHiddenCache = new WeakMap<ResourcePlan, boolean>();
-function idHidden(typePlan: ResourcePlan): boolean {
+export function idHidden(typePlan: ResourcePlan): boolean {
   let hidden = idHiddenCache.get(typePlan);
   if (hidden === undefined) {
     const idElement = `${typePlan.resourceType}.id`;

@@ -129,6 +129,7 @@ export function compileLabelSet(labels: readonly string[]): LabelSet {
   const list = Object.freeze([...keys].sort());
   return Object.freeze({
     labels: list,
+    upstream: Object.freeze(upstreamExclusions(list)),
     match(security: readonly Coding[] | undefined): string | undefined {
       if (keys.size === 0 || !Array.isArray(security)) return undefined;
       for (const coding of security) {

@@ -8,6 +8,8 @@ import type { DeidProfile, PolicyInteraction, RoleCapability } from './model.js'
 
 export interface LabelSet {
   readonly labels: readonly string[];
+  /** The `_security:not` values that keep the upstream from matching these labels (labels.ts `upstreamExclusions`), made once. */
+  readonly upstream: readonly string[];
   /** The first label (as `system|code`) among `security` that this set withholds, or undefined. */
   match(security: readonly Coding[] | undefined): string | undefined;
 }

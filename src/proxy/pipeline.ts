@@ -15,7 +15,6 @@ import type { Principal } from '../auth/principal.js';
 import type { GatewayConfig } from '../config/types.js';
 import { ERRORS, type ErrorCode, GatewayError, isGatewayError, operationOutcome } from '../errors.js';
 import { deidentifyOf, type PseudonymContext } from '../policy/deid-request.js';
-import { upstreamExclusions } from '../policy/labels.js';
 import { withMetaElements } from '../policy/narrow.js';
 import type { AccessPlan, CompiledPolicy } from '../policy/plan.js';
 import type { ClassifiedRequest } from '../policy/request.js';
@@ -933,8 +932,8 @@ function upstreamCountWith(count: number, min: number): number {
 function withCount(req: ClassifiedRequest, count: number, plan: AccessPlan | undefined): ClassifiedRequest {
   const params: Array<readonly [string, string]> = [...req.params.filter(([n]) => n !== '_count'), ['_count', String(count)] as const];
   const searched = req.interaction === 'search-type' || req.interaction === 'search-compartment';
-  const labels = plan !== undefined && searched && req.resourceType !== undefined ? (plan.types.get(req.resourceType)?.withhold.labels ?? []) : [];
-  for (const value of upstreamExclusions(labels)) params.push(['_security:not', value]);
+  const exclusions = plan !== undefined && searched && req.resourceType !== undefined ? (plan.types.get(req.resourceType)?.withhold.upstream ?? []) : [];
+  for (const value of exclusions) params.push(['_security:not', value]);
   return { ...req, params, upstreamQuery: encodeParams(params) };
 }
 

@@ -49,7 +49,6 @@ import type { GatewayConfig } from '../config/types.js';
 import { type ErrorCode, GatewayError, isGatewayError } from '../errors.js';
 import { compartmentViolation } from '../policy/compartment.js';
 import { rebuild } from '../policy/narrow.js';
-import { upstreamExclusions } from '../policy/labels.js';
 import type { AccessPlan, ResourcePlan } from '../policy/plan.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import { filterResponse as defaultFilterResponse } from '../redact/response.js';
@@ -407,8 +406,8 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
     if (t.interaction !== 'create' || t.params.length === 0) return t;
     if (input.filter.patientCompartment !== undefined) throw new GatewayError('compartment-denied', 'conditional create under a patient compartment');
     if (input.filter.withheldMode === 'announce') return t;
-    const labels = (t.resourceType === undefined ? undefined : input.plan.types.get(t.resourceType))?.withhold.labels ?? [];
-    const extra = upstreamExclusions(labels).map((l) => ['_security:not', l] as const);
+    const exclusions = (t.resourceType === undefined ? undefined : input.plan.types.get(t.resourceType))?.withhold.upstream ?? [];
+    const extra = exclusions.map((l) => ['_security:not', l] as const);
     return extra.length === 0 ? t : rebuild(t, { params: [...t.params, ...extra] });
   }
 

@@ -22,8 +22,9 @@ import { type ErrorCode, GatewayError } from '../errors.js';
 import { searchParam } from '../fhir/tables.js';
 import { isCompartmentType } from '../policy/compartment.js';
 import { BREAK_GLASS_PURPOSE } from '../policy/compile.js';
+import { idHidden } from '../policy/decide.js';
 import type { PolicyInteraction } from '../policy/model.js';
-import type { AccessPlan, CompiledPolicy, ResourcePlan } from '../policy/plan.js';
+import type { AccessPlan, CompiledPolicy } from '../policy/plan.js';
 import { isCoveredBy } from '../policy/purpose.js';
 
 export const SOFTWARE_NAME = 'phi-gateway';
@@ -126,13 +127,6 @@ function scopeAllows(p: Principal | undefined, type: string, letter: Letter, wil
   });
 }
 
-/** Whether `_id` is refused for the plan: the element is pseudonymized or removed (decide.ts `searchable`). */
-function idHidden(t: ResourcePlan): boolean {
-  if (t.deidentify !== undefined) return false;
-  const idElement = `${t.resourceType}.id`;
-  return t.elements.describe().some((l) => l.element === idElement && l.action !== 'keep');
-}
-
 interface TypeGrant {
   readonly interactions: Set<string>;
   readonly operations: Set<string>;
@@ -160,7 +154,9 @@ function grantsOf(plans: readonly AccessPlan[], p: Principal | undefined): Map<s
         if (scopeAllows(p, type, 'r', op === '$everything')) g.operations.add(op);
       }
       if (t.interactions.has('search') && scopeAllows(p, type, 's')) {
-        const hideId = idHidden(t);
+        // As decide.ts: `_id` is refused where the id is removed or pseudonymized, except for a
+        // de-identified plan (it searches `_id` by pseudonym).
+        const hideId = t.deidentify === undefined && idHidden(t);
         for (const name of t.searchParams) {
           if (SHAPING.has(name) || name.includes('.') || name.includes(':') || name.startsWith('_has')) continue;
           if (name === '_id' && hideId) continue;

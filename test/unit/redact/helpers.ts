@@ -1,3 +1,4 @@
+import { upstreamExclusions } from '../../../src/policy/labels.js';
 // Test helpers: contexts and ResourcePlans built from rules, without the policy compiler.
 import type { Coding } from 'fhir/r4.js';
 import type { ResourcePlan } from '../../../src/policy/plan.js';
@@ -17,6 +18,7 @@ export function redactCtx(over: Partial<RedactContext> = {}): RedactContext {
 export function labelSet(labels: readonly string[]) {
   return {
     labels,
+    upstream: upstreamExclusions(labels),
     match(security: readonly Coding[] | undefined): string | undefined {
       for (const c of security ?? []) {
         for (const l of labels) {
