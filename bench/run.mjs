@@ -12,7 +12,7 @@
  * Options: --root DIR (the checkout whose dist/ and config/ are measured; default: this one)
  *          --duration S (4) --rounds N (2) --warmup S (1) --connections N (32)
  *          (defaults sized so the whole run, build included, stays under 5 minutes on 2 cores)
- *          --only read,search,withheld,latency,memory,micro   --quick (1 s runs, for trying it out)
+ *          --only read,search,withheld,latency,slow,memory,micro   --quick (1 s runs, for trying it out)
  *          --targets PREFIX,... (only the rows whose target id starts with one of these, e.g.
  *            `file-clinician` for the clinician gateway rows and their variants; default: all)
  *          --root-b DIR --name-a A --name-b B: measure a second checkout in the same run, its
@@ -20,6 +20,7 @@
  *          --out FILE (bench/results/latest.md)   --pin auto|on|off (CPU pinning; auto = from 4 cores)
  */
 import { execFileSync } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -41,7 +42,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '1' },
     connections: { type: 'string', default: '32' },
-    only: { type: 'string', default: 'read,search,withheld,latency,memory,micro' },
+    only: { type: 'string', default: 'read,search,withheld,latency,slow,memory,micro' },
     targets: { type: 'string' },
     quick: { type: 'boolean', default: false },
     out: { type: 'string', default: join(here, 'results', 'latest.md') },
@@ -78,6 +79,14 @@ const variants = [
     headers: { origin: BENCH_ORIGIN, 'if-none-match': '"not-the-current-tag"' },
   },
 ];
+// The slow-upstream group: a well-behaved client's Patient read at a fixed rate, alone and while
+// SLOW_REQUESTS requests to an upstream that drips one byte every 200 ms are in flight (their
+// clients wait, then disconnect). The gateway is given room for them (SLOW_ENV): each slow exchange
+// holds an in-flight slot and an upstream connection, and with the defaults (256, 64) a well-behaved
+// request would be refused or queue for a connection, which is capacity, not what this measures.
+const SLOW_REQUESTS = 300;
+const SLOW_RATE = 200;
+const SLOW_ENV = { BENCH_MAX_INFLIGHT: '1024', BENCH_UPSTREAM_CONNECTIONS: '512' };
 const MEMORY_CLIENTS = 64;
 const memoryRequestsPerClient = 1;
 const LATENCY_RATE = 400;
@@ -188,6 +197,45 @@ async function auditHistogram(gw) {
   } catch {
     return undefined;
   }
+}
+
+/** A gauge's value from the gateway's admin /metrics (NaN when absent or unreachable). */
+async function gauge(gw, name) {
+  try {
+    const text = await (await fetch(`${gw.admin}/metrics`)).text();
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Polls `ok` every 50 ms; false when it did not hold within `ms`. */
+async function waitFor(ok, ms) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await ok()) return true;
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** `n` GETs of `url`, each on its own connection, left waiting until `close()` disconnects them all. */
+function openSlowRequests(url, headers, n) {
+  const u = new URL(url);
+  const reqs = [];
+  for (let i = 0; i < n; i++) {
+    const req = httpRequest({ host: u.hostname, port: u.port, path: u.pathname, agent: false, headers });
+    req.on('error', () => {}); // the disconnect below
+    req.on('response', (res) => res.resume());
+    req.end();
+    reqs.push(req);
+  }
+  return {
+    close: () => {
+      for (const r of reqs) r.destroy();
+    },
+  };
 }
 
 function machineInfo() {
@@ -477,6 +525,76 @@ try {
     await Promise.all([bare, parse, ...gwFiles, ...gwRedises, ...gwRams].map(stopChild));
     await redis?.stop();
     redis = undefined;
+  }
+
+  if (only.has('slow')) {
+    // What 300 slow upstream exchanges cost a well-behaved client on the same gateway: its read at a
+    // fixed rate (latency counted from when each request was due), alone and next to them, in
+    // alternated rounds on one process; reported as the ratio of the two, same run.
+    const group = {
+      key: 'slow',
+      name: `Patient read at a fixed ${SLOW_RATE} req/s, next to ${SLOW_REQUESTS} in-flight requests to an upstream that drips a byte every 200 ms (maxInflightRequests ${SLOW_ENV.BENCH_MAX_INFLIGHT}, upstream.connections ${SLOW_ENV.BENCH_UPSTREAM_CONNECTIONS})`,
+      rows: [],
+    };
+    const dripping = async () => (await (await fetch(`${up}/_bench/requests`)).json()).dripping;
+    for (const [i, side] of sides.entries()) {
+      const gw = await startGatewayProcess('gateway (slow upstream)', up, `file:${join(tmp, `audit-slow-${i}`)}`, SLOW_ENV, side);
+      const headers = roleHeaders('clinician');
+      const readUrl = `${gw.base}/fhir/Patient/pat-00001`;
+      const plainLabel = `gateway clinician, file sink, well-behaved read alone${side.suffix}`;
+      const loadedLabel = `gateway clinician, file sink, well-behaved read next to ${SLOW_REQUESTS} slow-upstream requests${side.suffix}`;
+      const error = await checkTarget(readUrl, headers, 'clinician');
+      const runs = { plain: [], loaded: [] };
+      let failure = error;
+      if (!failure) {
+        const load = { rate: SLOW_RATE, duration: Math.min(duration, 4), connections };
+        await runPaced(readUrl, headers, { ...load, duration: Math.min(warmup, 1) });
+        for (const kind of alternation(['plain', 'loaded'], Math.max(rounds, 3))) {
+          if (kind === 'plain') {
+            runs.plain.push(await runPaced(readUrl, headers, load));
+            continue;
+          }
+          const slow = openSlowRequests(`${gw.base}/fhir/Patient/slow`, headers, SLOW_REQUESTS);
+          try {
+            const held = await waitFor(async () => (await dripping()) >= SLOW_REQUESTS && (await gauge(gw, 'phi_gateway_inflight_requests')) >= SLOW_REQUESTS, 30_000);
+            if (!held) {
+              failure = `the ${SLOW_REQUESTS} slow requests did not all reach the upstream within 30 s`;
+              break;
+            }
+            const r = await runPaced(readUrl, headers, load);
+            // Measured next to all of them: none ended during the run.
+            if ((await dripping()) < SLOW_REQUESTS) {
+              failure = 'slow requests ended during the measurement';
+              break;
+            }
+            runs.loaded.push(r);
+            log(`slow ${loadedLabel}: p50 ${r.p50.toFixed(1)} ms p99 ${r.p99.toFixed(1)} ms`);
+          } finally {
+            slow.close();
+          }
+          // Their clients gone, the gateway cancels the upstream calls and frees their slots at once.
+          const freed = await waitFor(async () => (await dripping()) === 0 && (await gauge(gw, 'phi_gateway_inflight_requests')) === 0, 10_000);
+          if (!freed) {
+            failure = 'after the slow clients disconnected, the gateway still held their slots or upstream calls 10 s later';
+            break;
+          }
+        }
+      }
+      if (failure) {
+        log(`slow${side.suffix}: FAILED: ${failure}`);
+        exitCode = 1;
+      }
+      const plain = failure ? undefined : aggregate(runs.plain);
+      const loaded = failure ? undefined : aggregate(runs.loaded);
+      group.rows.push({ label: plainLabel, kind: 'gateway', stats: plain, error: failure }, { label: loadedLabel, kind: 'gateway', stats: loaded, error: failure });
+      if (plain && loaded) {
+        notes.push(
+          `slow group${side.suffix}: a well-behaved client's read next to ${SLOW_REQUESTS} in-flight slow-upstream requests, p50 ${loaded.p50.toFixed(1)} ms, p99 ${loaded.p99.toFixed(1)} ms = ${(loaded.p50 / plain.p50).toFixed(2)}x (p50), ${(loaded.p99 / plain.p99).toFixed(2)}x (p99) the same run's plain read (p50 ${plain.p50.toFixed(1)} ms, p99 ${plain.p99.toFixed(1)} ms; same process, ${runs.loaded.length} alternated rounds each); after each round the slow clients disconnected and the gateway freed every slot and upstream call`,
+        );
+      }
+      await stopChild(gw);
+    }
+    report.groups.push(group);
   }
 
   if (only.has('memory')) {

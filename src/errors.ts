@@ -48,6 +48,8 @@ export const ERRORS = {
   'cors-origin-denied': { status: 403, issue: 'forbidden', text: 'This browser origin is not allowed to call the FHIR API.' },
   'upstream-unavailable': { status: 502, issue: 'transient', text: 'The FHIR server could not be reached.' },
   'upstream-timeout': { status: 504, issue: 'timeout', text: 'The FHIR server did not answer in time.' },
+  // Recorded, never received: the client had gone (499, as nginx records it); nothing was released.
+  'client-closed': { status: 499, issue: 'incomplete', text: 'The client closed the connection before the answer was ready; nothing was released.' },
   'upstream-bad-response': { status: 502, issue: 'exception', text: 'The FHIR server answered with a body the gateway cannot safely filter.' },
   'upstream-too-large': { status: 502, issue: 'too-costly', text: 'The FHIR server answer exceeds the configured size limit.' },
   'upstream-error': { status: 502, issue: 'exception', text: 'The FHIR server reported an error.' },
@@ -55,9 +57,12 @@ export const ERRORS = {
   'discovery-unavailable': { status: 503, issue: 'transient', text: 'The SMART configuration is not available: the identity provider could not be asked for its endpoints.' },
   'audit-unavailable': { status: 503, issue: 'transient', text: 'The audit trail cannot be written, so no data is released.' },
   'gateway-busy': { status: 503, issue: 'transient', text: 'The gateway is at capacity. Retry after the interval in Retry-After.' },
+  'gateway-draining': { status: 503, issue: 'transient', text: 'The gateway is shutting down. Retry after the interval in Retry-After; another instance may answer.' },
   'export-denied': { status: 403, issue: 'forbidden', text: 'Only auditors and privacy officers acting for HCOMPL may export the audit trail.' },
   'paging-token-invalid': { status: 400, issue: 'invalid', text: 'The paging link is invalid, has expired, or was issued to another user, purpose or policy version. Repeat the search.' },
   'bad-request': { status: 400, issue: 'invalid', text: 'The request is malformed.' },
+  'request-header-too-large': { status: 431, issue: 'too-long', text: 'The request line or headers exceed the size the gateway accepts.' },
+  'request-timeout': { status: 408, issue: 'timeout', text: 'The request was not received in full in time.' },
   'internal': { status: 500, issue: 'exception', text: 'Internal gateway error.' },
 } as const satisfies Record<string, ErrorSpec>;
 

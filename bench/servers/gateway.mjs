@@ -3,7 +3,8 @@
  * another revision). Config: BENCH_ROOT/config/gateway.yaml through loadGatewayConfig with the
  * PHI_GATEWAY_* environment overrides the parent sets, then the two settings that have no
  * environment variable: auth.jwksFile (the demo key's JWKS) and, for the memory test,
- * limits.responseBodyBytes (BENCH_RESPONSE_LIMIT). Reports { ready, port } over IPC; on 'stop'
+ * limits.responseBodyBytes (BENCH_RESPONSE_LIMIT); for the slow-upstream group,
+ * limits.maxInflightRequests (BENCH_MAX_INFLIGHT) and upstream.connections (BENCH_UPSTREAM_CONNECTIONS). Reports { ready, port } over IPC; on 'stop'
  * closes gracefully (flushes audit) and exits, which also writes a --cpu-prof profile.
  */
 import { join } from 'node:path';
@@ -24,6 +25,13 @@ if (limit > 0) {
 // Memory test of the in-flight budget (limits.bufferBytes), also without an environment variable.
 const bufferBytes = Number(process.env.BENCH_BUFFER_BYTES ?? 0);
 if (bufferBytes > 0) config = { ...config, limits: { ...config.limits, bufferBytes, responseBodyBytes: Math.min(config.limits.responseBodyBytes, bufferBytes) } };
+
+// The slow-upstream group holds 300 dripping exchanges in flight next to its well-behaved client:
+// room for them in the in-flight limit and the upstream pool.
+const maxInflight = Number(process.env.BENCH_MAX_INFLIGHT ?? 0);
+if (maxInflight > 0) config = { ...config, limits: { ...config.limits, maxInflightRequests: maxInflight } };
+const upstreamConnections = Number(process.env.BENCH_UPSTREAM_CONNECTIONS ?? 0);
+if (upstreamConnections > 0) config = { ...config, upstream: { ...config.upstream, connections: upstreamConnections } };
 
 const gw = await startGateway(config);
 process.send?.({ ready: true, port: config.listen.port, url: gw.url });

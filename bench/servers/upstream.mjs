@@ -4,6 +4,10 @@
  * 1,000 synthetic Patients (bench/lib/payloads.mjs createPagedSearch), so a proxy asking for one
  * more entry than its client (the gateway, to learn whether a next page exists) gets one upstream
  * page, as from a real server. Routes:
+ *   GET /fhir/Patient/slow                    a dripping answer: 200 at once, then one byte of a
+ *                                             Patient every 200 ms, never finishing (the `slow`
+ *                                             group: only the client's going away or the
+ *                                             gateway's total deadline ends it)
  *   GET /fhir/Patient/<id>                    ~4 KB Patient
  *   GET /fhir/Patient?name=bigbundle          ~5 MB searchset (memory test), whatever the paging
  *   GET /fhir/Patient?name=halfwithheld&...   paged result set, every other Patient labelled R
@@ -11,8 +15,9 @@
  *                                             1000) entries from `_offset`, `total` 1000, `next`
  *                                             link only while more remain (~400 KB a page of 100)
  *   GET /fhir/metadata                        a minimal CapabilityStatement
- *   GET /_bench/requests                      { fhir: requests under /fhir so far } (probes
- *                                             count the upstream requests one answer took)
+ *   GET /_bench/requests                      { fhir: requests under /fhir so far, dripping:
+ *                                             slow answers still being dripped } (probes count
+ *                                             the upstream requests one answer took)
  * Pages are built on first use and cached as Buffers (bounded). Started by bench/run.mjs as a
  * child process; reports { ready, port, sizes } over IPC.
  */
@@ -30,6 +35,24 @@ const notFound = Buffer.from(
   JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] }),
 );
 let fhirRequests = 0;
+let dripping = 0;
+const DRIP_EVERY_MS = 200;
+const DRIP_HEAD = '{"resourceType":"Patient","id":"slow"';
+
+/** Headers at once, then a byte every DRIP_EVERY_MS (JSON whitespace after the head) until the connection closes. */
+function drip(res) {
+  res.writeHead(200, { 'content-type': 'application/fhir+json; charset=utf-8' });
+  dripping++;
+  let i = 0;
+  const timer = setInterval(() => {
+    res.write(i < DRIP_HEAD.length ? DRIP_HEAD[i] : ' ');
+    i++;
+  }, DRIP_EVERY_MS);
+  res.on('close', () => {
+    clearInterval(timer);
+    dripping--;
+  });
+}
 
 function send(res, status, body, type = 'application/fhir+json; charset=utf-8') {
   res.writeHead(status, { 'content-type': type, 'content-length': body.length });
@@ -39,6 +62,7 @@ function send(res, status, body, type = 'application/fhir+json; charset=utf-8') 
 const server = createServer((req, res) => {
   const url = req.url ?? '/';
   if (url.startsWith('/fhir/')) fhirRequests++;
+  if (url === '/fhir/Patient/slow') return drip(res);
   if (url.startsWith('/fhir/Patient/')) return send(res, 200, payloads.patient);
   if (url.startsWith('/fhir/Patient?') || url === '/fhir/Patient') {
     const query = new URLSearchParams(url.slice('/fhir/Patient?'.length));
@@ -47,7 +71,7 @@ const server = createServer((req, res) => {
     return send(res, status, body);
   }
   if (url.startsWith('/fhir/metadata')) return send(res, 200, metadata);
-  if (url === '/_bench/requests') return send(res, 200, Buffer.from(JSON.stringify({ fhir: fhirRequests, pages: search.stats, cached: search.cached() })), 'application/json');
+  if (url === '/_bench/requests') return send(res, 200, Buffer.from(JSON.stringify({ fhir: fhirRequests, dripping, pages: search.stats, cached: search.cached() })), 'application/json');
   return send(res, 404, notFound);
 });
 server.keepAliveTimeout = 60_000;

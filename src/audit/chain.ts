@@ -13,15 +13,16 @@
  *
  * What the chain cannot see by itself: a writer's tail cut off (the last records simply end).
  * Mitigation: on a clean close the sink appends a `writer-seal` record carrying the number of
- * records before it; `verify` reports writers without a seal as a WARNING (a crash, or the live
- * writer, also ends unsealed) and a seal whose count disagrees as an error. Sinks also log the
- * chain head (writer, seq, hash: no PHI) periodically and on close, so an operator holds an
- * external anchor that a tail truncation or a wholesale re-hash of the file would contradict.
- * sha256 is unkeyed: someone able to rewrite the whole store can recompute every hash; the
- * anchors in the (separately shipped) logs are what catch that.
+ * records before it and the last hash; `verify` reports writers without a seal (a crash, or the
+ * live writer, also ends unsealed; `--allow-unsealed` accepts those) and a seal whose count
+ * disagrees as an error. sha256 is unkeyed: someone able to rewrite the whole store can recompute
+ * every hash. With a signing key configured, sinks therefore also append signed `writer-checkpoint`
+ * records and sign the seal (checkpoint.ts), and log each one (writer, seq, hash, signature: no PHI)
+ * as an external anchor that a tail truncation or a wholesale re-hash would contradict.
  */
 import { hash as oneShotHash } from 'node:crypto';
 import { canonicalSplit } from './canonical.js';
+import type { CheckpointSigner } from './checkpoint.js';
 import { quoteString, splitKnownRecord } from './record-text.js';
 import type { AuditRecord, ChainedRecord } from './record.js';
 
@@ -114,9 +115,11 @@ export function hashMatches(record: ChainedRecord): boolean {
 
 /**
  * The record a writer appends on clean close. `records` = how many records precede it in this
- * writer's chain (= head.seq), so verify can tell a sealed, complete chain from a cut one.
+ * writer's chain (= head.seq), so verify can tell a sealed, complete chain from a cut one. With a
+ * signer, the seal also signs the head (as a checkpoint does, under the seal's own domain text).
  */
-export function sealRecord(head: ChainHead, id: string, time: string): AuditRecord {
+export function sealRecord(head: ChainHead, id: string, time: string, signer?: CheckpointSigner): AuditRecord {
+  const signed = signer ? { keyId: signer.keyId, signature: signer.sign('seal', head.writer, head.seq, head.hash, time) } : {};
   return {
     id,
     time,
@@ -132,11 +135,11 @@ export function sealRecord(head: ChainHead, id: string, time: string): AuditReco
     upstreamStatus: undefined,
     durations: { totalMs: 0 },
     policyVersion: '',
-    details: { sealed: true, records: head.seq, lastHash: head.hash },
+    details: { sealed: true, records: head.seq, lastHash: head.hash, ...signed },
   };
 }
 
 /** Records the sink itself writes to maintain the chain (excluded from filtered exports). */
 export function isChainRecord(record: AuditRecord): boolean {
-  return record.kind === 'writer-seal';
+  return record.kind === 'writer-seal' || record.kind === 'writer-checkpoint';
 }

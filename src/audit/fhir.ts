@@ -93,6 +93,7 @@ function eventType(r: ChainedRecord): { type: Coding; subtype: Coding[] | undefi
     case 'break-glass-end':
       return { type: { system: DCM, code: '110113', display: 'Security Alert' }, subtype: [{ system: DCM, code: '110138', display: 'Emergency Override Stopped' }] };
     case 'export':
+    case 'audit-export':
       return { type: { system: DCM, code: '110106', display: 'Export' }, subtype: undefined };
     case 'fhir': {
       const i = r.request?.interaction;

@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { utf8Bytes } from '../utf8.js';
 import { type ChainHead, chainLine, genesisHead, sealRecord } from './chain.js';
+import { CHECKPOINT_TICK, type CheckpointOptions, Checkpointer, type PendingCheckpoint } from './checkpoint.js';
 import { auditFileName, listAuditFiles, utcDay } from './files.js';
 import { GroupCommitQueue, type Pending } from './group-commit.js';
 import type { AuditRecord, AuditSink } from './record.js';
@@ -141,8 +142,10 @@ export interface FileSinkOptions {
   readonly logger?: Logger | undefined;
   readonly now?: () => Date;
   readonly io?: FileIo;
-  /** Log the chain head every N records (an external anchor). Default 10000. */
+  /** Log the chain head every N records (an external anchor) when nothing is signed. Default 10000. */
   readonly checkpointEvery?: number;
+  /** Signed checkpoints (checkpoint.ts); absent: the chain is unkeyed, as before. */
+  readonly checkpoint?: CheckpointOptions | undefined;
   /** Max records per batch; the rest wait for the next one. Default 10000. */
   readonly maxBatch?: number;
   /**
@@ -152,6 +155,11 @@ export interface FileSinkOptions {
    * processed while the disk works. 0: always the pool. Default INLINE_BATCH_MAX.
    */
   readonly inlineBatchMax?: number;
+  /**
+   * A command-line writer beside a running gateway: write only to a file of its own
+   * (files.ts), never repair or roll over another process's file, never rotate.
+   */
+  readonly sidecar?: string;
 }
 
 /**
@@ -213,6 +221,7 @@ const FAILED_NOT_READY_MS = 10_000;
 
 export class FileAuditSink implements AuditSink {
   readonly writerId: string;
+  private readonly sidecar: string | undefined;
   private readonly dir: string;
   private readonly rotateBytes: number;
   private readonly logger: Logger | undefined;
@@ -226,6 +235,8 @@ export class FileAuditSink implements AuditSink {
   private closed = false;
   private poisoned: Error | undefined;
   private lastCheckpoint = 0;
+  private readonly checkpoints: Checkpointer | undefined;
+  private checkpointTimer: NodeJS.Timeout | undefined;
   /** When the last batch failed (0 = the last batch succeeded); readiness reflects it for a while. */
   private failedAt = 0;
 
@@ -233,6 +244,7 @@ export class FileAuditSink implements AuditSink {
     this.dir = opts.dir;
     this.rotateBytes = opts.rotateBytes;
     this.writerId = opts.writerId;
+    this.sidecar = opts.sidecar;
     this.logger = opts.logger;
     this.now = opts.now ?? (() => new Date());
     this.io = opts.io ?? nodeFileIo;
@@ -240,6 +252,14 @@ export class FileAuditSink implements AuditSink {
     this.inlineBatchMax = opts.inlineBatchMax ?? INLINE_BATCH_MAX;
     this.queue = new GroupCommitQueue((batch) => this.commit(batch), { maxBatch: opts.maxBatch ?? 10_000, delayMs: opts.groupCommitMs });
     this.head = genesisHead(opts.writerId);
+    if (opts.checkpoint) {
+      const cps = new Checkpointer(opts.checkpoint, this.now, this.logger);
+      this.checkpoints = cps;
+      // Records written before a quiet spell still get signed within everySeconds.
+      this.checkpointTimer = setInterval(() => {
+        if (!this.closed && !this.poisoned && cps.owes(this.head)) this.queue.enqueue(CHECKPOINT_TICK).catch(() => {});
+      }, cps.everySeconds * 1000).unref();
+    }
   }
 
   /** Creates the directory if needed, repairs a torn tail, and returns a sink for a new writer. */
@@ -247,7 +267,8 @@ export class FileAuditSink implements AuditSink {
     if (!(opts.rotateBytes > 0)) throw new Error('audit rotateBytes must be positive');
     const sink = new FileAuditSink(opts);
     await mkdir(opts.dir, { recursive: true, mode: 0o700 });
-    const files = await listAuditFiles(opts.dir);
+    if (opts.sidecar) return sink;
+    const files = (await listAuditFiles(opts.dir)).filter((f) => f.sidecar === undefined);
     const last = files[files.length - 1];
     if (last) {
       const path = join(opts.dir, last.name);
@@ -286,13 +307,19 @@ export class FileAuditSink implements AuditSink {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.checkpointTimer);
     await this.queue.idle();
     if (!this.poisoned && this.head.seq > 0) {
-      const seal = sealRecord(this.head, randomUUID(), this.now().toISOString());
-      await this.queue.enqueue(seal).catch((e: unknown) => this.logger?.error({ err: errInfo(e) }, 'audit seal could not be written'));
+      const head = this.head;
+      const time = this.now().toISOString();
+      const seal = this.checkpoints ? this.checkpoints.seal(head, randomUUID(), time) : sealRecord(head, randomUUID(), time);
+      await this.queue.enqueue(seal).then(
+        () => this.checkpoints?.sealed(seal, head),
+        (e: unknown) => this.logger?.error({ err: errInfo(e) }, 'audit seal could not be written'),
+      );
       await this.queue.idle();
     }
-    this.logCheckpoint('audit chain closed');
+    if (!this.checkpoints) this.logCheckpoint('audit chain closed');
     const h = this.current?.handle;
     if (this.current) this.current.handle = undefined;
     await h?.close();
@@ -307,7 +334,14 @@ export class FileAuditSink implements AuditSink {
     let next = this.head;
     const ok: Pending[] = [];
     const lines: string[] = [];
+    const ticks: Pending[] = [];
+    let sealing = false;
     for (const p of batch) {
+      if (p.record === CHECKPOINT_TICK) {
+        ticks.push(p);
+        continue;
+      }
+      sealing ||= p.record.kind === 'writer-seal';
       try {
         const r = chainLine(next, p.record);
         lines.push(r.line, '\n');
@@ -317,7 +351,20 @@ export class FileAuditSink implements AuditSink {
         p.reject(new Error('audit record is not serializable', { cause: e }));
       }
     }
-    if (ok.length === 0) return;
+    // A due checkpoint joins this same durable write (a seal signs the head itself: nothing after it).
+    let cp: PendingCheckpoint | undefined;
+    if (this.checkpoints && !sealing) {
+      cp = this.checkpoints.after(next, ticks.length > 0);
+      if (cp) {
+        lines.push(cp.line, '\n');
+        next = cp.next;
+      }
+    }
+    if (ok.length === 0 && !cp) {
+      for (const t of ticks) t.resolve();
+      return;
+    }
+    ok.push(...ticks);
     // Latin-1 when the batch is ASCII (checked): Buffer.from(text, 'utf8') is slow for long strings on Node 20.
     const buf = utf8Bytes(lines.join(''));
     let file: CurrentFile;
@@ -347,8 +394,9 @@ export class FileAuditSink implements AuditSink {
     file.size += buf.length;
     this.head = next;
     this.failedAt = 0;
+    if (cp) this.checkpoints!.committed(cp);
     for (const p of ok) p.resolve();
-    if (this.head.seq - this.lastCheckpoint >= this.checkpointEvery) this.logCheckpoint('audit chain head');
+    if (!this.checkpoints && this.head.seq - this.lastCheckpoint >= this.checkpointEvery) this.logCheckpoint('audit chain head');
   }
 
   private async rollbackFile(file: CurrentFile, size: number, cause: Error): Promise<void> {
@@ -366,7 +414,9 @@ export class FileAuditSink implements AuditSink {
     const today = utcDay(this.now());
     const cur = this.current;
     let target: CurrentFile;
-    if (!cur) {
+    if (this.sidecar) {
+      target = cur ?? { day: today, n: 0, size: 0, handle: undefined };
+    } else if (!cur) {
       target = { day: today, n: 1, size: 0, handle: undefined };
     } else if (today > cur.day) {
       // A clock going backwards never reopens an earlier day: file order is chain order.
@@ -382,7 +432,7 @@ export class FileAuditSink implements AuditSink {
       await h.close();
     }
     if (!target.handle) {
-      const name = auditFileName(target.day, target.n);
+      const name = auditFileName(target.day, target.n, this.sidecar);
       const path = join(this.dir, name);
       target.handle = await this.io.openAppend(path);
       if (target !== cur) {

@@ -7,7 +7,16 @@ import { hostname } from 'node:os';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AuditConfig } from '../config/types.js';
+import {
+  type CheckpointOptions,
+  createSigner,
+  DEFAULT_CHECKPOINT_RECORDS,
+  DEFAULT_CHECKPOINT_SECONDS,
+  loadSigningKey,
+  NO_CHECKPOINT_KEY_WARNING,
+} from './checkpoint.js';
 import { FileAuditSink } from './file-sink.js';
+import { newSidecarName } from './files.js';
 import { DEFAULT_STREAM, type ReadItem, readFileRecords, readRedisRecords } from './read.js';
 import type { AuditSink } from './record.js';
 import { RedisAuditSink, type RedisSinkOptions } from './redis-sink.js';
@@ -29,10 +38,32 @@ export interface CreateSinkOptions {
   readonly logger?: Logger;
   /** Redis-only tuning (WAIT, Sentinel/TLS options, timeouts). */
   readonly redis?: Partial<Omit<RedisSinkOptions, 'url' | 'stream' | 'writerId' | 'logger'>>;
+  /** Warn (once, at start) when no signing key is configured: what `serve` does. */
+  readonly warnUnsigned?: boolean;
+  /**
+   * For a sink configured by hand (a CLI writing into a trail named by --source): when `cfg` has no
+   * checkpoint section, PHI_GATEWAY_AUDIT_SIGNING_KEY_FILE from here signs its chain.
+   */
+  readonly env?: NodeJS.ProcessEnv;
+  /**
+   * A command-line writer: on a file sink it appends to a file of its own (files.ts) instead of
+   * the running gateway's. Ignored for Redis (a stream takes any number of writers).
+   */
+  readonly cli?: boolean;
+}
+
+/** The signing key of `audit.checkpoint` (or of the environment), loaded. */
+function checkpointOptions(cfg: AuditConfig, env: NodeJS.ProcessEnv | undefined): CheckpointOptions | undefined {
+  const envKey = env?.PHI_GATEWAY_AUDIT_SIGNING_KEY_FILE?.trim();
+  const c = cfg.checkpoint ?? (envKey ? { keyFile: envKey, everyRecords: DEFAULT_CHECKPOINT_RECORDS, everySeconds: DEFAULT_CHECKPOINT_SECONDS } : undefined);
+  if (!c) return undefined;
+  return { signer: createSigner(loadSigningKey(c.keyFile)), everyRecords: c.everyRecords, everySeconds: c.everySeconds };
 }
 
 export async function createAuditSink(cfg: AuditConfig, opts: CreateSinkOptions = {}): Promise<AuditSink & { readonly writerId: string }> {
   const writerId = opts.writerId ?? newWriterId();
+  const checkpoint = checkpointOptions(cfg, opts.env);
+  if (!checkpoint && opts.warnUnsigned) opts.logger?.warn(NO_CHECKPOINT_KEY_WARNING);
   if (cfg.sink === 'file') {
     return FileAuditSink.open({
       dir: cfg.path,
@@ -40,6 +71,8 @@ export async function createAuditSink(cfg: AuditConfig, opts: CreateSinkOptions 
       groupCommitMs: cfg.groupCommitMs,
       writerId,
       logger: opts.logger,
+      checkpoint,
+      sidecar: opts.cli ? newSidecarName() : undefined,
     });
   }
   if (cfg.sink === 'redis') {
@@ -50,6 +83,7 @@ export async function createAuditSink(cfg: AuditConfig, opts: CreateSinkOptions 
       stream: cfg.stream || DEFAULT_STREAM,
       writerId,
       logger: opts.logger,
+      checkpoint,
     });
   }
   throw new Error('unknown audit sink');

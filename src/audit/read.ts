@@ -32,6 +32,8 @@ function parseLine(line: string, position: string): ReadItem {
 /** Every record of a file sink directory, files in chain order, positions `file:line`. */
 export async function* readFileRecords(dir: string): AsyncGenerator<ReadItem> {
   const files = await listAuditFiles(dir);
+  // The gateway's own last file, and any command-line writer's file, may end torn by a crash.
+  const lastMain = files.findLastIndex((x) => x.sidecar === undefined);
   for (let f = 0; f < files.length; f++) {
     const name = files[f].name;
     const decoder = new StringDecoder('utf8');
@@ -52,8 +54,8 @@ export async function* readFileRecords(dir: string): AsyncGenerator<ReadItem> {
     rest += decoder.end();
     if (rest.length > 0) {
       // Even a complete JSON object without its newline is a torn write: it was never fsynced as
-      // a line, so never acknowledged. Only the last file may legitimately end so (a crash).
-      yield { position: `${name}:${n + 1}`, corrupt: 'line without trailing newline', torn: f === files.length - 1 };
+      // a line, so never acknowledged. Only a writer's last file may legitimately end so (a crash).
+      yield { position: `${name}:${n + 1}`, corrupt: 'line without trailing newline', torn: f === lastMain || files[f].sidecar !== undefined };
     }
   }
 }

@@ -12,6 +12,8 @@ export interface AuditRecord {
   readonly kind:
     | 'fhir'
     | 'export'
+    /** `phi-gateway audit export` run from the CLI: who ran it (OS user, host), filters, count, output. */
+    | 'audit-export'
     | 'break-glass-review'
     | 'break-glass-start'
     | 'break-glass-end'
@@ -20,7 +22,9 @@ export interface AuditRecord {
     /** Shadow mode: a candidate policy would have treated this request differently (src/monitor/shadow.ts). */
     | 'shadow-diff'
     /** Written by the sink itself as a writer's last record on a clean close (src/audit/chain.ts). */
-    | 'writer-seal';
+    | 'writer-seal'
+    /** Written by the sink itself: a signed chain head (src/audit/checkpoint.ts). */
+    | 'writer-checkpoint';
   readonly actor: {
     readonly iss?: string | undefined;
     readonly sub?: string | undefined;

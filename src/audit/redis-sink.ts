@@ -33,10 +33,12 @@ import { createHash, randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { type ChainHead, chainLine, genesisHead, sealRecord } from './chain.js';
+import { CHECKPOINT_TICK, type CheckpointOptions, Checkpointer, type PendingCheckpoint } from './checkpoint.js';
 import { errInfo } from './file-sink.js';
 import { DEFAULT_STREAM } from './read.js';
 import { GroupCommitQueue, type Pending } from './group-commit.js';
 import type { AuditRecord, AuditSink } from './record.js';
+import { warnIfRedisNotDurable } from './redis-durability.js';
 
 type Applied = 'yes' | 'no' | 'unknown';
 
@@ -76,7 +78,10 @@ export interface RedisSinkOptions {
   /** Wait this long for the first connection before returning the sink. Default 2000 ms. */
   readonly connectTimeoutMs?: number;
   readonly maxBatch?: number;
+  /** Log the chain head every N records when nothing is signed. Default 10000. */
   readonly checkpointEvery?: number;
+  /** Signed checkpoints (checkpoint.ts); absent: the chain is unkeyed, as before. */
+  readonly checkpoint?: CheckpointOptions | undefined;
   readonly now?: () => Date;
 }
 
@@ -91,6 +96,8 @@ export class RedisAuditSink implements AuditSink {
   private readonly now: () => Date;
   private closed = false;
   private lastCheckpoint = 0;
+  private readonly checkpoints: Checkpointer | undefined;
+  private checkpointTimer: NodeJS.Timeout | undefined;
   private lastErrorLog = 0;
   /** False once the server refused scripting: MULTI/EXEC from then on. */
   private scripting = true;
@@ -103,6 +110,14 @@ export class RedisAuditSink implements AuditSink {
     this.checkpointEvery = opts.checkpointEvery ?? 10_000;
     this.now = opts.now ?? (() => new Date());
     this.head = genesisHead(opts.writerId);
+    if (opts.checkpoint) {
+      const cps = new Checkpointer(opts.checkpoint, this.now, this.logger);
+      this.checkpoints = cps;
+      // Records written before a quiet spell still get signed within everySeconds.
+      this.checkpointTimer = setInterval(() => {
+        if (!this.closed && this.client.status === 'ready' && cps.owes(this.head)) this.queue.enqueue(CHECKPOINT_TICK).catch(() => {});
+      }, cps.everySeconds * 1000).unref();
+    }
     this.client = new Redis(opts.url, {
       ...opts.redisOptions,
       // Fail fast while Redis is away (commands reject at once instead of queueing), reconnect forever.
@@ -140,6 +155,8 @@ export class RedisAuditSink implements AuditSink {
     }
     // Not ready yet is not fatal: writes reject (503) and /readyz says so until Redis is back.
     if (sink.client.status !== 'ready') sink.logger?.warn('audit redis not reachable at start; writes fail closed until it is');
+    // AOF off or lazy fsync loses acknowledged records in a crash: say so at start (redis-durability.ts).
+    else await warnIfRedisNotDurable(sink.client, sink.logger);
     return sink;
   }
 
@@ -168,13 +185,19 @@ export class RedisAuditSink implements AuditSink {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.checkpointTimer);
     await this.queue.idle();
     if (this.head.seq > 0 && this.client.status === 'ready') {
-      const seal = sealRecord(this.head, randomUUID(), this.now().toISOString());
-      await this.queue.enqueue(seal).catch((e: unknown) => this.logger?.error({ err: errInfo(e) }, 'audit seal could not be written'));
+      const head = this.head;
+      const time = this.now().toISOString();
+      const seal = this.checkpoints ? this.checkpoints.seal(head, randomUUID(), time) : sealRecord(head, randomUUID(), time);
+      await this.queue.enqueue(seal).then(
+        () => this.checkpoints?.sealed(seal, head),
+        (e: unknown) => this.logger?.error({ err: errInfo(e) }, 'audit seal could not be written'),
+      );
       await this.queue.idle();
     }
-    this.logCheckpoint('audit chain closed');
+    if (!this.checkpoints) this.logCheckpoint('audit chain closed');
     try {
       await this.client.quit();
     } catch {
@@ -192,7 +215,14 @@ export class RedisAuditSink implements AuditSink {
     let next = this.head;
     const ok: Pending[] = [];
     const lines: string[] = [];
+    const ticks: Pending[] = [];
+    let sealing = false;
     for (const p of batch) {
+      if (p.record === CHECKPOINT_TICK) {
+        ticks.push(p);
+        continue;
+      }
+      sealing ||= p.record.kind === 'writer-seal';
       try {
         // One canonical pass: the hashed text is the stored text (no parsed copy to re-serialize).
         const r = chainLine(next, p.record);
@@ -203,12 +233,27 @@ export class RedisAuditSink implements AuditSink {
         p.reject(new Error('audit record is not serializable', { cause: e }));
       }
     }
-    if (ok.length === 0) return;
+    // A due checkpoint joins this same atomic batch (a seal signs the head itself: nothing after it).
+    let cp: PendingCheckpoint | undefined;
+    if (this.checkpoints && !sealing) {
+      cp = this.checkpoints.after(next, ticks.length > 0);
+      if (cp) {
+        lines.push(cp.line);
+        next = cp.next;
+      }
+    }
+    if (ok.length === 0 && !cp) {
+      for (const t of ticks) t.resolve();
+      return;
+    }
+    ok.push(...ticks);
     const sent = await this.send(lines);
     let failure = sent.failure;
     const applied = sent.applied;
     if (applied === 'yes') {
       this.head = next;
+      // Stored on the primary: the checkpoint is in the chain whatever WAIT says below.
+      if (cp) this.checkpoints!.committed(cp);
       if ((this.opts.waitReplicas ?? 0) > 0) {
         try {
           const acked = await this.client.wait(this.opts.waitReplicas!, this.opts.waitTimeoutMs ?? 1000);
@@ -226,7 +271,7 @@ export class RedisAuditSink implements AuditSink {
       return;
     }
     for (const p of ok) p.resolve();
-    if (this.head.seq - this.lastCheckpoint >= this.checkpointEvery) this.logCheckpoint('audit chain head');
+    if (!this.checkpoints && this.head.seq - this.lastCheckpoint >= this.checkpointEvery) this.logCheckpoint('audit chain head');
   }
 
   /** Sends one batch; says whether Redis applied it ('unknown' when it may or may not have). */
@@ -279,6 +324,7 @@ export class RedisAuditSink implements AuditSink {
     const old = this.head;
     this.head = genesisHead(this.opts.newWriterId());
     this.lastCheckpoint = 0;
+    this.checkpoints?.reset();
     this.logger?.warn(
       { audit: { retiredWriter: old.writer, lastConfirmedSeq: old.seq, lastConfirmedHash: old.hash, writer: this.head.writer } },
       'audit redis batch outcome unknown; retired the writer chain and started a new one',

@@ -3,9 +3,18 @@
  * edited record (hash mismatch), a removed or inserted record (sequence gap, prev mismatch,
  * duplicate), reordered records (sequence going backwards), unparsable lines, records after a seal
  * and seals whose count disagrees. Names the FIRST problem by position, writer and seq.
- * Unsealed writers (crash, live process, or a cut tail) and a torn final line are warnings.
+ *
+ * Checkpoints and seals (checkpoint.ts) must agree with the chain they cover (count and last hash).
+ * With public keys, their signatures are checked too, and a writer with records but no valid
+ * signature at all is a problem: that is what catches a chain rewritten consistently by someone
+ * without the key. Records after a writer's last valid checkpoint are reported as unprotected.
+ * Anchors (checkpoints kept off the machine) must each be found in the trail, which catches a
+ * rewrite that dropped whole writers. An unsealed writer (crash, live, or a cut tail) is a warning
+ * unless `requireSeal`; a torn final line is a warning.
  */
+import type { KeyObject } from 'node:crypto';
 import { GENESIS, hashMatches } from './chain.js';
+import { type CheckpointLog, checkpointOf, checkSignature, keyIdOf } from './checkpoint.js';
 import type { ReadItem } from './read.js';
 import type { ChainedRecord } from './record.js';
 
@@ -18,7 +27,17 @@ export type ProblemKind =
   | 'prev-mismatch'
   | 'bad-genesis'
   | 'after-seal'
-  | 'seal-count';
+  | 'seal-count'
+  /** A checkpoint or seal whose count or last hash is not the chain's (or that carries none). */
+  | 'checkpoint-mismatch'
+  /** A checkpoint or seal not signed by any of the public keys given (wrong key, bad or no signature). */
+  | 'bad-signature'
+  /** Under public keys: a writer with records but no valid signed checkpoint or seal. */
+  | 'no-checkpoint'
+  /** `requireSeal`: a writer that ends without a seal. */
+  | 'unsealed'
+  /** An anchored checkpoint the trail does not contain (its writer or record missing, or another hash). */
+  | 'anchor-missing';
 
 export interface Problem {
   readonly kind: ProblemKind;
@@ -29,10 +48,24 @@ export interface Problem {
 }
 
 export interface Warning {
-  readonly kind: 'unsealed' | 'torn-tail';
+  readonly kind: 'unsealed' | 'torn-tail' | 'unprotected';
   readonly position: string | undefined;
   readonly writer: string | undefined;
   readonly message: string;
+}
+
+/** One writer's chain as verified. */
+export interface WriterSummary {
+  readonly writer: string;
+  /** seq of its last record. */
+  readonly lastSeq: number;
+  readonly sealed: boolean;
+  /** seq of its last checkpoint (or seal) record that passed every check (0 = none). */
+  readonly protectedTo: number;
+  /** Records after that one, which no checkpoint vouches for (with public keys; else every record). */
+  readonly unprotected: number;
+  /** That last good checkpoint or seal, as an anchor to keep elsewhere. */
+  readonly latest: CheckpointLog | undefined;
 }
 
 export interface VerifyReport {
@@ -41,9 +74,31 @@ export interface VerifyReport {
   readonly writers: number;
   /** The first problem found, or undefined when intact. */
   readonly first: Problem | undefined;
-  /** Problems in stream order, capped at `maxProblems`. */
+  /** Problems in stream order (end-of-trail findings last), capped at `maxProblems`. */
   readonly problems: readonly Problem[];
   readonly warnings: readonly Warning[];
+  /** True when signatures were checked (public keys given). */
+  readonly keyed: boolean;
+  readonly writerSummaries: readonly WriterSummary[];
+  /** Distinct anchors given (writer and seq), and how many of them the trail holds. */
+  readonly anchorsGiven: number;
+  readonly anchorsChecked: number;
+}
+
+/** A checkpoint kept outside the machine: the trail must hold this writer's record `seq` with `hash`. */
+export interface Anchor {
+  readonly writer: string;
+  readonly seq: number;
+  readonly hash: string;
+}
+
+export interface VerifyOptions {
+  readonly maxProblems?: number;
+  /** Ed25519 public keys checkpoints may be signed with (several during a key rotation). */
+  readonly publicKeys?: readonly KeyObject[];
+  /** A writer without a seal is a problem, not a warning (a live trail: leave false). */
+  readonly requireSeal?: boolean;
+  readonly anchors?: readonly Anchor[];
 }
 
 interface WriterState {
@@ -51,6 +106,9 @@ interface WriterState {
   hash: string;
   position: string;
   sealed: boolean;
+  /** seq of the last checkpoint/seal record that passed (0 = none). */
+  protectedTo: number;
+  latest: CheckpointLog | undefined;
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -71,14 +129,21 @@ function isChained(r: ChainedRecord): boolean {
   );
 }
 
+const anchorKey = (writer: string, seq: number): string => `${seq}\n${writer}`;
+
 export async function verifyChains(
   items: AsyncIterable<ReadItem | ChainedRecord> | Iterable<ReadItem | ChainedRecord>,
-  opts: { maxProblems?: number } = {},
+  opts: VerifyOptions = {},
 ): Promise<VerifyReport> {
   const maxProblems = opts.maxProblems ?? 100;
+  const keys = new Map<string, KeyObject>((opts.publicKeys ?? []).map((k) => [keyIdOf(k), k]));
+  const keyed = keys.size > 0;
   const writers = new Map<string, WriterState>();
   const problems: Problem[] = [];
   const warnings: Warning[] = [];
+  // Anchors by writer+seq: matched as the records stream past (no record kept in memory).
+  const anchors = new Map<string, { anchor: Anchor; found: 'no' | 'yes' | 'other-hash' }>();
+  for (const a of opts.anchors ?? []) anchors.set(anchorKey(a.writer, a.seq), { anchor: a, found: 'no' });
   let first: Problem | undefined;
   let count = 0;
   let index = 0;
@@ -113,8 +178,13 @@ export async function verifyChains(
     }
     const { writer, seq, prev, hash } = record.chain;
     const at = `${position} (writer ${writer}, seq ${seq})`;
-    if (!hashMatches(record)) {
+    const intact = hashMatches(record);
+    if (!intact) {
       report({ kind: 'hash-mismatch', position, writer, seq, message: `${at}: hash mismatch, the record was edited` });
+    }
+    if (anchors.size > 0) {
+      const a = anchors.get(anchorKey(writer, seq));
+      if (a && a.found !== 'yes') a.found = a.anchor.hash === hash && intact ? 'yes' : 'other-hash';
     }
     const state = writers.get(writer);
     if (!state) {
@@ -136,27 +206,132 @@ export async function verifyChains(
       }
     }
     let sealed = state?.sealed ?? false;
-    if (record.kind === 'writer-seal') {
-      sealed = true;
-      const n = (record.details as { records?: unknown } | undefined)?.records;
-      if (n !== seq - 1) {
-        report({ kind: 'seal-count', position, writer, seq, message: `${at}: seal counts ${String(n)} records but ${seq - 1} precede it` });
+    let protectedTo = state?.protectedTo ?? 0;
+    let latest = state?.latest;
+    const isSeal = record.kind === 'writer-seal';
+    if (isSeal || record.kind === 'writer-checkpoint') {
+      const d = (record.details ?? {}) as { records?: unknown; lastHash?: unknown; keyId?: unknown; signature?: unknown };
+      const what = isSeal ? 'seal' : 'checkpoint';
+      if (isSeal) sealed = true;
+      // What it vouches for must be the chain it sits in: the count before it and the hash it follows.
+      // (A seal of an unkeyed gateway before checkpoints existed may lack lastHash: not required then.)
+      let good = intact;
+      if (d.records !== seq - 1) {
+        good = false;
+        const message = `${at}: ${what} counts ${String(d.records)} records but ${seq - 1} precede it`;
+        report({ kind: isSeal ? 'seal-count' : 'checkpoint-mismatch', position, writer, seq, message });
+      } else if (d.lastHash !== prev && (!isSeal || d.lastHash !== undefined || keyed)) {
+        good = false;
+        report({ kind: 'checkpoint-mismatch', position, writer, seq, message: `${at}: ${what} vouches for a last hash that is not the chain's: the records before it were rewritten` });
+      }
+      if (keyed) {
+        const sig = checkSignature(keys, what, {
+          writer,
+          seq: typeof d.records === 'number' ? d.records : -1,
+          hash: typeof d.lastHash === 'string' ? d.lastHash : '',
+          time: typeof record.time === 'string' ? record.time : '',
+          keyId: d.keyId,
+          signature: d.signature,
+        });
+        if (sig !== 'ok') {
+          good = false;
+          const why =
+            sig === 'unsigned'
+              ? `${what} carries no signature`
+              : sig === 'unknown-key'
+                ? `${what} is signed by key ${String(d.keyId)}, not by any public key given`
+                : `${what} signature does not verify: the ${what} was forged or altered`;
+          report({ kind: 'bad-signature', position, writer, seq, message: `${at}: ${why}` });
+        }
+      }
+      if (good) {
+        protectedTo = seq;
+        latest = checkpointOf(record);
       }
     }
     // Resynchronise on what was found so one problem is reported once, not cascaded.
-    if (!state || seq > state.seq) writers.set(writer, { seq, hash, position, sealed });
+    if (!state || seq > state.seq) writers.set(writer, { seq, hash, position, sealed, protectedTo, latest });
     else if (state) state.sealed = sealed;
   }
 
+  const summaries: WriterSummary[] = [];
   for (const [writer, s] of writers) {
-    if (!s.sealed) {
-      warnings.push({
-        kind: 'unsealed',
+    const unprotected = keyed ? s.seq - s.protectedTo : s.seq;
+    summaries.push({ writer, lastSeq: s.seq, sealed: s.sealed, protectedTo: keyed ? s.protectedTo : 0, unprotected, latest: s.latest });
+    if (keyed && s.protectedTo === 0) {
+      report({
+        kind: 'no-checkpoint',
         position: s.position,
         writer,
-        message: `writer ${writer} ends at seq ${s.seq} (${s.position}) without a seal: still running, crashed, or its tail was cut`,
+        seq: s.seq,
+        message: `writer ${writer} has ${s.seq} records but no checkpoint or seal signed by the given key: nothing vouches for them`,
+      });
+    } else if (keyed && unprotected > 0) {
+      warnings.push({
+        kind: 'unprotected',
+        position: s.position,
+        writer,
+        message: `writer ${writer}: ${unprotected} record(s) after its last signed checkpoint (seq ${s.protectedTo}) are unprotected: they could be cut or rewritten unnoticed`,
       });
     }
+    if (!s.sealed) {
+      const message = `writer ${writer} ends at seq ${s.seq} (${s.position}) without a seal: still running, crashed, or its tail was cut`;
+      if (opts.requireSeal) report({ kind: 'unsealed', position: s.position, writer, seq: s.seq, message });
+      else warnings.push({ kind: 'unsealed', position: s.position, writer, message });
+    }
   }
-  return { ok: first === undefined, records: count, writers: writers.size, first, problems, warnings };
+  let anchorsChecked = 0;
+  for (const { anchor: a, found } of anchors.values()) {
+    if (found === 'yes') {
+      anchorsChecked++;
+      continue;
+    }
+    const why =
+      found === 'other-hash'
+        ? 'holds that record with another hash: the chain was rewritten'
+        : writers.has(a.writer)
+          ? `ends before it: records were removed`
+          : 'has no record of that writer: the whole chain was removed';
+    report({ kind: 'anchor-missing', position: 'anchor', writer: a.writer, seq: a.seq, message: `anchor writer ${a.writer} seq ${a.seq}: the trail ${why}` });
+  }
+  return { ok: first === undefined, records: count, writers: writers.size, first, problems, warnings, keyed, writerSummaries: summaries, anchorsGiven: anchors.size, anchorsChecked };
+}
+
+/**
+ * Anchors from a file of checkpoint lines, one JSON object per line, any of: a gateway log line
+ * (`{"audit":{"checkpoint":{writer, seq, hash, ...}}}`), a stored or exported checkpoint or seal
+ * record, a bare `{writer, seq, hash}`, or a `checkpoint {...}` line of `audit verify` output. Other
+ * lines (the rest of a log) are skipped; a file with no anchor at all is an error.
+ */
+export function parseAnchors(text: string): Anchor[] {
+  const out: Anchor[] = [];
+  for (const line of text.split(/\r?\n/)) {
+    const i = line.indexOf('{');
+    if (i < 0) continue;
+    let v: unknown;
+    try {
+      v = JSON.parse(line.slice(i));
+    } catch {
+      continue;
+    }
+    const a = anchorOf(v);
+    if (a) out.push(a);
+  }
+  if (out.length === 0) throw new Error('no checkpoint line in the anchor file');
+  return out;
+}
+
+function anchorOf(v: unknown): Anchor | undefined {
+  if (v === null || typeof v !== 'object') return undefined;
+  const o = v as Record<string, unknown>;
+  const logged = (o.audit as { checkpoint?: unknown } | undefined)?.checkpoint;
+  if (logged !== undefined) return anchorOf(logged);
+  if (o.chain && typeof o.chain === 'object') {
+    const cp = checkpointOf(o as unknown as ChainedRecord);
+    return cp ? { writer: cp.writer, seq: cp.seq, hash: cp.hash } : undefined;
+  }
+  if (typeof o.writer === 'string' && Number.isSafeInteger(o.seq) && (o.seq as number) >= 1 && typeof o.hash === 'string' && HEX64.test(o.hash)) {
+    return { writer: o.writer, seq: o.seq as number, hash: o.hash };
+  }
+  return undefined;
 }

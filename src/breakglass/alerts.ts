@@ -2,7 +2,16 @@
  * Break-glass alerts: a `warn` log line at once, then delivery (webhook POST, Redis PUBLISH) from a
  * persisted outbox with exponential backoff, retried until delivered. Delivery never blocks the
  * clinician; every failed attempt is audited (kind `alert`) and so is a late success.
+ *
+ * Webhook POSTs are signed when a secret is configured, as Stripe signs its webhooks:
+ *
+ *   X-Phi-Gateway-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
+ *
+ * A receiver recomputes the HMAC over the raw body bytes (before any JSON parsing), compares in
+ * constant time and refuses a timestamp more than 5 minutes from its clock: see
+ * `verifyWebhookSignature`. Each attempt is signed afresh; `alertId` in the body identifies retries.
  */
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AuditRecord, AuditSink } from '../audit/record.js';
 import type { AlertPayload, AlertTarget, Outbox, OutboxItem } from './outbox.js';
@@ -12,6 +21,8 @@ export interface AlerterOptions {
   readonly audit: AuditSink;
   readonly logger: Logger;
   readonly webhook: string | undefined;
+  /** Signs each webhook POST (X-Phi-Gateway-Signature); undefined: unsigned. */
+  readonly webhookSecret?: string | undefined;
   /** PUBLISH on this channel (when Redis is configured). */
   readonly redis?: { readonly channel: string; publish(channel: string, message: string): Promise<unknown> } | undefined;
   readonly policyVersion: () => string;
@@ -152,9 +163,12 @@ export class Alerter {
       await this.o.redis.publish(this.o.redis.channel, body);
       return;
     }
+    const headers: Record<string, string> = { 'content-type': 'application/json', 'x-phi-gateway-alert-id': payload.alertId };
+    // Wall-clock time, not the injectable clock: the receiver checks freshness against its own.
+    if (this.o.webhookSecret !== undefined) headers[SIGNATURE_HEADER] = signWebhook(this.o.webhookSecret, body, Date.now());
     const res = await this.fetchImpl(this.o.webhook!, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-phi-gateway-alert-id': payload.alertId },
+      headers,
       body,
       // A redirect would send the payload somewhere nobody configured.
       redirect: 'manual',
@@ -205,4 +219,60 @@ export class Alerter {
     await this.running;
     await this.o.outbox.close();
   }
+}
+
+/** The header carrying the signature (lower case, as Node's http module presents it). */
+export const SIGNATURE_HEADER = 'x-phi-gateway-signature';
+/** How far a signature's timestamp may be from the receiver's clock (either way). */
+export const SIGNATURE_TOLERANCE_SEC = 300;
+
+function hmacHex(secret: string, t: string, body: string | Uint8Array): string {
+  return createHmac('sha256', secret).update(`${t}.`).update(body).digest('hex');
+}
+
+/** The X-Phi-Gateway-Signature value for `body` sent at `nowMs`. */
+export function signWebhook(secret: string, body: string, nowMs: number): string {
+  const t = String(Math.floor(nowMs / 1000));
+  return `t=${t},v1=${hmacHex(secret, t, body)}`;
+}
+
+export type SignatureCheck = { readonly ok: true; readonly timestamp: number } | { readonly ok: false; readonly reason: string };
+
+/**
+ * For webhook receivers: whether `header` (the X-Phi-Gateway-Signature value) signs `rawBody` (the
+ * request body exactly as received, before any parsing) with `secret`, within 5 minutes of `now`.
+ * Several `v1=` entries are accepted if any matches (a receiver rotating its secret).
+ *
+ *   const check = verifyWebhookSignature(secret, req.headers['x-phi-gateway-signature'], raw);
+ *   if (!check.ok) return res.writeHead(401).end();
+ *
+ * Deduplicate on the body's `alertId`: a retried alert is signed again with a new timestamp.
+ */
+export function verifyWebhookSignature(
+  secret: string,
+  header: string | readonly string[] | undefined,
+  rawBody: string | Uint8Array,
+  now: Date | number = Date.now(),
+): SignatureCheck {
+  if (typeof header !== 'string') return { ok: false, reason: header === undefined ? 'no signature header' : 'more than one signature header' };
+  let t: string | undefined;
+  const v1: string[] = [];
+  for (const part of header.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq < 0) continue;
+    const k = part.slice(0, eq).trim();
+    const v = part.slice(eq + 1).trim();
+    if (k === 't') t = v;
+    else if (k === 'v1') v1.push(v);
+  }
+  if (t === undefined || !/^\d{1,12}$/.test(t)) return { ok: false, reason: 'no timestamp' };
+  if (v1.length === 0) return { ok: false, reason: 'no v1 signature' };
+  const nowSec = (typeof now === 'number' ? now : now.getTime()) / 1000;
+  if (Math.abs(nowSec - Number(t)) > SIGNATURE_TOLERANCE_SEC) return { ok: false, reason: 'timestamp outside the tolerance' };
+  const expected = Buffer.from(hmacHex(secret, t, rawBody), 'hex');
+  for (const sig of v1) {
+    if (!/^[0-9a-f]{64}$/i.test(sig)) continue;
+    if (timingSafeEqual(expected, Buffer.from(sig, 'hex'))) return { ok: true, timestamp: Number(t) };
+  }
+  return { ok: false, reason: 'signature mismatch' };
 }

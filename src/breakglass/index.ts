@@ -8,6 +8,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AuditSink } from '../audit/record.js';
+import { UNSIGNED_WEBHOOK_WARNING } from '../config/gateway.js';
 import type { GatewayConfig } from '../config/types.js';
 import type { CompiledPolicy } from '../policy/plan.js';
 import { Alerter } from './alerts.js';
@@ -74,12 +75,14 @@ export async function openBreakGlass(config: GatewayConfig, opts: OpenBreakGlass
   if (config.alerts.webhook === undefined && (channel === undefined || !redis)) {
     opts.logger.warn('no break-glass alert target (alerts.webhook / alerts.redisChannel): break-glass alerts go to the log only');
   }
+  if (config.alerts.webhook !== undefined && config.alerts.webhookSecret === undefined) opts.logger.warn(UNSIGNED_WEBHOOK_WARNING);
   const now = opts.now ?? (() => new Date());
   const alerter = new Alerter({
     outbox,
     audit: opts.audit,
     logger: opts.logger,
     webhook: config.alerts.webhook,
+    webhookSecret: config.alerts.webhookSecret,
     redis: channel !== undefined && redis ? { channel, publish: (c, m) => redis.publish(c, m) } : undefined,
     policyVersion: () => opts.policy().version,
     now,
@@ -128,6 +131,7 @@ export async function openAlertChannel(
     audit: opts.audit,
     logger: opts.logger,
     webhook: config.alerts.webhook,
+    webhookSecret: config.alerts.webhookSecret,
     redis: channel !== undefined && redis ? { channel, publish: (c, m) => redis.publish(c, m) } : undefined,
     policyVersion: opts.policyVersion,
     now: opts.now ?? (() => new Date()),

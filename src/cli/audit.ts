@@ -1,17 +1,24 @@
 /**
  * `phi-gateway audit export [filters] [--format ndjson|csv|fhir] [--bundle] [--out F] [--source S]`
- * `phi-gateway audit verify [--source S]`
+ * `phi-gateway audit verify [--public-key F] [--allow-unsealed] [--anchor F] [--source S]`
+ * `phi-gateway audit keygen --out DIR`
  *
  * Source: `--source file:DIR | redis://host:port[/db][?stream=NAME]`, else PHI_GATEWAY_AUDIT, else
  * the audit sink of the gateway config (`--config F`, PHI_GATEWAY_CONFIG, config/gateway.yaml).
  * Exit codes: 0 success / chains intact, 1 chains broken or export failed, 2 usage error.
  */
-import { createWriteStream } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { createWriteStream, existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { hostname, userInfo } from 'node:os';
+import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { type AuditSource, openAuditSource } from '../audit/index.js';
+import { DEFAULT_STREAM } from '../audit/read.js';
+import type { AuditRecord, AuditSink } from '../audit/record.js';
 import { EXPORT_FORMATS, type ExportFilter, type ExportFormat, type ExportProgress, exportRecords, parseTimeBound } from '../audit/export.js';
-import { verifyChains } from '../audit/verify.js';
+import { parseAnchors, verifyChains } from '../audit/verify.js';
 import type { AuditConfig } from '../config/types.js';
 
 export interface AuditCliIo {
@@ -20,21 +27,40 @@ export interface AuditCliIo {
   readonly env: NodeJS.ProcessEnv;
 }
 
-const USAGE = `usage:
+export const USAGE = `usage:
   phi-gateway audit export [--from T] [--to T] [--actor SUB] [--patient ID] [--purpose CODE]
                            [--break-glass] [--decision allow|deny|error]
                            [--format ndjson|csv|fhir] [--bundle] [--out F] [--source S] [--config F]
-  phi-gateway audit verify [--source S] [--config F]
+      Records matching every filter; --bundle wraps --format fhir in a Bundle. Default: ndjson on
+      stdout. The export writes its own audit record (kind audit-export) to the same trail.
+  phi-gateway audit verify [--public-key F]... [--allow-unsealed] [--anchor F]... [--source S] [--config F]
+      Checks every writer's hash chain. --public-key F: the Ed25519 public key (PEM) the checkpoints
+      must be signed with (repeat it during a key rotation); records after a writer's last checkpoint
+      are reported as unprotected. A chain that ends without a seal (truncated, or still being
+      written) fails unless --allow-unsealed (for a live trail). --anchor F: checkpoints kept outside
+      this machine (the gateway's logged checkpoint lines, or the checkpoint lines of an earlier
+      audit verify); the trail must still hold each one with the same hash.
+      Exit 0 intact, 1 broken, 2 usage.
+  phi-gateway audit keygen --out DIR
+      Writes DIR/audit-signing-key.pem (private, mode 0600; the gateway's audit.checkpoint.keyFile
+      or PHI_GATEWAY_AUDIT_SIGNING_KEY_FILE) and DIR/audit-signing-key.pub.pem (for audit verify
+      --public-key; keep a copy off this machine). Never overwrites an existing key.
 
-  S: file:DIR or redis://host:port[/db][?stream=NAME]; default PHI_GATEWAY_AUDIT, then the
-  audit section of the gateway config. --from is inclusive, --to exclusive.
+  S: file:DIR or redis://host:port[/db][?stream=NAME]; default PHI_GATEWAY_AUDIT (or the file
+  PHI_GATEWAY_AUDIT_FILE names), then the audit section of the gateway config (--config F, else
+  PHI_GATEWAY_CONFIG, else config/gateway.yaml). T: an ISO 8601 time; --from inclusive, --to exclusive.
 `;
 
 class UsageError extends Error {}
 
 async function resolveSource(flag: string | undefined, configFlag: string | undefined, env: NodeJS.ProcessEnv): Promise<string | AuditConfig> {
   if (flag?.trim()) return flag.trim();
-  if (env.PHI_GATEWAY_AUDIT?.trim()) return env.PHI_GATEWAY_AUDIT.trim();
+  // PHI_GATEWAY_AUDIT_FILE as well: a redis URL may hold a password, mounted as a secret file.
+  const { withSecretFiles } = await import('../config/env.js');
+  const secrets = withSecretFiles(env);
+  const auditProblem = secrets.problems.find((p) => /^PHI_GATEWAY_AUDIT[,_:]/.test(p));
+  if (auditProblem !== undefined) throw new UsageError(auditProblem);
+  if (secrets.env.PHI_GATEWAY_AUDIT?.trim()) return secrets.env.PHI_GATEWAY_AUDIT.trim();
   try {
     const { resolveConfigPath } = await import('../config/env.js');
     const { loadGatewayConfig } = await import('../config/gateway.js');
@@ -54,6 +80,7 @@ export async function run(argv: string[], io: AuditCliIo): Promise<number> {
   try {
     if (verb === 'export') return await runExport(rest, io);
     if (verb === 'verify') return await runVerify(rest, io);
+    if (verb === 'keygen') return await runKeygen(rest, io);
     if (verb === '--help' || verb === '-h') {
       io.stdout.write(USAGE);
       return 0;
@@ -109,7 +136,24 @@ async function runExport(argv: string[], io: AuditCliIo): Promise<number> {
     breakGlass: values['break-glass'] ? true : undefined,
     decision,
   };
-  const source = openAuditSource(await resolveSource(values.source, values.config, io.env));
+  const target = await resolveSource(values.source, values.config, io.env);
+  // The export is recorded in the trail it reads (kind audit-export). A trail that cannot take
+  // that record refuses the export before anything is read.
+  const trail = await trailConfig(target);
+  if (trail.sink === 'file' && !existsSync(trail.path)) throw new Error(`no audit trail at ${trail.path}`);
+  const { createAuditSink } = await import('../audit/index.js');
+  let sink: AuditSink;
+  try {
+    // Signed like the gateway's own chains when the signing key is at hand (else verify --public-key flags this writer).
+    sink = await createAuditSink(trail, { env: io.env, cli: true });
+  } catch (e) {
+    throw new Error(`export refused: its audit record could not be written to the trail (${errorCode(e)})`);
+  }
+  if (!(await sink.ready())) {
+    await sink.close().catch(() => {});
+    throw new Error('export refused: its audit record could not be written to the trail (not writable)');
+  }
+  const source = openAuditSource(target);
   let out: Writable;
   let file: ReturnType<typeof createWriteStream> | undefined;
   if (values.out) {
@@ -124,26 +168,119 @@ async function runExport(argv: string[], io: AuditCliIo): Promise<number> {
     out = io.stdout as Writable;
   }
   const started = Date.now();
+  const startedAt = new Date(started);
   const tty = isTty(io.stderr);
   const progress = (p: ExportProgress): void => {
     if (p.done) return;
     if (tty || Date.now() - started > 5000) io.stderr.write(`audit export: ${p.scanned} scanned, ${p.exported} exported\n`);
   };
+  let result: Awaited<ReturnType<typeof exportRecords>> | undefined;
+  let failure: unknown;
   try {
-    const result = await exportRecords(source, out, { format, filter, bundle: values.bundle === true, onProgress: progress, progressEvery: 100_000 });
+    result = await exportRecords(source, out, { format, filter, bundle: values.bundle === true, onProgress: progress, progressEvery: 100_000 });
     if (file) {
       await new Promise<void>((resolve, reject) => {
         file!.once('error', reject);
         file!.end(() => resolve());
       });
     }
-    const skipped = result.skippedCorrupt ? `, ${result.skippedCorrupt} unparsable lines skipped (run audit verify)` : '';
-    io.stderr.write(`audit export: ${result.exported} of ${result.scanned} records exported from ${describe(source)}${skipped}\n`);
-    return 0;
+  } catch (e) {
+    failure = e;
   } finally {
     await source.close();
     if (file && !file.closed) file.destroy();
   }
+  // Written whether the export completed or not: what left the trail is accounted for either way.
+  const outPath = values.out ? resolve(values.out) : undefined;
+  const record = exportAuditRecord({ startedAt, filter, format, bundle: values.bundle === true, out: outPath, source: describe(source), result, failure });
+  let recorded = true;
+  try {
+    await sink.write(record);
+  } catch (e) {
+    recorded = false;
+    io.stderr.write(
+      `audit export: FAILED: the export's own audit record could not be written to ${describe(source)} (${errorCode(e)}); ` +
+        (outPath ? 'the output file was removed\n' : 'what was written to stdout is not accounted for in the trail\n'),
+    );
+    if (outPath) await rm(outPath, { force: true }).catch(() => {});
+  } finally {
+    await sink.close().catch(() => {});
+  }
+  if (failure !== undefined) throw failure;
+  if (!recorded) return 1;
+  const skipped = result!.skippedCorrupt ? `, ${result!.skippedCorrupt} unparsable lines skipped (run audit verify)` : '';
+  io.stderr.write(`audit export: ${result!.exported} of ${result!.scanned} records exported from ${describe(source)}${skipped} (recorded as ${record.id})\n`);
+  return 0;
+}
+
+function errorCode(e: unknown): string {
+  // Codes, not messages: a redis error can name the URL, which may hold a password.
+  const err = e as { code?: string; name?: string; message?: string };
+  return err?.code ?? (/^[A-Z]+\b/.exec(err?.message ?? '')?.[0] || err?.name || 'error');
+}
+
+/** The sink configuration that writes into the trail `target` names (the one being exported). */
+async function trailConfig(target: string | AuditConfig): Promise<AuditConfig> {
+  if (typeof target !== 'string') return target;
+  if (/^rediss?:\/\//i.test(target)) {
+    const u = new URL(target);
+    const stream = u.searchParams.get('stream') || DEFAULT_STREAM;
+    u.searchParams.delete('stream');
+    return { sink: 'redis', url: u.toString(), stream, failOpen: false };
+  }
+  const { DEFAULTS } = await import('../config/gateway.js');
+  const dir = target.startsWith('file:') ? target.slice('file:'.length) : target;
+  return { sink: 'file', path: resolve(dir), failOpen: false, rotateBytes: DEFAULTS.auditRotateBytes, groupCommitMs: 0 };
+}
+
+/**
+ * The record a CLI export leaves in the trail: who ran it (OS account and host: the CLI has no
+ * token), what was asked for, how much left and where it went. Identifiers only, as every record.
+ */
+function exportAuditRecord(o: {
+  startedAt: Date;
+  filter: ExportFilter;
+  format: ExportFormat;
+  bundle: boolean;
+  out: string | undefined;
+  source: string;
+  result: { exported: number; scanned: number } | undefined;
+  failure: unknown;
+}): AuditRecord {
+  const osUser = userInfo().username;
+  const host = hostname();
+  const failed = o.failure !== undefined;
+  const filter = Object.fromEntries(Object.entries(o.filter).filter(([, v]) => v !== undefined));
+  return {
+    id: randomUUID(),
+    time: o.startedAt.toISOString(),
+    kind: 'audit-export',
+    actor: { iss: undefined, sub: osUser, roles: [] },
+    purpose: undefined,
+    client: { address: '', userAgent: `phi-gateway-cli (${osUser}@${host})` },
+    request: { method: 'CLI', path: 'audit export', interaction: undefined, resourceType: undefined },
+    decision: failed ? 'error' : 'allow',
+    rule: failed ? `cli: audit export failed (${errorCode(o.failure)})` : 'cli: audit export',
+    disclosed: { resources: [], patients: o.filter.patient !== undefined ? [o.filter.patient] : [], elementsRemoved: 0, resourcesWithheld: 0 },
+    status: failed ? 500 : 200,
+    upstreamStatus: undefined,
+    durations: { totalMs: Date.now() - o.startedAt.getTime() },
+    policyVersion: '',
+    details: {
+      via: 'cli',
+      osUser,
+      host,
+      filter,
+      format: o.format,
+      bundle: o.bundle || undefined,
+      exported: o.result?.exported,
+      scanned: o.result?.scanned,
+      out: o.out ?? 'stdout',
+      source: o.source,
+      finishedAt: new Date().toISOString(),
+      error: failed ? errorCode(o.failure) : undefined,
+    },
+  };
 }
 
 function describe(s: AuditSource): string {
@@ -155,21 +292,88 @@ async function runVerify(argv: string[], io: AuditCliIo): Promise<number> {
     args: argv,
     strict: true,
     allowPositionals: false,
-    options: { source: { type: 'string' }, config: { type: 'string' } },
+    options: {
+      source: { type: 'string' },
+      config: { type: 'string' },
+      // Several during a key rotation: a checkpoint may be signed by any of them.
+      'public-key': { type: 'string', multiple: true },
+      'allow-unsealed': { type: 'boolean' },
+      anchor: { type: 'string', multiple: true },
+    },
   });
+  const { readFile } = await import('node:fs/promises');
+  const { loadPublicKeys } = await import('../audit/checkpoint.js');
+  const publicKeys: import('node:crypto').KeyObject[] = [];
+  for (const f of values['public-key'] ?? []) {
+    try {
+      publicKeys.push(...loadPublicKeys(await readFile(f, 'utf8')));
+    } catch (e) {
+      throw new UsageError(`--public-key ${f}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+  const anchors: ReturnType<typeof parseAnchors> = [];
+  for (const f of values.anchor ?? []) {
+    try {
+      anchors.push(...parseAnchors(await readFile(f, 'utf8')));
+    } catch (e) {
+      throw new UsageError(`--anchor ${f}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+  const allowUnsealed = values['allow-unsealed'] === true;
   const source = openAuditSource(await resolveSource(values.source, values.config, io.env));
   try {
-    const report = await verifyChains(source);
-    for (const w of report.warnings) io.stdout.write(`warning: ${w.message}\n`);
+    const report = await verifyChains(source, { publicKeys, anchors, requireSeal: !allowUnsealed });
+    const out = (line: string): boolean => io.stdout.write(`${line}\n`);
+    for (const w of report.warnings) out(`warning: ${w.message}`);
+    if (!report.keyed) {
+      out('note: no --public-key: the chain is unkeyed and cannot prove itself; whoever can write the store can rewrite it consistently. Verify with --public-key F to check the signed checkpoints.');
+    } else {
+      for (const w of report.writerSummaries) {
+        const state = w.sealed ? 'sealed' : 'unsealed';
+        out(`writer ${w.writer}: ${w.lastSeq} records, ${state}, signed through seq ${w.protectedTo}, ${w.unprotected} unprotected`);
+      }
+      // The latest good checkpoint of every writer, in the form --anchor reads back: keep off the machine.
+      for (const w of report.writerSummaries) if (w.latest) out(`checkpoint ${JSON.stringify(w.latest)}`);
+    }
+    if (anchors.length > 0) out(`anchors: ${report.anchorsChecked} of ${report.anchorsGiven} found in the trail`);
     if (report.ok) {
-      io.stdout.write(`audit verify: intact: ${report.records} records, ${report.writers} writer chain(s) in ${source.description}\n`);
+      out(`audit verify: intact: ${report.records} records, ${report.writers} writer chain(s) in ${source.description}${report.keyed ? ', signatures valid' : ''}`);
       return 0;
     }
-    io.stdout.write(`audit verify: BROKEN: first bad record: ${report.first!.message}\n`);
-    for (const p of report.problems.slice(1, 20)) io.stdout.write(`  also: ${p.message}\n`);
-    if (report.problems.length > 20) io.stdout.write(`  ... ${report.problems.length - 20} more\n`);
+    out(`audit verify: BROKEN: first problem: ${report.first!.message}`);
+    for (const p of report.problems.slice(1, 20)) out(`  also: ${p.message}`);
+    if (report.problems.length > 20) out(`  ... ${report.problems.length - 20} more`);
+    if (report.problems.some((p) => p.kind === 'unsealed')) out('  (a trail still being written ends unsealed: verify it with --allow-unsealed)');
     return 1;
   } finally {
     await source.close();
   }
+}
+
+/** `audit keygen --out DIR`: a fresh Ed25519 key pair for signed checkpoints; never overwrites one. */
+async function runKeygen(argv: string[], io: AuditCliIo): Promise<number> {
+  const { values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: { out: { type: 'string' } } });
+  if (!values.out) throw new UsageError('keygen needs --out DIR');
+  const { generateKeyPairSync } = await import('node:crypto');
+  const { mkdir, writeFile } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const { keyIdOf } = await import('../audit/checkpoint.js');
+  const dir = resolve(values.out);
+  const privPath = join(dir, 'audit-signing-key.pem');
+  const pubPath = join(dir, 'audit-signing-key.pub.pem');
+  if (existsSync(privPath) || existsSync(pubPath)) {
+    io.stderr.write(`phi-gateway audit: ${privPath} or ${pubPath} already exists; not overwriting a signing key\n`);
+    return 1;
+  }
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  // 'wx': fails rather than replace a key created meanwhile.
+  await writeFile(privPath, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+  await writeFile(pubPath, publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o644, flag: 'wx' });
+  io.stdout.write(
+    `audit keygen: key ${keyIdOf(publicKey)}\n` +
+      `  private: ${privPath} (mode 0600; set audit.checkpoint.keyFile or PHI_GATEWAY_AUDIT_SIGNING_KEY_FILE)\n` +
+      `  public:  ${pubPath} (for audit verify --public-key; keep a copy off this machine)\n`,
+  );
+  return 0;
 }

@@ -1,20 +1,25 @@
 /**
  * `phi-gateway break-glass list [--unreviewed] [--json] [--config F]`
- * `phi-gateway break-glass review ID --reviewer SUB --outcome justified|unjustified [--note T] [--config F]`
+ * `phi-gateway break-glass review ID --token-file F --outcome justified|unjustified [--note T] [--config F]`
  *
  * Reads the same session store as the gateway (Redis when the audit sink is Redis, else the
  * embedded `break-glass/` directory beside the audit directory). A review is written to the audit
- * trail first (kind `break-glass-review`), then to the session; the reviewer may not be the actor.
+ * trail first (kind `break-glass-review`), then to the session; the reviewer is the subject of a
+ * verified access token holding the role the HTTP review route requires, and may not be the actor.
  * Exit codes: 0 done, 1 refused or failed, 2 usage error.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { AuditRecord } from '../audit/record.js';
 import { openSessionStore } from '../breakglass/index.js';
 import { MAX_NOTE_LENGTH, REVIEW_OUTCOMES, reviewRefusal } from '../breakglass/service.js';
 import { type BreakGlassSession, isOpen, type ReviewOutcome } from '../breakglass/types.js';
+import type { Principal } from '../auth/principal.js';
 import type { GatewayConfig } from '../config/types.js';
+import type { CompiledPolicy } from '../policy/plan.js';
+import { isCoveredBy } from '../policy/purpose.js';
 
 export interface BreakGlassCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -24,9 +29,19 @@ export interface BreakGlassCliIo {
   readonly now?: () => Date;
 }
 
-const USAGE = `usage:
+export const USAGE = `usage:
   phi-gateway break-glass list [--unreviewed] [--json] [--config F]
-  phi-gateway break-glass review ID --reviewer SUB --outcome justified|unjustified [--note T] [--config F]
+      Sessions with reason, actor, patient, start, expiry and review state (--json: one per line).
+  phi-gateway break-glass review ID --token-file F --outcome justified|unjustified [--note T] [--config F]
+      Records a retrospective review, written to the audit trail first. The reviewer is the subject
+      of the access token in F (or PHI_GATEWAY_TOKEN_FILE), verified with the gateway config's auth
+      section (issuer, audience, JWKS) as the HTTP review route does, and needs the same role; the
+      reviewer may not be the session's actor. --reviewer is refused: a name typed on the command
+      line proves nothing.
+
+  Reads the session store the gateway uses (Redis when the audit sink is Redis, else the
+  break-glass directory beside the audit directory). --config F, else PHI_GATEWAY_CONFIG, else
+  config/gateway.yaml. Exit 0 done, 1 refused or failed, 2 usage.
 `;
 
 class UsageError extends Error {}
@@ -95,20 +110,40 @@ async function list(argv: string[], io: BreakGlassCliIo): Promise<number> {
 async function review(argv: string[], io: BreakGlassCliIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { reviewer: { type: 'string' }, outcome: { type: 'string' }, note: { type: 'string' }, config: { type: 'string' } },
+    options: {
+      'token-file': { type: 'string' },
+      reviewer: { type: 'string' },
+      outcome: { type: 'string' },
+      note: { type: 'string' },
+      config: { type: 'string' },
+    },
     allowPositionals: true,
     strict: true,
   });
+  // A name typed on the command line proves nothing: separation of duties would be self-declared.
+  if (values.reviewer !== undefined) {
+    throw new UsageError(
+      '--reviewer is no longer accepted: the reviewer is the subject of a verified access token. Pass --token-file F (or set PHI_GATEWAY_TOKEN_FILE), or review over HTTP: POST /break-glass/sessions/ID/review with X-Purpose-Of-Use: HCOMPL',
+    );
+  }
   if (positionals.length !== 1) throw new UsageError('exactly one session ID is required');
   const id = positionals[0];
-  const reviewer = values.reviewer?.trim();
-  if (!reviewer) throw new UsageError('--reviewer SUB is required');
+  const tokenFile = values['token-file']?.trim() || io.env.PHI_GATEWAY_TOKEN_FILE?.trim();
+  if (!tokenFile) throw new UsageError('--token-file F (or PHI_GATEWAY_TOKEN_FILE) is required: the reviewer is who the access token in F names');
   const outcome = values.outcome as ReviewOutcome | undefined;
   if (outcome === undefined || !REVIEW_OUTCOMES.includes(outcome)) throw new UsageError('--outcome must be justified or unjustified');
   if (values.note !== undefined && values.note.length > MAX_NOTE_LENGTH) throw new UsageError(`--note is limited to ${MAX_NOTE_LENGTH} characters`);
   const now = (io.now ?? (() => new Date()))();
 
   const config = await loadConfig(values.config, io.env);
+  const { loadPolicy } = await import('../config/load.js');
+  const policy = loadPolicy(config.policyFile, { pseudonymKey: config.pseudonymKey }).policy;
+  const who = await reviewerFromToken(tokenFile, config, policy);
+  if (!who.ok) {
+    io.stderr.write(`phi-gateway break-glass: refused: ${who.message}\n`);
+    return 1;
+  }
+  const { principal, role } = who;
   const { store } = await openSessionStore(config);
   try {
     const session = await store.get(id);
@@ -116,43 +151,77 @@ async function review(argv: string[], io: BreakGlassCliIo): Promise<number> {
       io.stderr.write(`phi-gateway break-glass: no session ${JSON.stringify(id.slice(0, 80))}\n`);
       return 1;
     }
-    if (reviewRefusal(session, reviewer)) {
+    if (reviewRefusal(session, principal.sub)) {
       io.stderr.write('phi-gateway break-glass: refused: the reviewer is the actor of this session (separation of duties)\n');
       return 1;
     }
-    const { loadPolicy } = await import('../config/load.js');
     const { createAuditSink } = await import('../audit/index.js');
-    const policyVersion = loadPolicy(config.policyFile, { pseudonymKey: config.pseudonymKey }).policy.version;
     const auditId = randomUUID();
     const record: AuditRecord = {
       id: auditId,
       time: now.toISOString(),
       kind: 'break-glass-review',
-      // The CLI runs with OS access to the store; who ran it is recorded beside the stated reviewer.
-      actor: { iss: undefined, sub: reviewer, roles: [] },
-      purpose: 'HCOMPL',
+      // The token's subject, as the HTTP route records it; the OS account that ran the CLI beside it.
+      actor: { iss: principal.iss, sub: principal.sub, clientId: principal.clientId, jti: principal.jti, roles: principal.roles },
+      purpose: REVIEW_PURPOSE,
+      role: role,
       client: { address: '', userAgent: `phi-gateway-cli (${userInfo().username}@${hostname()})` },
       request: { method: 'CLI', path: `break-glass review ${id}`, interaction: undefined, resourceType: undefined },
       decision: 'allow',
-      rule: `cli: break-glass review ${outcome}`,
+      rule: `roles.${role}.capabilities.break-glass-review: cli review ${outcome}`,
       disclosed: { resources: [], patients: [session.patient], elementsRemoved: 0, resourcesWithheld: 0 },
       status: 200,
       upstreamStatus: undefined,
       durations: { totalMs: 0 },
-      policyVersion,
-      details: { action: 'review', via: 'cli', session: id, outcome, note: values.note, sessionActor: session.actor.sub, patient: session.patient },
+      policyVersion: policy.version,
+      details: { action: 'review', via: 'cli', osUser: userInfo().username, host: hostname(), session: id, outcome, note: values.note, sessionActor: session.actor.sub, patient: session.patient },
     };
-    const sink = await createAuditSink(config.audit);
+    const sink = await createAuditSink(config.audit, { env: io.env, cli: true });
     try {
       await sink.write(record);
     } finally {
       await sink.close();
     }
-    const updated = await store.addReview(id, { reviewer: { iss: undefined, sub: reviewer }, outcome, note: values.note, at: now.toISOString(), via: 'cli', auditId });
+    const updated = await store.addReview(id, { reviewer: { iss: principal.iss, sub: principal.sub }, outcome, note: values.note, at: now.toISOString(), via: 'cli', auditId });
     if (!updated) throw new Error('session disappeared while reviewing');
     io.stdout.write(`session ${id}: ${reviewState(updated)}\n`);
     return 0;
   } finally {
     await store.close();
   }
+}
+
+const REVIEW_PURPOSE = 'HCOMPL';
+
+type ReviewerCheck = { ok: true; principal: Principal; role: string } | { ok: false; message: string };
+
+/**
+ * The reviewer behind the access token in `file`, held to what the HTTP review route requires
+ * (src/server/breakglass-routes.ts): verified with the config's `auth` section (issuer, audience,
+ * JWKS, algorithms), any purposes the token carries covering HCOMPL, and a role with capability
+ * `break-glass-review` that grants HCOMPL. Messages never hold token bytes or claims.
+ */
+export async function reviewerFromToken(file: string, config: GatewayConfig, policy: CompiledPolicy): Promise<ReviewerCheck> {
+  let token: string;
+  try {
+    token = readFileSync(file, 'utf8').trim().replace(/^Bearer\s+/i, '');
+  } catch (e) {
+    return { ok: false, message: `cannot read the token file (${(e as NodeJS.ErrnoException).code ?? 'error'})` };
+  }
+  if (token === '') return { ok: false, message: 'the token file is empty' };
+  const { createTokenVerifier, tokenFailureOf } = await import('../auth/verify.js');
+  let principal: Principal;
+  try {
+    principal = await createTokenVerifier(config.auth).verify(`Bearer ${token}`);
+  } catch (e) {
+    const why = tokenFailureOf(e);
+    return { ok: false, message: `the access token was not accepted${why ? ` (${why})` : ''}: it must be issued by ${config.auth.issuer} for audience ${config.auth.audience}` };
+  }
+  const tokenPurposes = principal.tokenPurposes;
+  if (tokenPurposes !== undefined && !tokenPurposes.some((tp) => isCoveredBy(REVIEW_PURPOSE, tp, policy.purposes))) {
+    return { ok: false, message: `the access token's purposes of use do not cover ${REVIEW_PURPOSE}` };
+  }
+  const role = principal.roles.map((r) => policy.roles.get(r)).find((r) => r?.capabilities.has('break-glass-review') && r.plans.has(REVIEW_PURPOSE));
+  if (!role) return { ok: false, message: `${principal.sub} has no role with capability break-glass-review for ${REVIEW_PURPOSE}` };
+  return { ok: true, principal, role: role.name };
 }

@@ -102,6 +102,15 @@ function envName(role: string): string {
   return `${role.toUpperCase().replace(/-/g, '_')}_TOKEN`;
 }
 
+export const USAGE = `usage: phi-gateway demo [--config F] [--data DIR]
+  Starts a sample FHIR server with synthetic patients, the gateway in front of it with the shipped
+  example policy, and a local signing key standing in for the identity provider; prints a token and
+  curl commands for each demo role. Needs no Redis, Docker or network. Not for production.
+  --config F: the gateway config (default PHI_GATEWAY_CONFIG, else the package's config/gateway.yaml;
+  upstream, issuer and audience are the demo's). --data DIR: demo keys and the file audit trail
+  (default ./data; PHI_GATEWAY_AUDIT overrides the trail). Ctrl-C stops.
+`;
+
 export async function run(argv: string[], io: CliIo): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -121,7 +130,9 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       PHI_GATEWAY_AUDIENCE: DEMO_AUDIENCE,
       PHI_GATEWAY_AUDIT: io.env.PHI_GATEWAY_AUDIT ?? `file:${resolve(dataDir, 'audit')}`,
       // A fixed demo key so pseudonyms are stable across demo runs; production sets its own secret.
-      PHI_GATEWAY_PSEUDONYM_KEY: io.env.PHI_GATEWAY_PSEUDONYM_KEY ?? 'demo-only-pseudonym-key-not-for-production-use',
+      ...(io.env.PHI_GATEWAY_PSEUDONYM_KEY_FILE
+        ? {}
+        : { PHI_GATEWAY_PSEUDONYM_KEY: io.env.PHI_GATEWAY_PSEUDONYM_KEY ?? 'demo-only-pseudonym-key-not-for-production-use' }),
     });
     // The demo's identity provider is a local key pair: verify against its JWKS file.
     config = { ...loaded, auth: { ...loaded.auth, jwksUri: undefined, jwksFile: keys.jwksFile } };

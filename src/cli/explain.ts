@@ -11,7 +11,12 @@ import type { AccessPlan, ResourcePlan } from '../policy/plan.js';
 import { parsePurposeHeader } from '../policy/purpose.js';
 import type { Io } from './check-config.js';
 
-const USAGE = 'usage: phi-gateway explain --role R --purpose P [--resource T] [--config F]\n';
+export const USAGE = `usage: phi-gateway explain --role R --purpose P [--resource T] [--config F]
+  What role R may do and see when it declares purpose P (a purpose code, or BTG for break-glass):
+  resource types, interactions, search parameters, withheld labels and each element kept, masked
+  or removed, with the policy lines that grant it. --resource T: one FHIR resource type only
+  (exit 1 when it is not granted). --config F, else PHI_GATEWAY_CONFIG, else config/gateway.yaml.
+`;
 
 export async function run(argv: string[], io: Io): Promise<number> {
   let values: { role?: string; purpose?: string; resource?: string; config?: string };

@@ -1,5 +1,10 @@
 #!/usr/bin/env node
-/** `phi-gateway <verb>`: one file per verb under src/cli, loaded on demand. */
+/**
+ * `phi-gateway <verb>`: one file per verb under src/cli, loaded on demand. Each verb module exports
+ * `run` and its `USAGE`; `--help`/`-h` anywhere in a verb's arguments (and `help <verb>`) prints that
+ * usage before the verb parses an option or reads a config, so help works on a machine with no
+ * gateway.yaml and never fails on an option the verb would refuse.
+ */
 import { isMainModule } from './main-module.js';
 
 export interface CliIo {
@@ -8,33 +13,44 @@ export interface CliIo {
   readonly env: NodeJS.ProcessEnv;
 }
 
-type Verb = (argv: string[], io: CliIo) => Promise<number>;
+interface VerbModule {
+  readonly run: (argv: string[], io: CliIo) => Promise<number>;
+  readonly USAGE: string;
+}
 
-const VERBS: Record<string, () => Promise<Verb>> = {
-  serve: async () => (await import('./serve.js')).run,
-  demo: async () => (await import('./demo.js')).run,
-  'check-config': async () => (await import('./check-config.js')).run,
-  explain: async () => (await import('./explain.js')).run,
-  audit: async () => (await import('./audit.js')).run,
-  token: async () => (await import('./token.js')).run,
-  seed: async () => (await import('./seed.js')).run,
-  'break-glass': async () => (await import('./break-glass.js')).run,
-  report: async () => (await import('./report.js')).run,
-  policy: async () => (await import('./policy.js')).run,
+export const VERBS: Readonly<Record<string, () => Promise<VerbModule>>> = {
+  serve: () => import('./serve.js'),
+  demo: () => import('./demo.js'),
+  'check-config': () => import('./check-config.js'),
+  explain: () => import('./explain.js'),
+  audit: () => import('./audit.js'),
+  token: () => import('./token.js'),
+  seed: () => import('./seed.js'),
+  'break-glass': () => import('./break-glass.js'),
+  report: () => import('./report.js'),
+  policy: () => import('./policy.js'),
 };
 
-const USAGE = `usage: phi-gateway <verb> [options]
+/** Verbs the production image (docker/prune-runtime.mjs) removes. */
+const DEMO_VERBS = new Set(['demo', 'token', 'seed']);
+
+export const USAGE = `usage: phi-gateway <verb> [options]
+       phi-gateway <verb> --help         options of one verb (or: phi-gateway help <verb>)
 
   serve [--config F]                 run the gateway (default config/gateway.yaml)
-  demo                               the embedded demo (sample FHIR server + gateway + demo tokens)
-  check-config [--config F]          validate gateway + policy files
-  explain --role R --purpose P [--resource T]
+  demo [--config F] [--data DIR]     the embedded demo (sample FHIR server + gateway + demo tokens)
+  check-config [--config F]          validate gateway + policy files, every problem as file:line:col
+  explain --role R --purpose P [--resource T] [--config F]
                                      what that role may do and see for that purpose, element by element
   audit export [filters] [--format ndjson|csv|fhir] [--out F]
-  audit verify                       check the audit hash chains
+                                     export audit records (the export is itself audited)
+  audit verify [--public-key F] [--allow-unsealed] [--anchor F]
+                                     check the audit hash chains and signed checkpoints
+  audit keygen --out DIR             create the Ed25519 key pair that signs audit checkpoints
   break-glass list [--unreviewed]    break-glass sessions: reason, actor, patient, expiry, review state
-  break-glass review ID --reviewer SUB --outcome justified|unjustified [--note T]
-                                     record a retrospective review (the reviewer may not be the actor)
+  break-glass review ID --token-file F --outcome justified|unjustified [--note T]
+                                     record a retrospective review as the token's verified subject
+                                     (the reviewer may not be the actor)
   report usage|access|break-glass [--from T] [--to T] [--format table|csv|html] [--out F]
                                      compliance reports from the audit trail
   policy diff --candidate F [--from T] [--to T]
@@ -44,18 +60,61 @@ const USAGE = `usage: phi-gateway <verb> [options]
                                      demo only: mint a token with the demo key
 `;
 
+/** `--help` or `-h` among the arguments, before a `--` that ends the options. */
+export function wantsHelp(args: readonly string[]): boolean {
+  for (const a of args) {
+    if (a === '--') return false;
+    if (a === '--help' || a === '-h') return true;
+  }
+  return false;
+}
+
 export async function main(argv: string[], io: CliIo): Promise<number> {
   const [verb, ...rest] = argv;
-  if (!verb || verb === '--help' || verb === '-h' || verb === 'help') {
-    io.stdout.write(USAGE);
-    return verb ? 0 : 1;
+  if (verb === undefined) {
+    io.stderr.write(USAGE);
+    return 1;
   }
-  const load = VERBS[verb];
+  if (verb === '--help' || verb === '-h') {
+    io.stdout.write(USAGE);
+    return 0;
+  }
+  if (verb === 'help') {
+    const topic = rest[0];
+    if (topic === undefined || topic === '--help' || topic === '-h') {
+      io.stdout.write(USAGE);
+      return 0;
+    }
+    const load = Object.hasOwn(VERBS, topic) ? VERBS[topic] : undefined;
+    if (!load) {
+      io.stderr.write(`phi-gateway: no verb "${topic}"\n\n${USAGE}`);
+      return 1;
+    }
+    io.stdout.write((await load()).USAGE);
+    return 0;
+  }
+  // Own properties only: `phi-gateway constructor` is an unknown verb, not Object's constructor.
+  const load = Object.hasOwn(VERBS, verb) ? VERBS[verb] : undefined;
   if (!load) {
     io.stderr.write(`phi-gateway: unknown verb "${verb}"\n\n${USAGE}`);
     return 1;
   }
-  return (await load())(rest, io);
+  let mod: VerbModule;
+  try {
+    mod = await load();
+  } catch (e) {
+    // The production image leaves the demo verbs (demo, token, seed) out: say so, not a module path.
+    if ((e as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' && DEMO_VERBS.has(verb)) {
+      io.stderr.write(`phi-gateway: "${verb}" is not part of this installation (the production image leaves the demo out)\n`);
+      return 1;
+    }
+    throw e;
+  }
+  if (wantsHelp(rest)) {
+    io.stdout.write(mod.USAGE);
+    return 0;
+  }
+  return mod.run(rest, io);
 }
 
 if (isMainModule(import.meta.url)) {

@@ -21,12 +21,17 @@ export interface PolicyCliIo {
   readonly env: NodeJS.ProcessEnv;
 }
 
-const USAGE = `usage:
+export const USAGE = `usage:
   phi-gateway policy diff --candidate F [--from T] [--to T] [--format table|csv] [--out F]
                           [--source S] [--config F] [--policy F]
 
-  Replays recorded requests through the running policy and the candidate: newly allowed, newly
-  denied, elements newly shown or hidden, per role. Exit 0: no change; 3: changes; 1: error.
+  Replays recorded requests through the running policy (--policy F, else PHI_GATEWAY_POLICY, else
+  the gateway config's) and the candidate: newly allowed, newly denied, elements newly shown or
+  hidden, per role. An invalid candidate is reported problem by problem as file:line:col.
+  S: file:DIR or redis://host:port[/db][?stream=NAME]; default PHI_GATEWAY_AUDIT, then the audit
+  section of the gateway config (--config F, else PHI_GATEWAY_CONFIG, else config/gateway.yaml).
+  T: an ISO 8601 time; --from inclusive, --to exclusive.
+  Exit 0: no change; 3: changes; 1: error; 2: usage.
 `;
 
 class UsageError extends Error {}

@@ -24,15 +24,20 @@ export interface ReportCliIo {
   readonly now?: () => Date;
 }
 
-const USAGE = `usage:
+export const USAGE = `usage:
   phi-gateway report usage|access|break-glass [--from T] [--to T] [--format table|csv|html] [--out F]
                      [--source S] [--config F] [--policy F] [--review-due-hours N]
 
   usage        per role and purpose: granted resource types (and elements) vs what was disclosed;
-               grants never used are candidates for removal
+               grants never used are candidates for removal (compared with --policy F, else
+               PHI_GATEWAY_POLICY, else the gateway config's policy)
   access       per actor and per patient: requests, denials, break-glass sessions, anomalies
   break-glass  sessions, review state and outcome, median and worst time to review, overdue reviews
-  S: file:DIR or redis://host:port[/db][?stream=NAME]. --from inclusive, --to exclusive.
+               (a review is overdue after --review-due-hours N, default 72)
+  S: file:DIR or redis://host:port[/db][?stream=NAME]; default PHI_GATEWAY_AUDIT, then the audit
+  section of the gateway config (--config F, else PHI_GATEWAY_CONFIG, else config/gateway.yaml).
+  T: an ISO 8601 time; --from inclusive, --to exclusive. Default format table, on stdout unless --out.
+  Exit 0 done, 1 failure, 2 usage.
 `;
 
 class UsageError extends Error {}

@@ -1,8 +1,17 @@
 /** `phi-gateway serve [--config F]`: production. Resolves (exit code) when told to stop. */
 import { parseArgs } from 'node:util';
 import { ConfigError, loadGatewayConfig } from '../config/load.js';
-import { type RunningGateway, startGateway } from '../server/runtime.js';
+import { AuditSealError, type RunningGateway, startGateway } from '../server/runtime.js';
 import type { CliIo } from './main.js';
+
+export const USAGE = `usage: phi-gateway serve [--config F]
+  Runs the gateway: the FHIR API on listen, /healthz, /readyz and /metrics on adminListen.
+  --config F, else PHI_GATEWAY_CONFIG, else config/gateway.yaml; PHI_GATEWAY_* environment
+  variables override its settings (a secret X also as X_FILE, read from a file).
+  SIGHUP reloads the config and policy (refused, and the running ones kept, when invalid);
+  SIGTERM or SIGINT drains in-flight requests, flushes and seals the audit trail and exits 0
+  (1 when the trail could not be sealed; a second signal stops at once).
+`;
 
 export async function run(argv: string[], io: CliIo): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { config: { type: 'string' } }, strict: true });
@@ -28,10 +37,11 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
 /**
  * SIGHUP reloads the configuration (the runtime logs what was applied, what needs a restart, or
  * why the reload was refused). SIGTERM/SIGINT close gracefully: readiness turns 503, in-flight
- * requests finish within shutdownGraceMs, the audit sink is flushed; resolves 0. A second
+ * requests finish within shutdownGraceMs, the audit sink is flushed and sealed; resolves 0, or 1
+ * when the chain could not be sealed (a full disk, Redis gone: the trail ends unsealed). A second
  * SIGTERM/SIGINT while draining stops at once (exit 1).
  */
-export function serveUntilSignal(gw: RunningGateway, _io: CliIo): Promise<number> {
+export function serveUntilSignal(gw: RunningGateway, io: CliIo): Promise<number> {
   return new Promise((resolve) => {
     const onHup = () => {
       try {
@@ -56,7 +66,9 @@ export function serveUntilSignal(gw: RunningGateway, _io: CliIo): Promise<number
           resolve(0);
         },
         (e: unknown) => {
-          gw.logger.error({ err: e }, 'error during shutdown');
+          // An unsealed chain is logged by the runtime; a supervisor or script sees the exit code.
+          if (e instanceof AuditSealError) io.stderr.write('phi-gateway: stopped, but the audit chain could not be sealed (see the log)\n');
+          else gw.logger.error({ err: e }, 'error during shutdown');
           resolve(1);
         },
       );

@@ -2,9 +2,12 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureDemoKeys, mintDemoToken } from '../auth/demo-keys.js';
 
-const USAGE = `usage: phi-gateway token --role R [--sub S] [--purpose P]... [--patient ID] [--scope S] [--ttl 1h] [--keys DIR]
-  Demo only: mints an access token signed with the demo key (trusted only by the demo configuration).
-  --purpose may be repeated; --ttl accepts 30s, 15m, 1h, 1d (at most 1d); --keys defaults to ./data/demo-keys.
+export const USAGE = `usage: phi-gateway token --role R [--sub S] [--purpose P]... [--patient ID] [--scope S]
+                         [--family-name N] [--ttl 1h] [--keys DIR]
+  Demo only: mints an access token signed with the demo key (trusted only by the demo configuration)
+  and prints it alone on stdout. --purpose may be repeated (or comma-separated); --patient sets the
+  patient claim; --scope the SMART scopes; --family-name the family_name claim; --ttl accepts 30s, 15m,
+  1h, 1d (at most 1d); --keys defaults to ./data/demo-keys.
 `;
 
 /** Longest lifetime the demo will mint: a day keeps a leaked demo token short-lived. */

@@ -1,7 +1,9 @@
 /**
- * Value parsers shared by the config file and the environment overrides of SPEC 2 (pure).
- * Each returns a value or a message; the caller decides where the message points.
+ * Value parsers shared by the config file and the environment overrides of SPEC 2 (pure, but for
+ * withSecretFiles, which reads the files it is told to). Each returns a value or a message; the
+ * caller decides where the message points.
  */
+import { readFileSync } from 'node:fs';
 import type { HostPort } from './types.js';
 
 export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly message: string };
@@ -98,3 +100,53 @@ export function isRedisUrl(raw: string): boolean {
 
 /** Minimum pseudonym key length: a short key makes HMAC pseudonyms brute-forceable back to ids. */
 export const MIN_PSEUDONYM_KEY_LENGTH = 32;
+
+/**
+ * Environment variables holding secrets. Each may instead name a file in `<NAME>_FILE` (as Docker
+ * and Kubernetes secrets are mounted): its contents are the value, one trailing newline stripped.
+ */
+export const SECRET_VARIABLES = [
+  'PHI_GATEWAY_PSEUDONYM_KEY',
+  'PHI_GATEWAY_PAGING_KEY',
+  // A redis URL may hold a password.
+  'PHI_GATEWAY_AUDIT',
+  'PHI_GATEWAY_ALERT_WEBHOOK',
+  'PHI_GATEWAY_ALERT_WEBHOOK_SECRET',
+] as const;
+
+export type SecretVariable = (typeof SECRET_VARIABLES)[number];
+
+/**
+ * The environment with every `<SECRET>_FILE` read into `<SECRET>`, and a `VARIABLE: message` line
+ * per problem: both set (which one wins would be a guess), a file that cannot be read or is empty.
+ * Messages name variables and paths, never contents.
+ */
+export function withSecretFiles(
+  env: NodeJS.ProcessEnv,
+  readFile: (path: string) => string = (p) => readFileSync(p, 'utf8'),
+): { readonly env: NodeJS.ProcessEnv; readonly problems: readonly string[] } {
+  const problems: string[] = [];
+  let out: NodeJS.ProcessEnv | undefined;
+  for (const name of SECRET_VARIABLES) {
+    const fileVar = `${name}_FILE`;
+    const path = nonEmpty(env[fileVar]);
+    if (path === undefined) continue;
+    out ??= { ...env };
+    if (nonEmpty(env[name]) !== undefined) {
+      problems.push(`${name}, ${fileVar}: both are set; set one or the other`);
+      delete out[name];
+      continue;
+    }
+    let text: string;
+    try {
+      text = readFile(path);
+    } catch (e) {
+      problems.push(`${fileVar}: cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+      continue;
+    }
+    const value = text.replace(/\r?\n$/, '');
+    if (value.trim() === '') problems.push(`${fileVar}: ${path} is empty`);
+    else out[name] = value;
+  }
+  return { env: out ?? env, problems };
+}

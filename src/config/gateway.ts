@@ -14,10 +14,12 @@ import {
   parseAuditTarget,
   parseHostPort,
   parseHttpUrl,
+  withSecretFiles,
 } from './env.js';
+import { DEFAULT_CHECKPOINT_RECORDS, DEFAULT_CHECKPOINT_SECONDS, loadSigningKey, NO_CHECKPOINT_KEY_WARNING } from '../audit/checkpoint.js';
 import { ConfigError, deepFreeze } from './errors.js';
 import { ASYMMETRIC_ALGORITHMS, gatewaySchema, LOG_LEVELS, validateSchema } from './schema.js';
-import type { AuditConfig, CorsConfig, GatewayConfig, HostPort, SmartConfig, UpstreamConfig } from './types.js';
+import type { AuditCheckpointConfig, AuditConfig, CorsConfig, GatewayConfig, HostPort, SmartConfig, UpstreamConfig } from './types.js';
 import { formatPath, formatProblem, type ParsedYaml, type PathSegment, parseYaml, sortProblems } from './yaml.js';
 
 export const DEFAULTS = Object.freeze({
@@ -43,6 +45,7 @@ export const DEFAULTS = Object.freeze({
   connectTimeoutMs: 5_000,
   headersTimeoutMs: 30_000,
   bodyTimeoutMs: 30_000,
+  totalTimeoutMs: 60_000,
   connections: 64,
   logLevel: 'info',
   shutdownGraceMs: 10_000,
@@ -87,7 +90,15 @@ export interface GatewayLoad {
 }
 
 /** Loads the gateway file; never throws (for check-config, which reports everything at once). */
-export function readGatewayConfig(file: string, env: NodeJS.ProcessEnv): GatewayLoad {
+export function readGatewayConfig(file: string, processEnv: NodeJS.ProcessEnv): GatewayLoad {
+  // PHI_GATEWAY_<SECRET>_FILE read into PHI_GATEWAY_<SECRET>: everything below sees one value.
+  const secrets = withSecretFiles(processEnv);
+  const r = readGatewayFile(file, secrets.env);
+  if (secrets.problems.length === 0) return r;
+  return { ...r, config: undefined, problems: [...r.problems, ...secrets.problems] };
+}
+
+function readGatewayFile(file: string, env: NodeJS.ProcessEnv): GatewayLoad {
   const shown = displayPath(file);
   const abs = resolve(file);
   const envPolicy = nonEmpty(env.PHI_GATEWAY_POLICY);
@@ -235,6 +246,22 @@ class Builder {
       if (u.ok) webhook = u.value;
       else this.envProblem('PHI_GATEWAY_ALERT_WEBHOOK', u.message);
     }
+    // HMAC key for the X-Phi-Gateway-Signature header (src/breakglass/alerts.ts): a short one could
+    // be guessed offline from one captured alert, and then alerts forged.
+    let webhookSecret: string | undefined;
+    if (typeof alertsRaw.webhookSecretFile === 'string' && !this.broken.has('alerts')) {
+      webhookSecret = this.secretFile(['alerts', 'webhookSecretFile'], alertsRaw.webhookSecretFile);
+      if (webhookSecret !== undefined && webhookSecret.length < MIN_PSEUDONYM_KEY_LENGTH) {
+        this.at(['alerts', 'webhookSecretFile'], `webhook secret must be at least ${MIN_PSEUDONYM_KEY_LENGTH} characters`);
+      }
+    }
+    const envWebhookSecret = nonEmpty(env.PHI_GATEWAY_ALERT_WEBHOOK_SECRET);
+    if (envWebhookSecret !== undefined) {
+      if (envWebhookSecret.length < MIN_PSEUDONYM_KEY_LENGTH) {
+        this.envProblem('PHI_GATEWAY_ALERT_WEBHOOK_SECRET', `must be at least ${MIN_PSEUDONYM_KEY_LENGTH} characters`);
+      }
+      webhookSecret = envWebhookSecret;
+    }
 
     const limitsRaw = this.obj('limits');
     const limits = {
@@ -336,7 +363,11 @@ class Builder {
       upstream,
       auth,
       audit,
-      alerts: { webhook, redisChannel: typeof alertsRaw.redisChannel === 'string' ? alertsRaw.redisChannel : undefined },
+      alerts: {
+        webhook,
+        ...(webhookSecret !== undefined ? { webhookSecret } : {}),
+        redisChannel: typeof alertsRaw.redisChannel === 'string' ? alertsRaw.redisChannel : undefined,
+      },
       limits,
       paging,
       pseudonymKey,
@@ -469,6 +500,7 @@ class Builder {
       connectTimeoutMs: (raw.connectTimeoutMs as number) ?? DEFAULTS.connectTimeoutMs,
       headersTimeoutMs: (raw.headersTimeoutMs as number) ?? DEFAULTS.headersTimeoutMs,
       bodyTimeoutMs: (raw.bodyTimeoutMs as number) ?? DEFAULTS.bodyTimeoutMs,
+      totalTimeoutMs: (raw.totalTimeoutMs as number) ?? DEFAULTS.totalTimeoutMs,
       connections: (raw.connections as number) ?? DEFAULTS.connections,
       errorText: raw.errorText === true,
       auth,
@@ -619,11 +651,46 @@ class Builder {
   }
 
   private audit(): AuditConfig | undefined {
+    const sink = this.auditSink();
+    const checkpoint = this.auditCheckpoint();
+    return sink && checkpoint ? { ...sink, checkpoint } : sink;
+  }
+
+  /**
+   * `audit.checkpoint` (or PHI_GATEWAY_AUDIT_SIGNING_KEY_FILE, a path, which wins): the Ed25519
+   * key is read here so check-config refuses a missing, unreadable or non-Ed25519 key.
+   */
+  private auditCheckpoint(): AuditCheckpointConfig | undefined {
+    const raw = this.obj('audit');
+    const cp = raw.checkpoint !== null && typeof raw.checkpoint === 'object' ? (raw.checkpoint as Raw) : undefined;
+    const envKey = nonEmpty(this.env.PHI_GATEWAY_AUDIT_SIGNING_KEY_FILE);
+    const keyFile = envKey !== undefined ? resolve(envKey) : typeof cp?.keyFile === 'string' ? this.file(cp.keyFile) : undefined;
+    if (keyFile === undefined) {
+      if (cp !== undefined) this.at(['audit', 'checkpoint'], "signed checkpoints need 'keyFile' (an Ed25519 private key, PKCS#8 PEM; phi-gateway audit keygen)");
+      return undefined;
+    }
+    try {
+      loadSigningKey(keyFile);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const why = code ? `cannot read the audit signing key (${code})` : `audit signing key: ${(e as Error).message}`;
+      if (envKey !== undefined) this.envProblem('PHI_GATEWAY_AUDIT_SIGNING_KEY_FILE', why);
+      else this.at(['audit', 'checkpoint', 'keyFile'], why);
+      return undefined;
+    }
+    return {
+      keyFile,
+      everyRecords: (cp?.everyRecords as number | undefined) ?? DEFAULT_CHECKPOINT_RECORDS,
+      everySeconds: (cp?.everySeconds as number | undefined) ?? DEFAULT_CHECKPOINT_SECONDS,
+    };
+  }
+
+  private auditSink(): AuditConfig | undefined {
     const raw = this.data.audit === undefined ? { sink: 'file' } : this.obj('audit');
     const failOpen = (raw.failOpen as boolean | undefined) ?? false;
     const allowed: Record<string, readonly string[]> = {
-      file: ['sink', 'path', 'failOpen', 'rotateBytes', 'groupCommitMs'],
-      redis: ['sink', 'url', 'stream', 'failOpen'],
+      file: ['sink', 'path', 'failOpen', 'rotateBytes', 'groupCommitMs', 'checkpoint'],
+      redis: ['sink', 'url', 'stream', 'failOpen', 'checkpoint'],
     };
     for (const k of Object.keys(raw)) {
       if (!allowed[raw.sink as string].includes(k)) this.at(['audit', k], `'${k}' does not apply to the ${raw.sink} audit sink`, true);
@@ -679,4 +746,19 @@ export function proxyAddressProblem(value: string): string | undefined {
   if (!/^\d{1,3}$/.test(bits) || Number(bits) > max) return `'${value}': the prefix length must be 0..${max}`;
   if (Number(bits) === 0) return `'${value}' trusts every address: any client could choose the address it is audited under`;
   return undefined;
+}
+
+/** Why an unsigned webhook is worth a warning, in check-config's output and serve's log alike. */
+export const UNSIGNED_WEBHOOK_WARNING =
+  'alerts.webhook has no secret (alerts.webhookSecretFile or PHI_GATEWAY_ALERT_WEBHOOK_SECRET): break-glass alerts carry patient ids and reasons, and the receiver cannot tell them from forged ones';
+
+/**
+ * Settings that are valid but weaken a production deployment: check-config prints each as a
+ * `warning:` line (exit status unchanged) and `serve` logs them at warn.
+ */
+export function configWarnings(config: GatewayConfig): string[] {
+  const out: string[] = [];
+  if (config.alerts.webhook !== undefined && config.alerts.webhookSecret === undefined) out.push(UNSIGNED_WEBHOOK_WARNING);
+  if (!config.audit.checkpoint) out.push(NO_CHECKPOINT_KEY_WARNING);
+  return out;
 }

@@ -3,9 +3,9 @@
  * Problems are `file:line:col message` lines (or `VARIABLE: message` for the environment).
  */
 import { readFileSync } from 'node:fs';
+import { didYouMean } from './errors.js';
 import { displayPath, readGatewayConfig } from './gateway.js';
 import { readPolicy } from './policy-file.js';
-import type { GatewayConfig } from './types.js';
 import { formatProblem, parseYaml } from './yaml.js';
 
 export { ConfigError } from './errors.js';
@@ -20,9 +20,8 @@ export function checkConfig(gatewayFile: string, env: NodeJS.ProcessEnv): string
   if (policyFile !== undefined) {
     const policy = readPolicy(policyFile, { pseudonymKey: gw.config?.pseudonymKey });
     problems.push(...policy.problems);
-    if (gw.config !== undefined && policy.loaded !== undefined) {
-      problems.push(...roleMapProblems(gatewayFile, gw.config, policy.loaded.policy.roles, policy.loaded.file));
-    }
+    // Checked from the file itself, so that other problems of the gateway file do not hide these.
+    if (policy.loaded !== undefined) problems.push(...roleMapProblems(gatewayFile, policy.loaded.policy.roles, policy.loaded.file));
   }
   return problems;
 }
@@ -31,18 +30,27 @@ export function checkConfig(gatewayFile: string, env: NodeJS.ProcessEnv): string
  * `auth.roleMap` targets that are not roles of the policy: such a mapping would silently grant
  * nothing, so check-config names each one where it is written in the gateway file.
  */
-function roleMapProblems(gatewayFile: string, config: GatewayConfig, roles: ReadonlyMap<string, unknown>, policyShown: string): string[] {
-  const map = config.auth.roleMap;
-  if (map === undefined) return [];
-  const yaml = parseYaml(displayPath(gatewayFile), readFileSync(gatewayFile, 'utf8'));
+function roleMapProblems(gatewayFile: string, roles: ReadonlyMap<string, unknown>, policyShown: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(gatewayFile, 'utf8');
+  } catch {
+    return [];
+  }
+  const yaml = parseYaml(displayPath(gatewayFile), text);
+  const auth = (yaml.data as { auth?: { roleMap?: unknown } } | null | undefined)?.auth;
+  const map = auth !== null && typeof auth === 'object' ? auth.roleMap : undefined;
+  if (map === null || typeof map !== 'object' || Array.isArray(map)) return [];
   const out: string[] = [];
   for (const [name, target] of Object.entries(map)) {
-    const list = typeof target === 'string' ? [target] : target;
+    const list: unknown[] = typeof target === 'string' ? [target] : Array.isArray(target) ? target : [];
     list.forEach((role, i) => {
-      if (roles.has(role)) return;
+      // Not a string: the schema says so.
+      if (typeof role !== 'string' || roles.has(role)) return;
       // A scalar target has no item `i`: locate() stops at the scalar itself.
       const pos = yaml.locate(['auth', 'roleMap', name, i]);
-      out.push(formatProblem(yaml.file, pos, `auth.roleMap.${name}: '${role}' is not a role of the policy ${policyShown}`));
+      const hint = didYouMean(role, roles.keys());
+      out.push(formatProblem(yaml.file, pos, `auth.roleMap.${name}: '${role}' is not a role of the policy ${policyShown}${hint}`));
     });
   }
   return out;

@@ -29,6 +29,8 @@ export interface PolicyOptions {
   readonly pseudonymKey?: string;
   readonly pseudonymPreviousKeys?: readonly string[];
   readonly now?: () => Date;
+  /** The element compiler (default: src/redact/compile.ts); the mutation test passes a memoized one. */
+  readonly elementCompiler?: ElementCompiler;
 }
 
 export const elementCompiler: ElementCompiler = { compileElementPlan, derivedSearchParams };
@@ -45,26 +47,44 @@ export function readPolicy(
     const code = (e as NodeJS.ErrnoException).code ?? 'error';
     return { loaded: undefined, problems: [formatProblem(shown, { line: 1, col: 1 }, `cannot read policy (${code})`)] };
   }
-  const yaml = parseYaml(shown, bytes.toString('utf8'));
+  return readPolicySource(shown, bytes, opts);
+}
+
+/**
+ * The policy in `bytes`, shown as `shown` in messages: YAML, schema and compile problems, every
+ * one of them (the mutation test runs the CLI's validation through here, without files).
+ */
+export function readPolicySource(
+  shown: string,
+  bytes: Uint8Array,
+  opts: PolicyOptions = {},
+): { readonly loaded: LoadedPolicy | undefined; readonly problems: readonly string[] } {
+  const yaml = parseYaml(shown, Buffer.from(bytes).toString('utf8'));
   if (yaml.problems.length > 0) return { loaded: undefined, problems: yaml.problems };
   const data = yaml.data ?? {};
   const schemaProblems = validateSchema(policySchema, data);
-  if (schemaProblems.length > 0) {
-    const problems = schemaProblems.map((p) =>
-      formatProblem(shown, p.at === 'key' ? yaml.locateKey(p.path) : yaml.locate(p.path), p.message),
-    );
+  const problems = schemaProblems.map((p) => formatProblem(shown, p.at === 'key' ? yaml.locateKey(p.path) : yaml.locate(p.path), p.message));
+  // The compiler also runs over a file with schema problems (it skips what has the wrong shape), so
+  // one run names the misspelt key and the unknown purpose alike. What it says about a node the
+  // schema already faulted would only repeat it.
+  const faulted = schemaProblems.map((p) => p.subject ?? p.path);
+  const isRecord = data !== null && typeof data === 'object' && !Array.isArray(data);
+  // Freeze a copy so no consumer can edit the policy.
+  const raw = deepFreeze(structuredClone(isRecord ? data : {})) as PolicyFile;
+  let result: ReturnType<typeof compilePolicy>;
+  try {
+    result = compilePolicy(raw, bytes, opts.elementCompiler ?? elementCompiler);
+  } catch (e) {
+    // A shape the compiler did not expect: only possible after schema problems, which say why.
+    if (schemaProblems.length === 0) throw e;
     return { loaded: undefined, problems: sortProblems(problems) };
   }
-  // From here on `data` has the schema's shape; freeze it so no consumer can edit the policy.
-  const raw = deepFreeze(structuredClone(data)) as PolicyFile;
-  const result = compilePolicy(raw, bytes, elementCompiler);
-  if (!result.ok) {
-    const problems = result.problems.map((p) => {
-      const path = parsePath(p.path);
-      return formatProblem(shown, p.at === 'key' ? yaml.locateKey(path) : yaml.locate(path), `${p.path}: ${p.message}`);
-    });
-    return { loaded: undefined, problems: sortProblems(problems) };
+  for (const p of result.problems) {
+    const path = parsePath(p.path);
+    if (faulted.some((f) => isPrefix(f, path))) continue;
+    problems.push(formatProblem(shown, p.at === 'key' ? yaml.locateKey(path) : yaml.locate(path), `${p.path}: ${p.message}`));
   }
+  if (problems.length > 0 || !result.ok) return { loaded: undefined, problems: sortProblems(problems) };
   const now = opts.now ?? (() => new Date());
   const loaded: LoadedPolicy = Object.freeze({
     policy: result.policy,
@@ -90,6 +110,10 @@ export function loadPolicy(file: string, opts: PolicyOptions = {}): LoadedPolicy
   const r = readPolicy(file, opts);
   if (!r.loaded) throw new ConfigError(r.problems);
   return r.loaded;
+}
+
+function isPrefix(prefix: ReadonlyArray<string | number>, path: ReadonlyArray<string | number>): boolean {
+  return prefix.length <= path.length && prefix.every((seg, i) => String(seg) === String(path[i]));
 }
 
 function pathExists(data: unknown, path: ReadonlyArray<string | number>): boolean {

@@ -3,6 +3,7 @@
  * everywhere: a misspelt key is an error, never a silently ignored safeguard.
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { didYouMean } from './errors.js';
 
 const str = { type: 'string', minLength: 1 } as const;
 const posInt = { type: 'integer', minimum: 1 } as const;
@@ -37,6 +38,7 @@ export const gatewaySchema = {
         connectTimeoutMs: posInt,
         headersTimeoutMs: posInt,
         bodyTimeoutMs: posInt,
+        totalTimeoutMs: posInt,
         connections: posInt,
         // Free text of the upstream's OperationOutcomes (diagnostics, details.text) passed to clients.
         errorText: { type: 'boolean' },
@@ -102,12 +104,22 @@ export const gatewaySchema = {
         failOpen: { type: 'boolean' },
         rotateBytes: posInt,
         groupCommitMs: { type: 'integer', minimum: 0, maximum: 1000 },
+        // Signed checkpoints: an Ed25519 key (PKCS#8 PEM) signs each writer's chain head.
+        checkpoint: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            keyFile: str,
+            everyRecords: { type: 'integer', minimum: 1, maximum: 1_000_000 },
+            everySeconds: { type: 'integer', minimum: 1, maximum: 86_400 },
+          },
+        },
       },
     },
     alerts: {
       type: 'object',
       additionalProperties: false,
-      properties: { webhook: str, redisChannel: str },
+      properties: { webhook: str, webhookSecretFile: str, redisChannel: str },
     },
     limits: {
       type: 'object',
@@ -181,6 +193,20 @@ export const policySchema = {
   required: ['version', 'purposes', 'dataSets', 'roles'],
   properties: {
     version: { const: 1 },
+    // The policy's own security-label codes (other code systems), usable in withhold lists.
+    labels: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['code', 'system'],
+        properties: {
+          code: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' },
+          system: { type: 'string', pattern: '^[a-z][a-z0-9+.-]*:[^\\s|]+$' },
+          display: str,
+        },
+      },
+    },
     purposes: {
       type: 'object',
       propertyNames: code,
@@ -328,6 +354,8 @@ export interface SchemaProblem {
   readonly path: ReadonlyArray<string | number>;
   readonly at: 'value' | 'key';
   readonly message: string;
+  /** The node the problem is about (a missing property: that property), for checks that build on the shape. */
+  readonly subject?: ReadonlyArray<string | number>;
 }
 
 let ajv: Ajv | undefined;
@@ -336,7 +364,8 @@ const validators = new Map<object, ValidateFunction>();
 function validatorFor(schema: object): ValidateFunction {
   let v = validators.get(schema);
   if (!v) {
-    ajv ??= new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
+    // verbose: errors carry their schema, whose property names and values feed "did you mean".
+    ajv ??= new Ajv({ allErrors: true, strict: true, allowUnionTypes: true, verbose: true });
     v = ajv.compile(schema);
     validators.set(schema, v);
   }
@@ -373,21 +402,28 @@ function toProblems(errors: readonly ErrorObject[]): SchemaProblem[] {
     let p: SchemaProblem;
     switch (e.keyword) {
       case 'required':
-        p = { path, at: 'value', message: `${label(path)}missing required property '${e.params.missingProperty}'` };
-        break;
-      case 'additionalProperties':
         p = {
-          path: [...path, e.params.additionalProperty as string],
-          at: 'key',
-          message: `${label(path)}unknown property '${e.params.additionalProperty}'`,
+          path,
+          at: 'value',
+          message: `${label(path)}missing required property '${e.params.missingProperty}'`,
+          subject: [...path, e.params.missingProperty as string],
         };
         break;
+      case 'additionalProperties': {
+        const name = e.params.additionalProperty as string;
+        const known = Object.keys((e.parentSchema as { properties?: object } | undefined)?.properties ?? {});
+        p = { path: [...path, name], at: 'key', message: `${label(path)}unknown property '${name}'${didYouMean(name, known)}` };
+        break;
+      }
       case 'propertyNames':
         p = { path: [...path, e.params.propertyName as string], at: 'key', message: `${label(path)}invalid name '${e.params.propertyName}'` };
         break;
-      case 'enum':
-        p = { path, at: 'value', message: `${label(path)}must be one of: ${(e.params.allowedValues as unknown[]).join(', ')}` };
+      case 'enum': {
+        const allowed = e.params.allowedValues as unknown[];
+        const hint = typeof e.data === 'string' ? didYouMean(e.data, allowed.map(String)) : '';
+        p = { path, at: 'value', message: `${label(path)}must be one of: ${allowed.join(', ')}${hint}` };
         break;
+      }
       case 'const':
         p = { path, at: 'value', message: `${label(path)}must be ${JSON.stringify(e.params.allowedValue)}` };
         break;

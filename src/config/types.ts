@@ -72,6 +72,12 @@ export interface UpstreamConfig {
   readonly connectTimeoutMs: number;
   readonly headersTimeoutMs: number;
   readonly bodyTimeoutMs: number;
+  /**
+   * Wall-clock bound on all upstream exchanges of one client request (queueing for a connection,
+   * headers and body, every upstream page of a gateway-paged search), next to the idle timeouts
+   * above: an upstream that drips bytes resets those, never this. Past it: 504 upstream-timeout.
+   */
+  readonly totalTimeoutMs: number;
   readonly connections: number;
   /**
    * Whether the free text of the upstream's OperationOutcomes (`diagnostics`, `details.text`) reaches
@@ -114,12 +120,30 @@ export interface AuthConfig {
   readonly requiredTyp: string | undefined;
 }
 
-export type AuditConfig =
+export type AuditConfig = (
   | { readonly sink: 'file'; readonly path: string; readonly failOpen: boolean; readonly rotateBytes: number; readonly groupCommitMs: number }
-  | { readonly sink: 'redis'; readonly url: string; readonly stream: string; readonly failOpen: boolean };
+  | { readonly sink: 'redis'; readonly url: string; readonly stream: string; readonly failOpen: boolean }
+) & {
+  /** Signed checkpoints of the chain (src/audit/checkpoint.ts); absent: no key, the chain is unkeyed. */
+  readonly checkpoint?: AuditCheckpointConfig | undefined;
+};
+
+export interface AuditCheckpointConfig {
+  /** Absolute path of the Ed25519 private key (PKCS#8 PEM), from `keyFile` or PHI_GATEWAY_AUDIT_SIGNING_KEY_FILE. */
+  readonly keyFile: string;
+  /** A checkpoint after at most this many records (default 1000)... */
+  readonly everyRecords: number;
+  /** ...or this many seconds after the last one when there are new records (default 60). */
+  readonly everySeconds: number;
+}
 
 export interface AlertsConfig {
   readonly webhook: string | undefined;
+  /**
+   * Shared secret signing every webhook POST (`X-Phi-Gateway-Signature`, HMAC-SHA256), from
+   * `alerts.webhookSecretFile` or PHI_GATEWAY_ALERT_WEBHOOK_SECRET[_FILE]. Unset: alerts go unsigned.
+   */
+  readonly webhookSecret?: string | undefined;
   readonly redisChannel: string | undefined;
 }
 

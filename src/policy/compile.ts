@@ -5,12 +5,22 @@
  * CompiledPolicy at all (fail closed: never half a policy).
  */
 import { createHash } from 'node:crypto';
+import { didYouMean, editDistance } from '../config/errors.js';
 import { isR4ResourceType as isKnownResourceType } from '../fhir/resource-types.js';
-import { searchParam } from '../fhir/tables.js';
+import { resourceTypes, searchParam, searchParamCodes, typeElements } from '../fhir/tables.js';
 import { type Fate, pathFate, worseFate } from '../redact/deidentify.js';
 import type { ElementPlan } from '../redact/types.js';
-import { compileLabelSet, isValidLabel, unknownLabel } from './labels.js';
-import type { DeidProfile, PolicyFile, PolicyInteraction, RuleSpec, TransformName } from './model.js';
+import {
+  CONFIDENTIALITY,
+  CONFIDENTIALITY_LEVELS,
+  canonicalSystem,
+  compileLabelSet,
+  isValidLabel,
+  type LabelVocabulary,
+  labelVocabulary,
+  unknownLabel,
+} from './labels.js';
+import type { DeidProfile, LabelDeclaration, PolicyFile, PolicyInteraction, RuleSpec, TransformName } from './model.js';
 import type {
   AccessPlan,
   CompiledBreakGlass,
@@ -72,30 +82,48 @@ export function policyVersion(source: string | Uint8Array): string {
   return createHash('sha256').update(source).digest('hex').slice(0, 16);
 }
 
+/**
+ * Compiles `raw`. It also runs over a file that failed the schema (check-config reports every
+ * problem at once): parts of the wrong shape are skipped here, the schema has already named them.
+ */
 export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, compiler: ElementCompiler): CompileResult {
   const problems: CompileProblem[] = [];
   const problem = (path: string, message: string, at: 'value' | 'key' = 'value') => {
     problems.push({ path, at, message });
   };
 
+  const vocabulary = compileDeclaredLabels(raw.labels, problem);
   const purposes = compilePurposes(raw, problem);
-  const restrictedZip3 = raw.safeHarbor?.restrictedZip3;
+  const restrictedZip3 = Array.isArray(raw.safeHarbor?.restrictedZip3) ? raw.safeHarbor.restrictedZip3 : undefined;
 
   // Data sets compile once and are shared by every role and purpose that names them.
   const dataSets = new Map<string, ReadonlyMap<string, ResourcePlan>>();
-  for (const [name, ds] of Object.entries(raw.dataSets)) {
-    dataSets.set(name, compileDataSet(name, ds.withhold ?? [], ds.rules, restrictedZip3 !== undefined, compiler, problem, ds.deidentify));
+  for (const [name, ds] of entries(raw.dataSets)) {
+    if (!isObject(ds)) continue;
+    const withhold = Array.isArray(ds.withhold) ? ds.withhold : [];
+    const rules = Array.isArray(ds.rules) ? ds.rules : [];
+    dataSets.set(name, compileDataSet(name, withhold, rules, restrictedZip3 !== undefined, compiler, problem, vocabulary, ds.deidentify));
   }
+  nearMissLabels(raw, vocabulary, problem);
+  // A section of the wrong shape was reported by the schema; names it would have declared are not guessed at.
+  const purposesKnown = isObject(raw.purposes);
+  const dataSetsKnown = isObject(raw.dataSets);
 
   const roles = new Map<string, CompiledRole>();
-  for (const [roleName, spec] of Object.entries(raw.roles)) {
+  for (const [roleName, spec] of entries(raw.roles)) {
+    if (!isObject(spec) || !isObject(spec.purposes)) continue;
     const base = `roles.${roleName}`;
     for (const [code, dataSet] of Object.entries(spec.purposes)) {
-      if (!purposes.has(code)) problem(`${base}.purposes.${code}`, `unknown purpose '${code}' (not declared under purposes)`, 'key');
-      else if (code === BREAK_GLASS_PURPOSE) {
+      if (!purposes.has(code)) {
+        if (purposesKnown) {
+          problem(`${base}.purposes.${code}`, `unknown purpose '${code}' (not declared under purposes)${didYouMean(code, purposes.keys())}`, 'key');
+        }
+      } else if (code === BREAK_GLASS_PURPOSE) {
         problem(`${base}.purposes.${code}`, 'BTG cannot be granted as a purpose; mark the role breakGlass: true', 'key');
       }
-      if (!dataSets.has(dataSet)) problem(`${base}.purposes.${code}`, `unknown data set '${dataSet}'`);
+      if (typeof dataSet === 'string' && dataSetsKnown && !dataSets.has(dataSet)) {
+        problem(`${base}.purposes.${code}`, `unknown data set '${dataSet}'${didYouMean(dataSet, dataSets.keys())}`);
+      }
     }
     if (spec.breakGlass === true && raw.breakGlass === undefined) {
       problem(`${base}.breakGlass`, 'role is break-glass eligible but the policy has no breakGlass section');
@@ -126,17 +154,17 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
       Object.freeze({
         name: roleName,
         breakGlass: spec.breakGlass === true,
-        capabilities: new Set(spec.capabilities ?? []),
+        capabilities: new Set(Array.isArray(spec.capabilities) ? spec.capabilities : []),
         plans,
       }),
     );
   }
 
   let breakGlass: CompiledBreakGlass | undefined;
-  if (raw.breakGlass !== undefined) {
+  if (isObject(raw.breakGlass) && typeof raw.breakGlass.dataSet === 'string') {
     const bg = raw.breakGlass;
     const types = dataSets.get(bg.dataSet);
-    if (!types) problem('breakGlass.dataSet', `unknown data set '${bg.dataSet}'`);
+    if (!types && dataSetsKnown) problem('breakGlass.dataSet', `unknown data set '${bg.dataSet}'${didYouMean(bg.dataSet, dataSets.keys())}`);
     if (!purposes.has(BREAK_GLASS_PURPOSE)) problem('breakGlass', 'breakGlass is configured but purpose BTG is not declared');
     if (types) {
       breakGlass = Object.freeze({
@@ -174,15 +202,65 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
 
 type Report = (path: string, message: string, at?: 'value' | 'key') => void;
 
+function isObject<T>(x: T): x is T & object {
+  return x !== null && typeof x === 'object' && !Array.isArray(x);
+}
+
+/** The entries of a section, none when it is not a mapping (the schema said so already). */
+function entries<T>(x: Readonly<Record<string, T>> | undefined): Array<[string, T]> {
+  return isObject(x) ? Object.entries(x) : [];
+}
+
+function strings(x: unknown): x is readonly string[] {
+  return Array.isArray(x) && x.every((s) => typeof s === 'string');
+}
+
+/** The policy's `labels:` list: each code of a system once. */
+function compileDeclaredLabels(declared: readonly LabelDeclaration[] | undefined, problem: Report): LabelVocabulary {
+  if (declared === undefined || !Array.isArray(declared)) return labelVocabulary([]);
+  const seen = new Map<string, number>();
+  const ok: LabelDeclaration[] = [];
+  declared.forEach((d, i) => {
+    if (!isObject(d) || typeof d.code !== 'string' || typeof d.system !== 'string') return;
+    const key = `${canonicalSystem(d.system)}|${d.code}`;
+    const prior = seen.get(key);
+    if (prior !== undefined) {
+      problem(`labels[${i}]`, `label ${d.code} of ${d.system} is already declared by labels[${prior}]`);
+      return;
+    }
+    seen.set(key, i);
+    ok.push(d);
+  });
+  return labelVocabulary(ok);
+}
+
+/**
+ * The v3-ActReason PurposeOfUse codes (THO, as in FHIR R4): the only codes X-Purpose-Of-Use carries
+ * (src/policy/purpose.ts). A declared purpose outside them is a typo (`CLINTRX`) that no client
+ * would send, or one a client could send to obtain its parent's grants under another name.
+ */
+export const PURPOSES_OF_USE: ReadonlySet<string> = new Set([
+  'HMARKT', 'HOPERAT', 'CAREMGT', 'DONAT', 'FRAUD', 'GOV', 'HACCRED', 'HCOMPL', 'HDECD', 'HDIRECT', 'HDM', 'HLEGAL',
+  'HOUTCOMS', 'HPRGRP', 'HQUALIMP', 'HSYSADMIN', 'LABELING', 'METAMGT', 'MEMADMIN', 'MILCDM', 'PATADMIN', 'PATSFTY',
+  'PERFMSR', 'RECORDMGT', 'SYSDEV', 'HTEST', 'TRAIN', 'HPAYMT', 'CLMATTCH', 'COVAUTH', 'COVERAGE', 'ELIGDTRM',
+  'ELIGVER', 'ENROLLM', 'MILDCRG', 'REMITADV', 'HRESCH', 'BIORCH', 'CLINTRCH', 'CLINTRCHNPC', 'CLINTRCHPC',
+  'PRECLINTRCH', 'DSRCH', 'POARCH', 'TRANSRCH', 'PATRQT', 'FAMRQT', 'PWATRNY', 'SUPNWK', 'PUBHLTH', 'DISASTER',
+  'THREAT', 'TREAT', 'CLINTRL', 'COC', 'ETREAT', 'BTG', 'ERTREAT', 'POPHLTH',
+]);
+
 function compilePurposes(raw: PolicyFile, problem: Report): Map<string, PurposeInfo> {
   const purposes = new Map<string, PurposeInfo>();
-  for (const [code, spec] of Object.entries(raw.purposes)) {
+  for (const [code, spec] of entries(raw.purposes)) {
+    if (!isObject(spec)) continue;
+    if (!PURPOSES_OF_USE.has(code)) {
+      problem(`purposes.${code}`, `'${code}' is not a v3-ActReason purpose of use${didYouMean(code, PURPOSES_OF_USE)}`, 'key');
+    }
     purposes.set(
       code,
       Object.freeze({
         code,
         display: spec.display,
-        parent: spec.parent,
+        parent: typeof spec.parent === 'string' ? spec.parent : undefined,
         minimumNecessary: spec.minimumNecessary ?? true,
       }),
     );
@@ -190,7 +268,7 @@ function compilePurposes(raw: PolicyFile, problem: Report): Map<string, PurposeI
   for (const [code, info] of purposes) {
     if (info.parent === undefined) continue;
     if (!purposes.has(info.parent)) {
-      problem(`purposes.${code}.parent`, `unknown parent purpose '${info.parent}'`);
+      problem(`purposes.${code}.parent`, `unknown parent purpose '${info.parent}'${didYouMean(info.parent, purposes.keys())}`);
       continue;
     }
     // A cycle would make a purpose its own ancestor: every grant would cover it.
@@ -227,13 +305,28 @@ function compileDataSet(
   hasSafeHarbor: boolean,
   compiler: ElementCompiler,
   problem: Report,
+  vocabulary: LabelVocabulary,
   deidentify?: DeidProfile,
 ): ReadonlyMap<string, ResourcePlan> {
   const base = `dataSets.${name}`;
-  dataSetWithhold.forEach((label, i) => {
-    if (!isValidLabel(label)) problem(`${base}.withhold[${i}]`, `invalid security label '${label}' (CODE or system|code)`);
-    else if (unknownLabel(label) !== undefined) problem(`${base}.withhold[${i}]`, unknownLabel(label)!);
-  });
+  const checkLabels = (list: readonly string[], path: string): boolean => {
+    let ok = true;
+    list.forEach((label, i) => {
+      if (typeof label !== 'string') ok = false;
+      else if (!isValidLabel(label)) {
+        problem(`${path}[${i}]`, `invalid security label '${label}' (CODE or system|code)`);
+        ok = false;
+      } else {
+        const unknown = unknownLabel(label, vocabulary);
+        if (unknown !== undefined) {
+          problem(`${path}[${i}]`, unknown);
+          ok = false;
+        }
+      }
+    });
+    return ok;
+  };
+  if (checkLabels(dataSetWithhold, `${base}.withhold`)) confidentialityGaps(dataSetWithhold, [], `${base}.withhold`, problem);
   if (deidentify === 'safe-harbor' && !hasSafeHarbor) {
     // Without the list, restricted 3-digit areas (population < 20,000) would be disclosed.
     problem(`${base}.deidentify`, 'safe-harbor needs safeHarbor.restrictedZip3 in the policy');
@@ -242,35 +335,44 @@ function compileDataSet(
   const firstRule = new Map<string, number>();
   rules.forEach((rule, r) => {
     const where = `${base}.rules[${r}]`;
-    rule.withhold?.forEach((label, i) => {
-      if (!isValidLabel(label)) problem(`${where}.withhold[${i}]`, `invalid security label '${label}' (CODE or system|code)`);
-      else if (unknownLabel(label) !== undefined) problem(`${where}.withhold[${i}]`, unknownLabel(label)!);
-    });
-    rule.transforms?.forEach((t, i) => {
+    if (!isObject(rule) || !strings(rule.types)) return;
+    const ruleWithhold = Array.isArray(rule.withhold) ? rule.withhold : [];
+    if (checkLabels(ruleWithhold, `${where}.withhold`) && ruleWithhold.length > 0) {
+      confidentialityGaps(ruleWithhold, dataSetWithhold, `${where}.withhold`, problem);
+    }
+    const shaped = (x: unknown) => x === undefined || strings(x);
+    const transformsShaped =
+      rule.transforms === undefined ||
+      (Array.isArray(rule.transforms) && rule.transforms.every((t) => isObject(t) && typeof t.select === 'string' && typeof t.apply === 'string'));
+    // Elements of the wrong shape were reported by the schema; the element plan is not built from them.
+    const elementsShaped = shaped(rule.elements) && shaped(rule.remove) && transformsShaped;
+    if (transformsShaped) rule.transforms?.forEach((t, i) => {
       if (t.apply === 'zip3' && !hasSafeHarbor) {
         // Without the list, restricted 3-digit areas (population < 20,000) would be disclosed.
         problem(`${where}.transforms[${i}].apply`, 'zip3 needs safeHarbor.restrictedZip3 in the policy');
       }
     });
-    rule.search?.forEach((p, i) => {
+    const search = strings(rule.search) ? rule.search : [];
+    search.forEach((p, i) => {
       if (!isVerbatimOnly(p) && !rule.types.some((t) => isR4ResourceType(t) && searchParam(t, p) !== undefined)) {
-        problem(`${where}.search[${i}]`, `no type of this rule has a search parameter '${p}'`);
+        const known = rule.types.filter(isR4ResourceType).flatMap((t) => searchParamCodes(t));
+        problem(`${where}.search[${i}]`, `no type of this rule has a search parameter '${p}'${didYouMean(p, new Set(known))}`);
         return;
       }
       // A parameter that searches no element (full text, narrative, named queries) reaches past any element list.
       const refused = rule.types.map((t) => (isR4ResourceType(t) ? searchParam(t, p)?.refused : undefined)).find((r) => r !== undefined);
       if (refused !== undefined) problem(`${where}.search[${i}]`, `'${p}' cannot be enforced: it ${refused}`);
     });
-    const withhold = compileLabelSet([...dataSetWithhold, ...(rule.withhold ?? [])]);
-    const interactions = new Set(rule.interactions ?? DEFAULT_INTERACTIONS);
+    const withhold = compileLabelSet([...dataSetWithhold, ...ruleWithhold].filter((l) => typeof l === 'string'), vocabulary);
+    const interactions = new Set(Array.isArray(rule.interactions) ? rule.interactions : DEFAULT_INTERACTIONS);
     if (interactions.has('relabel') && !interactions.has('update') && !interactions.has('patch')) {
       // relabel only widens update and patch: alone it grants nothing, which is surely not what was meant.
       problem(`${where}.interactions[${rule.interactions!.indexOf('relabel')}]`, 'relabel needs update or patch in the same rule');
     }
-    const operations = new Set(rule.operations ?? []);
+    const operations = new Set(Array.isArray(rule.operations) ? rule.operations : []);
     rule.types.forEach((type, t) => {
       if (!isR4ResourceType(type)) {
-        problem(`${where}.types[${t}]`, `unknown FHIR R4 resource type '${type}'`);
+        problem(`${where}.types[${t}]`, `unknown FHIR R4 resource type '${type}'${didYouMean(type, resourceTypes())}`);
         return;
       }
       const prior = firstRule.get(type);
@@ -279,6 +381,7 @@ function compileDataSet(
         return;
       }
       firstRule.set(type, r);
+      if (!elementsShaped) return;
       let elements: ElementPlan;
       try {
         elements = compiler.compileElementPlan(
@@ -298,13 +401,13 @@ function compileDataSet(
         } else if (typeof err.selector === 'string') {
           at = selectorPath(rule, where, err.selector);
         }
-        problem(at, `${type}: ${text}`);
+        problem(at, `${type}: ${text}${elementHint(text)}`);
         return;
       }
       const searchParams = new Set<string>(CONTROL_SEARCH_PARAMS);
       for (const p of compiler.derivedSearchParams?.(type, elements) ?? []) searchParams.add(p);
       // A rule's search list applies to each of its types that has the parameter.
-      for (const p of rule.search ?? []) if (isVerbatimOnly(p) || searchParam(type, p) !== undefined) searchParams.add(p);
+      for (const p of search) if (isVerbatimOnly(p) || searchParam(type, p) !== undefined) searchParams.add(p);
       if (deidentify !== undefined) {
         // A search on a value the profile generalizes or removes would undo it (bisecting a date,
         // matching a name); ids and references are searched by pseudonym (src/policy/deid-request.ts).
@@ -366,4 +469,74 @@ function selectorPath(rule: RuleSpec, where: string, selector: string): string {
   const t = rule.transforms?.findIndex((x) => x.select === selector) ?? -1;
   if (t >= 0) return `${where}.transforms[${t}].select`;
   return where;
+}
+
+/** "did you mean" for an element the element compiler did not find (`Patient has no element "nme"`). */
+function elementHint(message: string): string {
+  const m = /(\S+) has no (?:filterable )?element "([^"]+)"/.exec(message);
+  if (m === null) return '';
+  const els = typeElements(m[1]!);
+  return els === undefined ? '' : didYouMean(m[2]!, Object.keys(els));
+}
+
+/**
+ * v3-Confidentiality ranks U < L < M < N < R < V: a list that withholds one level must withhold
+ * every level above it (with `inherited`, the data set's list a rule adds to). `[N, V]` releases R
+ * records while withholding less restricted N ones: surely `R` misspelt, never a policy.
+ */
+function confidentialityGaps(list: readonly string[], inherited: readonly string[], path: string, problem: Report): void {
+  const level = (label: string): number => {
+    const bar = label.indexOf('|');
+    if (bar >= 0 && canonicalSystem(label.slice(0, bar)) !== CONFIDENTIALITY) return -1;
+    return CONFIDENTIALITY_LEVELS.indexOf(bar >= 0 ? label.slice(bar + 1) : label);
+  };
+  const levels = new Set([...list, ...inherited].map(level).filter((l) => l >= 0));
+  if (levels.size === 0) return;
+  const lowest = Math.min(...levels);
+  const missing = CONFIDENTIALITY_LEVELS.filter((_, i) => i > lowest && !levels.has(i));
+  if (missing.length === 0) return;
+  const i = list.findIndex((l) => level(l) === lowest);
+  const lowestCode = CONFIDENTIALITY_LEVELS[lowest]!;
+  problem(
+    i >= 0 ? `${path}[${i}]` : path,
+    `withholds confidentiality ${lowestCode} but releases the more restricted ${missing.join(', ')} ` +
+      `(v3-Confidentiality ranks ${CONFIDENTIALITY_LEVELS.join(' < ')}); withhold ${missing.join(', ')} too` +
+      (missing.length === 1 && i >= 0 ? `, or did you mean '${missing[0]}'?` : ''),
+  );
+}
+
+
+/**
+ * A plain code withheld in one place only, one letter from another code the policy withholds (SUD
+ * and STD): most likely that code mistyped, which would release what it was meant to withhold.
+ * Written as `system|code` it is taken as meant. Confidentiality levels are checked by rank instead.
+ */
+function nearMissLabels(raw: PolicyFile, vocabulary: LabelVocabulary, problem: Report): void {
+  const uses = new Map<string, string[]>();
+  const add = (list: unknown, path: string) => {
+    if (!Array.isArray(list)) return;
+    list.forEach((l, i) => {
+      if (typeof l !== 'string' || l.includes('|') || !isValidLabel(l) || unknownLabel(l, vocabulary) !== undefined) return;
+      if (CONFIDENTIALITY_LEVELS.includes(l)) return;
+      uses.set(l, [...(uses.get(l) ?? []), `${path}[${i}]`]);
+    });
+  };
+  for (const [name, ds] of entries(raw.dataSets)) {
+    if (!isObject(ds)) continue;
+    add(ds.withhold, `dataSets.${name}.withhold`);
+    if (!Array.isArray(ds.rules)) continue;
+    ds.rules.forEach((r, k) => {
+      if (isObject(r)) add(r.withhold, `dataSets.${name}.rules[${k}].withhold`);
+    });
+  }
+  for (const [code, paths] of uses) {
+    if (paths.length !== 1) continue;
+    const near = [...uses.keys()].find((o) => o !== code && editDistance(o, code) === 1);
+    if (near === undefined) continue;
+    problem(
+      paths[0]!,
+      `'${code}' is withheld only here and is one letter from '${near}', withheld elsewhere in this policy; ` +
+        `did you mean '${near}'? (to mean ${code}, write it as system|code)`,
+    );
+  }
 }

@@ -12,6 +12,8 @@
  */
 export interface PolicyFile {
   readonly version: 1;
+  /** The policy's own security labels (codes of other systems), which withhold lists may name. */
+  readonly labels?: readonly LabelDeclaration[];
   /** Purposes that may be declared, with their parent in the v3-ActReason hierarchy. */
   readonly purposes: Readonly<Record<string, PurposeSpec>>;
   readonly safeHarbor?: { readonly restrictedZip3: readonly string[] };
@@ -30,8 +32,15 @@ export interface PurposeSpec {
   readonly minimumNecessary?: boolean;
 }
 
-/** A label: `R`, `PSY` (a v3-Confidentiality or v3-ActCode code) or `system|code`. */
+/** A label: `R`, `PSY` (a v3-Confidentiality or v3-ActCode code), a declared code, or `system|code`. */
 export type LabelSpec = string;
+
+/** A security label of the policy's own (or another organization's) code system. */
+export interface LabelDeclaration {
+  readonly code: string;
+  readonly system: string;
+  readonly display?: string;
+}
 
 export interface DataSetSpec {
   readonly description?: string;

@@ -25,7 +25,7 @@ import { type Exchange, elapsedMs, toAuditRecord } from './record.js';
 
 export type { Exchange } from './record.js';
 import { BufferBudget, type BufferLease, decodeUpstreamBody } from './upstream-body.js';
-import { dispatchUpstream, type UpstreamAnswer } from './upstream-dispatch.js';
+import { dispatchUpstream, type UpstreamAnswer, UpstreamScope } from './upstream-dispatch.js';
 import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
 import { jsonBytes } from '../utf8.js';
 import { tailTypeId } from '../fhir/reference.js';
@@ -69,6 +69,14 @@ export interface PipelineDeps {
   readonly cors?: { preflight(origin: string | string[] | undefined): Headers | undefined } | undefined;
   /** The gateway's own discovery documents (src/server/discovery.ts). Absent: both answer discovery-unavailable. */
   readonly discovery?: DiscoveryGate | undefined;
+  /** Handed, once, what the pipeline holds right now (for gauges read at scrape time). */
+  readonly reportLoad?: ((read: () => PipelineLoad) => void) | undefined;
+}
+
+/** Requests holding an in-flight slot, and upstream bytes their buffer shares hold. */
+export interface PipelineLoad {
+  readonly requests: number;
+  readonly bufferBytes: number;
 }
 
 /** The gateway's CapabilityStatement and SMART configuration, answered without asking the upstream. */
@@ -158,7 +166,9 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
   const maxInflight = config.limits.maxInflightRequests ?? 256;
   const budget = new BufferBudget(config.limits.bufferBytes ?? 64 * 1024 * 1024);
   const leases = new WeakMap<FastifyReply, BufferLease>();
+  const scopes = new WeakMap<FastifyReply, UpstreamScope>();
   let inflight = 0;
+  deps.reportLoad?.(() => ({ requests: inflight, bufferBytes: budget.inUse }));
   const guardStored = createStoredGuard(deps);
   const paging = config.paging;
   const tokens = createPageTokens({ secret: paging.key, ttlSeconds: paging.tokenTtlSeconds, now: deps.now && (() => deps.now!().getTime()) });
@@ -412,13 +422,35 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     if (inflight >= maxInflight) return fail(exchange(request, deps.policy()), reply, new GatewayError('gateway-busy', 'in-flight limit'), 'error');
     inflight++;
     const lease = budget.lease();
+    const scope = new UpstreamScope(config.upstream.totalTimeoutMs);
+    let held = true;
+    const free = (reason?: GatewayError): void => {
+      if (!held) return;
+      held = false;
+      inflight--;
+      lease.release(reason);
+    };
+    // The client gone before its answer was sent: the upstream call is cancelled and the slot and
+    // buffer share freed now, not when the upstream finishes (a dripping upstream would otherwise
+    // hold them to its deadline while new clients are refused). The pipeline still ends in fail(),
+    // which audits the request as client-closed.
+    const closed = (): void => {
+      if (reply.raw.writableFinished) return;
+      scope.clientClosed();
+      free(scope.reason);
+    };
+    reply.raw.once('close', closed);
     leases.set(reply, lease);
+    scopes.set(reply, scope);
     try {
+      if (request.raw.socket?.destroyed) closed();
       await admitted(request, reply);
     } finally {
-      inflight--;
-      lease.release();
+      reply.raw.off('close', closed);
+      scope.dispose();
+      free();
       leases.delete(reply);
+      scopes.delete(reply);
     }
   }
 
@@ -486,7 +518,15 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       // with the context its answer will be filtered with (src/proxy/stored-guard.ts).
       const eligible = announces(ex, rt);
       const filter = responseContext(rt, plan, eligible, ex.breakGlass?.patient ?? ex.principal.patient);
-      ({ req: decided, ifMatch } = await guardStored({ ex, req: decided, plan, filter, breakGlass: ex.breakGlass !== undefined, clientIfMatch: request.headers['if-match'] }));
+      ({ req: decided, ifMatch } = await guardStored({
+        ex,
+        req: decided,
+        plan,
+        filter,
+        breakGlass: ex.breakGlass !== undefined,
+        clientIfMatch: request.headers['if-match'],
+        signal: scopes.get(reply)?.signal,
+      }));
     } catch (e) {
       return fail(ex, reply, e, isStoredRefusal(e) ? 'deny' : 'error');
     }
@@ -538,12 +578,15 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     const sentAt = process.hrtime.bigint();
     let answer: UpstreamAnswer;
     try {
-      answer = await dispatchUpstream(upstream, call, { limit: config.limits.responseBodyBytes, lease: leases.get(reply) });
+      answer = await dispatchUpstream(upstream, call, { limit: config.limits.responseBodyBytes, lease: leases.get(reply), signal: scopes.get(reply)?.signal });
     } catch (e) {
       return fail(ex, reply, e, 'error');
     } finally {
       ex.upstreamMs = elapsedMs(sentAt);
     }
+    // Answered, but the client has gone meanwhile: nothing to filter for anyone.
+    const gone = scopes.get(reply)?.reason;
+    if (gone?.code === 'client-closed') return fail(ex, reply, gone, 'error');
     const principal = ex.principal!;
     const eligible = announces(ex, rt);
     const compartment = ex.breakGlass?.patient ?? principal.patient;
@@ -612,11 +655,13 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     self: string,
   ): Promise<Obj> {
     const lease = leases.get(reply);
+    const scope = scopes.get(reply);
     const fetchPage = async (at: string): Promise<Obj> => {
       const sentAt = process.hrtime.bigint();
       let a: UpstreamAnswer;
       try {
-        a = await dispatchUpstream(upstream, atUpstream(call, at), { limit: config.limits.responseBodyBytes, lease });
+        // Within the request's one deadline: each page is not given a fresh one.
+        a = await dispatchUpstream(upstream, atUpstream(call, at), { limit: config.limits.responseBodyBytes, lease, signal: scope?.signal });
       } finally {
         ex.upstreamMs = (ex.upstreamMs ?? 0) + elapsedMs(sentAt);
       }

@@ -78,6 +78,8 @@ export interface StoredGuardInput {
   readonly breakGlass: boolean;
   /** The client's own If-Match, if any (a batch entry's is in its `request.ifMatch`). */
   readonly clientIfMatch?: string | string[] | undefined;
+  /** The request's UpstreamScope signal: the reads count within its total deadline, and end when the client goes. */
+  readonly signal?: AbortSignal | undefined;
 }
 
 export interface GuardedRequest {
@@ -269,7 +271,7 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
   };
 
   /** Reads `Type/id` from the upstream with the gateway's credentials, limits and strict JSON. */
-  async function readStored(ex: Exchange, type: string, id: string): Promise<{ status: number; value: unknown }> {
+  async function readStored(ex: Exchange, type: string, id: string, signal: AbortSignal | undefined): Promise<{ status: number; value: unknown }> {
     const read: ClassifiedRequest = {
       method: 'GET',
       interaction: 'read',
@@ -289,8 +291,9 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
     const sentAt = process.hrtime.bigint();
     let res: Awaited<ReturnType<typeof undiciRequest>>;
     try {
-      res = await undiciRequest(`${upstreamUrl.origin}${call.path}`, { method: 'GET', headers: call.headers, dispatcher: agent(), reset: true });
+      res = await undiciRequest(`${upstreamUrl.origin}${call.path}`, { method: 'GET', headers: call.headers, dispatcher: agent(), reset: true, signal });
     } catch (e) {
+      if (isGatewayError(e)) throw e; // the signal's reason: the total deadline, or the client gone
       const code = String((e as { code?: unknown }).code ?? '');
       throw code.includes('TIMEOUT') ? new GatewayError('upstream-timeout', `stored read: ${code}`) : new GatewayError('upstream-unavailable', `stored read: ${code}`, { cause: e });
     } finally {
@@ -310,8 +313,8 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
    * of it would get: `not-found` (missing, gone, or withheld), or `break-glass-available` (withheld
    * for a label, for a caller told about break-glass).
    */
-  async function current(ex: Exchange, type: string, id: string, filter: ResponseContext): Promise<Obj> {
-    const stored = await readStored(ex, type, id);
+  async function current(ex: Exchange, type: string, id: string, filter: ResponseContext, signal: AbortSignal | undefined): Promise<Obj> {
+    const stored = await readStored(ex, type, id, signal);
     if (stored.status === 404 || stored.status === 410) throw new GatewayError('not-found', `stored read: upstream ${stored.status}`);
     if (stored.status >= 500) throw new GatewayError('upstream-error', `stored read: upstream ${stored.status}`);
     if (stored.status !== 200) throw new GatewayError('upstream-bad-response', `stored read: upstream ${stored.status}`);
@@ -339,7 +342,7 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
       // 404, on a withheld one an emptied 200: read first, so both answer as a read would.
       const type = t.resourceType;
       if (type === undefined || t.id === undefined || input.plan.types.get(type) === undefined) throw new GatewayError('type-denied', 'stored guard: read without a granted type');
-      await current(ex, type, t.id, input.filter);
+      await current(ex, type, t.id, input.filter, input.signal);
       return undefined;
     }
     if (i === 'history-type') {
@@ -373,7 +376,7 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
     }
     if (t.id === undefined) throw new GatewayError('interaction-denied', `conditional ${i} of ${type}: what it reaches cannot be read first`);
 
-    const stored = await current(ex, type, t.id, input.filter);
+    const stored = await current(ex, type, t.id, input.filter, input.signal);
     if (i === 'vread') {
       if (t.versionId !== usableVersion(stored) && !typePlan.interactions.has('history')) {
         throw new GatewayError('interaction-denied', `vread of a past version of ${type} needs history`);

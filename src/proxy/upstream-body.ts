@@ -53,7 +53,10 @@ export class BufferBudget {
     let held = 0;
     /** Accounted by take(); held - spent is the unspent reservation. */
     let spent = 0;
+    /** Set by release(reason): the request was cut, and nothing more is buffered for it. */
+    let closed: GatewayError | undefined;
     const charge = (n: number): void => {
+      if (closed) throw closed;
       if (this.used + n > this.limit) throw new GatewayError('gateway-busy', `buffer budget of ${this.limit} bytes spent`);
       this.used += n;
       held += n;
@@ -67,10 +70,11 @@ export class BufferBudget {
         if (n > unspent) charge(n - unspent);
         spent += n;
       },
-      release: () => {
+      release: (reason?: GatewayError) => {
         this.used -= held;
         held = 0;
         spent = 0;
+        closed ??= reason;
       },
     };
   }
@@ -82,7 +86,12 @@ export interface BufferLease {
   reserve(n: number): void;
   /** Accounts `n` more bytes (from the reservation first), or throws GatewayError gateway-busy (nothing taken). */
   take(n: number): void;
-  release(): void;
+  /**
+   * Gives back everything held. With a reason (the client left while its request still runs), the
+   * share is freed now and the lease closed: a later reserve or take throws that reason instead of
+   * charging the budget again.
+   */
+  release(reason?: GatewayError): void;
 }
 
 /**

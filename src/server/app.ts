@@ -13,10 +13,14 @@ import type { GatewayConfig } from '../config/types.js';
 import { createPipeline, type PipelineDeps } from '../proxy/pipeline.js';
 import { registerAuditRoutes } from './audit-routes.js';
 import { registerBreakGlassRoutes } from './breakglass-routes.js';
+import { createClientErrorHandler } from './client-error.js';
 import { createCors } from './cors.js';
 import { createDiscovery } from './discovery.js';
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+
+/** Retry-After (seconds) on requests refused while draining: long enough for a load balancer to notice. */
+const DRAIN_RETRY_AFTER_S = '2';
 
 /** Response compression of the FHIR routes (see buildApp for the measurement behind the levels). */
 const COMPRESSION: FastifyCompressOptions = {
@@ -50,6 +54,10 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   // Fastify's instance type is generic over the logger; the app is used through the base type.
   const { config } = deps;
   const https = listenerTls(config);
+  // Assigned once the upstream pool exists, before the app listens (frameworkErrors needs it).
+  let pipeline: ReturnType<typeof createPipeline>;
+  // Set when close() begins (preClose): from then on every request is refused as draining.
+  let draining = false;
   const app = Fastify({
     ...(https ? { https } : {}),
     loggerInstance: deps.logger,
@@ -57,7 +65,23 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: () => randomUUID(),
     bodyLimit: config.limits.requestBodyBytes,
-    return503OnClosing: true,
+    // Requests arriving while draining are refused by the onRequest hook below, audited, with
+    // Retry-After; Fastify's own 503 would be neither audited nor an OperationOutcome.
+    return503OnClosing: false,
+    // The router's own refusals (a malformed percent-escape in the path, which Fastify would echo
+    // back in its body): through the pipeline's audited reject path, with catalogue text only.
+    frameworkErrors: (error, request, reply) => {
+      const code = (error as { code?: string }).code;
+      return pipeline.reject(request, reply, new GatewayError('bad-request', code)).then(() => reply);
+    },
+    // Node's parser and timeout rejections (431, 400, 408) come before any request object exists.
+    clientErrorHandler: createClientErrorHandler({
+      audit: deps.audit,
+      logger: deps.logger,
+      failOpen: config.audit.failOpen,
+      policyVersion: () => deps.policy().policy.version,
+      now: deps.now,
+    }),
     // Behind a load balancer, request.ip (the audited client address) comes from X-Forwarded-For,
     // read only when the connecting peer is one of these; anyone else's header is ignored. Fastify
     // does not read RFC 7239 `Forwarded`: the proxies must send X-Forwarded-For.
@@ -87,7 +111,7 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
     await idp.destroy();
   });
   const discovery = deps.discovery ?? createDiscovery({ config, logger: deps.logger, dispatcher: idp });
-  const pipeline = createPipeline({ ...deps, cors: deps.cors ?? cors, discovery }, pool);
+  pipeline = createPipeline({ ...deps, cors: deps.cors ?? cors, discovery }, pool);
   if (cors.enabled) {
     // Every answer under /fhir, errors and 401s included, tells an allowed origin that it may read
     // it; set before anything can answer, so no path leaves it out. Preflights: the pipeline.
@@ -125,6 +149,7 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   // that instant: one still answering a request stays keep-alive afterwards and holds close() for
   // keepAliveTimeout (72 s). Sweep connections as they turn idle until the server has closed.
   app.addHook('preClose', (done) => {
+    draining = true;
     const sweep = setInterval(() => app.server.closeIdleConnections(), 25).unref();
     app.server.once('close', () => clearInterval(sweep));
     done();
@@ -135,6 +160,15 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
     done();
+  });
+
+  // A request that arrives on an open connection while the gateway drains (server.close() only
+  // stops new connections): refused at once, audited, and told when to retry; Fastify has already
+  // marked the response `Connection: close`, so the client goes to another instance.
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!draining) return done();
+    reply.header('retry-after', DRAIN_RETRY_AFTER_S);
+    pipeline.reject(request, reply, new GatewayError('gateway-draining', 'shutting down')).catch(done);
   });
 
   for (const url of ['/fhir', '/fhir/*']) {

@@ -52,10 +52,15 @@ export interface GatewayMetrics {
   timeAudit<S extends AuditSink>(sink: S): S;
   /** A configuration reload was applied (`success`) or refused (`failure`). */
   reloaded(result: ReloadResult, policyVersion: string): void;
+  /** What the proxy pipeline holds (in-flight slots, buffered upstream bytes), read at each scrape. */
+  trackLoad(read: () => { readonly requests: number; readonly bufferBytes: number }): void;
   /** Prometheus text exposition. */
   render(): Promise<string>;
   readonly contentType: string;
 }
+
+/** Label values of the alert failure counter (src/breakglass/outbox.ts AlertTarget). */
+const ALERT_TARGETS: readonly string[] = ['webhook', 'redis'];
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const AUDIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];
@@ -111,6 +116,15 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
     help: 'Audit records that could not be made durable (fail closed: the response was withheld unless failOpen)',
     registers: [registry],
   });
+  // Counted from the `alert` audit record every failed attempt writes (src/breakglass/alerts.ts), as
+  // the write is handed to the sink: one place sees every alert channel, whether the write succeeds.
+  const alertFailures = new Counter({
+    name: `${p}alert_deliveries_failed_total`,
+    help: 'Alert delivery attempts (webhook POST, Redis PUBLISH) that failed and will be retried, by target',
+    labelNames: ['target'] as const,
+    registers: [registry],
+  });
+  for (const target of ALERT_TARGETS) alertFailures.inc({ target }, 0);
   const reloads = new Counter({
     name: `${p}config_reloads_total`,
     help: 'Configuration reloads, by result (failure = refused, the running configuration stays in force)',
@@ -153,6 +167,25 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
   bgGauge('break_glass_sessions_awaiting_review', 'Break-glass sessions without a retrospective review', (s) => s.awaitingReview);
   bgGauge('break_glass_oldest_unreviewed_age_seconds', 'Age of the oldest unreviewed break-glass session (0 when none)', (s) => s.oldestUnreviewedAgeSec);
 
+  // The pipeline's own capacity (limits.maxInflightRequests, limits.bufferBytes): what is taken now.
+  let load: (() => { readonly requests: number; readonly bufferBytes: number }) | undefined;
+  new Gauge({
+    name: `${p}inflight_requests`,
+    help: 'Requests holding an in-flight slot (limits.maxInflightRequests); a client that disconnects gives its slot back at once',
+    registers: [registry],
+    collect() {
+      this.set(load?.().requests ?? 0);
+    },
+  });
+  new Gauge({
+    name: `${p}buffer_bytes_in_use`,
+    help: 'Upstream bytes held by requests in flight (limits.bufferBytes)',
+    registers: [registry],
+    collect() {
+      this.set(load?.().bufferBytes ?? 0);
+    },
+  });
+
   const roleLabel = (role: string | undefined): string => {
     if (role === undefined) return NONE;
     return opts.policy().roles.has(role) ? role : OTHER;
@@ -189,6 +222,10 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
     },
     timeAudit<S extends AuditSink>(sink: S): S {
       const write = async (record: AuditRecord): Promise<void> => {
+        if (record.kind === 'alert' && record.details?.result === 'failed') {
+          const target = record.details.target;
+          alertFailures.inc({ target: typeof target === 'string' && ALERT_TARGETS.includes(target) ? target : OTHER });
+        }
         const end = auditLatency.startTimer();
         try {
           await sink.write(record);
@@ -216,6 +253,9 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
         policyInfo.reset();
         policyInfo.set({ version: policyVersion }, 1);
       }
+    },
+    trackLoad(read) {
+      load = read;
     },
     render: () => registry.metrics(),
   };

@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Agent } from 'undici';
 import { createAuditSink } from '../audit/index.js';
+import type { ChainHead } from '../audit/chain.js';
 import type { AuditSink } from '../audit/record.js';
 import { createTokenVerifier, type TokenVerifier } from '../auth/verify.js';
 import { isBreakGlassService, openBreakGlass } from '../breakglass/index.js';
@@ -185,7 +186,8 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     breakGlass: () => (isBreakGlassService(breakGlass) ? breakGlass.stats() : undefined),
   });
   // Every write (requests, break-glass, exports) is timed; failures are counted.
-  const audit = metrics.timeAudit(opts.audit ?? (await createAuditSink(config.audit, { logger })));
+  const sink: AuditSink = opts.audit ?? (await createAuditSink(config.audit, { logger, warnUnsigned: true }));
+  const audit = metrics.timeAudit(sink);
   // Built from the config unless the caller brings its own; closed with the gateway only if built here.
   breakGlass = opts.breakGlass ?? (await openBreakGlass(config, { audit, logger, policy: () => runtime.policy, now }));
   // Every call the gateway itself makes to the upstream (readiness probe, compartment write check,
@@ -212,6 +214,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     upstreamAuthorization: () => upstreamAuth(),
     upstreamDispatcher,
     now,
+    reportLoad: (read) => metrics.trackLoad(read),
   });
   await app.listen({ host: config.listen.host, port: config.listen.port });
   const addr = app.server.address();
@@ -313,12 +316,22 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     if (breakGlass !== opts.breakGlass) await (breakGlass as { close?: () => Promise<void> }).close?.();
     await monitor.close();
     // Flushes pending group commits; records of every answered request are durable after this.
-    await audit.close();
+    // The sinks log a seal they could not write and carry on closing: the head tells whether it was.
+    const before = chainHeadOf(sink);
+    let sealError: unknown;
+    try {
+      await audit.close();
+    } catch (e) {
+      sealError = e;
+    }
+    const sealed = sealError === undefined && chainSealed(before, chainHeadOf(sink));
     await admin?.close();
     await upstreamDispatcher.close();
-    logger.info({ forced: timedOut }, 'phi-gateway stopped');
+    if (!sealed) logger.error({ err: sealError, audit: before && { writer: before.writer, seq: before.seq } }, 'audit chain could not be sealed: the trail ends unsealed');
+    logger.info({ forced: timedOut, sealed }, 'phi-gateway stopped');
     clearInterval(logFlush);
     await flushLogger(logger);
+    if (!sealed) throw new AuditSealError(sealError);
   }
 
   return {
@@ -342,6 +355,35 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     },
     reloadWithReport,
   };
+}
+
+/** Shutdown completed, but the audit sink could not append its seal (disk full, Redis gone). */
+export class AuditSealError extends Error {
+  constructor(cause?: unknown) {
+    super('the audit chain could not be sealed', { cause });
+    this.name = 'AuditSealError';
+  }
+}
+
+type Head = Pick<ChainHead, 'writer' | 'seq'>;
+
+/** The committed chain head of a chained sink (file, Redis); undefined for others (test doubles). */
+function chainHeadOf(sink: AuditSink): Head | undefined {
+  const head = (sink as { chainHead?: unknown }).chainHead;
+  if (head === null || typeof head !== 'object') return undefined;
+  const { writer, seq } = head as Partial<Head>;
+  return typeof writer === 'string' && typeof seq === 'number' ? { writer, seq } : undefined;
+}
+
+/**
+ * Whether close() appended the seal: by then every request had its answer and its record, so
+ * what a writer with records commits during close() is its seal (and whatever the sink writes with
+ * it). A writer without records has nothing to seal; a sink without a chain head cannot tell.
+ */
+export function chainSealed(before: Head | undefined, after: Head | undefined): boolean {
+  if (before === undefined || after === undefined) return true;
+  if (before.seq === 0) return true;
+  return after.writer === before.writer && after.seq > before.seq;
 }
 
 /** Builds a reloaded component, turning a plain Error (unreadable file, bad option) into a located problem. */

@@ -27,6 +27,8 @@ export interface FaultyUpstream {
   readonly requests: SeenRequest[];
   /** Replace or add a behaviour while running (keyed by path without query). */
   set(path: string, b: Behaviour): void;
+  /** Connections the gateway opened to this server, and how many of them are closed by now. */
+  readonly sockets: { readonly opened: number; readonly closed: number; readonly open: number };
   close(): Promise<void>;
 }
 
@@ -63,6 +65,29 @@ export const resetImmediately: Behaviour = (req) => {
 /** Never answers (until the server closes). */
 export const stall: Behaviour = () => {};
 
+/**
+ * A dripping upstream: answers 200 at once, then sends one byte of a FHIR JSON body every
+ * `everyMs`, never finishing (chunked, no length): every idle timeout keeps being reset. The
+ * bytes stop when the connection closes (`dripping` counts answers still being dripped).
+ */
+export function drip(everyMs: number, counter?: { dripping: number }): Behaviour {
+  return (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/fhir+json' });
+    const head = '{"resourceType":"Patient","id":"drip"';
+    let i = 0;
+    if (counter) counter.dripping++;
+    const timer = setInterval(() => {
+      // After the head, JSON whitespace: still a valid prefix, whatever a parser makes of it.
+      res.write(i < head.length ? head[i] : ' ');
+      i++;
+    }, everyMs);
+    res.on('close', () => {
+      clearInterval(timer);
+      if (counter) counter.dripping--;
+    });
+  };
+}
+
 /** Sends headers, then stalls the body. */
 export function stallBody(partial: string): Behaviour {
   return (_req, res) => {
@@ -75,6 +100,8 @@ export async function startFaultyUpstream(routes: Record<string, Behaviour> = {}
   const table = new Map(Object.entries(routes));
   const requests: SeenRequest[] = [];
   const sockets = new Set<Socket>();
+  let opened = 0;
+  let closed = 0;
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -93,8 +120,12 @@ export async function startFaultyUpstream(routes: Record<string, Behaviour> = {}
     });
   });
   server.on('connection', (s) => {
+    opened++;
     sockets.add(s);
-    s.on('close', () => sockets.delete(s));
+    s.on('close', () => {
+      closed++;
+      sockets.delete(s);
+    });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
@@ -102,6 +133,17 @@ export async function startFaultyUpstream(routes: Record<string, Behaviour> = {}
     url: `http://127.0.0.1:${port}${BASE}`,
     requests,
     set: (path, b) => void table.set(path, b),
+    sockets: {
+      get opened() {
+        return opened;
+      },
+      get closed() {
+        return closed;
+      },
+      get open() {
+        return sockets.size;
+      },
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

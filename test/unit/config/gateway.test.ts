@@ -182,7 +182,7 @@ describe('file problems, located', () => {
     ['bearer without token', `${MINIMAL.replace('upstream:\n', 'upstream:\n  auth: { type: bearer }\n')}`, /:2:9 upstream\.auth: set exactly one of 'token' or 'tokenFile'/],
     ['option of another auth type', `${MINIMAL.replace('upstream:\n', 'upstream:\n  auth: { type: none, token: x }\n')}`, /:2:23 upstream\.auth\.token: 'token' does not apply/],
     ['unknown top-level key', `${MINIMAL}colour: blue\n`, /:7:1 unknown property 'colour'/],
-    ['yaml syntax', `${MINIMAL}limits: [1, 2\n`, /:8:1 YAML: /],
+    ['yaml syntax: at the bracket left open', `${MINIMAL}limits: [1, 2\n`, /:7:9 YAML syntax: this '\[' list is never closed/],
     ['same port for admin', `${MINIMAL}listen: 127.0.0.1:8080\nadminListen: 127.0.0.1:8080\n`, /:8:14 adminListen: admin listener must not share/],
   ])('%s', (_name, yaml, expected) => {
     const file = tmpConfig(yaml);

@@ -25,26 +25,26 @@ describe('policy problems, all of them, as file:line:col', () => {
     expect(checkConfig(`${dir}/semantic/gateway.yaml`, {})).toEqual([
       `${dir}/semantic/policy.yaml:6:39 purposes.HPAYMT.parent: unknown parent purpose 'NOPE'`,
       `${dir}/semantic/policy.yaml:11:28 dataSets.clinical.rules[1].types[1]: type Observation is already granted by dataSets.clinical.rules[0] (one rule per type per data set)`,
-      `${dir}/semantic/policy.yaml:12:17 dataSets.clinical.rules[2].types[0]: unknown FHIR R4 resource type 'Pateint'`,
+      `${dir}/semantic/policy.yaml:12:17 dataSets.clinical.rules[2].types[0]: unknown FHIR R4 resource type 'Pateint'; did you mean 'Patient'?`,
       `${dir}/semantic/policy.yaml:16:26 dataSets.billing.rules[0].elements[1]: Patient: selector "address.foo": Address has no element "foo"`,
       `${dir}/semantic/policy.yaml:18:27 dataSets.billing.rules[1].search[1]: no type of this rule has a search parameter 'colour'`,
       `${dir}/semantic/policy.yaml:19:20 dataSets.billing.rules[1].withhold[0]: invalid security label 'bad label' (CODE or system|code)`,
       `${dir}/semantic/policy.yaml:22:34 roles.clinician.purposes.HRESCH: unknown purpose 'HRESCH' (not declared under purposes)`,
-      `${dir}/semantic/policy.yaml:25:15 roles.billing.purposes.HPAYMT: unknown data set 'billingg'`,
+      `${dir}/semantic/policy.yaml:25:15 roles.billing.purposes.HPAYMT: unknown data set 'billingg'; did you mean 'billing'?`,
       `${dir}/semantic/policy.yaml:27:12 breakGlass.dataSet: unknown data set 'emergency'`,
     ]);
   });
 
   it('schema problems: an unknown key at the key, a missing property at the parent, a bad value at the value', () => {
     expect(checkConfig(`${dir}/schema/gateway.yaml`, {})).toEqual([
-      `${dir}/schema/policy.yaml:8:30 dataSets.clinical.rules[0].interactions[1]: must be one of: read, search, history, create, update, patch, delete, relabel`,
-      `${dir}/schema/policy.yaml:9:9 dataSets.clinical.rules[0]: unknown property 'element'`,
+      `${dir}/schema/policy.yaml:8:30 dataSets.clinical.rules[0].interactions[1]: must be one of: read, search, history, create, update, patch, delete, relabel; did you mean 'search'?`,
+      `${dir}/schema/policy.yaml:9:9 dataSets.clinical.rules[0]: unknown property 'element'; did you mean 'elements'?`,
       `${dir}/schema/policy.yaml:12:5 roles.clinician: missing required property 'purposes'`,
     ]);
   });
 
   it('YAML syntax errors (a duplicate key) are located too', () => {
-    expect(checkConfig(`${dir}/syntax/gateway.yaml`, {})).toEqual([`${dir}/syntax/policy.yaml:4:3 YAML: Map keys must be unique`]);
+    expect(checkConfig(`${dir}/syntax/gateway.yaml`, {})).toEqual([`${dir}/syntax/policy.yaml:4:3 YAML syntax: the key 'TREAT' appears twice in the same block (first on line 3); YAML cannot tell which one is meant: keep one`]);
   });
 
   it('loadPolicy throws a ConfigError carrying every problem', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ACT_CODE, CONFIDENTIALITY, compileLabelSet, expandLabel, isValidLabel, unknownLabel } from '../../../src/policy/labels.js';
+import { ACT_CODE, CONFIDENTIALITY, compileLabelSet, expandLabel, isValidLabel, labelVocabulary, unknownLabel } from '../../../src/policy/labels.js';
 
 describe('security label sets', () => {
   const set = compileLabelSet(['R', 'PSY', 'http://example.org/tags|VIP']);
@@ -54,8 +54,58 @@ describe('security label sets', () => {
     expect(unknownLabel('r')).toContain("did you mean 'R'");
     expect(unknownLabel(`${ACT_CODE}|PSYCH`)).toContain("did you mean 'PSY'");
     expect(unknownLabel('http://hl7.org/fhir/v3/Confidentiality|Q')).toMatch(/unknown security label code 'Q'/);
-    for (const ok of ['R', 'V', 'PSY', 'PSYTHPN', 'SUD', 'HIV', 'ETH', 'SDV', `${CONFIDENTIALITY}|R`, 'http://example.org/tags|ANYTHING']) {
+    for (const ok of ['R', 'V', 'PSY', 'PSYTHPN', 'SUD', 'HIV', 'ETH', 'SDV', `${CONFIDENTIALITY}|R`, `${ACT_CODE}|PSY`]) {
       expect(unknownLabel(ok), ok).toBeUndefined();
     }
+  });
+
+  it('an HL7 system|code names a code of that system', () => {
+    // R is a confidentiality level, not an ActCode: `v3-ActCode|R` would match no real label.
+    expect(unknownLabel(`${ACT_CODE}|R`)).toMatch(/not a v3-ActCode sensitivity code/);
+    expect(unknownLabel(`${CONFIDENTIALITY}|SUD`)).toMatch(/not a v3-Confidentiality code/);
+    // Retired confidentiality codes still found in data are fine.
+    expect(unknownLabel(`${CONFIDENTIALITY}|PSY`)).toBeUndefined();
+  });
+});
+
+describe('codes a slip of one key away from another', () => {
+  it('a rarely withheld HL7 code one letter from a known code is accepted only as system|code', () => {
+    // PSY -> PHY, R -> B: both real codes, so only the spelling can tell a slip from intent.
+    expect(unknownLabel('PHY')).toMatch(/'PHY' is one letter from 'PSY'?.*write it as http:\/\/terminology\.hl7\.org\/CodeSystem\/v3-ActCode\|PHY/);
+    expect(unknownLabel('B')).toMatch(/'B' is one letter from/);
+    expect(unknownLabel(`${ACT_CODE}|PHY`)).toBeUndefined();
+    expect(unknownLabel(`${ACT_CODE}|B`)).toBeUndefined();
+    // The common categories stay plain, near misses or not (SUD/STD: see the policy-wide check).
+    for (const ok of ['STD', 'SUD', 'MH', 'BH', 'EMP', 'CEL', 'VIP']) expect(unknownLabel(ok), ok).toBeUndefined();
+  });
+});
+
+describe("the policy's own labels (labels:)", () => {
+  const vocabulary = labelVocabulary([
+    { code: 'ETHUD-LOCAL', system: 'https://hospital.example/labels', display: 'alcohol use, local' },
+    { code: 'VIP', system: 'https://hospital.example/labels' },
+  ]);
+
+  it('a label of another system must be declared; a misspelt system or code is a problem with the close one', () => {
+    expect(unknownLabel('https://hospital.example/labels|ETHUD-LOCAL', vocabulary)).toBeUndefined();
+    expect(unknownLabel('ETHUD-LOCAL', vocabulary)).toBeUndefined();
+    expect(unknownLabel('https://hospital.example/label|ETHUD-LOCAL', vocabulary)).toMatch(
+      /not declared under labels:.*did you mean 'https:\/\/hospital\.example\/labels\|ETHUD-LOCAL'\?/,
+    );
+    expect(unknownLabel('ETHUD-LOCL', vocabulary)).toMatch(/did you mean 'ETHUD-LOCAL'\?/);
+    expect(unknownLabel('http://example.org/tags|ANYTHING')).toMatch(/not declared under labels:/);
+  });
+
+  it('a declared code withholds its own system, codings without a system, and nothing of other systems', () => {
+    const set = compileLabelSet(['ETHUD-LOCAL'], vocabulary);
+    expect(set.labels).toEqual(['https://hospital.example/labels|ETHUD-LOCAL']);
+    expect(set.match([{ system: 'https://hospital.example/labels', code: 'ETHUD-LOCAL' }])).toBe('https://hospital.example/labels|ETHUD-LOCAL');
+    expect(set.match([{ code: 'ETHUD-LOCAL' }])).toBe('|ETHUD-LOCAL');
+    expect(set.match([{ system: 'https://other.example/labels', code: 'ETHUD-LOCAL' }])).toBeUndefined();
+  });
+
+  it('an HL7 code also declared under another system withholds both', () => {
+    expect(expandLabel('VIP', vocabulary)).toEqual([`${ACT_CODE}|VIP`, `${CONFIDENTIALITY}|VIP`, 'https://hospital.example/labels|VIP']);
+    expect(compileLabelSet(['VIP'], vocabulary).match([{ system: 'https://hospital.example/labels', code: 'VIP' }])).toBeDefined();
   });
 });

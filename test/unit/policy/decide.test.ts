@@ -31,7 +31,7 @@ const POLICY: PolicyFile = {
   },
   dataSets: {
     clinical: {
-      withhold: ['R'],
+      withhold: ['R', 'V'],
       rules: [
         // This compiler derives no parameters: includes follow only references granted for search.
         { types: ['Patient'], interactions: ['read', 'search', 'history'], operations: ['$everything'], search: ['link'] },

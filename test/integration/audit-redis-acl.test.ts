@@ -1,0 +1,102 @@
+/**
+ * The Redis ACL docs/production.md tells administrators to give the gateway: append and read on
+ * the audit stream, nothing that could remove a record; full use of its own other keys. The gateway
+ * runs under exactly that line (parsed from the document) against a real Redis: requests, a
+ * break-glass session with its alert and anomaly windows all work, and every way of removing
+ * audit records (XDEL, XTRIM, DEL, UNLINK, EXPIRE, RENAME, and the same from a script) is refused.
+ */
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openAuditSource } from '../../src/audit/index.js';
+import { verifyChains } from '../../src/audit/verify.js';
+import { DEMO } from '../../src/demo/data.js';
+import { type Stack, startStack } from '../helpers/gateway.js';
+import { type RedisHandle, startRedis } from '../helpers/redis.js';
+
+const redis: RedisHandle | undefined = await startRedis();
+const suite = redis ? describe : describe.skip;
+const STREAM = 'phi-gateway:audit';
+const PASSWORD = 'acl-test-password-0123456789';
+
+/** The `user phi-gateway ...` line of the ```acl block in docs/production.md, as SETUSER arguments. */
+function documentedAcl(): string[] {
+  const doc = readFileSync(new URL('../../docs/production.md', import.meta.url), 'utf8');
+  const block = /```acl\n([\s\S]*?)```/.exec(doc)?.[1];
+  const line = block?.split('\n').find((l) => l.startsWith('user phi-gateway '));
+  if (!line) throw new Error('docs/production.md has no ```acl block with a `user phi-gateway` line');
+  // Words, with a parenthesized selector kept as one argument.
+  const args = line.slice('user phi-gateway '.length).match(/\([^)]*\)|\S+/g) ?? [];
+  return args.map((a) => (a === '>CHANGE-ME' ? `>${PASSWORD}` : a));
+}
+
+suite('the documented Redis ACL for the gateway', () => {
+  let admin: Redis;
+  let asGateway: Redis;
+  let stack: Stack;
+
+  beforeAll(async () => {
+    admin = new Redis(redis!.url);
+    await admin.call('ACL', 'SETUSER', 'phi-gateway', ...documentedAcl());
+    const url = `redis://phi-gateway:${PASSWORD}@127.0.0.1:${redis!.port}`;
+    asGateway = new Redis(url);
+    stack = await startStack({
+      env: { PHI_GATEWAY_AUDIT: url },
+      configure: (c) => ({ ...c, alerts: { ...c.alerts, redisChannel: 'phi-gateway:alerts' } }),
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.close();
+    asGateway?.disconnect();
+    admin?.disconnect();
+    await redis?.dispose();
+  });
+
+  it('is enough for the gateway: reads, searches, break-glass with its alert', async () => {
+    const read = await stack.get(`/Patient/${DEMO.patients.alice}`, { role: 'clinician', purpose: 'TREAT' });
+    expect(read.status).toBe(200);
+    const search = await stack.get(`/Observation?patient=${DEMO.patients.alice}`, { role: 'clinician', purpose: 'TREAT' });
+    expect(search.status).toBe(200);
+    const btg = await stack.get(`/Patient/${DEMO.patients.vip}`, {
+      role: 'clinician',
+      purpose: 'BTG',
+      headers: { 'x-break-glass-reason': 'Unconscious patient in the ED, restricted chart needed' },
+    });
+    expect(btg.status).toBe(200);
+    expect(btg.headers.get('x-break-glass-session')).toBeTruthy();
+    // The session is stored under the gateway's own keys.
+    expect((await admin.keys('phi-gateway:bg:*')).length).toBeGreaterThan(0);
+
+    const items = [];
+    for await (const item of openAuditSource(redis!.url)) items.push(item);
+    const ids = new Set(items.flatMap((i) => ('record' in i ? [i.record.id] : [])));
+    for (const r of [read, search, btg]) expect(ids.has(r.headers.get('x-request-id')!)).toBe(true);
+    expect((await verifyChains(items)).ok).toBe(true);
+  });
+
+  it('refuses the gateway every way of removing an audit record', async () => {
+    const [[first]] = (await admin.xrange(STREAM, '-', '+', 'COUNT', 1)) as [[string, string[]]];
+    const before = await admin.xlen(STREAM);
+    const attempts: Array<[string, () => Promise<unknown>]> = [
+      ['XDEL', () => asGateway.xdel(STREAM, first)],
+      ['XTRIM', () => asGateway.xtrim(STREAM, 'MAXLEN', 0)],
+      ['DEL', () => asGateway.del(STREAM)],
+      ['UNLINK', () => asGateway.unlink(STREAM)],
+      ['EXPIRE', () => asGateway.expire(STREAM, 1)],
+      ['RENAME', () => asGateway.rename(STREAM, 'phi-gateway:bg:stolen')],
+      ['XSETID', () => asGateway.call('XSETID', STREAM, '0-1')],
+      ['script XDEL', () => asGateway.eval("return redis.call('XDEL', KEYS[1], ARGV[1])", 1, STREAM, first)],
+      ['script DEL', () => asGateway.eval("return redis.call('DEL', KEYS[1])", 1, STREAM)],
+      ['FLUSHALL', () => asGateway.flushall()],
+      ['CONFIG SET', () => asGateway.config('SET', 'appendonly', 'no')],
+    ];
+    for (const [name, attempt] of attempts) {
+      await expect(attempt(), name).rejects.toThrow(/NOPERM|no permissions|can't access/i);
+    }
+    expect(await admin.xlen(STREAM)).toBe(before);
+    // Appending is still allowed: the same user keeps writing the trail.
+    const after = await stack.get(`/Patient/${DEMO.patients.alice}`, { role: 'clinician', purpose: 'TREAT' });
+    expect(after.status).toBe(200);
+    expect(await admin.xlen(STREAM)).toBeGreaterThan(before);
+  });
+});
