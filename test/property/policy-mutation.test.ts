@@ -28,7 +28,7 @@ type Kind = 'label' | 'purpose' | 'type' | 'element';
 interface Token {
   readonly kind: Kind;
   readonly where: string;
-  /** Source offsets of the mutable characters (inside quotes; an element's name, not a filter value). */
+  /** Source offsets of the mutable characters (inside quotes; an element's names, not a filter's value). */
   readonly start: number;
   readonly end: number;
 }
@@ -53,17 +53,18 @@ function tokens(text: string): Token[] {
   };
   const items = (node: unknown): Node[] => (isSeq(node) ? (node.items as Node[]) : []);
   const pairs = (node: unknown) => (isMap(node) ? node.items : []);
-  /** A selector's element-name parts: everything outside a filter's value (`identifier[type=` + `]`). */
+  /** A selector's element-name parts: everything outside a filter's `=value]` (`identifier[type`, and what follows). */
   const addElement = (where: string, node: Node | null | undefined) => {
     const r = span(node);
     if (r === undefined) return;
     const text0 = text.slice(r[0], r[1]);
     if (text0 === '*') return;
     let from = 0;
+    // A filter's value (`[type=MR]`, `[system=URI]`) is data, not a name: an insertion at either
+    // edge of a name part must not land inside it.
     for (const m of text0.matchAll(/=[^\]]*\]/g)) {
-      const cut = m.index! + 1;
-      if (cut > from) out.push({ kind: 'element', where, start: r[0] + from, end: r[0] + cut });
-      from = m.index! + m[0].length - 1;
+      if (m.index! > from) out.push({ kind: 'element', where, start: r[0] + from, end: r[0] + m.index! });
+      from = m.index! + m[0].length;
     }
     if (from < text0.length) out.push({ kind: 'element', where, start: r[0] + from, end: r[1] });
   };
