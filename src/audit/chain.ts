@@ -120,22 +120,27 @@ export function hashMatches(record: ChainedRecord): boolean {
  */
 export function sealRecord(head: ChainHead, id: string, time: string, signer?: CheckpointSigner): AuditRecord {
   const signed = signer ? { keyId: signer.keyId, signature: signer.sign('seal', head.writer, head.seq, head.hash, time) } : {};
+  return chainMaintenanceRecord('writer-seal', id, time, { sealed: true, records: head.seq, lastHash: head.hash, ...signed });
+}
+
+/** The shape of a record the sink writes for the chain itself (seal, checkpoint): no actor, no request. */
+export function chainMaintenanceRecord(kind: 'writer-seal' | 'writer-checkpoint', id: string, time: string, details: Record<string, unknown> | undefined): AuditRecord {
   return {
     id,
     time,
-    kind: 'writer-seal',
+    kind,
     actor: { roles: [] },
     purpose: undefined,
     client: { address: '' },
     request: { method: '', path: '', interaction: undefined, resourceType: undefined },
     decision: 'allow',
-    rule: 'writer-seal',
+    rule: kind,
     disclosed: { resources: [], patients: [], elementsRemoved: 0, resourcesWithheld: 0 },
     status: 0,
     upstreamStatus: undefined,
     durations: { totalMs: 0 },
     policyVersion: '',
-    details: { sealed: true, records: head.seq, lastHash: head.hash, ...signed },
+    ...(details ? { details } : {}),
   };
 }
 

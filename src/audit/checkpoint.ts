@@ -25,7 +25,7 @@
 import { createHash, createPrivateKey, createPublicKey, type KeyObject, randomUUID, sign, verify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { type ChainHead, chainLine, sealRecord } from './chain.js';
+import { type ChainHead, chainLine, chainMaintenanceRecord, sealRecord } from './chain.js';
 import type { AuditRecord } from './record.js';
 
 export const CHECKPOINT_DOMAIN = 'phi-gateway audit checkpoint v1';
@@ -115,23 +115,12 @@ export interface CheckpointOptions {
 
 /** The record a writer appends to sign its chain head (`head` = the last record it covers). */
 export function checkpointRecord(head: ChainHead, signer: CheckpointSigner, id: string, time: string): AuditRecord {
-  return {
-    id,
-    time,
-    kind: 'writer-checkpoint',
-    actor: { roles: [] },
-    purpose: undefined,
-    client: { address: '' },
-    request: { method: '', path: '', interaction: undefined, resourceType: undefined },
-    decision: 'allow',
-    rule: 'writer-checkpoint',
-    disclosed: { resources: [], patients: [], elementsRemoved: 0, resourcesWithheld: 0 },
-    status: 0,
-    upstreamStatus: undefined,
-    durations: { totalMs: 0 },
-    policyVersion: '',
-    details: { records: head.seq, lastHash: head.hash, keyId: signer.keyId, signature: signer.sign('checkpoint', head.writer, head.seq, head.hash, time) },
-  };
+  return chainMaintenanceRecord('writer-checkpoint', id, time, {
+    records: head.seq,
+    lastHash: head.hash,
+    keyId: signer.keyId,
+    signature: signer.sign('checkpoint', head.writer, head.seq, head.hash, time),
+  });
 }
 
 /** What the gateway logs for each checkpoint and seal (no PHI): an anchor to keep off the machine. */
@@ -207,22 +196,7 @@ export class CheckpointSchedule {
  * A stand-in the sinks' timers enqueue to ask the next group commit for a checkpoint (when there
  * are new records since the last one); never chained or stored itself.
  */
-export const CHECKPOINT_TICK: AuditRecord = Object.freeze({
-  id: 'checkpoint-tick',
-  time: '',
-  kind: 'writer-checkpoint',
-  actor: { roles: [] },
-  purpose: undefined,
-  client: { address: '' },
-  request: { method: '', path: '', interaction: undefined, resourceType: undefined },
-  decision: 'allow',
-  rule: 'writer-checkpoint',
-  disclosed: { resources: [], patients: [], elementsRemoved: 0, resourcesWithheld: 0 },
-  status: 0,
-  upstreamStatus: undefined,
-  durations: { totalMs: 0 },
-  policyVersion: '',
-}) as AuditRecord;
+export const CHECKPOINT_TICK: AuditRecord = Object.freeze(chainMaintenanceRecord('writer-checkpoint', 'checkpoint-tick', '', undefined));
 
 /** A checkpoint chained after a batch, not yet durable. */
 export interface PendingCheckpoint {
