@@ -21,7 +21,7 @@
  * would cut a concurrent writer's batch in flight. Replicas share the Redis sink instead.
  */
 import { randomUUID } from 'node:crypto';
-import { constants, fdatasync, close as fsClose, open as fsOpen, write as fsWrite, writeSync as fsWriteSync, ftruncate } from 'node:fs';
+import { constants, fdatasync, fstatSync, close as fsClose, open as fsOpen, write as fsWrite, writeSync as fsWriteSync, ftruncate, statSync } from 'node:fs';
 import { access, mkdir, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -49,6 +49,11 @@ export interface AppendHandle {
   datasync(): Promise<void>;
   truncate(len: number): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Device, inode and link count of the open file (fstat), to tell whether it is still the file
+   * at its path. Optional: without it the check is skipped (test doubles).
+   */
+  identity?(): { dev: number; ino: number; nlink: number };
 }
 
 export interface FileIo {
@@ -111,6 +116,10 @@ export const nodeFileIo: FileIo = {
       truncate(len) {
         if (closed) return badf();
         return new Promise<void>((resolve, reject) => ftruncate(fd, len, (e) => (e ? reject(e) : resolve())));
+      },
+      identity() {
+        const st = fstatSync(fd);
+        return { dev: st.dev, ino: st.ino, nlink: st.nlink };
       },
       close() {
         if (closed) return Promise.resolve();
@@ -375,6 +384,15 @@ export class FileAuditSink implements AuditSink {
       for (const p of ok) p.reject(asError(e));
       return;
     }
+    const replaced = this.replacedFile(file);
+    if (replaced) {
+      // Someone moved, deleted or swapped the live file: records written now would go to a file no
+      // reader sees, and the chain in the directory would end quietly. Fail closed until restart.
+      this.poisoned = replaced;
+      this.logger?.fatal({ err: errInfo(replaced), audit: { writer: this.writerId } }, 'audit file replaced or removed under the gateway; sink disabled until restart');
+      for (const p of ok) p.reject(replaced);
+      return;
+    }
     const before = file.size;
     try {
       const h = file.handle!;
@@ -397,6 +415,20 @@ export class FileAuditSink implements AuditSink {
     if (cp) this.checkpoints!.committed(cp);
     for (const p of ok) p.resolve();
     if (!this.checkpoints && this.head.seq - this.lastCheckpoint >= this.checkpointEvery) this.logCheckpoint('audit chain head');
+  }
+
+  /** An error when the open file is no longer the one at its path (unlinked, renamed or replaced). */
+  private replacedFile(file: CurrentFile): Error | undefined {
+    const h = file.handle;
+    if (!h?.identity) return undefined;
+    try {
+      const open = h.identity();
+      const onDisk = statSync(join(this.dir, auditFileName(file.day, file.n, this.sidecar)));
+      if (open.nlink > 0 && open.dev === onDisk.dev && open.ino === onDisk.ino) return undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return asError(e);
+    }
+    return Object.assign(new Error('audit file was replaced or removed while open'), { code: 'EAUDITREPLACED' });
   }
 
   private async rollbackFile(file: CurrentFile, size: number, cause: Error): Promise<void> {

@@ -78,6 +78,7 @@ export async function createAuditSink(cfg: AuditConfig, opts: CreateSinkOptions 
   if (cfg.sink === 'redis') {
     return RedisAuditSink.open({
       newWriterId,
+      commandTimeoutMs: cfg.commandTimeoutMs,
       ...opts.redis,
       url: cfg.url,
       stream: cfg.stream || DEFAULT_STREAM,

@@ -23,6 +23,16 @@
  *     chain is intact either way (with or without the atomic batch); verify shows it as unsealed.
  * Every write of a failed batch rejects (-> 503).
  *
+ * A stalled Redis (process stopped, disk hung) answers nothing: the batch in flight fails after
+ * `commandTimeoutMs` (redis-options.ts), and from then on the connection is STALE: every batch is
+ * refused at once (nothing sent) while a PING probes it. A later batch would only queue behind
+ * the stalled one and wait out its own timeout. The probe's answer (any reply: Redis has worked
+ * through what was queued, the timed-out batch included) or a new connection's ready check ends
+ * it, and writing resumes under the new writer without a restart. No write waits more than about
+ * one command timeout: the batch ahead of it, then an immediate refusal. A connection silent for
+ * several command timeouts (staleSocketMs) is taken for dead (a network black hole, not a busy
+ * server) and replaced.
+ *
  * Durability is Redis's: run it with `appendonly yes` and `appendfsync always` (the gateway
  * cannot check this from a replica-safe client), and for HA replicas + `waitReplicas`, which
  * issues `WAIT n timeout` after each batch and rejects the batch's writes when fewer replicas
@@ -30,7 +40,7 @@
  * pass ioredis options through `redisOptions`.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Redis, type RedisOptions, ReplyError } from 'ioredis';
 import type { Logger } from 'pino';
 import { type ChainHead, chainLine, genesisHead, sealRecord } from './chain.js';
 import { CHECKPOINT_TICK, type CheckpointOptions, Checkpointer, type PendingCheckpoint } from './checkpoint.js';
@@ -39,6 +49,7 @@ import { DEFAULT_STREAM } from './read.js';
 import { GroupCommitQueue, type Pending } from './group-commit.js';
 import type { AuditRecord, AuditSink } from './record.js';
 import { warnIfRedisNotDurable } from './redis-durability.js';
+import { DEFAULT_REDIS_COMMAND_TIMEOUT_MS, failFastRedisOptions, waitUntilReady } from './redis-options.js';
 
 type Applied = 'yes' | 'no' | 'unknown';
 
@@ -57,6 +68,15 @@ const NOT_APPLIED = /^(OOM|NOPERM|READONLY|LOADING|MISCONF|BUSY|NOSCRIPT|MASTERD
 /** Scripting itself refused: fall back to MULTI/EXEC (XADD-only ACLs, scripting disabled). */
 const SCRIPTING_REFUSED = /^NOPERM.*'(evalsha|eval)'|^ERR unknown command '(evalsha|eval)'/i;
 
+/**
+ * How long the sink's connection may answer nothing before it is replaced: several command
+ * timeouts, so a server that is only slow (or paused for a moment) keeps the connection and runs
+ * what it holds, and the stale state ends with its answer rather than with a reconnect.
+ */
+function staleSocketMs(commandTimeoutMs: number): number {
+  return Math.max(5_000, 5 * commandTimeoutMs);
+}
+
 function asError(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
@@ -68,7 +88,7 @@ export interface RedisSinkOptions {
   /** Makes the id of a replacement writer after an ambiguous failure. */
   readonly newWriterId: () => string;
   readonly logger?: Logger | undefined;
-  /** Per-command timeout; an outage must turn into a prompt 503. Default 2000 ms. */
+  /** Per-command timeout (`audit.commandTimeoutMs`); an outage must turn into a prompt 503. Default 1000 ms. */
   readonly commandTimeoutMs?: number;
   /** When > 0, `WAIT waitReplicas waitTimeoutMs` after each batch. */
   readonly waitReplicas?: number;
@@ -101,6 +121,12 @@ export class RedisAuditSink implements AuditSink {
   private lastErrorLog = 0;
   /** False once the server refused scripting: MULTI/EXEC from then on. */
   private scripting = true;
+  /**
+   * Set when a batch's outcome was unknown (a timeout, a connection lost mid-reply): batches are
+   * refused until a probe on the connection is answered or a new connection is ready.
+   */
+  private stale = false;
+  private probing = false;
 
   private constructor(opts: RedisSinkOptions) {
     this.opts = opts;
@@ -118,16 +144,19 @@ export class RedisAuditSink implements AuditSink {
         if (!this.closed && this.client.status === 'ready' && cps.owes(this.head)) this.queue.enqueue(CHECKPOINT_TICK).catch(() => {});
       }, cps.everySeconds * 1000).unref();
     }
+    const commandTimeoutMs = opts.commandTimeoutMs ?? DEFAULT_REDIS_COMMAND_TIMEOUT_MS;
+    const waiting = (opts.waitReplicas ?? 0) > 0;
     this.client = new Redis(opts.url, {
       ...opts.redisOptions,
-      // Fail fast while Redis is away (commands reject at once instead of queueing), reconnect forever.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: opts.commandTimeoutMs ?? 2000,
-      retryStrategy: (times: number) => Math.min(50 * times, 1000),
-      lazyConnect: false,
+      // Fail fast while Redis is away or stalled (redis-options.ts), reconnect forever. A WAIT
+      // legitimately answers nothing for up to its own timeout: the socket is not dead then.
+      ...failFastRedisOptions(commandTimeoutMs, { socketTimeoutMs: staleSocketMs(commandTimeoutMs) + (waiting ? (opts.waitTimeoutMs ?? 1000) : 0) }),
       // Every batch is one small write that a response waits for: never let Nagle hold it back.
       noDelay: true,
+    });
+    // A connection that passed its ready check answers again: writing may resume.
+    this.client.on('ready', () => {
+      this.stale = false;
     });
     this.client.on('error', (e: unknown) => {
       // ioredis re-emits every reconnect failure; one line per 10 s is enough. No URL (password).
@@ -141,18 +170,7 @@ export class RedisAuditSink implements AuditSink {
 
   static async open(opts: RedisSinkOptions): Promise<RedisAuditSink> {
     const sink = new RedisAuditSink(opts);
-    const timeout = opts.connectTimeoutMs ?? 2000;
-    if (sink.client.status !== 'ready') {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(done, timeout);
-        function done(): void {
-          clearTimeout(t);
-          sink.client.off('ready', done);
-          resolve();
-        }
-        sink.client.once('ready', done);
-      });
-    }
+    await waitUntilReady(sink.client, opts.connectTimeoutMs ?? 2000);
     // Not ready yet is not fatal: writes reject (503) and /readyz says so until Redis is back.
     if (sink.client.status !== 'ready') sink.logger?.warn('audit redis not reachable at start; writes fail closed until it is');
     // AOF off or lazy fsync loses acknowledged records in a crash: say so at start (redis-durability.ts).
@@ -174,7 +192,7 @@ export class RedisAuditSink implements AuditSink {
   }
 
   async ready(): Promise<boolean> {
-    if (this.closed || this.client.status !== 'ready') return false;
+    if (this.closed || this.stale || this.client.status !== 'ready') return false;
     try {
       return (await this.client.ping()) === 'PONG';
     } catch {
@@ -206,9 +224,9 @@ export class RedisAuditSink implements AuditSink {
   }
 
   private async commit(batch: Pending[]): Promise<void> {
-    if (this.client.status !== 'ready') {
+    if (this.stale || this.client.status !== 'ready') {
       // Nothing sent: the head stays where it is, no seq consumed.
-      const err = new Error('audit redis is not connected');
+      const err = new Error(this.stale ? 'audit redis did not answer in time; refusing until it does' : 'audit redis is not connected');
       for (const p of batch) p.reject(err);
       return;
     }
@@ -319,16 +337,47 @@ export class RedisAuditSink implements AuditSink {
     }
   }
 
-  /** After an ambiguous failure: leave the old chain as it is and continue under a new writer id. */
+  /**
+   * After an ambiguous failure: leave the old chain as it is and continue under a new writer id,
+   * once the connection answers again (the batch may still be waiting in it).
+   */
   private retire(): void {
     const old = this.head;
     this.head = genesisHead(this.opts.newWriterId());
     this.lastCheckpoint = 0;
     this.checkpoints?.reset();
+    if (!this.closed) {
+      this.stale = true;
+      void this.probe();
+    }
     this.logger?.warn(
       { audit: { retiredWriter: old.writer, lastConfirmedSeq: old.seq, lastConfirmedHash: old.hash, writer: this.head.writer } },
       'audit redis batch outcome unknown; retired the writer chain and started a new one',
     );
+  }
+
+  /**
+   * PINGs the stale connection until something answers. Each PING waits at most a command timeout;
+   * one answered (even with an error reply) comes after everything sent before it. Not connected:
+   * the next connection's 'ready' ends the stale state instead.
+   */
+  private async probe(): Promise<void> {
+    if (this.probing) return;
+    this.probing = true;
+    try {
+      while (this.stale && !this.closed && this.client.status === 'ready') {
+        try {
+          await this.client.ping();
+          this.stale = false;
+        } catch (e) {
+          if (e instanceof ReplyError) this.stale = false;
+          // Refused without waiting (not writable): do not spin before the status says so.
+          else await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+    } finally {
+      this.probing = false;
+    }
   }
 
   private logCheckpoint(msg: string): void {

@@ -99,6 +99,14 @@ export interface VerifyOptions {
   /** A writer without a seal is a problem, not a warning (a live trail: leave false). */
   readonly requireSeal?: boolean;
   readonly anchors?: readonly Anchor[];
+  /**
+   * Without requireSeal: an unsealed writer whose first record is younger than this (before `now`)
+   * may have no checkpoint yet (one is due within audit.checkpoint.everySeconds of its start); its
+   * records are reported as unprotected instead of failing. A forged writer gains nothing lasting:
+   * once it is older, it fails.
+   */
+  readonly newWriterGraceMs?: number;
+  readonly now?: Date;
 }
 
 interface WriterState {
@@ -109,6 +117,8 @@ interface WriterState {
   /** seq of the last checkpoint/seal record that passed (0 = none). */
   protectedTo: number;
   latest: CheckpointLog | undefined;
+  /** Time of the writer's first record (ms; NaN when unreadable). */
+  firstAt: number;
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -250,7 +260,7 @@ export async function verifyChains(
       }
     }
     // Resynchronise on what was found so one problem is reported once, not cascaded.
-    if (!state || seq > state.seq) writers.set(writer, { seq, hash, position, sealed, protectedTo, latest });
+    if (!state || seq > state.seq) writers.set(writer, { seq, hash, position, sealed, protectedTo, latest, firstAt: state ? state.firstAt : Date.parse(String(record.time)) });
     else if (state) state.sealed = sealed;
   }
 
@@ -258,7 +268,18 @@ export async function verifyChains(
   for (const [writer, s] of writers) {
     const unprotected = keyed ? s.seq - s.protectedTo : s.seq;
     summaries.push({ writer, lastSeq: s.seq, sealed: s.sealed, protectedTo: keyed ? s.protectedTo : 0, unprotected, latest: s.latest });
-    if (keyed && s.protectedTo === 0) {
+    const graceMs = opts.requireSeal ? 0 : (opts.newWriterGraceMs ?? 0);
+    const nowMs = (opts.now ?? new Date()).getTime();
+    // A first record dated in the future is no excuse: it would stay "young" for ever.
+    const young = !s.sealed && graceMs > 0 && s.firstAt >= nowMs - graceMs && s.firstAt <= nowMs + 5000;
+    if (keyed && s.protectedTo === 0 && young) {
+      warnings.push({
+        kind: 'unprotected',
+        position: s.position,
+        writer,
+        message: `writer ${writer} started less than ${Math.round(graceMs / 1000)} s ago and has no checkpoint yet: its ${s.seq} record(s) are unprotected`,
+      });
+    } else if (keyed && s.protectedTo === 0) {
       report({
         kind: 'no-checkpoint',
         position: s.position,

@@ -8,6 +8,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AuditSink } from '../audit/record.js';
+import { failFastRedisOptions, waitUntilReady } from '../audit/redis-options.js';
 import { UNSIGNED_WEBHOOK_WARNING } from '../config/gateway.js';
 import type { GatewayConfig } from '../config/types.js';
 import type { CompiledPolicy } from '../policy/plan.js';
@@ -46,17 +47,23 @@ export function breakGlassDir(config: Pick<GatewayConfig, 'audit'>): string | un
   return join(dirname(audit), name === 'audit' ? 'break-glass' : `${name}.break-glass`);
 }
 
-function redisClient(url: string): Redis {
-  const client = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: false });
+/**
+ * Break-glass opens and alerts wait on these commands: a stalled Redis must refuse them within the
+ * audit command timeout (redis-options.ts), and a session write that timed out is never resent.
+ */
+async function redisClient(audit: Extract<GatewayConfig['audit'], { sink: 'redis' }>): Promise<Redis> {
+  const client = new Redis(audit.url, failFastRedisOptions(audit.commandTimeoutMs));
   // Failures surface as rejected commands (fail closed per request); the event would only repeat them.
   client.on('error', () => {});
+  // Without an offline queue, a command before the first connection is refused: wait for it (bounded).
+  await waitUntilReady(client, undefined, { untilRefused: true });
   return client;
 }
 
 /** The stores alone (the CLI needs no alerter). */
 export async function openSessionStore(config: Pick<GatewayConfig, 'audit'>, opts: { logger?: Logger; dir?: string } = {}): Promise<{ store: SessionStore; redis: Redis | undefined }> {
   if (config.audit.sink === 'redis' && opts.dir === undefined) {
-    const redis = redisClient(config.audit.url);
+    const redis = await redisClient(config.audit);
     return { store: new RedisSessionStore(redis, 'phi-gateway:bg:', true), redis };
   }
   const dir = opts.dir ?? breakGlassDir(config)!;
@@ -114,7 +121,7 @@ export async function openAlertChannel(
   let outbox: Outbox;
   let redis: Redis | undefined;
   if (config.audit.sink === 'redis' && opts.dir === undefined) {
-    redis = redisClient(config.audit.url);
+    redis = await redisClient(config.audit);
     outbox = new RedisOutbox(redis, `phi-gateway:${opts.namespace}:`);
   } else {
     // Beside the audit directory, like the break-glass store: `data/audit` -> `data/<namespace>`.

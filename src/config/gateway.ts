@@ -17,6 +17,7 @@ import {
   withSecretFiles,
 } from './env.js';
 import { DEFAULT_CHECKPOINT_RECORDS, DEFAULT_CHECKPOINT_SECONDS, loadSigningKey, NO_CHECKPOINT_KEY_WARNING } from '../audit/checkpoint.js';
+import { DEFAULT_REDIS_COMMAND_TIMEOUT_MS } from '../audit/redis-options.js';
 import { ConfigError, deepFreeze } from './errors.js';
 import { ASYMMETRIC_ALGORITHMS, gatewaySchema, LOG_LEVELS, validateSchema } from './schema.js';
 import type { AuditCheckpointConfig, AuditConfig, CorsConfig, GatewayConfig, HostPort, SmartConfig, UpstreamConfig } from './types.js';
@@ -690,7 +691,7 @@ class Builder {
     const failOpen = (raw.failOpen as boolean | undefined) ?? false;
     const allowed: Record<string, readonly string[]> = {
       file: ['sink', 'path', 'failOpen', 'rotateBytes', 'groupCommitMs', 'checkpoint'],
-      redis: ['sink', 'url', 'stream', 'failOpen', 'checkpoint'],
+      redis: ['sink', 'url', 'stream', 'failOpen', 'checkpoint', 'commandTimeoutMs'],
     };
     for (const k of Object.keys(raw)) {
       if (!allowed[raw.sink as string].includes(k)) this.at(['audit', k], `'${k}' does not apply to the ${raw.sink} audit sink`, true);
@@ -703,7 +704,7 @@ class Builder {
         return undefined;
       }
       if (t.value.sink === 'file') return this.fileSink(resolve(t.value.path), raw, failOpen);
-      return { sink: 'redis', url: t.value.url, stream: (raw.stream as string) ?? DEFAULTS.auditStream, failOpen };
+      return this.redisSink(t.value.url, raw, failOpen);
     }
     if (raw.sink === 'redis') {
       if (typeof raw.url !== 'string') {
@@ -715,9 +716,19 @@ class Builder {
         this.at(['audit', 'url'], 'must be a redis:// or rediss:// URL');
         return undefined;
       }
-      return { sink: 'redis', url: raw.url, stream: (raw.stream as string) ?? DEFAULTS.auditStream, failOpen };
+      return this.redisSink(raw.url, raw, failOpen);
     }
     return this.fileSink(resolve(this.dir, (raw.path as string) ?? DEFAULTS.auditPath), raw, failOpen);
+  }
+
+  private redisSink(url: string, raw: Raw, failOpen: boolean): AuditConfig {
+    return {
+      sink: 'redis',
+      url,
+      stream: (raw.stream as string) ?? DEFAULTS.auditStream,
+      failOpen,
+      commandTimeoutMs: (raw.commandTimeoutMs as number | undefined) ?? DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
+    };
   }
 
   private fileSink(path: string, raw: Raw, failOpen: boolean): AuditConfig {

@@ -104,6 +104,8 @@ export const gatewaySchema = {
         failOpen: { type: 'boolean' },
         rotateBytes: posInt,
         groupCommitMs: { type: 'integer', minimum: 0, maximum: 1000 },
+        // Redis sink: how long a request waits for any one Redis command before it is refused (503).
+        commandTimeoutMs: { type: 'integer', minimum: 50, maximum: 60_000 },
         // Signed checkpoints: an Ed25519 key (PKCS#8 PEM) signs each writer's chain head.
         checkpoint: {
           type: 'object',

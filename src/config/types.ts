@@ -122,7 +122,14 @@ export interface AuthConfig {
 
 export type AuditConfig = (
   | { readonly sink: 'file'; readonly path: string; readonly failOpen: boolean; readonly rotateBytes: number; readonly groupCommitMs: number }
-  | { readonly sink: 'redis'; readonly url: string; readonly stream: string; readonly failOpen: boolean }
+  | {
+      readonly sink: 'redis';
+      readonly url: string;
+      readonly stream: string;
+      readonly failOpen: boolean;
+      /** Per-command timeout of every Redis client a request waits on (default 1000 ms): a stalled Redis answers 503 within about this. */
+      readonly commandTimeoutMs?: number | undefined;
+    }
 ) & {
   /** Signed checkpoints of the chain (src/audit/checkpoint.ts); absent: no key, the chain is unkeyed. */
   readonly checkpoint?: AuditCheckpointConfig | undefined;

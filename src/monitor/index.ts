@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { AuditSink } from '../audit/record.js';
+import { failFastRedisOptions, waitUntilReady } from '../audit/redis-options.js';
 import { openAlertChannel } from '../breakglass/index.js';
 import type { Alerter } from '../breakglass/alerts.js';
 import { readPolicy } from '../config/load.js';
@@ -110,8 +111,10 @@ export async function openMonitor(config: GatewayConfig, o: OpenMonitorOptions):
   let redis: Redis | undefined;
   let store: WindowStore;
   if (config.audit.sink === 'redis') {
-    redis = new Redis(config.audit.url, { maxRetriesPerRequest: 1 });
+    // A block rule's check is on the request path: a stalled Redis refuses it within the command timeout.
+    redis = new Redis(config.audit.url, failFastRedisOptions(config.audit.commandTimeoutMs));
     redis.on('error', () => {}); // failures surface as rejected commands, logged per request
+    await waitUntilReady(redis, undefined, { untilRefused: true });
     store = new RedisWindowStore(redis);
   } else {
     store = new MemoryWindowStore();

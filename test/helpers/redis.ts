@@ -20,6 +20,13 @@ export interface RedisHandle {
   restart(): Promise<void>;
   /** SIGKILL: an outage without a goodbye. */
   kill(): Promise<void>;
+  /**
+   * SIGSTOP: a stall. The process keeps its port and connections (the kernel still accepts and
+   * buffers) but answers nothing until resume().
+   */
+  pause(): void;
+  /** SIGCONT after pause(): it runs what it buffered meanwhile and answers again. */
+  resume(): void;
   /** Stops it and removes the temp dir. */
   dispose(): Promise<void>;
 }
@@ -114,7 +121,15 @@ export async function startRedis(opts: { appendfsync?: 'always' | 'everysec' } =
       if (!p) return;
       proc = undefined;
       p.kill('SIGTERM');
+      // A paused server would hold the SIGTERM until it runs again.
+      p.kill('SIGCONT');
       await exited(p);
+    },
+    pause() {
+      if (!proc?.kill('SIGSTOP')) throw new Error('redis-server is not running');
+    },
+    resume() {
+      if (!proc?.kill('SIGCONT')) throw new Error('redis-server is not running');
     },
     async kill() {
       const p = proc;

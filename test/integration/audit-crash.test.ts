@@ -84,7 +84,8 @@ async function crashUnderLoad(audit: string, afterKill: () => Promise<void> = as
   const acked = load.received.filter(fullyReceived2xx);
   // Not vacuous: real load was served, and requests were in flight when the process died.
   expect(acked.length).toBeGreaterThanOrEqual(50);
-  expect(load.received.every((r) => r.status === 200)).toBe(true);
+  // Every answer received is data with an X-Request-Id, so `acked` below is every answer of the run.
+  expect(load.received.filter((r) => r.status !== 200 || !fullyReceived2xx(r)).map((r) => `${r.status} ${r.id}`)).toEqual([]);
   expect(load.errors()).toBeGreaterThan(0);
 
   await afterKill();
