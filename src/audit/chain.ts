@@ -123,8 +123,24 @@ export function sealRecord(head: ChainHead, id: string, time: string, signer?: C
   return chainMaintenanceRecord('writer-seal', id, time, { sealed: true, records: head.seq, lastHash: head.hash, ...signed });
 }
 
+/**
+ * A retired writer's end, written in its successor's chain: after an ambiguous failure the old
+ * chain ends either at `confirmed` (the batch was not applied) or at `pending` (it was). Verify then
+ * treats the old writer as closed at one of those two heads, vouched for by the successor's
+ * checkpoints, instead of as a chain that was cut.
+ */
+export function retirementRecord(confirmed: ChainHead, pending: ChainHead, id: string, time: string): AuditRecord {
+  return chainMaintenanceRecord('writer-retired', id, time, {
+    retired: confirmed.writer,
+    confirmedSeq: confirmed.seq,
+    confirmedHash: confirmed.hash,
+    pendingSeq: pending.seq,
+    pendingHash: pending.hash,
+  });
+}
+
 /** The shape of a record the sink writes for the chain itself (seal, checkpoint): no actor, no request. */
-export function chainMaintenanceRecord(kind: 'writer-seal' | 'writer-checkpoint', id: string, time: string, details: Record<string, unknown> | undefined): AuditRecord {
+export function chainMaintenanceRecord(kind: 'writer-seal' | 'writer-checkpoint' | 'writer-retired', id: string, time: string, details: Record<string, unknown> | undefined): AuditRecord {
   return {
     id,
     time,
@@ -146,5 +162,5 @@ export function chainMaintenanceRecord(kind: 'writer-seal' | 'writer-checkpoint'
 
 /** Records the sink itself writes to maintain the chain (excluded from filtered exports). */
 export function isChainRecord(record: AuditRecord): boolean {
-  return record.kind === 'writer-seal' || record.kind === 'writer-checkpoint';
+  return record.kind === 'writer-seal' || record.kind === 'writer-checkpoint' || record.kind === 'writer-retired';
 }

@@ -24,7 +24,12 @@ export interface AuditRecord {
     /** Written by the sink itself as a writer's last record on a clean close (src/audit/chain.ts). */
     | 'writer-seal'
     /** Written by the sink itself: a signed chain head (src/audit/checkpoint.ts). */
-    | 'writer-checkpoint';
+    | 'writer-checkpoint'
+    /**
+     * Written by the Redis sink in its new writer's chain after an ambiguous failure retired the
+     * old one: where the old chain ends (src/audit/chain.ts retirementRecord).
+     */
+    | 'writer-retired';
   readonly actor: {
     readonly iss?: string | undefined;
     readonly sub?: string | undefined;

@@ -42,7 +42,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions, ReplyError } from 'ioredis';
 import type { Logger } from 'pino';
-import { type ChainHead, chainLine, genesisHead, sealRecord } from './chain.js';
+import { type ChainHead, chainLine, genesisHead, retirementRecord, sealRecord } from './chain.js';
 import { CHECKPOINT_TICK, type CheckpointOptions, Checkpointer, type PendingCheckpoint } from './checkpoint.js';
 import { errInfo } from './file-sink.js';
 import { DEFAULT_STREAM } from './read.js';
@@ -127,6 +127,8 @@ export class RedisAuditSink implements AuditSink {
    */
   private stale = false;
   private probing = false;
+  /** Ends of retired writers not yet stored in the current writer's chain (written first in the next batch). */
+  private readonly retirements: AuditRecord[] = [];
 
   private constructor(opts: RedisSinkOptions) {
     this.opts = opts;
@@ -235,6 +237,13 @@ export class RedisAuditSink implements AuditSink {
     const lines: string[] = [];
     const ticks: Pending[] = [];
     let sealing = false;
+    // Retired writers' ends go first, in the same atomic batch as the records that follow them.
+    const notes = this.retirements.slice();
+    for (const n of notes) {
+      const r = chainLine(next, n);
+      lines.push(r.line);
+      next = r.next;
+    }
     for (const p of batch) {
       if (p.record === CHECKPOINT_TICK) {
         ticks.push(p);
@@ -270,6 +279,7 @@ export class RedisAuditSink implements AuditSink {
     const applied = sent.applied;
     if (applied === 'yes') {
       this.head = next;
+      this.retirements.splice(0, notes.length);
       // Stored on the primary: the checkpoint is in the chain whatever WAIT says below.
       if (cp) this.checkpoints!.committed(cp);
       if ((this.opts.waitReplicas ?? 0) > 0) {
@@ -281,7 +291,7 @@ export class RedisAuditSink implements AuditSink {
         }
       }
     } else if (applied === 'unknown') {
-      this.retire();
+      this.retire(next);
     }
     if (failure) {
       this.logger?.error({ err: errInfo(failure), audit: { writer: this.head.writer, applied } }, 'audit redis write failed; rejecting the batch');
@@ -341,9 +351,11 @@ export class RedisAuditSink implements AuditSink {
    * After an ambiguous failure: leave the old chain as it is and continue under a new writer id,
    * once the connection answers again (the batch may still be waiting in it).
    */
-  private retire(): void {
+  private retire(pending: ChainHead): void {
     const old = this.head;
     this.head = genesisHead(this.opts.newWriterId());
+    // Any notes still unconfirmed stay queued: they may have been in the ambiguous batch or not.
+    this.retirements.push(retirementRecord(old, pending, randomUUID(), this.now().toISOString()));
     this.lastCheckpoint = 0;
     this.checkpoints?.reset();
     if (!this.closed) {

@@ -148,6 +148,7 @@ export async function verifyChains(
   const maxProblems = opts.maxProblems ?? 100;
   const keys = new Map<string, KeyObject>((opts.publicKeys ?? []).map((k) => [keyIdOf(k), k]));
   const keyed = keys.size > 0;
+  const retired = new Map<string, { by: string; seq: number; ends: Array<{ seq: number; hash: string }> }>();
   const writers = new Map<string, WriterState>();
   const problems: Problem[] = [];
   const warnings: Warning[] = [];
@@ -259,9 +260,42 @@ export async function verifyChains(
         latest = checkpointOf(record);
       }
     }
+    if (record.kind === 'writer-retired') {
+      const d = record.details as Record<string, unknown> | undefined;
+      if (d && typeof d.retired === 'string' && typeof d.confirmedSeq === 'number' && typeof d.pendingSeq === 'number') {
+        retired.set(d.retired, {
+          by: writer,
+          seq,
+          ends: [
+            { seq: d.confirmedSeq, hash: String(d.confirmedHash) },
+            { seq: d.pendingSeq, hash: String(d.pendingHash) },
+          ],
+        });
+      }
+    }
     // Resynchronise on what was found so one problem is reported once, not cascaded.
     if (!state || seq > state.seq) writers.set(writer, { seq, hash, position, sealed, protectedTo, latest, firstAt: state ? state.firstAt : Date.parse(String(record.time)) });
     else if (state) state.sealed = sealed;
+  }
+
+  // A writer its successor retired (an ambiguous Redis failure) is closed, not cut, when it ends
+  // at one of the two heads the successor recorded; under keys, the successor's checkpoint covering
+  // that note vouches for the old chain up to there.
+  for (const [writer, s] of writers) {
+    const note = retired.get(writer);
+    if (!note || s.sealed) continue;
+    if (note.ends.some((e) => e.seq === s.seq && e.hash === s.hash)) {
+      s.sealed = true;
+      if (keyed && (writers.get(note.by)?.protectedTo ?? 0) >= note.seq) s.protectedTo = s.seq;
+    } else {
+      report({
+        kind: 'seal-count',
+        position: s.position,
+        writer,
+        seq: s.seq,
+        message: `writer ${writer} was retired by ${note.by} at seq ${note.ends.map((e) => e.seq).join(' or ')} but ends at seq ${s.seq} (${s.position}): records were cut or added`,
+      });
+    }
   }
 
   const summaries: WriterSummary[] = [];

@@ -7,19 +7,16 @@
  * the audit sink of the gateway config (`--config F`, PHI_GATEWAY_CONFIG, config/gateway.yaml).
  * Exit codes: 0 success / chains intact, 1 chains broken or export failed, 2 usage error.
  */
-import { randomUUID } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { hostname, userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { type AuditSource, openAuditSource } from '../audit/index.js';
-import { DEFAULT_STREAM } from '../audit/read.js';
-import type { AuditRecord, AuditSink } from '../audit/record.js';
 import { EXPORT_FORMATS, type ExportFilter, type ExportFormat, type ExportProgress, exportRecords, parseTimeBound } from '../audit/export.js';
 import { parseAnchors, verifyChains } from '../audit/verify.js';
 import type { AuditConfig } from '../config/types.js';
+import { CliAuditUnrecordedError, withCliAuditRecord } from './cli-audit.js';
 
 export interface AuditCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -37,7 +34,8 @@ export const USAGE = `usage:
       Checks every writer's hash chain. --public-key F: the Ed25519 public key (PEM) the checkpoints
       must be signed with (repeat it during a key rotation); records after a writer's last checkpoint
       are reported as unprotected. A chain that ends without a seal (truncated, or still being
-      written) fails unless --allow-unsealed (for a live trail). --anchor F: checkpoints kept outside
+      written) fails unless --allow-unsealed (for a live trail; a writer started in the last two
+      minutes may then have no checkpoint yet and is reported as unprotected). --anchor F: checkpoints kept outside
       this machine (the gateway's logged checkpoint lines, or the checkpoint lines of an earlier
       audit verify); the trail must still hold each one with the same hash.
       Exit 0 intact, 1 broken, 2 usage.
@@ -52,6 +50,9 @@ export const USAGE = `usage:
 `;
 
 class UsageError extends Error {}
+
+/** A live writer signs its first checkpoint within audit.checkpoint.everySeconds (default 60 s) of starting. */
+const NEW_WRITER_GRACE_MS = 120_000;
 
 async function resolveSource(flag: string | undefined, configFlag: string | undefined, env: NodeJS.ProcessEnv): Promise<string | AuditConfig> {
   if (flag?.trim()) return flag.trim();
@@ -137,150 +138,79 @@ async function runExport(argv: string[], io: AuditCliIo): Promise<number> {
     decision,
   };
   const target = await resolveSource(values.source, values.config, io.env);
-  // The export is recorded in the trail it reads (kind audit-export). A trail that cannot take
-  // that record refuses the export before anything is read.
-  const trail = await trailConfig(target);
-  if (trail.sink === 'file' && !existsSync(trail.path)) throw new Error(`no audit trail at ${trail.path}`);
-  const { createAuditSink } = await import('../audit/index.js');
-  let sink: AuditSink;
-  try {
-    // Signed like the gateway's own chains when the signing key is at hand (else verify --public-key flags this writer).
-    sink = await createAuditSink(trail, { env: io.env, cli: true });
-  } catch (e) {
-    throw new Error(`export refused: its audit record could not be written to the trail (${errorCode(e)})`);
-  }
-  if (!(await sink.ready())) {
-    await sink.close().catch(() => {});
-    throw new Error('export refused: its audit record could not be written to the trail (not writable)');
-  }
+  const outPath = values.out ? resolve(values.out) : undefined;
+  const format_ = { format, bundle: values.bundle === true || undefined };
+  const appliedFilter = Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined));
+  // The export is recorded in the trail it reads (kind audit-export, cli-audit.ts). A trail that
+  // cannot take that record refuses the export before anything is read; the record is written
+  // whether the export completed or not: what left the trail is accounted for either way.
   const source = openAuditSource(target);
+  let done: { value: Awaited<ReturnType<typeof exportRecords>>; recordId: string };
+  try {
+    done = await withCliAuditRecord(
+      target,
+      { command: 'audit export', details: { filter: appliedFilter, ...format_, out: outPath ?? 'stdout' }, patients: filter.patient !== undefined ? [filter.patient] : [] },
+      io,
+      async () => {
+        const result = await exportTo(source, values.out, io, { format, filter, bundle: values.bundle === true });
+        return { value: result, details: { exported: result.exported, scanned: result.scanned } };
+      },
+    );
+  } catch (e) {
+    if (!(e instanceof CliAuditUnrecordedError)) throw e;
+    io.stderr.write(
+      `audit export: FAILED: the export's own audit record could not be written to ${e.trail} (${e.reason}); ` +
+        (outPath ? 'the output file was removed\n' : 'what was written to stdout is not accounted for in the trail\n'),
+    );
+    if (outPath) await rm(outPath, { force: true }).catch(() => {});
+    if (e.failure !== undefined) throw e.failure;
+    return 1;
+  }
+  const result = done.value;
+  const skipped = result.skippedCorrupt ? `, ${result.skippedCorrupt} unparsable lines skipped (run audit verify)` : '';
+  io.stderr.write(`audit export: ${result.exported} of ${result.scanned} records exported from ${describe(source)}${skipped} (recorded as ${done.recordId})\n`);
+  return 0;
+}
+
+/** Streams the matching records to `outFile` (owner-only) or stdout; closes the source. */
+async function exportTo(
+  source: AuditSource,
+  outFile: string | undefined,
+  io: AuditCliIo,
+  o: { format: ExportFormat; filter: ExportFilter; bundle: boolean },
+): Promise<Awaited<ReturnType<typeof exportRecords>>> {
   let out: Writable;
   let file: ReturnType<typeof createWriteStream> | undefined;
-  if (values.out) {
-    // Exports hold identifiers of patients and staff: owner-only permissions.
-    file = createWriteStream(values.out, { flags: 'w', mode: 0o600 });
-    await new Promise<void>((resolve, reject) => {
-      file!.once('open', () => resolve());
-      file!.once('error', reject);
-    });
-    out = file;
-  } else {
-    out = io.stdout as Writable;
-  }
-  const started = Date.now();
-  const startedAt = new Date(started);
-  const tty = isTty(io.stderr);
-  const progress = (p: ExportProgress): void => {
-    if (p.done) return;
-    if (tty || Date.now() - started > 5000) io.stderr.write(`audit export: ${p.scanned} scanned, ${p.exported} exported\n`);
-  };
-  let result: Awaited<ReturnType<typeof exportRecords>> | undefined;
-  let failure: unknown;
   try {
-    result = await exportRecords(source, out, { format, filter, bundle: values.bundle === true, onProgress: progress, progressEvery: 100_000 });
+    if (outFile) {
+      // Exports hold identifiers of patients and staff: owner-only permissions.
+      file = createWriteStream(outFile, { flags: 'w', mode: 0o600 });
+      await new Promise<void>((resolve, reject) => {
+        file!.once('open', () => resolve());
+        file!.once('error', reject);
+      });
+      out = file;
+    } else {
+      out = io.stdout as Writable;
+    }
+    const started = Date.now();
+    const tty = isTty(io.stderr);
+    const progress = (p: ExportProgress): void => {
+      if (p.done) return;
+      if (tty || Date.now() - started > 5000) io.stderr.write(`audit export: ${p.scanned} scanned, ${p.exported} exported\n`);
+    };
+    const result = await exportRecords(source, out, { format: o.format, filter: o.filter, bundle: o.bundle, onProgress: progress, progressEvery: 100_000 });
     if (file) {
       await new Promise<void>((resolve, reject) => {
         file!.once('error', reject);
         file!.end(() => resolve());
       });
     }
-  } catch (e) {
-    failure = e;
+    return result;
   } finally {
     await source.close();
     if (file && !file.closed) file.destroy();
   }
-  // Written whether the export completed or not: what left the trail is accounted for either way.
-  const outPath = values.out ? resolve(values.out) : undefined;
-  const record = exportAuditRecord({ startedAt, filter, format, bundle: values.bundle === true, out: outPath, source: describe(source), result, failure });
-  let recorded = true;
-  try {
-    await sink.write(record);
-  } catch (e) {
-    recorded = false;
-    io.stderr.write(
-      `audit export: FAILED: the export's own audit record could not be written to ${describe(source)} (${errorCode(e)}); ` +
-        (outPath ? 'the output file was removed\n' : 'what was written to stdout is not accounted for in the trail\n'),
-    );
-    if (outPath) await rm(outPath, { force: true }).catch(() => {});
-  } finally {
-    await sink.close().catch(() => {});
-  }
-  if (failure !== undefined) throw failure;
-  if (!recorded) return 1;
-  const skipped = result!.skippedCorrupt ? `, ${result!.skippedCorrupt} unparsable lines skipped (run audit verify)` : '';
-  io.stderr.write(`audit export: ${result!.exported} of ${result!.scanned} records exported from ${describe(source)}${skipped} (recorded as ${record.id})\n`);
-  return 0;
-}
-
-function errorCode(e: unknown): string {
-  // Codes, not messages: a redis error can name the URL, which may hold a password.
-  const err = e as { code?: string; name?: string; message?: string };
-  return err?.code ?? (/^[A-Z]+\b/.exec(err?.message ?? '')?.[0] || err?.name || 'error');
-}
-
-/** The sink configuration that writes into the trail `target` names (the one being exported). */
-async function trailConfig(target: string | AuditConfig): Promise<AuditConfig> {
-  if (typeof target !== 'string') return target;
-  if (/^rediss?:\/\//i.test(target)) {
-    const u = new URL(target);
-    const stream = u.searchParams.get('stream') || DEFAULT_STREAM;
-    u.searchParams.delete('stream');
-    return { sink: 'redis', url: u.toString(), stream, failOpen: false };
-  }
-  const { DEFAULTS } = await import('../config/gateway.js');
-  const dir = target.startsWith('file:') ? target.slice('file:'.length) : target;
-  return { sink: 'file', path: resolve(dir), failOpen: false, rotateBytes: DEFAULTS.auditRotateBytes, groupCommitMs: 0 };
-}
-
-/**
- * The record a CLI export leaves in the trail: who ran it (OS account and host: the CLI has no
- * token), what was asked for, how much left and where it went. Identifiers only, as every record.
- */
-function exportAuditRecord(o: {
-  startedAt: Date;
-  filter: ExportFilter;
-  format: ExportFormat;
-  bundle: boolean;
-  out: string | undefined;
-  source: string;
-  result: { exported: number; scanned: number } | undefined;
-  failure: unknown;
-}): AuditRecord {
-  const osUser = userInfo().username;
-  const host = hostname();
-  const failed = o.failure !== undefined;
-  const filter = Object.fromEntries(Object.entries(o.filter).filter(([, v]) => v !== undefined));
-  return {
-    id: randomUUID(),
-    time: o.startedAt.toISOString(),
-    kind: 'audit-export',
-    actor: { iss: undefined, sub: osUser, roles: [] },
-    purpose: undefined,
-    client: { address: '', userAgent: `phi-gateway-cli (${osUser}@${host})` },
-    request: { method: 'CLI', path: 'audit export', interaction: undefined, resourceType: undefined },
-    decision: failed ? 'error' : 'allow',
-    rule: failed ? `cli: audit export failed (${errorCode(o.failure)})` : 'cli: audit export',
-    disclosed: { resources: [], patients: o.filter.patient !== undefined ? [o.filter.patient] : [], elementsRemoved: 0, resourcesWithheld: 0 },
-    status: failed ? 500 : 200,
-    upstreamStatus: undefined,
-    durations: { totalMs: Date.now() - o.startedAt.getTime() },
-    policyVersion: '',
-    details: {
-      via: 'cli',
-      osUser,
-      host,
-      filter,
-      format: o.format,
-      bundle: o.bundle || undefined,
-      exported: o.result?.exported,
-      scanned: o.result?.scanned,
-      out: o.out ?? 'stdout',
-      source: o.source,
-      finishedAt: new Date().toISOString(),
-      error: failed ? errorCode(o.failure) : undefined,
-    },
-  };
 }
 
 function describe(s: AuditSource): string {
@@ -322,7 +252,7 @@ async function runVerify(argv: string[], io: AuditCliIo): Promise<number> {
   const allowUnsealed = values['allow-unsealed'] === true;
   const source = openAuditSource(await resolveSource(values.source, values.config, io.env));
   try {
-    const report = await verifyChains(source, { publicKeys, anchors, requireSeal: !allowUnsealed });
+    const report = await verifyChains(source, { publicKeys, anchors, requireSeal: !allowUnsealed, newWriterGraceMs: NEW_WRITER_GRACE_MS });
     const out = (line: string): boolean => io.stdout.write(`${line}\n`);
     for (const w of report.warnings) out(`warning: ${w.message}`);
     if (!report.keyed) {

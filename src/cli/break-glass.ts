@@ -1,25 +1,29 @@
 /**
  * `phi-gateway break-glass list [--unreviewed] [--json] [--config F]`
- * `phi-gateway break-glass review ID --token-file F --outcome justified|unjustified [--note T] [--config F]`
+ * `phi-gateway break-glass review ID --token-file F --outcome justified|unjustified [--note T]
+ *  [--gateway URL] [--ca F] [--config F]`
  *
- * Reads the same session store as the gateway (Redis when the audit sink is Redis, else the
- * embedded `break-glass/` directory beside the audit directory). A review is written to the audit
- * trail first (kind `break-glass-review`), then to the session; the reviewer is the subject of a
- * verified access token holding the role the HTTP review route requires, and may not be the actor.
+ * `list` reads the session store the gateway uses (Redis when the audit sink is Redis, else the
+ * embedded `break-glass/` directory beside the audit directory) and records that it did (kind
+ * `audit-export`, cli-audit.ts): the list shows reasons and patient ids.
+ *
+ * `review` is a client of the running gateway's HTTP review route: the gateway verifies the token,
+ * checks the role and separation of duties, audits and stores the review exactly as for any HTTP
+ * review. The CLI verifies nothing itself, so a gateway.yaml or policy written on this machine
+ * (another JWKS, a role given the review capability) cannot make it accept a reviewer.
  * Exit codes: 0 done, 1 refused or failed, 2 usage error.
  */
-import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { hostname, userInfo } from 'node:os';
+import { rootCertificates } from 'node:tls';
 import { parseArgs } from 'node:util';
-import type { AuditRecord } from '../audit/record.js';
 import { openSessionStore } from '../breakglass/index.js';
-import { MAX_NOTE_LENGTH, REVIEW_OUTCOMES, reviewRefusal } from '../breakglass/service.js';
+import { MAX_NOTE_LENGTH, REVIEW_OUTCOMES } from '../breakglass/service.js';
 import { type BreakGlassSession, isOpen, type ReviewOutcome } from '../breakglass/types.js';
-import type { Principal } from '../auth/principal.js';
 import type { GatewayConfig } from '../config/types.js';
-import type { CompiledPolicy } from '../policy/plan.js';
-import { isCoveredBy } from '../policy/purpose.js';
+import { withCliAuditRecord } from './cli-audit.js';
 
 export interface BreakGlassCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -31,17 +35,23 @@ export interface BreakGlassCliIo {
 
 export const USAGE = `usage:
   phi-gateway break-glass list [--unreviewed] [--json] [--config F]
-      Sessions with reason, actor, patient, start, expiry and review state (--json: one per line).
-  phi-gateway break-glass review ID --token-file F --outcome justified|unjustified [--note T] [--config F]
-      Records a retrospective review, written to the audit trail first. The reviewer is the subject
-      of the access token in F (or PHI_GATEWAY_TOKEN_FILE), verified with the gateway config's auth
-      section (issuer, audience, JWKS) as the HTTP review route does, and needs the same role; the
-      reviewer may not be the session's actor. --reviewer is refused: a name typed on the command
-      line proves nothing.
+      Sessions with reason, actor, patient, start, expiry and review state (--json: one per line),
+      from the session store the gateway uses (Redis when the audit sink is Redis, else the
+      break-glass directory beside the audit directory). The listing is itself recorded in the
+      audit trail (kind audit-export); nothing is shown when that record cannot be written.
+  phi-gateway break-glass review ID --token-file F --outcome justified|unjustified [--note T]
+                                [--gateway URL] [--ca F] [--config F]
+      Sends the review to the running gateway (POST /break-glass/sessions/ID/review, purpose
+      HCOMPL), which verifies the access token in F (or PHI_GATEWAY_TOKEN_FILE), requires a role
+      with the break-glass-review capability, refuses the session's own actor, and audits and stores
+      the review as for any HTTP review. This machine's config decides nothing but where the gateway
+      is: --gateway URL (e.g. https://fhir.example-hospital.org), else PHI_GATEWAY_URL, else the
+      config's publicBaseUrl without /fhir. TLS is verified; --ca F adds a private CA (PEM). The
+      token is sent over http only to a loopback address. --reviewer is refused: a name typed on
+      the command line proves nothing.
 
-  Reads the session store the gateway uses (Redis when the audit sink is Redis, else the
-  break-glass directory beside the audit directory). --config F, else PHI_GATEWAY_CONFIG, else
-  config/gateway.yaml. Exit 0 done, 1 refused or failed, 2 usage.
+  --config F, else PHI_GATEWAY_CONFIG, else config/gateway.yaml. Exit 0 done, 1 refused or failed
+  (the gateway's answer, or "gateway unreachable"), 2 usage.
 `;
 
 class UsageError extends Error {}
@@ -86,26 +96,37 @@ export async function run(argv: string[], io: BreakGlassCliIo): Promise<number> 
 async function list(argv: string[], io: BreakGlassCliIo): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { unreviewed: { type: 'boolean' }, json: { type: 'boolean' }, config: { type: 'string' } }, strict: true });
   const config = await loadConfig(values.config, io.env);
-  const { store } = await openSessionStore(config);
-  try {
-    let sessions = await store.list();
-    if (values.unreviewed) sessions = sessions.filter((s) => s.reviews.length === 0);
-    const now = (io.now ?? (() => new Date()))();
-    if (values.json) {
-      for (const s of sessions) io.stdout.write(`${JSON.stringify({ ...s, open: isOpen(s, now) })}\n`);
-      return 0;
+  // Reasons and patient ids: reading them is recorded in the trail, as the HTTP queue's reads are,
+  // and nothing is printed unless that record was written.
+  const { value: sessions } = await withCliAuditRecord(config.audit, { command: 'break-glass list', details: { unreviewed: values.unreviewed === true } }, io, async () => {
+    const { store } = await openSessionStore(config);
+    try {
+      let found = await store.list();
+      if (values.unreviewed) found = found.filter((s) => s.reviews.length === 0);
+      return { value: found, patients: found.map((s) => s.patient), details: { count: found.length, sessions: found.map((s) => s.id) } };
+    } finally {
+      await store.close();
     }
-    io.stdout.write(['SESSION', 'ACTOR', 'PATIENT', 'STARTED', 'EXPIRES', 'STATE', 'REVIEW', 'REASON'].join('\t') + '\n');
-    for (const s of sessions) {
-      const state = isOpen(s, now) ? 'open' : 'expired';
-      io.stdout.write(`${[s.id, s.actor.sub, s.patient, s.startedAt, s.expiresAt, state, reviewState(s), s.reason].map(cell).join('\t')}\n`);
-    }
-    io.stderr.write(`${sessions.length} session(s)\n`);
+  });
+  const now = (io.now ?? (() => new Date()))();
+  if (values.json) {
+    for (const s of sessions) io.stdout.write(`${JSON.stringify({ ...s, open: isOpen(s, now) })}\n`);
     return 0;
-  } finally {
-    await store.close();
   }
+  io.stdout.write(['SESSION', 'ACTOR', 'PATIENT', 'STARTED', 'EXPIRES', 'STATE', 'REVIEW', 'REASON'].join('\t') + '\n');
+  for (const s of sessions) {
+    const state = isOpen(s, now) ? 'open' : 'expired';
+    io.stdout.write(`${[s.id, s.actor.sub, s.patient, s.startedAt, s.expiresAt, state, reviewState(s), s.reason].map(cell).join('\t')}\n`);
+  }
+  io.stderr.write(`${sessions.length} session(s)\n`);
+  return 0;
 }
+
+const REVIEW_PURPOSE = 'HCOMPL';
+/** How long the gateway gets to answer (it audits before it answers). */
+const REVIEW_TIMEOUT_MS = 30_000;
+/** A session view is a few KB; anything far larger is not the gateway's answer. */
+const MAX_ANSWER_BYTES = 1 << 20;
 
 async function review(argv: string[], io: BreakGlassCliIo): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -115,6 +136,8 @@ async function review(argv: string[], io: BreakGlassCliIo): Promise<number> {
       reviewer: { type: 'string' },
       outcome: { type: 'string' },
       note: { type: 'string' },
+      gateway: { type: 'string' },
+      ca: { type: 'string' },
       config: { type: 'string' },
     },
     allowPositionals: true,
@@ -123,7 +146,7 @@ async function review(argv: string[], io: BreakGlassCliIo): Promise<number> {
   // A name typed on the command line proves nothing: separation of duties would be self-declared.
   if (values.reviewer !== undefined) {
     throw new UsageError(
-      '--reviewer is no longer accepted: the reviewer is the subject of a verified access token. Pass --token-file F (or set PHI_GATEWAY_TOKEN_FILE), or review over HTTP: POST /break-glass/sessions/ID/review with X-Purpose-Of-Use: HCOMPL',
+      '--reviewer is no longer accepted: the reviewer is the subject of the access token the gateway verifies. Pass --token-file F (or set PHI_GATEWAY_TOKEN_FILE), or review over HTTP: POST /break-glass/sessions/ID/review with X-Purpose-Of-Use: HCOMPL',
     );
   }
   if (positionals.length !== 1) throw new UsageError('exactly one session ID is required');
@@ -133,95 +156,134 @@ async function review(argv: string[], io: BreakGlassCliIo): Promise<number> {
   const outcome = values.outcome as ReviewOutcome | undefined;
   if (outcome === undefined || !REVIEW_OUTCOMES.includes(outcome)) throw new UsageError('--outcome must be justified or unjustified');
   if (values.note !== undefined && values.note.length > MAX_NOTE_LENGTH) throw new UsageError(`--note is limited to ${MAX_NOTE_LENGTH} characters`);
-  const now = (io.now ?? (() => new Date()))();
-
-  const config = await loadConfig(values.config, io.env);
-  const { loadPolicy } = await import('../config/load.js');
-  const policy = loadPolicy(config.policyFile, { pseudonymKey: config.pseudonymKey }).policy;
-  const who = await reviewerFromToken(tokenFile, config, policy);
-  if (!who.ok) {
-    io.stderr.write(`phi-gateway break-glass: refused: ${who.message}\n`);
+  const base = await gatewayBase(values.gateway, values.config, io.env);
+  let ca: string[] | undefined;
+  if (values.ca !== undefined) {
+    try {
+      // Added to the usual roots: a private CA for the gateway, the public ones still trusted.
+      ca = [...rootCertificates, readFileSync(values.ca, 'utf8')];
+    } catch (e) {
+      throw new UsageError(`--ca ${values.ca}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+    }
+  }
+  let token: string;
+  try {
+    token = readFileSync(tokenFile, 'utf8').trim().replace(/^Bearer\s+/i, '');
+  } catch (e) {
+    io.stderr.write(`phi-gateway break-glass: cannot read the token file (${(e as NodeJS.ErrnoException).code ?? 'error'})\n`);
     return 1;
   }
-  const { principal, role } = who;
-  const { store } = await openSessionStore(config);
+  if (token === '' || /[\s\0]/.test(token)) {
+    io.stderr.write(`phi-gateway break-glass: the token file ${token === '' ? 'is empty' : 'does not hold one access token'}\n`);
+    return 1;
+  }
+
+  const url = new URL(`${base}/break-glass/sessions/${encodeURIComponent(id)}/review`);
+  const body = JSON.stringify(values.note === undefined ? { outcome } : { outcome, note: values.note });
+  let answer: { status: number; body: string; challenge: string | undefined };
   try {
-    const session = await store.get(id);
-    if (!session) {
-      io.stderr.write(`phi-gateway break-glass: no session ${JSON.stringify(id.slice(0, 80))}\n`);
+    answer = await post(url, body, token, ca);
+  } catch (e) {
+    const code = (e as { code?: string }).code ?? 'error';
+    const tls = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code) ? ': its TLS certificate is not trusted (a private CA: --ca F)' : '';
+    io.stderr.write(`phi-gateway break-glass: gateway unreachable at ${base} (${code})${tls}; nothing was recorded\n`);
+    return 1;
+  }
+  const parsed = parseJson(answer.body);
+  if (answer.status >= 200 && answer.status < 300) {
+    const last = (parsed as { reviews?: { outcome?: unknown; reviewer?: { sub?: unknown } }[] } | undefined)?.reviews?.at(-1);
+    if (typeof last?.outcome !== 'string' || typeof last.reviewer?.sub !== 'string') {
+      io.stderr.write(`phi-gateway break-glass: ${base} answered HTTP ${answer.status} without a session: is it the gateway?\n`);
       return 1;
     }
-    if (reviewRefusal(session, principal.sub)) {
-      io.stderr.write('phi-gateway break-glass: refused: the reviewer is the actor of this session (separation of duties)\n');
-      return 1;
-    }
-    const { createAuditSink } = await import('../audit/index.js');
-    const auditId = randomUUID();
-    const record: AuditRecord = {
-      id: auditId,
-      time: now.toISOString(),
-      kind: 'break-glass-review',
-      // The token's subject, as the HTTP route records it; the OS account that ran the CLI beside it.
-      actor: { iss: principal.iss, sub: principal.sub, clientId: principal.clientId, jti: principal.jti, roles: principal.roles },
-      purpose: REVIEW_PURPOSE,
-      role: role,
-      client: { address: '', userAgent: `phi-gateway-cli (${userInfo().username}@${hostname()})` },
-      request: { method: 'CLI', path: `break-glass review ${id}`, interaction: undefined, resourceType: undefined },
-      decision: 'allow',
-      rule: `roles.${role}.capabilities.break-glass-review: cli review ${outcome}`,
-      disclosed: { resources: [], patients: [session.patient], elementsRemoved: 0, resourcesWithheld: 0 },
-      status: 200,
-      upstreamStatus: undefined,
-      durations: { totalMs: 0 },
-      policyVersion: policy.version,
-      details: { action: 'review', via: 'cli', osUser: userInfo().username, host: hostname(), session: id, outcome, note: values.note, sessionActor: session.actor.sub, patient: session.patient },
-    };
-    const sink = await createAuditSink(config.audit, { env: io.env, cli: true });
-    try {
-      await sink.write(record);
-    } finally {
-      await sink.close();
-    }
-    const updated = await store.addReview(id, { reviewer: { iss: principal.iss, sub: principal.sub }, outcome, note: values.note, at: now.toISOString(), via: 'cli', auditId });
-    if (!updated) throw new Error('session disappeared while reviewing');
-    io.stdout.write(`session ${id}: ${reviewState(updated)}\n`);
+    io.stdout.write(`session ${id}: ${last.outcome} by ${last.reviewer.sub}\n`);
     return 0;
-  } finally {
-    await store.close();
+  }
+  io.stderr.write(`phi-gateway break-glass: refused by the gateway: ${refusal(answer.status, parsed, answer.challenge)}\n`);
+  return 1;
+}
+
+/**
+ * Where the gateway's proxy port is: --gateway, PHI_GATEWAY_URL, else the config's public base URL
+ * without its /fhir path. A bearer token goes over http only to this machine.
+ */
+async function gatewayBase(flag: string | undefined, configFlag: string | undefined, env: NodeJS.ProcessEnv): Promise<string> {
+  let raw = flag?.trim() || env.PHI_GATEWAY_URL?.trim();
+  let from = flag?.trim() ? '--gateway' : 'PHI_GATEWAY_URL';
+  if (!raw) {
+    try {
+      raw = (await loadConfig(configFlag, env)).publicBaseUrl;
+      from = 'the config (publicBaseUrl)';
+    } catch (e) {
+      throw new UsageError(`where is the gateway? pass --gateway URL or set PHI_GATEWAY_URL (the config could not be read: ${(e as Error).message.split('\n')[0]})`);
+    }
+  }
+  const { parseHttpUrl } = await import('../config/env.js');
+  const u = parseHttpUrl(raw, { httpsUnlessLoopback: true });
+  if (!u.ok) throw new UsageError(`gateway URL from ${from}: ${u.message} (the access token must not cross the network in clear text)`);
+  // The review route sits beside /fhir on the proxy port.
+  return u.value.replace(/\/+$/, '').replace(/\/fhir$/, '');
+}
+
+function post(url: URL, body: string, token: string, ca: string[] | undefined): Promise<{ status: number; body: string; challenge: string | undefined }> {
+  const user = userInfo().username;
+  const headers = {
+    authorization: `Bearer ${token}`,
+    'x-purpose-of-use': REVIEW_PURPOSE,
+    'content-type': 'application/json',
+    accept: 'application/json, application/fhir+json',
+    'content-length': Buffer.byteLength(body),
+    // Lands in the gateway's audit record beside the token's subject.
+    'user-agent': `phi-gateway-cli (${user}@${hostname()})`,
+  };
+  return new Promise((resolve, reject) => {
+    const onAnswer = (res: IncomingMessage) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > MAX_ANSWER_BYTES) res.destroy(Object.assign(new Error('answer too large'), { code: 'EANSWERTOOLARGE' }));
+        else chunks.push(c);
+      });
+      res.on('error', reject);
+      res.on('end', () => {
+        const challenge = res.headers['www-authenticate'];
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), challenge: typeof challenge === 'string' ? challenge : undefined });
+      });
+    };
+    const req =
+      url.protocol === 'https:'
+        ? httpsRequest(url, { method: 'POST', headers, ca, rejectUnauthorized: true, timeout: REVIEW_TIMEOUT_MS }, onAnswer)
+        : httpRequest(url, { method: 'POST', headers, timeout: REVIEW_TIMEOUT_MS }, onAnswer);
+    req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }
 
-const REVIEW_PURPOSE = 'HCOMPL';
-
-type ReviewerCheck = { ok: true; principal: Principal; role: string } | { ok: false; message: string };
-
-/**
- * The reviewer behind the access token in `file`, held to what the HTTP review route requires
- * (src/server/breakglass-routes.ts): verified with the config's `auth` section (issuer, audience,
- * JWKS, algorithms), any purposes the token carries covering HCOMPL, and a role with capability
- * `break-glass-review` that grants HCOMPL. Messages never hold token bytes or claims.
- */
-export async function reviewerFromToken(file: string, config: GatewayConfig, policy: CompiledPolicy): Promise<ReviewerCheck> {
-  let token: string;
-  try {
-    token = readFileSync(file, 'utf8').trim().replace(/^Bearer\s+/i, '');
-  } catch (e) {
-    return { ok: false, message: `cannot read the token file (${(e as NodeJS.ErrnoException).code ?? 'error'})` };
-  }
-  if (token === '') return { ok: false, message: 'the token file is empty' };
-  const { createTokenVerifier, tokenFailureOf } = await import('../auth/verify.js');
-  let principal: Principal;
-  try {
-    principal = await createTokenVerifier(config.auth).verify(`Bearer ${token}`);
-  } catch (e) {
-    const why = tokenFailureOf(e);
-    return { ok: false, message: `the access token was not accepted${why ? ` (${why})` : ''}: it must be issued by ${config.auth.issuer} for audience ${config.auth.audience}` };
-  }
-  const tokenPurposes = principal.tokenPurposes;
-  if (tokenPurposes !== undefined && !tokenPurposes.some((tp) => isCoveredBy(REVIEW_PURPOSE, tp, policy.purposes))) {
-    return { ok: false, message: `the access token's purposes of use do not cover ${REVIEW_PURPOSE}` };
-  }
-  const role = principal.roles.map((r) => policy.roles.get(r)).find((r) => r?.capabilities.has('break-glass-review') && r.plans.has(REVIEW_PURPOSE));
-  if (!role) return { ok: false, message: `${principal.sub} has no role with capability break-glass-review for ${REVIEW_PURPOSE}` };
-  return { ok: true, principal, role: role.name };
+/** The gateway's refusal in words: HTTP status, the OperationOutcome's code and text, and what it usually means. */
+function refusal(status: number, body: unknown, challenge: string | undefined): string {
+  const issue = (body as { resourceType?: unknown; issue?: { details?: { coding?: { code?: unknown }[]; text?: unknown } }[] } | undefined)?.issue?.[0];
+  const code = typeof issue?.details?.coding?.[0]?.code === 'string' ? issue.details.coding[0].code : undefined;
+  const text = typeof issue?.details?.text === 'string' ? issue.details.text : undefined;
+  const described = /error_description="([^"]*)"/.exec(challenge ?? '')?.[1];
+  const hint =
+    status === 401
+      ? `the access token was not accepted${described ? ` (${described})` : ''}`
+      : status === 403
+        ? `the token's subject may not review this session (a role with capability break-glass-review for ${REVIEW_PURPOSE} is needed, and nobody reviews their own session)`
+        : status === 404
+          ? 'no such break-glass session (or break-glass is not enabled on that gateway)'
+          : status === 409
+            ? 'the session cannot be reviewed in its current state'
+            : undefined;
+  return [`HTTP ${status}${code ? ` ${code}` : ''}`, text, hint].filter((x) => x !== undefined).join(': ');
 }

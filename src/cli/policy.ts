@@ -7,6 +7,7 @@
  * change, 3 changes found, 1 failure (an invalid candidate: every problem as file:line:col), 2 usage.
  */
 import { writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isChainRecord } from '../audit/chain.js';
 import { parseTimeBound } from '../audit/export.js';
@@ -14,6 +15,7 @@ import { openAuditSource } from '../audit/index.js';
 import type { AuditConfig } from '../config/types.js';
 import { PolicyDiff } from '../report/policy-diff.js';
 import { toCsv, toText } from '../report/render.js';
+import { withCliAuditRecord } from './cli-audit.js';
 
 export interface PolicyCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -30,7 +32,8 @@ export const USAGE = `usage:
   hidden, per role. An invalid candidate is reported problem by problem as file:line:col.
   S: file:DIR or redis://host:port[/db][?stream=NAME]; default PHI_GATEWAY_AUDIT, then the audit
   section of the gateway config (--config F, else PHI_GATEWAY_CONFIG, else config/gateway.yaml).
-  T: an ISO 8601 time; --from inclusive, --to exclusive.
+  T: an ISO 8601 time; --from inclusive, --to exclusive. The replay is itself recorded in the trail
+  it read (kind audit-export); when that record cannot be written, nothing is shown (exit 1).
   Exit 0: no change; 3: changes; 1: error; 2: usage.
 `;
 
@@ -88,38 +91,55 @@ async function runDiff(argv: string[], io: PolicyCliIo): Promise<number> {
     io.stderr.write(`${candidate.problems.join('\n')}\n`);
     return 1;
   }
-  let source: string | AuditConfig | undefined = values.source?.trim() || io.env.PHI_GATEWAY_AUDIT?.trim() || undefined;
+  const source: string | undefined = values.source?.trim() || io.env.PHI_GATEWAY_AUDIT?.trim() || undefined;
   let policyFile = values.policy ?? io.env.PHI_GATEWAY_POLICY;
-  if (source === undefined || policyFile === undefined) {
+  let trail: string | AuditConfig | undefined = source;
+  if (trail === undefined || policyFile === undefined) {
     const { resolveConfigPath } = await import('../config/env.js');
     const { loadGatewayConfig } = await import('../config/gateway.js');
     const config = loadGatewayConfig(resolveConfigPath(values.config, io.env), io.env);
-    source ??= config.audit;
+    trail ??= config.audit;
     policyFile ??= config.policyFile;
   }
   const current = loadPolicy(policyFile).policy;
-  const diff = new PolicyDiff(current, candidate.loaded.policy);
-  const audit = openAuditSource(source);
-  try {
-    for await (const item of audit) {
-      if (!('record' in item) || isChainRecord(item.record)) continue;
-      const t = Date.parse(item.record.time);
-      if ((from !== undefined && !(t >= from)) || (to !== undefined && !(t < to))) continue;
-      diff.add(item.record);
-    }
-  } finally {
-    await audit.close();
-  }
-  const report = {
-    kind: 'usage' as const,
-    title: `Policy diff: ${current.version} (running) -> ${candidate.loaded.policy.version} (${candidate.loaded.file})`,
-    from: values.from,
-    to: values.to,
-    tables: diff.tables(),
-    charts: { accessOverTime: [], denialsByRole: [], reviewAges: [] },
-  };
-  const text = values.format === 'csv' ? toCsv(report) : toText(report);
-  if (values.out) await writeFile(values.out, text, { mode: 0o600 });
-  else io.stdout.write(text);
-  return diff.changed > 0 ? 3 : 0;
+  const cand = candidate.loaded;
+  // The replay reads who asked for what: itself recorded (cli-audit.ts); nothing is released unless it was.
+  const { value } = await withCliAuditRecord(
+    trail,
+    {
+      command: 'policy diff',
+      details: { from: values.from, to: values.to, format: values.format, out: values.out ? resolve(values.out) : 'stdout', candidate: resolve(cand.file), candidateVersion: cand.policy.version },
+      policyVersion: current.version,
+    },
+    io,
+    async () => {
+      const diff = new PolicyDiff(current, cand.policy);
+      const audit = openAuditSource(trail);
+      let replayed = 0;
+      try {
+        for await (const item of audit) {
+          if (!('record' in item) || isChainRecord(item.record)) continue;
+          const t = Date.parse(item.record.time);
+          if ((from !== undefined && !(t >= from)) || (to !== undefined && !(t < to))) continue;
+          diff.add(item.record);
+          replayed++;
+        }
+      } finally {
+        await audit.close();
+      }
+      const report = {
+        kind: 'usage' as const,
+        title: `Policy diff: ${current.version} (running) -> ${cand.policy.version} (${cand.file})`,
+        from: values.from,
+        to: values.to,
+        tables: diff.tables(),
+        charts: { accessOverTime: [], denialsByRole: [], reviewAges: [] },
+      };
+      const text = values.format === 'csv' ? toCsv(report) : toText(report);
+      return { value: { text, changed: diff.changed }, details: { replayed, changed: diff.changed } };
+    },
+  );
+  if (values.out) await writeFile(values.out, value.text, { mode: 0o600 });
+  else io.stdout.write(value.text);
+  return value.changed > 0 ? 3 : 0;
 }

@@ -7,6 +7,7 @@
  * Exit codes: 0 done, 1 failure, 2 usage error.
  */
 import { writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openAuditSource } from '../audit/index.js';
 import { isChainRecord } from '../audit/chain.js';
@@ -15,6 +16,7 @@ import type { AuditConfig } from '../config/types.js';
 import type { CompiledPolicy } from '../policy/plan.js';
 import { AuditDigest, REPORT_KINDS, type ReportKind } from '../report/digest.js';
 import { REPORT_FORMATS, type ReportFormat, render } from '../report/render.js';
+import { withCliAuditRecord } from './cli-audit.js';
 
 export interface ReportCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -37,6 +39,8 @@ export const USAGE = `usage:
   S: file:DIR or redis://host:port[/db][?stream=NAME]; default PHI_GATEWAY_AUDIT, then the audit
   section of the gateway config (--config F, else PHI_GATEWAY_CONFIG, else config/gateway.yaml).
   T: an ISO 8601 time; --from inclusive, --to exclusive. Default format table, on stdout unless --out.
+  Every report is itself recorded in the trail it read (kind audit-export: OS user, host, window,
+  output); when that record cannot be written, nothing is printed or written and the exit is 1.
   Exit 0 done, 1 failure, 2 usage.
 `;
 
@@ -96,40 +100,51 @@ async function runReport(argv: string[], io: ReportCliIo): Promise<number> {
     throw new UsageError((e as Error).message);
   }
 
-  let source: string | AuditConfig | undefined = values.source?.trim() || io.env.PHI_GATEWAY_AUDIT?.trim() || undefined;
+  const source: string | undefined = values.source?.trim() || io.env.PHI_GATEWAY_AUDIT?.trim() || undefined;
   let policy: CompiledPolicy | undefined;
   const needConfig = source === undefined || (kind === 'usage' && values.policy === undefined && !io.env.PHI_GATEWAY_POLICY);
   const config = needConfig ? await loadConfig(values.config, io.env) : undefined;
-  source ??= config!.audit;
+  const trail: string | AuditConfig = source ?? config!.audit;
   if (kind === 'usage') {
     const { loadPolicy } = await import('../config/load.js');
     const file = values.policy ?? io.env.PHI_GATEWAY_POLICY ?? config!.policyFile;
     policy = loadPolicy(file).policy;
   }
 
-  const digest = new AuditDigest({ from: values.from, to: values.to });
-  const audit = openAuditSource(source);
-  let corrupt = 0;
-  try {
-    for await (const item of audit) {
-      if ('corrupt' in item) {
-        corrupt++;
-        continue;
+  // The report names staff and patients: reading the trail for it is itself recorded (cli-audit.ts),
+  // and nothing is released unless that record was written.
+  const command = `report ${kind}`;
+  const { value } = await withCliAuditRecord(
+    trail,
+    { command, details: { from: values.from, to: values.to, format, out: values.out ? resolve(values.out) : 'stdout', reviewDueHours: kind === 'break-glass' ? due : undefined }, policyVersion: policy?.version },
+    io,
+    async () => {
+      const digest = new AuditDigest({ from: values.from, to: values.to });
+      const audit = openAuditSource(trail);
+      let corrupt = 0;
+      try {
+        for await (const item of audit) {
+          if ('corrupt' in item) {
+            corrupt++;
+            continue;
+          }
+          if (!isChainRecord(item.record)) digest.add(item.record);
+        }
+      } finally {
+        await audit.close();
       }
-      if (!isChainRecord(item.record)) digest.add(item.record);
-    }
-  } finally {
-    await audit.close();
-  }
-  const now = io.now?.() ?? new Date();
-  const text = render(digest.report(kind, { policy, now, reviewDueHours: due }), format, now);
+      const now = io.now?.() ?? new Date();
+      const text = render(digest.report(kind, { policy, now, reviewDueHours: due }), format, now);
+      return { value: { text, records: digest.records, corrupt }, details: { records: digest.records, skippedCorrupt: corrupt || undefined } };
+    },
+  );
   if (values.out) {
     // Reports name staff and patients: owner-only permissions.
-    await writeFile(values.out, text, { mode: 0o600 });
-    io.stderr.write(`phi-gateway report: ${kind} from ${digest.records} records written to ${values.out}\n`);
+    await writeFile(values.out, value.text, { mode: 0o600 });
+    io.stderr.write(`phi-gateway report: ${kind} from ${value.records} records written to ${values.out}\n`);
   } else {
-    io.stdout.write(text);
+    io.stdout.write(value.text);
   }
-  if (corrupt > 0) io.stderr.write(`phi-gateway report: ${corrupt} unreadable stored lines skipped (run audit verify)\n`);
+  if (value.corrupt > 0) io.stderr.write(`phi-gateway report: ${value.corrupt} unreadable stored lines skipped (run audit verify)\n`);
   return 0;
 }

@@ -1,7 +1,8 @@
 /** Redis sink behaviour beyond the shared contract: ambiguous failures, outages at start, WAIT. */
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createAuditSink, } from '../../src/audit/index.js';
+import { chainRecords } from '../../src/audit/chain.js';
+import { createAuditSink } from '../../src/audit/index.js';
 import { RedisAuditSink } from '../../src/audit/redis-sink.js';
 import { verifyChains } from '../../src/audit/verify.js';
 import { recordsOf, readStream } from '../helpers/audit.js';
@@ -40,10 +41,23 @@ const recs = recordsOf;
       ['req-1', 1],
       ['req-2', 2],
     ]);
-    expect(got.filter((r) => r.chain.writer === 'next-1').map((r) => r.chain.seq)).toEqual([1, 2]);
-    const report = await verifyChains(items);
-    expect(report.ok).toBe(true);
-    expect(report.warnings.map((w) => w.writer)).toEqual(['first']);
+    // The new writer's chain opens with the retired writer's end (seq 1), then req-3 and its seal.
+    const next = got.filter((r) => r.chain.writer === 'next-1');
+    expect(next.map((r) => [r.kind, r.chain.seq])).toEqual([
+      ['writer-retired', 1],
+      ['fhir', 2],
+      ['writer-seal', 3],
+    ]);
+    expect(next[0].details).toMatchObject({ retired: 'first', confirmedSeq: 1, pendingSeq: 2 });
+    // Closed where its successor said it would be: nothing unsealed, even with seals required.
+    const report = await verifyChains(items, { requireSeal: true });
+    expect(report.problems).toEqual([]);
+    expect(report.warnings).toEqual([]);
+    // A record added to the retired chain (properly chained, no key) contradicts the note.
+    const firstHead = got.filter((r) => r.chain.writer === 'first').at(-1)!.chain;
+    const { chained } = chainRecords({ writer: 'first', seq: firstHead.seq, hash: firstHead.hash }, [sampleRecord(9)]);
+    const broken = await verifyChains([...items, ...chained], { requireSeal: true });
+    expect(broken.problems.map((p) => p.message).join('\n')).toMatch(/retired by next-1 at seq 1 or 2 but ends at seq 3/);
   });
 
   it('starts while Redis is down, fails closed, then recovers without a restart', async () => {

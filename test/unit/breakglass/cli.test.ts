@@ -1,6 +1,7 @@
-// `phi-gateway break-glass list|review` against the embedded store and the file audit sink. The
-// reviewer is the subject of an access token verified with the config's auth section (a JWKS file).
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// `phi-gateway break-glass list` against the embedded store and the file audit sink, and the
+// review's argument checks (refused before any request leaves). The review itself goes through the
+// running gateway: test/integration/break-glass-cli-review.test.ts.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -18,7 +19,6 @@ const NOW = new Date('2025-03-01T10:30:00Z');
 const ISS = 'https://idp.test';
 const AUD = 'phi-gateway';
 let key: TestKeyPair;
-let otherKey: TestKeyPair;
 
 /** Writes a token for `sub` to a file (mode 0600, as a reviewer would keep it) and returns the path. */
 async function tokenFile(sub: string, roles: string[] = ['privacy-officer'], over: Record<string, unknown> = {}, signer = key): Promise<string> {
@@ -61,6 +61,15 @@ async function seed(): Promise<string[]> {
   return ids;
 }
 
+async function reviewsOfA(): Promise<readonly unknown[]> {
+  const store = await FileSessionStore.open(join(dir, 'break-glass'));
+  try {
+    return (await store.get('sess-dr-a'))?.reviews ?? [];
+  } finally {
+    await store.close();
+  }
+}
+
 async function auditRecords(): Promise<ChainedRecord[]> {
   const out: ChainedRecord[] = [];
   for await (const item of openAuditSource(`file:${join(dir, 'audit')}`)) if ('record' in item) out.push(item.record as ChainedRecord);
@@ -70,13 +79,14 @@ async function auditRecords(): Promise<ChainedRecord[]> {
 beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'bg-cli-'));
   key ??= await makeKeyPair('ES256');
-  otherKey ??= await makeKeyPair('ES256', key.kid);
   writeFileSync(join(dir, 'jwks.json'), JSON.stringify({ keys: [key.publicJwk] }));
   const policy = fileURLToPath(new URL('../../../config/policy.yaml', import.meta.url));
   writeFileSync(
     join(dir, 'gateway.yaml'),
     `policy: ${policy}\nupstream:\n  url: http://127.0.0.1:8103/fhir\nauth:\n  issuer: ${ISS}\n  audience: ${AUD}\n  jwksFile: jwks.json\naudit:\n  sink: file\n  path: audit\n`,
   );
+  // The trail the gateway would have created: `list` records itself there, and refuses without it.
+  mkdirSync(join(dir, 'audit'));
   env = { PHI_GATEWAY_CONFIG: join(dir, 'gateway.yaml'), PHI_GATEWAY_AUDIT: `file:${join(dir, 'audit')}` };
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
@@ -93,40 +103,25 @@ describe('break-glass CLI', () => {
       ['sess-dr-b', 'dr-b', 'p1', '2025-03-01T09:00:00.000Z', '2025-03-01T10:00:00.000Z', 'expired', 'UNREVIEWED', 'Unconscious patient in the ED, chart restricted'],
       ['sess-dr-a', 'dr-a', 'p0', '2025-03-01T10:00:00.000Z', '2025-03-01T11:00:00.000Z', 'open', 'UNREVIEWED', 'Unconscious patient in the ED, chart restricted'],
     ]);
+    // The listing showed reasons and patients: it is in the trail.
+    expect((await auditRecords()).filter((r) => r.kind === 'audit-export')).toMatchObject([
+      { request: { method: 'CLI', path: 'break-glass list' }, disclosed: { patients: ['p1', 'p0'] }, details: { command: 'break-glass list', count: 2 } },
+    ]);
   });
 
-  it('reviews: audited first, then stored; gone from --unreviewed', async () => {
+  it('--unreviewed shows only sessions without a review', async () => {
     await seed();
-    const r = await cli('review', 'sess-dr-a', '--token-file', await tokenFile('po-1'), '--outcome', 'unjustified', '--note', 'no ED record');
-    expect(r).toMatchObject({ code: 0, out: 'session sess-dr-a: unjustified by po-1\n' });
-    const list = await cli('list', '--unreviewed', '--json');
-    expect(list.out.trim().split('\n').map((l) => JSON.parse(l).id)).toEqual(['sess-dr-b']);
-    const records = await auditRecords();
-    const review = records.find((x) => x.kind === 'break-glass-review');
-    expect(review).toMatchObject({
-      actor: { iss: ISS, sub: 'po-1', roles: ['privacy-officer'] },
-      role: 'privacy-officer',
-      purpose: 'HCOMPL',
-      disclosed: { patients: ['p0'] },
-      details: { via: 'cli', session: 'sess-dr-a', outcome: 'unjustified', note: 'no ED record', sessionActor: 'dr-a' },
-    });
     const store = await FileSessionStore.open(join(dir, 'break-glass'));
-    expect((await store.get('sess-dr-a'))?.reviews).toMatchObject([{ reviewer: { iss: ISS, sub: 'po-1' }, auditId: review?.id, outcome: 'unjustified', via: 'cli' }]);
+    await store.addReview('sess-dr-a', { reviewer: { iss: ISS, sub: 'po-1' }, outcome: 'justified', note: undefined, at: NOW.toISOString(), via: 'http', auditId: 'a1' });
+    await store.close();
+    const list = await cli('list', '--unreviewed', '--json');
+    expect(list.code).toBe(0);
+    expect(list.out.trim().split('\n').map((l) => JSON.parse(l).id)).toEqual(['sess-dr-b']);
+    const all = await cli('list');
+    expect(all.out).toContain('justified by po-1');
   });
 
-  it('refuses the actor reviewing their own session, and unknown sessions (exit 1, nothing written)', async () => {
-    await seed();
-    // dr-a holds a reviewer role too, but the token says it is dr-a.
-    const own = await cli('review', 'sess-dr-a', '--token-file', await tokenFile('dr-a', ['clinician', 'privacy-officer']), '--outcome', 'justified');
-    expect(own.code).toBe(1);
-    expect(own.err).toContain('separation of duties');
-    const missing = await cli('review', 'nope', '--token-file', await tokenFile('po-1'), '--outcome', 'justified');
-    expect(missing.code).toBe(1);
-    // Nothing was audited: the audit directory was never even created.
-    await expect(auditRecords()).rejects.toThrow(/ENOENT/);
-  });
-
-  it('refuses --reviewer (a typed name proves nothing), pointing at --token-file and the HTTP route', async () => {
+  it('refuses --reviewer (a typed name proves nothing), pointing at --token-file and the HTTP route; nothing is sent', async () => {
     await seed();
     const r = await cli('review', 'sess-dr-a', '--reviewer', 'po-1', '--outcome', 'justified');
     expect(r.code).toBe(2);
@@ -134,48 +129,36 @@ describe('break-glass CLI', () => {
     expect(r.err).toContain('--token-file');
     expect(r.err).toContain('PHI_GATEWAY_TOKEN_FILE');
     expect(r.err).toContain('POST /break-glass/sessions/ID/review');
-    // Even alongside a valid token: the flag is refused, nothing is written.
     expect((await cli('review', 'sess-dr-a', '--token-file', await tokenFile('po-1'), '--reviewer', 'po-1', '--outcome', 'justified')).code).toBe(2);
-    await expect(auditRecords()).rejects.toThrow(/ENOENT/);
+    expect(await reviewsOfA()).toEqual([]);
   });
 
-  it('takes the token file from PHI_GATEWAY_TOKEN_FILE', async () => {
-    await seed();
-    env = { ...env, PHI_GATEWAY_TOKEN_FILE: await tokenFile('po-2') };
-    const r = await cli('review', 'sess-dr-b', '--outcome', 'justified');
-    expect(r).toMatchObject({ code: 0, out: 'session sess-dr-b: justified by po-2\n' });
-    expect((await auditRecords()).find((x) => x.kind === 'break-glass-review')).toMatchObject({ actor: { sub: 'po-2' } });
-  });
-
-  it.each([
-    ['a role without break-glass-review', () => tokenFile('billing-1', ['billing']), /billing-1 has no role with capability break-glass-review for HCOMPL/],
-    ['an auditor (audit-export only)', () => tokenFile('aud-1', ['auditor']), /no role with capability break-glass-review/],
-    ['another key (same kid)', () => tokenFile('po-1', ['privacy-officer'], {}, otherKey), /access token was not accepted/],
-    ['an expired token', () => tokenFile('po-1', ['privacy-officer'], { exp: Math.floor(Date.now() / 1000) - 120 }), /access token was not accepted/],
-    ['another audience', () => tokenFile('po-1', ['privacy-officer'], { aud: 'some-other-api' }), /access token was not accepted/],
-    ['another issuer', () => tokenFile('po-1', ['privacy-officer'], { iss: 'https://evil.test' }), /access token was not accepted/],
-    ['purposes that do not cover HCOMPL', () => tokenFile('po-1', ['privacy-officer'], { purpose_of_use: ['TREAT'] }), /purposes of use do not cover HCOMPL/],
-  ])('refuses %s (exit 1, nothing written, no token bytes echoed)', async (_name, make, message) => {
-    await seed();
-    const file = await make();
-    const r = await cli('review', 'sess-dr-a', '--token-file', file, '--outcome', 'justified');
-    expect(r.code).toBe(1);
-    expect(r.err).toMatch(message);
-    const token = readFileSync(file, 'utf8').trim();
-    expect(r.err).not.toContain(token.split('.')[1]);
-    await expect(auditRecords()).rejects.toThrow(/ENOENT/);
-    const store = await FileSessionStore.open(join(dir, 'break-glass'));
-    expect((await store.get('sess-dr-a'))?.reviews).toEqual([]);
-    await store.close();
-  });
-
-  it('refuses an unreadable or empty token file', async () => {
-    await seed();
+  it('refuses an unreadable or empty token file before contacting the gateway', async () => {
+    env = { ...env, PHI_GATEWAY_URL: 'http://127.0.0.1:9' };
     const missing = await cli('review', 'sess-dr-a', '--token-file', join(dir, 'nope'), '--outcome', 'justified');
     expect(missing).toMatchObject({ code: 1 });
     expect(missing.err).toContain('cannot read the token file (ENOENT)');
     writeFileSync(join(dir, 'empty'), '\n');
     expect((await cli('review', 'sess-dr-a', '--token-file', join(dir, 'empty'), '--outcome', 'justified')).err).toContain('the token file is empty');
+  });
+
+  it('finds the gateway: --gateway, else PHI_GATEWAY_URL, else the config; http only to loopback', async () => {
+    const tf = await tokenFile('po');
+    // Nothing listens on port 9 of this machine: each attempt names the address it tried.
+    const flag = await cli('review', 'x', '--token-file', tf, '--outcome', 'justified', '--gateway', 'http://127.0.0.1:9/fhir/');
+    expect(flag).toMatchObject({ code: 1 });
+    expect(flag.err).toContain('gateway unreachable at http://127.0.0.1:9 (');
+    env = { ...env, PHI_GATEWAY_URL: 'http://localhost:9' };
+    expect((await cli('review', 'x', '--token-file', tf, '--outcome', 'justified')).err).toContain('gateway unreachable at http://localhost:9 (');
+    delete env.PHI_GATEWAY_URL;
+    writeFileSync(join(dir, 'gateway.yaml'), `${readFileSync(join(dir, 'gateway.yaml'), 'utf8')}publicBaseUrl: http://127.0.0.1:9/phi/fhir\n`);
+    expect((await cli('review', 'x', '--token-file', tf, '--outcome', 'justified')).err).toContain('gateway unreachable at http://127.0.0.1:9/phi (');
+    const clear = await cli('review', 'x', '--token-file', tf, '--outcome', 'justified', '--gateway', 'http://10.1.2.3:8080');
+    expect(clear.code).toBe(2);
+    expect(clear.err).toContain('must use https');
+    const noCa = await cli('review', 'x', '--token-file', tf, '--outcome', 'justified', '--gateway', 'https://127.0.0.1:9', '--ca', join(dir, 'no-ca.pem'));
+    expect(noCa.code).toBe(2);
+    expect(noCa.err).toContain('--ca');
   });
 
   it('usage errors exit 2', async () => {
