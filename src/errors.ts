@@ -40,6 +40,8 @@ export const ERRORS = {
   'method-not-allowed': { status: 405, issue: 'not-supported', text: 'This method is not supported on this path.' },
   'request-body-invalid': { status: 400, issue: 'structure', text: 'The request body is not valid FHIR JSON.' },
   'request-too-large': { status: 413, issue: 'too-costly', text: 'The request body exceeds the configured limit.' },
+  'expectation-failed': { status: 417, issue: 'not-supported', text: 'The Expect header asks for something the gateway does not do; only 100-continue is supported.' },
+  'bundle-too-large': { status: 413, issue: 'too-costly', text: 'The batch or transaction holds more entries than the gateway accepts.' },
   'unsupported-media-type': { status: 415, issue: 'not-supported', text: 'Only FHIR JSON request bodies are accepted.' },
   'precondition-failed': { status: 412, issue: 'conflict', text: 'The If-Match header names another version than the current one; read the resource again.' },
   'not-acceptable': { status: 406, issue: 'not-supported', text: 'The gateway answers in FHIR JSON only (application/fhir+json); the Accept header or _format asks for something else.' },

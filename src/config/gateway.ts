@@ -272,6 +272,7 @@ class Builder {
       // Unset = the pipeline's defaults (256 requests, 256 MiB).
       maxInflightRequests: limitsRaw.maxInflightRequests as number | undefined,
       bufferBytes: limitsRaw.bufferBytes as number | undefined,
+      bundleEntries: limitsRaw.bundleEntries as number | undefined,
     };
     if (!this.broken.has('limits') && limits.decompressedBytes < limits.responseBodyBytes) {
       this.at(['limits', 'decompressedBytes'], 'decompressedBytes must be at least responseBodyBytes');

@@ -126,7 +126,7 @@ export const gatewaySchema = {
     limits: {
       type: 'object',
       additionalProperties: false,
-      properties: { requestBodyBytes: posInt, responseBodyBytes: posInt, decompressedBytes: posInt, maxInflightRequests: posInt, bufferBytes: posInt },
+      properties: { requestBodyBytes: posInt, responseBodyBytes: posInt, decompressedBytes: posInt, maxInflightRequests: posInt, bufferBytes: posInt, bundleEntries: { type: 'integer', minimum: 1, maximum: 10_000 } },
     },
     // The gateway's own paging (sealed continuation tokens; upstream paging links never reach clients).
     paging: {

@@ -176,4 +176,6 @@ export interface LimitsConfig {
   readonly maxInflightRequests?: number | undefined;
   /** Upstream body bytes held by all requests in flight together; beyond it, 503 gateway-busy (default 256 MiB). */
   readonly bufferBytes?: number | undefined;
+  /** Entries a batch or transaction may hold (default 100); more: 413 bundle-too-large. */
+  readonly bundleEntries?: number | undefined;
 }

@@ -59,6 +59,25 @@ export interface ClassifyOptions {
   /** Exact R4 spelling, case-sensitive. */
   isResourceType(name: string): boolean;
   maxBodyBytes: number;
+  /** Entries a batch or transaction may hold, nested Bundles' entries included (default DEFAULT_MAX_BUNDLE_ENTRIES). */
+  maxBundleEntries?: number;
+}
+
+/**
+ * Each entry is decided, forwarded, filtered and (for searches) paged by the gateway: a 1 MiB Bundle
+ * of 17,000 searches held one client's request on the event loop for seconds after it hung up.
+ */
+export const DEFAULT_MAX_BUNDLE_ENTRIES = 100;
+
+/** Entries of a batch/transaction body and of the batch/transaction Bundles its entries carry. */
+function bundleEntryCount(v: unknown, level: number): number {
+  if (!isObject(v) || !Array.isArray(v.entry) || level > MAX_BUNDLE_DEPTH) return 0;
+  let n = v.entry.length;
+  for (const e of v.entry) {
+    const r = isObject(e) ? e.resource : undefined;
+    if (isObject(r) && r.resourceType === 'Bundle') n += bundleEntryCount(r, level + 1);
+  }
+  return n;
 }
 
 /** A Bundle inside a Bundle inside a Bundle is the deepest nesting classified. */
@@ -355,7 +374,11 @@ function requestBody(input: RawRequest, t: Target, opts: ClassifyOptions): BodyR
       return { extraParams: [], body: checkParameters(json()) };
     case 'bundle': {
       if (media !== 'json') throw wrongMedia();
-      const b = classifyBundle(json(), 1, opts);
+      const parsed = json();
+      const max = opts.maxBundleEntries ?? DEFAULT_MAX_BUNDLE_ENTRIES;
+      const count = bundleEntryCount(parsed, 1);
+      if (count > max) throw new GatewayError('bundle-too-large', `the Bundle holds ${count} entries; at most ${max} are accepted (limits.bundleEntries)`);
+      const b = classifyBundle(parsed, 1, opts);
       return { extraParams: [], body: b.body, interaction: b.interaction, entries: b.entries };
     }
   }

@@ -59,7 +59,8 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   // Set when close() begins (preClose): from then on every request is refused as draining.
   let draining = false;
   const app = Fastify({
-    ...(https ? { https } : {}),
+    // (https.createServer takes http.Server's options too: requireHostHeader as for plain HTTP below.)
+    ...(https ? { https: { ...https, requireHostHeader: false } as typeof https } : {}),
     loggerInstance: deps.logger,
     // Fastify's own request lines carry the URL (patient ids, search values): never logged.
     logController: new LogController({ disableRequestLogging: true }),
@@ -68,6 +69,9 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
     // Requests arriving while draining are refused by the onRequest hook below, audited, with
     // Retry-After; Fastify's own 503 would be neither audited nor an OperationOutcome.
     return503OnClosing: false,
+    // Node answers a Host-less HTTP/1.1 request with its own bare 400 (no id, no record): the
+    // onRequest hook below refuses it through the audited path instead.
+    http: { requireHostHeader: false },
     // The router's own refusals (a malformed percent-escape in the path, which Fastify would echo
     // back in its body): through the pipeline's audited reject path, with catalogue text only.
     frameworkErrors: (error, request, reply) => {
@@ -100,6 +104,8 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
     headersTimeout: config.upstream.headersTimeoutMs,
     bodyTimeout: config.upstream.bodyTimeoutMs,
   });
+  // An Expect other than 100-continue: without a listener Node answers 417 itself, unaudited.
+  app.server.on('checkExpectation', (req, res) => app.server.emit('request', req, res));
   app.addHook('onClose', async () => {
     await pool.destroy();
   });
@@ -165,6 +171,18 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   // A request that arrives on an open connection while the gateway drains (server.close() only
   // stops new connections): refused at once, audited, and told when to retry; Fastify has already
   // marked the response `Connection: close`, so the client goes to another instance.
+  // What Node's HTTP server would answer itself, unaudited and without an id (HTTP/1.1 without a
+  // Host header: 400; an Expect other than 100-continue: 417), comes here instead (requireHostHeader
+  // off, checkExpectation routed below) and is refused through the pipeline's audited path.
+  app.addHook('onRequest', (request, reply, done) => {
+    const expect = request.headers.expect;
+    let refusal: GatewayError | undefined;
+    if (expect !== undefined && expect.trim().toLowerCase() !== '100-continue') refusal = new GatewayError('expectation-failed', 'unsupported Expect');
+    else if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) refusal = new GatewayError('bad-request', 'HTTP/1.1 request without Host');
+    if (!refusal) return done();
+    pipeline.reject(request, reply, refusal).catch(done);
+  });
+
   app.addHook('onRequest', (request, reply, done) => {
     if (!draining) return done();
     reply.header('retry-after', DRAIN_RETRY_AFTER_S);

@@ -28,10 +28,10 @@ import { buildApp, listenerTls, upstreamTlsOptions } from './app.js';
 import { createLogger, flushLogger, LOG_FLUSH_MS } from './logger.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 
-export function defaultSteps(maxBodyBytes: number): PipelineSteps {
+export function defaultSteps(maxBodyBytes: number, maxBundleEntries?: number): PipelineSteps {
   return {
     parsePurpose: (raw, policy) => parsePurposeHeader(raw, policy.purposes),
-    classify: (raw) => classify(raw, { isResourceType: isR4ResourceType, maxBodyBytes }),
+    classify: (raw) => classify(raw, { isResourceType: isR4ResourceType, maxBodyBytes, maxBundleEntries }),
     decide,
     filterResponse,
   };
@@ -209,7 +209,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     verifier: { verify: (authorization) => verifier.verify(authorization) },
     audit,
     logger,
-    steps: defaultSteps(config.limits.requestBodyBytes),
+    steps: defaultSteps(config.limits.requestBodyBytes, config.limits.bundleEntries),
     breakGlass,
     upstreamAuthorization: () => upstreamAuth(),
     upstreamDispatcher,
