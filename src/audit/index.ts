@@ -101,18 +101,24 @@ export interface AuditSource extends AsyncIterable<ReadItem> {
  * Opens a source from `file:DIR`, a bare directory path, `redis://...` / `rediss://...` (stream from
  * `?stream=NAME`, default `phi-gateway:audit`), or an AuditConfig.
  */
-export function openAuditSource(source: string | AuditConfig): AuditSource {
-  let spec: { kind: 'file'; dir: string } | { kind: 'redis'; url: string; stream: string };
+/** Where a source names: `file:DIR`, a bare directory, `redis://...?stream=NAME`, or an AuditConfig. */
+export type AuditLocation = { readonly kind: 'file'; readonly dir: string } | { readonly kind: 'redis'; readonly url: string; readonly stream: string };
+
+export function auditLocation(source: string | AuditConfig): AuditLocation {
   if (typeof source !== 'string') {
-    spec = source.sink === 'file' ? { kind: 'file', dir: source.path } : { kind: 'redis', url: source.url, stream: source.stream || DEFAULT_STREAM };
-  } else if (/^rediss?:\/\//i.test(source)) {
+    return source.sink === 'file' ? { kind: 'file', dir: source.path } : { kind: 'redis', url: source.url, stream: source.stream || DEFAULT_STREAM };
+  }
+  if (/^rediss?:\/\//i.test(source)) {
     const u = new URL(source);
     const stream = u.searchParams.get('stream') || DEFAULT_STREAM;
     u.searchParams.delete('stream');
-    spec = { kind: 'redis', url: u.toString(), stream };
-  } else {
-    spec = { kind: 'file', dir: source.startsWith('file:') ? source.slice(5) : source };
+    return { kind: 'redis', url: u.toString(), stream };
   }
+  return { kind: 'file', dir: source.startsWith('file:') ? source.slice(5) : source };
+}
+
+export function openAuditSource(source: string | AuditConfig): AuditSource {
+  const spec = auditLocation(source);
   if (spec.kind === 'file') {
     const dir = spec.dir;
     return {

@@ -16,7 +16,7 @@ import { type AuditSource, openAuditSource } from '../audit/index.js';
 import { EXPORT_FORMATS, type ExportFilter, type ExportFormat, type ExportProgress, exportRecords, parseTimeBound } from '../audit/export.js';
 import { parseAnchors, verifyChains } from '../audit/verify.js';
 import type { AuditConfig } from '../config/types.js';
-import { CliAuditUnrecordedError, withCliAuditRecord } from './cli-audit.js';
+import { CliAuditUnrecordedError, namedTrail, withCliAuditRecord } from './cli-audit.js';
 
 export interface AuditCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -55,13 +55,13 @@ class UsageError extends Error {}
 const NEW_WRITER_GRACE_MS = 120_000;
 
 async function resolveSource(flag: string | undefined, configFlag: string | undefined, env: NodeJS.ProcessEnv): Promise<string | AuditConfig> {
-  if (flag?.trim()) return flag.trim();
-  // PHI_GATEWAY_AUDIT_FILE as well: a redis URL may hold a password, mounted as a secret file.
-  const { withSecretFiles } = await import('../config/env.js');
-  const secrets = withSecretFiles(env);
-  const auditProblem = secrets.problems.find((p) => /^PHI_GATEWAY_AUDIT[,_:]/.test(p));
-  if (auditProblem !== undefined) throw new UsageError(auditProblem);
-  if (secrets.env.PHI_GATEWAY_AUDIT?.trim()) return secrets.env.PHI_GATEWAY_AUDIT.trim();
+  let named: string | undefined;
+  try {
+    named = await namedTrail(flag, env);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (named !== undefined) return named;
   try {
     const { resolveConfigPath } = await import('../config/env.js');
     const { loadGatewayConfig } = await import('../config/gateway.js');

@@ -13,8 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { resolve } from 'node:path';
-import { openAuditSource } from '../audit/index.js';
-import { DEFAULT_STREAM } from '../audit/read.js';
+import { auditLocation, openAuditSource } from '../audit/index.js';
 import type { AuditRecord, AuditSink } from '../audit/record.js';
 import type { AuditConfig } from '../config/types.js';
 
@@ -65,15 +64,24 @@ export function errorCode(e: unknown): string {
 /** The sink configuration that writes into the trail `target` names (`file:DIR`, a directory, `redis://...`, or a config). */
 export async function trailConfig(target: string | AuditConfig): Promise<AuditConfig> {
   if (typeof target !== 'string') return target;
-  if (/^rediss?:\/\//i.test(target)) {
-    const u = new URL(target);
-    const stream = u.searchParams.get('stream') || DEFAULT_STREAM;
-    u.searchParams.delete('stream');
-    return { sink: 'redis', url: u.toString(), stream, failOpen: false };
-  }
+  const at = auditLocation(target);
+  if (at.kind === 'redis') return { sink: 'redis', url: at.url, stream: at.stream, failOpen: false };
   const { DEFAULTS } = await import('../config/gateway.js');
-  const dir = target.startsWith('file:') ? target.slice('file:'.length) : target;
-  return { sink: 'file', path: resolve(dir), failOpen: false, rotateBytes: DEFAULTS.auditRotateBytes, groupCommitMs: 0 };
+  return { sink: 'file', path: resolve(at.dir), failOpen: false, rotateBytes: DEFAULTS.auditRotateBytes, groupCommitMs: 0 };
+}
+
+/**
+ * The trail a command names itself: `--source`, else PHI_GATEWAY_AUDIT (or the file
+ * PHI_GATEWAY_AUDIT_FILE names: a redis URL may hold a password); undefined = the gateway
+ * config's sink. Throws the variable's problem (both set, unreadable file), never its content.
+ */
+export async function namedTrail(flag: string | undefined, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  if (flag?.trim()) return flag.trim();
+  const { withSecretFiles } = await import('../config/env.js');
+  const secrets = withSecretFiles(env);
+  const problem = secrets.problems.find((p) => /^PHI_GATEWAY_AUDIT[,_:]/.test(p));
+  if (problem !== undefined) throw new Error(problem);
+  return secrets.env.PHI_GATEWAY_AUDIT?.trim() || undefined;
 }
 
 /**

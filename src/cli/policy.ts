@@ -15,7 +15,7 @@ import { openAuditSource } from '../audit/index.js';
 import type { AuditConfig } from '../config/types.js';
 import { PolicyDiff } from '../report/policy-diff.js';
 import { toCsv, toText } from '../report/render.js';
-import { withCliAuditRecord } from './cli-audit.js';
+import { namedTrail, withCliAuditRecord } from './cli-audit.js';
 
 export interface PolicyCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -91,7 +91,7 @@ async function runDiff(argv: string[], io: PolicyCliIo): Promise<number> {
     io.stderr.write(`${candidate.problems.join('\n')}\n`);
     return 1;
   }
-  const source: string | undefined = values.source?.trim() || io.env.PHI_GATEWAY_AUDIT?.trim() || undefined;
+  const source = await namedTrail(values.source, io.env);
   let policyFile = values.policy ?? io.env.PHI_GATEWAY_POLICY;
   let trail: string | AuditConfig | undefined = source;
   if (trail === undefined || policyFile === undefined) {

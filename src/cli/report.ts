@@ -16,7 +16,7 @@ import type { AuditConfig } from '../config/types.js';
 import type { CompiledPolicy } from '../policy/plan.js';
 import { AuditDigest, REPORT_KINDS, type ReportKind } from '../report/digest.js';
 import { REPORT_FORMATS, type ReportFormat, render } from '../report/render.js';
-import { withCliAuditRecord } from './cli-audit.js';
+import { namedTrail, withCliAuditRecord } from './cli-audit.js';
 
 export interface ReportCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -100,7 +100,7 @@ async function runReport(argv: string[], io: ReportCliIo): Promise<number> {
     throw new UsageError((e as Error).message);
   }
 
-  const source: string | undefined = values.source?.trim() || io.env.PHI_GATEWAY_AUDIT?.trim() || undefined;
+  const source = await namedTrail(values.source, io.env);
   let policy: CompiledPolicy | undefined;
   const needConfig = source === undefined || (kind === 'usage' && values.policy === undefined && !io.env.PHI_GATEWAY_POLICY);
   const config = needConfig ? await loadConfig(values.config, io.env) : undefined;

@@ -14,7 +14,6 @@
  * They are not audited: nothing here reaches PHI.
  */
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, LogController } from 'fastify';
 import type { Logger } from 'pino';
@@ -22,7 +21,7 @@ import { type Dispatcher, request } from 'undici';
 import type { AuditSink } from '../audit/record.js';
 import { type ErrorCode, ERRORS, operationOutcome } from '../errors.js';
 import { jsonBytes } from '../utf8.js';
-import { clientErrorCode } from './client-error.js';
+import { answerOnSocket, clientErrorCode } from './client-error.js';
 import type { GatewayMetrics } from './metrics.js';
 
 /** How long /readyz waits for its checks (they run in parallel) before answering without them. */
@@ -97,21 +96,8 @@ function adminClientError(logger: Logger): (err: Error & { code?: string }, sock
     }
     const code = clientErrorCode(err);
     const id = randomUUID();
-    const status = ERRORS[code].status;
-    const body = jsonBytes(operationOutcome(code));
-    logger.info({ reqId: id, status, code }, 'admin request refused before routing');
-    const head =
-      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n` +
-      'content-type: application/fhir+json; charset=utf-8\r\n' +
-      `content-length: ${body.length}\r\n` +
-      'cache-control: no-store\r\n' +
-      `x-request-id: ${id}\r\n` +
-      'connection: close\r\n\r\n';
-    const linger = setTimeout(() => socket.destroy(), 5_000).unref();
-    socket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]), () => {
-      clearTimeout(linger);
-      socket.destroy();
-    });
+    logger.info({ reqId: id, status: ERRORS[code].status, code }, 'admin request refused before routing');
+    answerOnSocket(socket, code, id);
   };
 }
 

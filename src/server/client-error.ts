@@ -41,6 +41,18 @@ function reasonOf(code: unknown): string {
   return typeof code === 'string' && /^[A-Z][A-Z0-9_]{1,63}$/.test(code) ? code : 'unknown';
 }
 
+/**
+ * Writes a catalogue answer straight on a socket that has no request object (a parser
+ * rejection), then closes it; a client that never reads does not keep the socket past LINGER_MS.
+ */
+export function answerOnSocket(socket: Socket, code: ErrorCode, id: string): void {
+  const linger = setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  socket.end(rawAnswer(ERRORS[code].status, id, jsonBytes(operationOutcome(code))), () => {
+    clearTimeout(linger);
+    socket.destroy();
+  });
+}
+
 /** A complete HTTP/1.1 answer that closes the connection. */
 function rawAnswer(status: number, id: string, body: Buffer): Buffer {
   const head =
@@ -108,10 +120,5 @@ async function answer(deps: ClientErrorDeps, err: Error & { code?: string }, soc
     socket.destroy();
     return;
   }
-  // Flushed, then closed; a client that never reads does not keep the socket past LINGER_MS.
-  const linger = setTimeout(() => socket.destroy(), LINGER_MS).unref();
-  socket.end(rawAnswer(status, id, jsonBytes(operationOutcome(code))), () => {
-    clearTimeout(linger);
-    socket.destroy();
-  });
+  answerOnSocket(socket, code, id);
 }

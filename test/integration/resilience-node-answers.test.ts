@@ -4,35 +4,12 @@
  * batch too large to be worth the event loop: one client's 17,000-search batch kept the gateway
  * busy for seconds after the client hung up. Raw sockets, as in resilience-rejections.test.ts.
  */
-import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChainedRecord } from '../../src/audit/record.js';
 import { type Stack, startStack } from '../helpers/gateway.js';
+import { type RawAnswer, raw, UUID } from '../helpers/raw-http.js';
 
 const MARKER = 'PHI-MARKER-0815';
-
-interface RawAnswer {
-  readonly raw: string;
-  readonly status: number;
-  readonly headers: Record<string, string>;
-  readonly body: string;
-}
-
-/** Writes `bytes` on a new connection and returns what the gateway sends before closing it. */
-async function raw(port: number, bytes: string): Promise<RawAnswer> {
-  const text = await new Promise<string>((resolve, reject) => {
-    const s = connect(port, '127.0.0.1', () => s.write(bytes));
-    const chunks: Buffer[] = [];
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.once('error', reject);
-    s.once('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
-  });
-  const split = text.indexOf('\r\n\r\n');
-  const lines = text.slice(0, split).split('\r\n');
-  const headers: Record<string, string> = {};
-  for (const line of lines.slice(1)) headers[line.slice(0, line.indexOf(':')).trim().toLowerCase()] = line.slice(line.indexOf(':') + 1).trim();
-  return { raw: text, status: Number(lines[0].split(' ')[1]), headers, body: text.slice(split + 4) };
-}
 
 let stack: Stack;
 let port: number;
@@ -46,7 +23,7 @@ afterAll(async () => {
 
 function expectOutcome(a: RawAnswer, status: number, code: string): string {
   expect(a.status, a.raw).toBe(status);
-  expect(a.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+  expect(a.headers['x-request-id']).toMatch(UUID);
   const oo = JSON.parse(a.body) as { resourceType: string; issue: Array<{ details: { coding: Array<{ code: string }> } }> };
   expect(oo.issue[0].details.coding[0].code).toBe(code);
   expect(a.raw).not.toContain(MARKER);
