@@ -39,6 +39,7 @@ const TOP = [
   'kind',
   'policyVersion',
   'purpose',
+  'relationship',
   'request',
   'role',
   'rule',
@@ -184,7 +185,7 @@ export function splitKnownRecord(record: AuditRecord): RecordSplit | undefined {
     `,"decision":${str(r.decision)}${generic(',"details":', 'details', r.details)}` +
     `,"disclosed":{${el}"elementsRemoved":${num(d.elementsRemoved)},"patients":${strArray(d.patients)},"resources":${strArray(d.resources)},"resourcesWithheld":${num(d.resourcesWithheld)}}` +
     `,"durations":{"totalMs":${num(t.totalMs)}${optNum(',"upstreamMs":', t.upstreamMs)}}` +
-    `,"id":${str(r.id)},"kind":${str(r.kind)},"policyVersion":${str(r.policyVersion)}${optStr(',"purpose":', r.purpose)}` +
+    `,"id":${str(r.id)},"kind":${str(r.kind)},"policyVersion":${str(r.policyVersion)}${optStr(',"purpose":', r.purpose)}${generic(',"relationship":', 'relationship', r.relationship)}` +
     `,"request":{${interaction}"method":${str(q.method)},"path":${str(q.path)}${optStr(',"resourceType":', q.resourceType)}}` +
     `${optStr(',"role":', r.role)},"rule":${str(r.rule)},"status":${num(r.status)},"time":${str(r.time)}${optNum(',"upstreamStatus":', r.upstreamStatus)}}`;
   return ok ? { before, after } : undefined;

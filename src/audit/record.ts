@@ -40,6 +40,8 @@ export interface AuditRecord {
   readonly purpose: string | undefined;
   /** Role whose data set applied. */
   readonly role?: string | undefined;
+  /** The care relationships behind the access, where the data set requires or records them. */
+  readonly relationship?: RelationshipEvidence | undefined;
   readonly breakGlass?: { readonly session: string; readonly reason: string } | undefined;
   readonly client: { readonly address: string; readonly userAgent?: string | undefined };
   readonly request: {
@@ -72,6 +74,25 @@ export interface AuditRecord {
   readonly policyVersion: string;
   /** Free-form, kind-specific details (export filters, review outcome...). No PHI. */
   readonly details?: Readonly<Record<string, unknown>> | undefined;
+}
+
+/**
+ * What a caller's care relationships did for one request (src/relationships). Sorted keys (the
+ * record is canonical JSON). `related` and `unrelated` hold at most 50 entries each.
+ */
+export interface RelationshipEvidence {
+  /** The FHIR user looked up (`Practitioner/p1`); absent when the token names none (nothing is related). */
+  readonly caller?: string | undefined;
+  /** A search naming no patient, narrowed to this many related patients. */
+  readonly narrowed?: number | undefined;
+  /** Per patient the request reached or released: the relationship that allowed it (source name and resource). */
+  readonly related: ReadonlyArray<{ readonly patient: string; readonly resource: string; readonly source: string }>;
+  /** true: enforced; false: looked up and recorded only. */
+  readonly required: boolean;
+  /** e.g. `dataSets.clinical.relationship`. */
+  readonly rule: string;
+  /** Patients named or released without a relationship (refused when required). */
+  readonly unrelated: readonly string[];
 }
 
 /** A record as stored: the record plus the chain fields the sink assigns. */

@@ -40,6 +40,8 @@ export interface ClaimRules {
    * nothing; `roles-only` = as if there were no scope claim, roles alone decide. Default `refuse`.
    */
   readonly scopelessTokens?: 'refuse' | 'roles-only' | undefined;
+  /** The claim naming the caller's own FHIR resource (default `fhirUser`), for care relationships. */
+  readonly fhirUserClaim?: string | undefined;
 }
 
 /**
@@ -72,6 +74,7 @@ export function principalFromClaims(claims: Claims, rules: string | ClaimRules):
     patient: patientOf(claims, r.patientClaims ?? ['patient']),
     scopes: scopesOf(claims, r.scopelessTokens ?? 'refuse'),
     familyName: optionalString(claims.family_name),
+    fhirUser: fhirUserOf(claims, r.fhirUserClaim ?? 'fhirUser'),
     exp,
   });
 }
@@ -197,6 +200,22 @@ function patientId(value: unknown, name: string): string {
  * no patient context; anything that is not such a reference is refused.
  */
 function fhirUserPatient(value: unknown): string | undefined {
+  const ref = fhirUserReference(value);
+  return ref.type === 'Patient' ? ref.id : undefined;
+}
+
+/**
+ * The caller's own resource as `Type/id` (relative; an absolute URL's last two segments), from the
+ * configured claim; absent claim: undefined. Present but not such a reference: the token is refused.
+ */
+function fhirUserOf(claims: Claims, name: string): string | undefined {
+  const value = claimAt(claims, name);
+  if (value === undefined) return undefined;
+  const { type, id } = fhirUserReference(value);
+  return `${type}/${id}`;
+}
+
+function fhirUserReference(value: unknown): { type: string; id: string } {
   if (typeof value !== 'string' || value.length > 2048) throw new TokenRefusal('claims', 'fhirUser claim is not a reference');
   let path = value;
   if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(value)) {
@@ -214,7 +233,7 @@ function fhirUserPatient(value: unknown): string | undefined {
   const parts = path.split('/');
   const [type, id] = parts.slice(-2);
   if (parts.length < 2 || !RESOURCE_TYPE_RE.test(type) || !FHIR_ID_RE.test(id)) throw new TokenRefusal('claims', 'fhirUser claim is not a reference');
-  return type === 'Patient' ? id : undefined;
+  return { type, id };
 }
 
 /**

@@ -18,6 +18,11 @@ export interface Principal {
   readonly scopes: readonly SmartScope[] | undefined;
   /** Family name claim (`family_name`), used only by anomaly rules; never logged. */
   readonly familyName: string | undefined;
+  /**
+   * The caller's own FHIR resource as `Type/id` (`Practitioner/p1`), from `fhirUser` or the configured
+   * claim: whose care relationships apply (src/relationships). Undefined: the token names none.
+   */
+  readonly fhirUser?: string | undefined;
   /** Token expiry, epoch seconds. */
   readonly exp: number;
 }

@@ -120,7 +120,8 @@ function claimRules(cfg: AuthConfig): ClaimRules {
   if (patientClaims.some((c) => typeof c !== 'string' || c === '')) throw new Error('auth: patientClaims must list claim names');
   const scopelessTokens = cfg.scopelessTokens ?? 'refuse';
   if (scopelessTokens !== 'refuse' && scopelessTokens !== 'roles-only') throw new Error('auth: scopelessTokens must be refuse or roles-only');
-  return Object.freeze({ rolesClaim: Object.freeze([...claims]), roleMap, patientClaims: Object.freeze([...patientClaims]), scopelessTokens });
+  const fhirUserClaim = cfg.fhirUserClaim ?? 'fhirUser';
+  return Object.freeze({ rolesClaim: Object.freeze([...claims]), roleMap, patientClaims: Object.freeze([...patientClaims]), scopelessTokens, fhirUserClaim });
 }
 
 function checkAlgorithms(algs: readonly string[]): string[] {

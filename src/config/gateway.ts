@@ -603,6 +603,7 @@ class Builder {
       ...(roleMap !== undefined ? { roleMap } : {}),
       ...(Array.isArray(raw.patientClaims) ? { patientClaims: [...(raw.patientClaims as string[])] } : {}),
       ...(raw.scopelessTokens !== undefined ? { scopelessTokens: raw.scopelessTokens as 'refuse' | 'roles-only' } : {}),
+      ...(typeof raw.fhirUserClaim === 'string' ? { fhirUserClaim: raw.fhirUserClaim } : {}),
       clockToleranceSec: (raw.clockToleranceSec as number) ?? DEFAULTS.clockToleranceSec,
       tokenCacheSize: (raw.tokenCacheSize as number) ?? DEFAULTS.tokenCacheSize,
       requiredTyp: raw.requiredTyp as string | undefined,

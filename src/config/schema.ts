@@ -86,6 +86,7 @@ export const gatewaySchema = {
           additionalProperties: { oneOf: [str, { type: 'array', minItems: 1, uniqueItems: true, items: str }] },
         },
         patientClaims: { type: 'array', minItems: 1, uniqueItems: true, items: str },
+        fhirUserClaim: { type: 'string', minLength: 1 },
         scopelessTokens: { enum: ['refuse', 'roles-only'] },
         clockToleranceSec: { type: 'integer', minimum: 0, maximum: 300 },
         tokenCacheSize: { type: 'integer', minimum: 0 },
@@ -238,6 +239,16 @@ export const policySchema = {
           description: { type: 'string' },
           withhold: labels,
           deidentify: { enum: ['safe-harbor', 'limited-data-set'] },
+          relationship: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['required', 'sources'],
+            properties: {
+              required: { type: 'boolean' },
+              sources: { type: 'array', minItems: 1, uniqueItems: true, items: name },
+              purposes: { type: 'array', minItems: 1, uniqueItems: true, items: code },
+            },
+          },
           rules: {
             type: 'array',
             items: {
@@ -273,6 +284,31 @@ export const policySchema = {
                 },
                 withhold: labels,
               },
+            },
+          },
+        },
+      },
+    },
+    relationships: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['sources'],
+      properties: {
+        cacheSeconds: { type: 'integer', minimum: 1, maximum: 86400 },
+        maxCallers: { type: 'integer', minimum: 1, maximum: 1000000 },
+        maxPatients: { type: 'integer', minimum: 1, maximum: 10000 },
+        searchPatients: { type: 'integer', minimum: 1, maximum: 1000 },
+        sources: {
+          type: 'object',
+          propertyNames: name,
+          minProperties: 1,
+          additionalProperties: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['kind'],
+            properties: {
+              kind: { enum: ['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Task'] },
+              days: { type: 'integer', minimum: 0, maximum: 3650 },
             },
           },
         },

@@ -113,6 +113,8 @@ export interface AuthConfig {
   readonly patientClaims?: readonly string[] | undefined;
   /** A scope claim naming no SMART scope: `refuse` (default, the token may do nothing) or `roles-only`. */
   readonly scopelessTokens?: 'refuse' | 'roles-only' | undefined;
+  /** The claim naming the caller's own FHIR resource (default `fhirUser`): whose care relationships apply. */
+  readonly fhirUserClaim?: string | undefined;
   readonly clockToleranceSec: number;
   /** Max verified tokens kept in memory (0 disables the cache). */
   readonly tokenCacheSize: number;

@@ -25,8 +25,12 @@ import type {
   AccessPlan,
   CompiledBreakGlass,
   CompiledPolicy,
+  CompiledRelationships,
   CompiledRole,
   PurposeInfo,
+  RelationshipKind,
+  RelationshipRequirement,
+  RelationshipSource,
   ResourcePlan,
 } from './plan.js';
 
@@ -105,6 +109,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
     dataSets.set(name, compileDataSet(name, withhold, rules, restrictedZip3 !== undefined, compiler, problem, vocabulary, ds.deidentify));
   }
   nearMissLabels(raw, vocabulary, problem);
+  const relationships = compileRelationships(raw, problem);
   // A section of the wrong shape was reported by the schema; names it would have declared are not guessed at.
   const purposesKnown = isObject(raw.purposes);
   const dataSetsKnown = isObject(raw.dataSets);
@@ -137,6 +142,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
       const dataSet = spec.purposes[grant];
       const types = dataSets.get(dataSet);
       if (!types) continue;
+      const relationship = relationshipFor(raw.dataSets?.[dataSet], dataSet, code, purposes);
       plans.set(
         code,
         Object.freeze({
@@ -146,6 +152,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
           grantedBy: `${base}.purposes.${grant}`,
           compartment: spec.compartment,
           types,
+          ...(relationship === undefined ? {} : { relationship }),
         }),
       );
     }
@@ -195,6 +202,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
       purposes,
       roles,
       breakGlass,
+      ...(relationships === undefined ? {} : { relationships }),
       restrictedZip3: new Set(restrictedZip3 ?? []),
     }),
   };
@@ -282,6 +290,78 @@ function compilePurposes(raw: PolicyFile, problem: Report): Map<string, PurposeI
     }
   }
   return purposes;
+}
+
+/**
+ * The `relationships` section: cache bounds and the named sources. Every data set's
+ * `relationship` must name declared sources, and purposes it lists must be declared.
+ */
+function compileRelationships(raw: PolicyFile, problem: (path: string, message: string, at?: 'value' | 'key') => void): CompiledRelationships | undefined {
+  const spec = raw.relationships;
+  const sources = new Map<string, RelationshipSource>();
+  if (isObject(spec) && isObject(spec.sources)) {
+    for (const [name, s] of entries(spec.sources)) {
+      if (!isObject(s) || !RELATIONSHIP_KINDS.has(s.kind as RelationshipKind)) continue;
+      const kind = s.kind as RelationshipKind;
+      if (s.days !== undefined && kind !== 'Encounter') problem(`relationships.sources.${name}.days`, `days applies to Encounter sources only, not ${kind}`, 'key');
+      sources.set(name, Object.freeze({ name, kind, ...(kind === 'Encounter' ? { days: typeof s.days === 'number' ? s.days : 30 } : {}) }));
+    }
+  }
+  const purposesDeclared = isObject(raw.purposes) ? raw.purposes : {};
+  for (const [dsName, ds] of entries(raw.dataSets)) {
+    const rel = isObject(ds) ? ds.relationship : undefined;
+    if (!isObject(rel)) continue;
+    const base = `dataSets.${dsName}.relationship`;
+    if (!isObject(spec)) {
+      problem(base, 'a relationship requirement needs a relationships section naming its sources', 'key');
+      continue;
+    }
+    (Array.isArray(rel.sources) ? rel.sources : []).forEach((n, i) => {
+      if (typeof n === 'string' && isObject(spec.sources) && !sources.has(n) && !Object.hasOwn(spec.sources, n)) {
+        problem(`${base}.sources[${i}]`, `unknown relationship source '${n}' (not declared under relationships.sources)${didYouMean(n, sources.keys())}`);
+      }
+    });
+    (Array.isArray(rel.purposes) ? rel.purposes : []).forEach((p, i) => {
+      if (typeof p === 'string' && !Object.hasOwn(purposesDeclared, p)) {
+        problem(`${base}.purposes[${i}]`, `unknown purpose '${p}' (not declared under purposes)${didYouMean(p, Object.keys(purposesDeclared))}`);
+      }
+    });
+  }
+  if (!isObject(spec)) return undefined;
+  return Object.freeze({
+    ttlMs: (typeof spec.cacheSeconds === 'number' ? spec.cacheSeconds : 300) * 1000,
+    maxCallers: typeof spec.maxCallers === 'number' ? spec.maxCallers : 10_000,
+    maxPatients: typeof spec.maxPatients === 'number' ? spec.maxPatients : 1000,
+    searchPatients: typeof spec.searchPatients === 'number' ? spec.searchPatients : 100,
+    sources,
+  });
+}
+
+const RELATIONSHIP_KINDS: ReadonlySet<RelationshipKind> = new Set(['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Task']);
+
+/**
+ * A data set's relationship requirement as it applies to purpose `code`: when the data set lists
+ * no purposes, always; else when `code` or one of its ancestors is listed (TREAT covers COC).
+ */
+function relationshipFor(
+  ds: PolicyFile['dataSets'][string] | undefined,
+  dataSet: string,
+  code: string,
+  purposes: ReadonlyMap<string, PurposeInfo>,
+): RelationshipRequirement | undefined {
+  const rel = isObject(ds) ? ds.relationship : undefined;
+  if (!isObject(rel) || !Array.isArray(rel.sources)) return undefined;
+  if (Array.isArray(rel.purposes)) {
+    const listed = new Set(rel.purposes);
+    let covered = false;
+    const seen = new Set<string>();
+    for (let c: string | undefined = code; c !== undefined && !seen.has(c); c = purposes.get(c)?.parent) {
+      seen.add(c);
+      if (listed.has(c)) covered = true;
+    }
+    if (!covered) return undefined;
+  }
+  return Object.freeze({ required: rel.required !== false, sources: Object.freeze([...rel.sources]), rule: `dataSets.${dataSet}.relationship` });
 }
 
 /** The granted code that covers `code`: itself, else its nearest granted ancestor. */

@@ -20,6 +20,7 @@ export interface PolicyFile {
   readonly dataSets: Readonly<Record<string, DataSetSpec>>;
   readonly roles: Readonly<Record<string, RoleSpec>>;
   readonly breakGlass?: BreakGlassSpec;
+  readonly relationships?: RelationshipsSpec;
   /** Live anomaly rules (src/monitor): alerted and audited; they refuse requests only with `block: true`. */
   readonly anomalies?: AnomaliesSpec;
 }
@@ -51,7 +52,17 @@ export interface DataSetSpec {
    * `safe-harbor` (45 CFR 164.514(b)(2)) or `limited-data-set` (164.514(e)).
    */
   readonly deidentify?: DeidProfile;
+  /** Care relationships required (or, `required: false`, only recorded) for the purposes listed (default all). */
+  readonly relationship?: { readonly required: boolean; readonly sources: readonly string[]; readonly purposes?: readonly string[] };
   readonly rules: readonly RuleSpec[];
+}
+
+export interface RelationshipsSpec {
+  readonly cacheSeconds?: number;
+  readonly maxCallers?: number;
+  readonly maxPatients?: number;
+  readonly searchPatients?: number;
+  readonly sources: Readonly<Record<string, { readonly kind: string; readonly days?: number }>>;
 }
 
 /**

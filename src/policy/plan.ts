@@ -40,6 +40,44 @@ export interface AccessPlan {
   readonly grantedBy: string;
   readonly compartment: 'patient' | undefined;
   readonly types: ReadonlyMap<string, ResourcePlan>;
+  /** The data set's care-relationship requirement for this purpose (policy `dataSets.X.relationship`). */
+  readonly relationship?: RelationshipRequirement | undefined;
+}
+
+/**
+ * Whose records a plan reaches: only patients the caller has a care relationship or an assignment
+ * with, found through the named sources (src/relationships). `required: false` looks the
+ * relationships up and records them without refusing anything (to see first what it would refuse).
+ */
+export interface RelationshipRequirement {
+  readonly required: boolean;
+  /** Names under `relationships.sources` that count. */
+  readonly sources: readonly string[];
+  /** e.g. `dataSets.clinical.relationship` (audit, explain). */
+  readonly rule: string;
+}
+
+/** The kinds of upstream resource a relationship is read from. */
+export type RelationshipKind = 'CareTeam' | 'Encounter' | 'EpisodeOfCare' | 'PractitionerRole' | 'Task';
+
+export interface RelationshipSource {
+  readonly name: string;
+  readonly kind: RelationshipKind;
+  /** Encounter: encounters that ended at most this many days ago count (current ones always). */
+  readonly days?: number | undefined;
+}
+
+/** The policy's `relationships` section, compiled. */
+export interface CompiledRelationships {
+  /** How long a caller's looked-up relationships are used (a change upstream takes effect within it). */
+  readonly ttlMs: number;
+  /** Callers whose relationships are cached at once (least recently used dropped). */
+  readonly maxCallers: number;
+  /** Patients read per source per caller (one upstream page); beyond it, later ones are not found (fail closed). */
+  readonly maxPatients: number;
+  /** A search naming no patient is narrowed to at most this many related patients; more: it must name one. */
+  readonly searchPatients: number;
+  readonly sources: ReadonlyMap<string, RelationshipSource>;
 }
 
 export interface CompiledRole {
@@ -73,6 +111,8 @@ export interface CompiledPolicy {
   readonly purposes: ReadonlyMap<string, PurposeInfo>;
   readonly roles: ReadonlyMap<string, CompiledRole>;
   readonly breakGlass: CompiledBreakGlass | undefined;
+  /** The `relationships` section (care relationships and assignments), when the policy has one. */
+  readonly relationships?: CompiledRelationships | undefined;
   /** safeHarbor.restrictedZip3 (for RedactContext). Always set by compilePolicy. */
   readonly restrictedZip3?: ReadonlySet<string>;
 }

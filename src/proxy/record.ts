@@ -2,7 +2,7 @@
  * The per-request state the pipeline accumulates, and the audit record built from it. One
  * Exchange per request; `toAuditRecord` is the only place the record's shape is assembled.
  */
-import type { AuditRecord } from '../audit/record.js';
+import type { AuditRecord, RelationshipEvidence } from '../audit/record.js';
 import type { Principal } from '../auth/principal.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { FilterStats } from '../redact/types.js';
@@ -26,6 +26,8 @@ export interface Exchange {
   request?: ClassifiedRequest;
   rule?: string;
   breakGlass?: { session: string; reason: string; patient: string };
+  /** The caller's care relationships as they applied to this request (src/relationships). */
+  relationship?: RelationshipEvidence;
   upstreamStatus?: number;
   upstreamMs?: number;
   stats?: FilterStats;
@@ -64,6 +66,7 @@ export function toAuditRecord(ex: Exchange, outcome: { status: number; decision:
     kind: ex.kind ?? 'fhir',
     policyVersion: ex.policyVersion,
     purpose: ex.purpose,
+    relationship: ex.relationship,
     request: {
       interaction: ex.request?.interaction,
       method: ex.method,

@@ -51,6 +51,11 @@ export interface ResponseContext extends RedactContext {
   rewriteUrl(url: string): string | undefined;
   /** Limit to one patient's compartment (SMART `patient` claim or compartment role). */
   readonly patientCompartment: string | undefined;
+  /**
+   * The patients the caller has a care relationship with, where its data set requires one: a
+   * resource of any other patient (or of none) is withheld with reason `relationship`.
+   */
+  readonly relatedPatients?: ReadonlySet<string> | undefined;
   /** The data set's de-identification profile (every type of a data set shares it). */
   readonly deidentify?: DeidProfile;
 }
