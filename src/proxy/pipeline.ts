@@ -8,7 +8,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
-import type { AuditSink } from '../audit/record.js';
+import type { AuditSink, RelationshipEvidence } from '../audit/record.js';
 import { authorizationFromRawHeaders } from '../auth/header.js';
 import { bearerChallenge, type TokenFailure, tokenFailureOf } from '../auth/refusal.js';
 import type { Principal } from '../auth/principal.js';
@@ -16,7 +16,8 @@ import type { GatewayConfig } from '../config/types.js';
 import { ERRORS, type ErrorCode, GatewayError, isGatewayError, operationOutcome } from '../errors.js';
 import { deidentifyOf, type PseudonymContext } from '../policy/deid-request.js';
 import { withMetaElements } from '../policy/narrow.js';
-import type { AccessPlan, CompiledPolicy } from '../policy/plan.js';
+import type { AccessPlan, CompiledPolicy, CompiledRelationships, RelationshipRequirement } from '../policy/plan.js';
+import { judgeRelationship, patientsNamed } from '../policy/relationship.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { FilterResult, RedactContext, ResponseContext } from '../redact/types.js';
 import { createStoredGuard, isStoredRefusal } from './stored-guard.js';
@@ -30,7 +31,7 @@ import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
 import { jsonBytes } from '../utf8.js';
 import { tailTypeId } from '../fhir/reference.js';
 import { pseudonymize } from '../redact/pseudonym.js';
-import { Filter, scrubOperationOutcome } from '../redact/response.js';
+import { Filter, scrubOperationOutcome, withheldCode } from '../redact/response.js';
 import { gatewayEtag, ifNoneMatchHits, upstreamVersionTag, versionShown } from './etag.js';
 import { headersOnlyStats, returnPreference, writeOutcome } from './prefer.js';
 import { encodeParams, parseForm, pathSegments, splitTarget } from '../policy/classify/url.js';
@@ -69,8 +70,22 @@ export interface PipelineDeps {
   readonly cors?: { preflight(origin: string | string[] | undefined): Headers | undefined } | undefined;
   /** The gateway's own discovery documents (src/server/discovery.ts). Absent: both answer discovery-unavailable. */
   readonly discovery?: DiscoveryGate | undefined;
+  /**
+   * The caller's care relationships (src/relationships), for plans that require or record them.
+   * Absent while a plan requires one: such requests are refused (503 relationship-unavailable).
+   */
+  readonly relationships?: RelationshipLookup | undefined;
   /** Handed, once, what the pipeline holds right now (for gauges read at scrape time). */
   readonly reportLoad?: ((read: () => PipelineLoad) => void) | undefined;
+}
+
+/** Looks up a caller's relationships; throws GatewayError('relationship-unavailable') when it cannot. */
+export interface RelationshipLookup {
+  lookup(
+    caller: string,
+    config: CompiledRelationships,
+    signal?: AbortSignal,
+  ): Promise<{ readonly patients: ReadonlyMap<string, ReadonlyArray<{ readonly source: string; readonly resource: string }>> }>;
 }
 
 /** Requests holding an in-flight slot, and upstream bytes their buffer shares hold. */
@@ -241,6 +256,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
    * several MB per request; kept across the wait it survived young-generation GC and was promoted).
    */
   function finish(ex: Exchange, reply: FastifyReply, out: Outcome): Promise<void> {
+    const rel = relationshipStates.get(ex);
+    if (rel !== undefined) ex.relationship = relationshipEvidence(rel, ex.stats?.patients);
     // Serialize first: the record must describe what is actually released, and a body that cannot
     // be serialized (hostile nesting) is released as nothing at all.
     let payload: Buffer;
@@ -499,6 +516,9 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       const withMeta = withMetaElements(decided);
       if (withMeta === undefined) throw new GatewayError('request-unclassified', 'Bundle body does not match its entries');
       decided = withMeta;
+      if (ex.purpose !== 'BTG' && plan.relationship !== undefined) {
+        decided = await relationshipGate(ex, rt, plan.relationship, decided, scopes.get(reply)?.signal);
+      }
       if (ex.purpose === 'BTG') {
         if (!deps.breakGlass) throw new GatewayError('break-glass-not-eligible', 'no break-glass service configured');
         ex.breakGlass = await deps.breakGlass.open({
@@ -508,16 +528,17 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
           requestId: ex.id,
         });
       }
+      if (ex.breakGlass !== undefined) await recordBreakGlassRelationship(ex, rt, scopes.get(reply)?.signal);
       if (deps.gate) await deps.gate(ex);
     } catch (e) {
-      return fail(ex, reply, e, 'deny');
+      return fail(ex, reply, e, isGatewayError(e) && e.status >= 500 ? 'error' : 'deny');
     }
     let ifMatch: string | undefined;
     try {
       // What the request reaches beyond its bytes (stored versions, labels), judged for every caller
       // with the context its answer will be filtered with (src/proxy/stored-guard.ts).
       const eligible = announces(ex, rt);
-      const filter = responseContext(rt, plan, eligible, ex.breakGlass?.patient ?? ex.principal.patient);
+      const filter = responseContext(rt, plan, eligible, ex.breakGlass?.patient ?? ex.principal.patient, relatedSet(ex));
       ({ req: decided, ifMatch } = await guardStored({
         ex,
         req: decided,
@@ -578,7 +599,9 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     const sentAt = process.hrtime.bigint();
     let answer: UpstreamAnswer;
     try {
-      answer = await dispatchUpstream(upstream, call, { limit: config.limits.responseBodyBytes, lease: leases.get(reply), signal: scopes.get(reply)?.signal });
+      answer = emptySearches.has(ex)
+        ? EMPTY_SEARCHSET
+        : await dispatchUpstream(upstream, call, { limit: config.limits.responseBodyBytes, lease: leases.get(reply), signal: scopes.get(reply)?.signal });
     } catch (e) {
       return fail(ex, reply, e, 'error');
     } finally {
@@ -601,15 +624,105 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     }
   }
 
-  function responseContext(rt: PolicyRuntime, plan: AccessPlan, eligible: boolean, compartment: string | undefined): ResponseContext {
+  function responseContext(rt: PolicyRuntime, plan: AccessPlan, eligible: boolean, compartment: string | undefined, related?: ReadonlySet<string>): ResponseContext {
     return {
       ...rt.redact,
       planFor: (t) => plan.types.get(t),
       withheldMode: eligible ? 'announce' : 'hide',
       rewriteUrl,
       patientCompartment: compartment,
+      ...(related === undefined ? {} : { relatedPatients: related }),
       deidentify: deidentifyOf(plan),
     };
+  }
+
+  /** Per request whose plan requires or records care relationships: what they were and did. */
+  const relationshipStates = new WeakMap<Exchange, RelationshipState>();
+  /** Searches answered by the gateway itself with an empty page (nothing related to search). */
+  const emptySearches = new WeakSet<Exchange>();
+
+  /** The patients the response filter limits a request to: set only where a relationship is enforced. */
+  function relatedSet(ex: Exchange): ReadonlySet<string> | undefined {
+    const rel = relationshipStates.get(ex);
+    return rel?.requirement.required ? rel.set : undefined;
+  }
+
+  /** The caller's relationships from the sources `requirement` counts (first one found per patient). */
+  async function lookupRelationships(ex: Exchange, rt: PolicyRuntime, requirement: RelationshipRequirement, signal: AbortSignal | undefined): Promise<RelationshipState> {
+    const config = rt.policy.relationships;
+    const caller = ex.principal?.fhirUser;
+    const related = new Map<string, { source: string; resource: string }>();
+    if (caller !== undefined) {
+      if (config === undefined || deps.relationships === undefined) throw new GatewayError('relationship-unavailable', 'no relationship resolver');
+      const found = await deps.relationships.lookup(caller, config, signal);
+      const counted = new Set(requirement.sources);
+      for (const [patient, rels] of found.patients) {
+        const r = rels.find((x) => counted.has(x.source));
+        if (r !== undefined) related.set(patient, { source: r.source, resource: r.resource });
+      }
+    }
+    return { requirement, caller, related, set: new Set(related.keys()), named: [], unrelated: [] };
+  }
+
+  /**
+   * The relationship requirement applied to an allowed request (src/policy/relationship.ts): the
+   * request to forward (narrowed), or a refusal. A role that may break the glass is told there is
+   * no relationship (403); any other is answered as if the patient did not exist: not found, or an
+   * empty searchset the gateway answers itself. `required: false` only records.
+   */
+  async function relationshipGate(
+    ex: Exchange,
+    rt: PolicyRuntime,
+    requirement: RelationshipRequirement,
+    req: ClassifiedRequest,
+    signal: AbortSignal | undefined,
+  ): Promise<ClassifiedRequest> {
+    const state = await lookupRelationships(ex, rt, requirement, signal);
+    relationshipStates.set(ex, state);
+    const verdict = judgeRelationship(req, state.set, { searchPatients: rt.policy.relationships?.searchPatients ?? 100 });
+    if (verdict.kind === 'allow') {
+      state.named = verdict.named;
+      state.narrowed = verdict.narrowed;
+    } else if (verdict.kind === 'unrelated') {
+      state.unrelated = verdict.patients;
+    }
+    if (!requirement.required) {
+      // Recorded only: the patients it names, related or not, go in the record; nothing changes.
+      if (verdict.kind !== 'unrelated' && req.resourceType !== undefined) {
+        const named = req.interaction === 'search-type' ? patientsNamed(req.resourceType, req.params).ids : [];
+        state.unrelated = named.filter((p) => !state.set.has(p));
+      }
+      return req;
+    }
+    if (verdict.kind === 'allow') return verdict.request;
+    if (verdict.kind === 'too-broad') {
+      ex.rule = `${ex.rule} -> ${requirement.rule}: search too broad`;
+      throw new GatewayError('relationship-search-too-broad', 'search names no patient');
+    }
+    ex.rule = `${ex.rule} -> ${requirement.rule}: no relationship`;
+    if (announces(ex, rt)) throw new GatewayError('relationship-required', 'no relationship');
+    const search = req.interaction === 'search-type' || req.interaction === 'search-compartment';
+    if (!search) throw new GatewayError('not-found', 'no relationship');
+    // Answered as a search about a patient with no data would be, without asking the upstream.
+    emptySearches.add(ex);
+    return req;
+  }
+
+  /**
+   * A break-glass request by a caller with a FHIR user, where the policy has relationships: whether
+   * the patient was related (was break-glass needed for lack of a relationship?), recorded only. A
+   * failed lookup never stands in the way of an emergency: the record then says nothing of it.
+   */
+  async function recordBreakGlassRelationship(ex: Exchange, rt: PolicyRuntime, signal: AbortSignal | undefined): Promise<void> {
+    const config = rt.policy.relationships;
+    if (config === undefined || ex.principal?.fhirUser === undefined || ex.breakGlass === undefined) return;
+    try {
+      const state = await lookupRelationships(ex, rt, { required: false, sources: [...config.sources.keys()], rule: 'breakGlass' }, signal);
+      state.named = [ex.breakGlass.patient];
+      relationshipStates.set(ex, state);
+    } catch (e) {
+      logger.warn({ reqId: ex.id, err: e }, 'break-glass: relationships could not be looked up for the record');
+    }
   }
 
   /**
@@ -632,7 +745,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     ex.upstreamStatus = up.statusCode;
     const first = decodeUpstreamBody(up.body, up.headers, config.limits, leases.get(reply));
     if (first.kind !== 'json') throw new GatewayError('upstream-bad-response', 'search answered without a body');
-    const filter = new Filter(responseContext(rt, plan, eligible, compartment));
+    const filter = new Filter(responseContext(rt, plan, eligible, compartment, relatedSet(ex)));
     const self = continued ? `${publicBase}${ex.url}` : `${publicBase}${start.q}`;
     const body = await assemblePage(ex, reply, rt, req, call, first.value as Obj, filter, eligible, start, self);
     ex.stats = filter.stats;
@@ -782,7 +895,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     // /metadata is the gateway's own (answerOwn); the upstream's statement is never released.
     if (req.interaction === 'capabilities') throw new GatewayError('internal', 'metadata reached the upstream path');
 
-    const ctx = responseContext(rt, plan, eligible, compartment);
+    const ctx = responseContext(rt, plan, eligible, compartment, relatedSet(ex));
     let result: FilterResult;
     try {
       const batch = await pageBatchSearches(ex, reply, rt, req, call, value as Obj, ctx, eligible, batchStarts);
@@ -802,7 +915,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       return finish(ex, reply, { status, body: undefined, headers, decision: 'allow', rule: `${ex.rule ?? ''}: executed; answer withheld (${result.reason})` });
     }
     if (result.kind === 'withheld') {
-      const code: ErrorCode = eligible && result.reason === 'label' ? 'break-glass-available' : 'not-found';
+      const code: ErrorCode = withheldCode(result.reason, eligible ? 'announce' : 'hide');
       const oo = operationOutcome(code);
       return finish(ex, reply, { status: ERRORS[code].status, body: oo, decision: 'deny', rule: `${ex.rule ?? ''}: withheld (${result.reason})` });
     }
@@ -856,6 +969,46 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
 }
 
 type Obj = Record<string, unknown>;
+
+interface RelationshipState {
+  readonly requirement: RelationshipRequirement;
+  readonly caller: string | undefined;
+  /** Related patient -> the relationship that counts (first found among the requirement's sources). */
+  readonly related: ReadonlyMap<string, { readonly source: string; readonly resource: string }>;
+  readonly set: ReadonlySet<string>;
+  named: readonly string[];
+  unrelated: readonly string[];
+  narrowed?: number | undefined;
+}
+
+const EVIDENCE_MAX = 50;
+
+/** The audit record's relationship evidence: every patient named or released, related or not. */
+function relationshipEvidence(state: RelationshipState, released: ReadonlySet<string> | undefined): RelationshipEvidence {
+  const related: Array<{ patient: string; resource: string; source: string }> = [];
+  const unrelated = new Set(state.unrelated);
+  for (const p of new Set([...state.named, ...(released ?? [])])) {
+    const r = state.related.get(p);
+    if (r !== undefined) related.push({ patient: p, resource: r.resource, source: r.source });
+    else unrelated.add(p);
+  }
+  return {
+    ...(state.caller === undefined ? {} : { caller: state.caller }),
+    ...(state.narrowed === undefined ? {} : { narrowed: state.narrowed }),
+    related: related.slice(0, EVIDENCE_MAX),
+    required: state.requirement.required,
+    rule: state.requirement.rule,
+    unrelated: [...unrelated].slice(0, EVIDENCE_MAX),
+  };
+}
+
+/** What an upstream answers a search matching nothing; the gateway builds its page from it. */
+const EMPTY_SEARCHSET: UpstreamAnswer = Object.freeze({
+  statusCode: 200,
+  headers: Object.freeze({ 'content-type': 'application/fhir+json' }),
+  body: Buffer.from('{"resourceType":"Bundle","type":"searchset","total":0}'),
+});
+
 /** `f`: bytes of the first upstream request, once `at` is no longer it (a continuation). */
 type PagedStart = PageStart & { readonly q: string; readonly f?: number };
 

@@ -51,7 +51,7 @@ import { compartmentViolation } from '../policy/compartment.js';
 import { rebuild } from '../policy/narrow.js';
 import type { AccessPlan, ResourcePlan } from '../policy/plan.js';
 import type { ClassifiedRequest } from '../policy/request.js';
-import { filterResponse as defaultFilterResponse } from '../redact/response.js';
+import { filterResponse as defaultFilterResponse, withheldCode } from '../redact/response.js';
 import type { FilterResult, ResponseContext } from '../redact/types.js';
 import { type Exchange, elapsedMs } from './record.js';
 import { versionShown } from './etag.js';
@@ -327,7 +327,7 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
       throw isGatewayError(e) ? e : new GatewayError('filter-failed', 'stored read: response filter threw', { cause: e });
     }
     if (result.kind === 'withheld') {
-      const code: ErrorCode = result.reason === 'label' && filter.withheldMode === 'announce' ? 'break-glass-available' : 'not-found';
+      const code: ErrorCode = withheldCode(result.reason, filter.withheldMode);
       throw new GatewayError(code, `stored ${type} withheld (${result.reason})`);
     }
     return value;
@@ -350,7 +350,7 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
       // be judged by its own current version (a now-labelled or now-moved resource's older, clean
       // version must not show). Where anything of the type can be withheld, it is refused outright.
       const plan = t.resourceType === undefined ? undefined : input.plan.types.get(t.resourceType);
-      if (plan === undefined || plan.withhold.labels.length > 0 || input.filter.patientCompartment !== undefined) {
+      if (plan === undefined || plan.withhold.labels.length > 0 || input.filter.patientCompartment !== undefined || input.filter.relatedPatients !== undefined) {
         throw new GatewayError('interaction-denied', `type history of ${t.resourceType ?? '(none)'} where resources can be withheld`);
       }
       return undefined;
@@ -408,6 +408,8 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
   function criteriaSent(t: ClassifiedRequest, input: StoredGuardInput): ClassifiedRequest {
     if (t.interaction !== 'create' || t.params.length === 0) return t;
     if (input.filter.patientCompartment !== undefined) throw new GatewayError('compartment-denied', 'conditional create under a patient compartment');
+    // Its criteria could match an unrelated patient's record, and 201 vs a withheld match would tell.
+    if (input.filter.relatedPatients !== undefined) throw new GatewayError('interaction-denied', 'conditional create where a care relationship is required');
     if (input.filter.withheldMode === 'announce') return t;
     const exclusions = (t.resourceType === undefined ? undefined : input.plan.types.get(t.resourceType))?.withhold.upstream ?? [];
     const extra = exclusions.map((l) => ['_security:not', l] as const);

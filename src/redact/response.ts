@@ -13,7 +13,7 @@ import type { ResourcePlan } from '../policy/plan.js';
 import { type ContainedHandler, redactWith } from './apply.js';
 import { deidentifyResource } from './deidentify.js';
 import { pseudonymId, REMOVE } from './transforms.js';
-import type { ElementPlan, FilterResult, FilterStats, ResponseContext } from './types.js';
+import type { ElementPlan, FilterResult, FilterStats, ResponseContext, WithheldReason } from './types.js';
 
 type Obj = Record<string, unknown>;
 
@@ -172,20 +172,32 @@ function patientsOf(res: Obj): string[] {
  * read Brian's records through Alice's token because they named him outside the compartment
  * paths), and no contained Patient (a person the caller cannot be shown to be).
  */
-function namesNoOtherPatient(v: unknown, patient: string): boolean {
-  if (Array.isArray(v)) return v.every((x) => namesNoOtherPatient(x, patient));
+function namesNoOtherPatient(v: unknown, allowed: (patient: string) => boolean): boolean {
+  if (Array.isArray(v)) return v.every((x) => namesNoOtherPatient(x, allowed));
   if (!isObj(v)) return true;
   for (const [k, x] of Object.entries(v)) {
     if (k === 'reference' && typeof x === 'string') {
       const t = tailTypeId(x);
-      if (t !== undefined && t.type === 'Patient' && t.id !== patient) return false;
+      if (t !== undefined && t.type === 'Patient' && !allowed(t.id)) return false;
     } else if (k === 'contained' && Array.isArray(x) && x.some((c) => isObj(c) && c.resourceType === 'Patient')) {
       return false;
-    } else if (typeof x === 'object' && x !== null && !namesNoOtherPatient(x, patient)) {
+    } else if (typeof x === 'object' && x !== null && !namesNoOtherPatient(x, allowed)) {
       return false;
     }
   }
   return true;
+}
+
+/**
+ * What a read of a withheld resource answers: not found, except to a caller told of withholding (it
+ * may break the glass), for a label (`break-glass-available`) or a missing care relationship
+ * (`relationship-required`): break-glass can open both.
+ */
+export function withheldCode(reason: WithheldReason, mode: ResponseContext['withheldMode']): 'not-found' | 'break-glass-available' | 'relationship-required' {
+  if (mode !== 'announce') return 'not-found';
+  if (reason === 'label') return 'break-glass-available';
+  if (reason === 'relationship') return 'relationship-required';
+  return 'not-found';
 }
 
 /** Whether a plan rewrites `id` (pseudonym) or drops it; probed once per plan. */
@@ -208,7 +220,7 @@ export class Filter {
   /** Withheld for their labels: the only kind break-glass can reveal, so the only kind announced. */
   private labelWithheld = 0;
   /** Why the last nested() call withheld its resource (read right after a REMOVE). */
-  private lastWithheld: 'label' | 'type' | 'compartment' = 'type';
+  private lastWithheld: WithheldReason = 'type';
 
   constructor(readonly ctx: ResponseContext) {}
 
@@ -249,11 +261,26 @@ export class Filter {
     // A Patient belongs by id alone: its own chart stays readable when it links to another.
     if (type === 'Patient') return res.id === patient;
     const named = patientsOf(res);
-    return named.length > 0 && named.every((p) => p === patient) && namesNoOtherPatient(res, patient);
+    return named.length > 0 && named.every((p) => p === patient) && namesNoOtherPatient(res, (p) => p === patient);
+  }
+
+  /**
+   * The care-relationship check (src/policy/relationship.ts), as strict as the compartment check:
+   * a Patient by id, any other patient data only when every patient it names, on any element, is
+   * one the caller is related to, and it names at least one.
+   */
+  private related(res: Obj): boolean {
+    const related = this.ctx.relatedPatients;
+    if (related === undefined) return true;
+    const type = res.resourceType as string;
+    if (type !== 'Patient' && referencePaths(type).length === 0) return true;
+    if (type === 'Patient') return typeof res.id === 'string' && related.has(res.id);
+    const named = patientsOf(res);
+    return named.length > 0 && named.every((p) => related.has(p)) && namesNoOtherPatient(res, (p) => related.has(p));
   }
 
   /** Why the caller may not see `res` at all, or undefined when it may (after redaction). */
-  withheldReason(res: Obj): 'label' | 'type' | 'compartment' | undefined {
+  withheldReason(res: Obj): WithheldReason | undefined {
     const plan = this.ctx.planFor(res.resourceType as string);
     if (plan === undefined) return 'type';
     const meta = res.meta;
@@ -263,12 +290,16 @@ export class Filter {
     // Compartment before labels: a restricted record outside the caller's compartment must not be
     // announced as break-glass-revealable (it is not, for this caller); it is simply not there.
     if (!this.inCompartment(res)) return 'compartment';
+    // Likewise a record of a patient the caller has no relationship with is not announced as
+    // break-glass-revealable for its label: it is refused for the relationship (which break-glass
+    // also opens), or simply not there.
+    if (!this.related(res)) return 'relationship';
     if (plan.withhold.match(security as readonly Coding[] | undefined) !== undefined) return 'label';
     return undefined;
   }
 
   /** One resource: withheld (with reason) or redacted with its type's plan. */
-  resource(res: Obj): { kind: 'withheld'; reason: 'label' | 'type' | 'compartment' } | { kind: 'ok'; resource: Obj; plan: ResourcePlan } {
+  resource(res: Obj): { kind: 'withheld'; reason: WithheldReason } | { kind: 'ok'; resource: Obj; plan: ResourcePlan } {
     const type = res.resourceType as string;
     const reason = this.withheldReason(res);
     if (reason !== undefined) return { kind: 'withheld', reason };
@@ -403,7 +434,7 @@ export class Filter {
    * caller), without redacting it or counting it: the pager asks this of every entry it reads, and
    * filters with entry() only the ones it releases, so the audit counts what was released.
    */
-  visibility(e: unknown): 'ok' | 'label' | 'type' | 'compartment' {
+  visibility(e: unknown): 'ok' | WithheldReason {
     if (!isObj(e) || e.modifierExtension !== undefined) return 'type';
     const r = e.resource;
     if (r === undefined) return 'ok';
@@ -413,7 +444,7 @@ export class Filter {
   }
 
   /** Counts an entry the pager skipped as withheld (audit: resources withheld). */
-  skipped(reason: 'label' | 'type' | 'compartment'): void {
+  skipped(reason: WithheldReason): void {
     this.stats.resourcesWithheld++;
     if (reason === 'label') this.labelWithheld++;
   }
@@ -482,8 +513,8 @@ export class Filter {
    * not found, or, for a label a break-glass-eligible caller could lift, the break-glass outcome.
    * Status, location, etag and the upstream's outcome would tell that the resource exists.
    */
-  private withheldAnswer(reason: 'label' | 'type' | 'compartment'): Obj {
-    const code = reason === 'label' && this.ctx.withheldMode === 'announce' ? 'break-glass-available' : 'not-found';
+  private withheldAnswer(reason: WithheldReason): Obj {
+    const code = withheldCode(reason, this.ctx.withheldMode);
     return { response: { status: code === 'not-found' ? '404 Not Found' : '403 Forbidden', outcome: operationOutcome(code) } };
   }
 

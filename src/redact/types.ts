@@ -78,4 +78,7 @@ export interface FilterStats {
 export type FilterResult =
   | { readonly kind: 'ok'; readonly body: unknown; readonly stats: FilterStats }
   /** The response is a single resource the caller may not see. `label` says why (audit only). */
-  | { readonly kind: 'withheld'; readonly reason: 'label' | 'type' | 'compartment'; readonly stats: FilterStats };
+  | { readonly kind: 'withheld'; readonly reason: WithheldReason; readonly stats: FilterStats };
+
+/** Why a resource is not released: a withheld label, an ungranted type, outside the token's patient compartment, or of a patient the caller has no care relationship with. */
+export type WithheldReason = 'label' | 'type' | 'compartment' | 'relationship';

@@ -1,0 +1,179 @@
+/**
+ * Care relationships, judged on the request (pure): whose records a request reaches, by the values
+ * it names, against the set of patients the caller is related to (src/relationships looks them up).
+ *
+ * The judgement depends only on the request and the caller's set, never on what the upstream holds:
+ * an unrelated patient and a patient that does not exist are answered alike, so nothing about an
+ * unrelated patient's data (or existence) can be learned from the answer. Concretely:
+ *
+ * - A read, vread, instance history, instance operation, update, patch or delete of `Patient/X`, and
+ *   a compartment search `Patient/X/Type`, need X related.
+ * - A search's reference parameters that can name a Patient (`patient`, `subject`, `_id` on Patient,
+ *   ...) must name related patients only. A search naming none is narrowed to the related patients
+ *   (`_id=` on Patient, the type's patient parameter elsewhere), at most `searchPatients` of them;
+ *   with none related it can match nothing the caller may see (an empty searchset, answered by the
+ *   gateway). A type the patient compartment does not hold (Practitioner, Organization...) is not
+ *   narrowed.
+ * - A create or update body must name related patients only on its compartment references.
+ * - Reads of other types by id cannot be judged before the upstream answers: the response filter
+ *   withholds any resource of an unrelated patient (src/redact/response.ts, reason `relationship`).
+ * - A batch or transaction is judged entry by entry; one entry about an unrelated patient refuses
+ *   the Bundle.
+ */
+import { tailTypeId } from '../fhir/reference.js';
+import { isResourceType, searchParam } from '../fhir/tables.js';
+import { isCompartmentType, patientReferences } from './compartment.js';
+import type { Param } from './classify/url.js';
+import { rebuild, rebuildBatch } from './narrow.js';
+import type { ClassifiedRequest } from './request.js';
+
+export type RelationshipVerdict =
+  /** Forward `request` (narrowed when `narrowed` is set); `named`: the related patients it names. */
+  | { readonly kind: 'allow'; readonly request: ClassifiedRequest; readonly named: readonly string[]; readonly narrowed?: number | undefined }
+  /** It names patients the caller is not related to (an unparseable value counts as one: `?`). */
+  | { readonly kind: 'unrelated'; readonly patients: readonly string[] }
+  /** A search that can only match patients the caller is not related to: nothing to answer. */
+  | { readonly kind: 'empty' }
+  /** A search naming no patient, by a caller related to more than `searchPatients`. */
+  | { readonly kind: 'too-broad' };
+
+export interface RelationshipOptions {
+  readonly searchPatients: number;
+}
+
+/** The patient ids a reference parameter value names: bare ids, `Patient/x`, URLs ending in it. `?` for an unparseable one. */
+function patientsIn(value: string, typedPatient: boolean): string[] {
+  const out: string[] = [];
+  for (const alt of value.split(',')) {
+    if (!alt.includes('/')) {
+      out.push(alt);
+      continue;
+    }
+    const t = tailTypeId(alt);
+    if (t === undefined) out.push('?');
+    else if (t.type === 'Patient') out.push(t.id);
+    else if (typedPatient) out.push('?');
+  }
+  return out;
+}
+
+/**
+ * Every patient a search's parameters name, and whether something other than an id names one (a
+ * business identifier, a chain, `_has`): such a search is still narrowed.
+ */
+export function patientsNamed(type: string, params: readonly Param[]): { ids: string[]; indirect: boolean } {
+  const ids: string[] = [];
+  let indirect = false;
+  for (const [name, value] of params) {
+    if (name.includes('.') || name === '_has' || name.startsWith('_has:')) {
+      indirect = true;
+      continue;
+    }
+    const colon = name.indexOf(':');
+    const base = colon < 0 ? name : name.slice(0, colon);
+    const modifier = colon < 0 ? undefined : name.slice(colon + 1);
+    if (modifier === 'missing') continue;
+    if (type === 'Patient' && base === '_id') {
+      ids.push(...value.split(','));
+      continue;
+    }
+    const info = searchParam(type, base);
+    if (info === undefined || info.type !== 'reference' || !info.targets?.includes('Patient')) continue;
+    if (modifier === 'identifier' || modifier === 'not' || modifier === 'above' || modifier === 'below') {
+      indirect = true;
+      continue;
+    }
+    if (modifier !== undefined && modifier !== 'Patient' && isResourceType(modifier)) continue;
+    ids.push(...patientsIn(value, modifier === 'Patient'));
+  }
+  return { ids: [...new Set(ids)], indirect };
+}
+
+/** The parameter a search of `type` is narrowed to patients with: `_id` on Patient, else `patient` or `subject`. */
+export function narrowingParam(type: string): string | undefined {
+  if (type === 'Patient') return '_id';
+  for (const p of ['patient', 'subject', 'beneficiary']) {
+    const info = searchParam(type, p);
+    if (info?.type === 'reference' && info.targets?.includes('Patient')) return p;
+  }
+  return undefined;
+}
+
+function judgeOne(req: ClassifiedRequest, related: ReadonlySet<string>, opts: RelationshipOptions): RelationshipVerdict {
+  const unrelatedOf = (ids: readonly string[]) => ids.filter((p) => !related.has(p));
+  const byIds = (ids: readonly string[]): RelationshipVerdict => {
+    const out = unrelatedOf(ids);
+    return out.length > 0 ? { kind: 'unrelated', patients: out } : { kind: 'allow', request: req, named: ids };
+  };
+  const type = req.resourceType;
+  switch (req.interaction) {
+    case 'read':
+    case 'vread':
+    case 'history-instance':
+    case 'patch':
+    case 'delete':
+    case 'operation':
+      // Patient by id; other types are judged on the stored resource (the filter, the stored guard).
+      return type === 'Patient' && req.id !== undefined ? byIds([req.id]) : { kind: 'allow', request: req, named: [] };
+    case 'create':
+    case 'update': {
+      const ids = type === 'Patient' ? (req.id === undefined ? [] : [req.id]) : [];
+      if (type !== undefined && type !== 'Patient' && isCompartmentType(type)) {
+        for (const r of patientReferences(req.body, type)) {
+          const t = tailTypeId(r);
+          ids.push(t === undefined ? (r.includes('/') || r === '' ? '?' : r) : t.type === 'Patient' ? t.id : '?');
+        }
+      }
+      return byIds([...new Set(ids)]);
+    }
+    case 'search-compartment': {
+      const c = req.compartment;
+      if (c === undefined || c.type !== 'Patient') return { kind: 'unrelated', patients: ['?'] };
+      const named = patientsNamed(type ?? '', req.params);
+      return byIds([...new Set([c.id, ...named.ids])]);
+    }
+    case 'search-type': {
+      if (type === undefined || !isCompartmentType(type)) return { kind: 'allow', request: req, named: [] };
+      const named = patientsNamed(type, req.params);
+      const out = unrelatedOf(named.ids);
+      if (out.length > 0) return { kind: 'unrelated', patients: out };
+      if (named.ids.length > 0) return { kind: 'allow', request: req, named: named.ids };
+      const param = narrowingParam(type);
+      if (related.size === 0) return { kind: 'empty' };
+      if (param === undefined || related.size > opts.searchPatients) return { kind: 'too-broad' };
+      const ids = [...related].sort();
+      const value = param === '_id' ? ids.join(',') : ids.map((id) => `Patient/${id}`).join(',');
+      return { kind: 'allow', request: rebuild(req, { params: [...req.params, [param, value]] }), named: [], narrowed: ids.length };
+    }
+    case 'history-type':
+      // Refused where anything can be withheld (the stored guard); nothing to narrow here.
+      return { kind: 'allow', request: req, named: [] };
+    default:
+      // System-wide searches and history are not granted by any data set; capabilities is the gateway's own.
+      return { kind: 'allow', request: req, named: [] };
+  }
+}
+
+/** The request judged against the caller's related patients (see the module comment). */
+export function judgeRelationship(req: ClassifiedRequest, related: ReadonlySet<string>, opts: RelationshipOptions): RelationshipVerdict {
+  if (req.interaction !== 'batch' && req.interaction !== 'transaction') return judgeOne(req, related, opts);
+  const entries = req.entries ?? [];
+  const verdicts = entries.map((e) => judgeOne(e, related, opts));
+  const unrelated = verdicts.flatMap((v) => (v.kind === 'unrelated' ? v.patients : []));
+  if (unrelated.length > 0) return { kind: 'unrelated', patients: [...new Set(unrelated)] };
+  // An entry that can match nothing cannot be answered inside the Bundle: refused as a whole, as
+  // one naming an unrelated patient is (it names no patient the caller is related to either).
+  if (verdicts.some((v) => v.kind === 'empty')) return { kind: 'unrelated', patients: [] };
+  if (verdicts.some((v) => v.kind === 'too-broad')) return { kind: 'too-broad' };
+  const allowed = verdicts as Array<Extract<RelationshipVerdict, { kind: 'allow' }>>;
+  const named = [...new Set(allowed.flatMap((v) => v.named))];
+  const narrowed = allowed.reduce((n, v) => Math.max(n, v.narrowed ?? 0), 0);
+  if (allowed.every((v, k) => v.request === entries[k])) return { kind: 'allow', request: req, named };
+  const rebuilt = rebuildBatch(
+    req,
+    allowed.map((v) => v.request),
+  );
+  // A Bundle body that does not line up with its entries cannot be narrowed: refused (fail closed).
+  if (rebuilt === undefined) return { kind: 'too-broad' };
+  return { kind: 'allow', request: rebuilt, named, narrowed: narrowed > 0 ? narrowed : undefined };
+}
