@@ -9,6 +9,7 @@ import type { AuditRecord, AuditSink } from '../audit/record.js';
 import type { BreakGlassStats } from '../breakglass/types.js';
 import type { CompiledPolicy } from '../policy/plan.js';
 import type { Exchange } from '../proxy/record.js';
+import type { RelationshipStats } from '../relationships/resolver.js';
 
 export type Decision = 'allow' | 'deny' | 'error';
 export type UpstreamErrorKind = 'unavailable' | 'timeout' | 'bad-response' | 'too-large' | 'error';
@@ -38,6 +39,8 @@ export interface MetricsOptions {
   policy(): CompiledPolicy;
   /** Break-glass counts, read at scrape time; undefined when no service is running. */
   breakGlass?: (() => BreakGlassStats | undefined) | undefined;
+  /** Care-relationship lookups (src/relationships), read at scrape time; undefined when no resolver is running. */
+  relationships?: (() => RelationshipStats | undefined) | undefined;
   /** Node process metrics (CPU, memory, event loop lag). Default true. */
   readonly processMetrics?: boolean;
   /** Metric name prefix (default `phi_gateway_`). */
@@ -166,6 +169,33 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
   bgGauge('break_glass_sessions_open', 'Break-glass sessions not yet expired', (s) => s.open);
   bgGauge('break_glass_sessions_awaiting_review', 'Break-glass sessions without a retrospective review', (s) => s.awaitingReview);
   bgGauge('break_glass_oldest_unreviewed_age_seconds', 'Age of the oldest unreviewed break-glass session (0 when none)', (s) => s.oldestUnreviewedAgeSec);
+
+  // The resolver counts since it started; each scrape copies its counts (a restart reads as a counter reset).
+  const rel = opts.relationships;
+  new Counter({
+    name: `${p}relationship_lookups_total`,
+    help: 'Care-relationship lookups, by result: hit (answered from the cache, this replica\'s or Redis), miss (waited for the upstream), refresh (a background refresh of an entry past half its TTL), failure (the upstream could not answer: refused, or a refresh failed)',
+    labelNames: ['result'] as const,
+    registers: [registry],
+    collect() {
+      const s = rel?.();
+      if (!s) return;
+      this.reset();
+      this.inc({ result: 'hit' }, s.hits);
+      this.inc({ result: 'miss' }, s.misses);
+      this.inc({ result: 'refresh' }, s.refreshes);
+      this.inc({ result: 'failure' }, s.failures);
+    },
+  });
+  new Gauge({
+    name: `${p}relationship_callers_cached`,
+    help: 'Callers whose care relationships are cached (relationships.maxCallers at most)',
+    registers: [registry],
+    collect() {
+      const s = rel?.();
+      if (s) this.set(s.callers);
+    },
+  });
 
   // The pipeline's own capacity (limits.maxInflightRequests, limits.bufferBytes): what is taken now.
   let load: (() => { readonly requests: number; readonly bufferBytes: number }) | undefined;

@@ -22,6 +22,7 @@ import { parsePurposeHeader } from '../policy/purpose.js';
 import type { BreakGlassGate, PipelineDeps, PipelineSteps, PolicyRuntime } from '../proxy/pipeline.js';
 import { createUpstreamAuthorization, type UpstreamAuthorization } from '../proxy/upstream-auth.js';
 import { openMonitor, type RunningMonitor } from '../monitor/index.js';
+import { openRelationshipResolver, type RelationshipResolver } from '../relationships/resolver.js';
 import { filterResponse } from '../redact/response.js';
 import { buildAdminApp } from './admin.js';
 import { buildApp, listenerTls, upstreamTlsOptions } from './app.js';
@@ -181,9 +182,11 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
   let verifier: TokenVerifier = createTokenVerifier(config.auth);
   let upstreamAuth: UpstreamAuthorization = createUpstreamAuthorization(config.upstream.auth);
   let breakGlass: BreakGlassGate | undefined;
+  let relationships: RelationshipResolver | undefined;
   const metrics = createMetrics({
     policy: () => runtime.policy,
     breakGlass: () => (isBreakGlassService(breakGlass) ? breakGlass.stats() : undefined),
+    relationships: () => relationships?.stats(),
   });
   // Every write (requests, break-glass, exports) is timed; failures are counted.
   const sink: AuditSink = opts.audit ?? (await createAuditSink(config.audit, { logger, warnUnsigned: true }));
@@ -197,6 +200,9 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     headersTimeout: config.upstream.headersTimeoutMs,
     bodyTimeout: config.upstream.bodyTimeoutMs,
   });
+  // Care relationships are looked up with the gateway's own upstream credentials, as the proxy calls
+  // it; always running, so a reloaded policy that adds a requirement finds it.
+  relationships = await openRelationshipResolver(config, { logger, dispatcher: upstreamDispatcher, upstreamAuthorization: () => upstreamAuth(), now: () => now().getTime() });
   // Built-in hooks (metrics, monitoring) register here, each from its own module.
   const monitor = await openMonitor(config, { audit, logger, now, shadowPolicy: config.shadowPolicy, upstreamDispatcher });
   const gates: Gate[] = [(ex) => monitor.gate(ex), ...(opts.gates ?? [])];
@@ -211,6 +217,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     logger,
     steps: defaultSteps(config.limits.requestBodyBytes, config.limits.bundleEntries),
     breakGlass,
+    relationships,
     upstreamAuthorization: () => upstreamAuth(),
     upstreamDispatcher,
     now,
@@ -315,6 +322,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     }
     if (breakGlass !== opts.breakGlass) await (breakGlass as { close?: () => Promise<void> }).close?.();
     await monitor.close();
+    await relationships?.close();
     // Flushes pending group commits; records of every answered request are durable after this.
     // The sinks log a seal they could not write and carry on closing: the head tells whether it was.
     const before = chainHeadOf(sink);

@@ -7,10 +7,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
+import pino from 'pino';
+import { Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openAuditSource } from '../../src/audit/index.js';
 import { verifyChains } from '../../src/audit/verify.js';
 import { DEMO } from '../../src/demo/data.js';
+import { openRelationshipResolver } from '../../src/relationships/resolver.js';
 import { type Stack, startStack } from '../helpers/gateway.js';
 import { type RedisHandle, startRedis } from '../helpers/redis.js';
 
@@ -72,6 +75,36 @@ suite('the documented Redis ACL for the gateway', () => {
     const ids = new Set(items.flatMap((i) => ('record' in i ? [i.record.id] : [])));
     for (const r of [read, search, btg]) expect(ids.has(r.headers.get('x-request-id')!)).toBe(true);
     expect((await verifyChains(items)).ok).toBe(true);
+  });
+
+  it('lets replicas share care relationships under phi-gateway:rel:*', async () => {
+    const lines: string[] = [];
+    const sent: string[] = [];
+    const agent = new Agent();
+    const opts = {
+      logger: pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) }),
+      dispatcher: agent.compose((dispatch) => (o, handler) => {
+        sent.push(String(o.path));
+        return dispatch(o, handler);
+      }),
+      upstreamAuthorization: async () => undefined,
+    };
+    const relationships = { ttlMs: 60_000, maxCallers: 10, maxPatients: 100, searchPatients: 10, sources: new Map([['care-team', { name: 'care-team', kind: 'CareTeam' as const }]]) };
+    // Two replicas' resolvers, each with its own client as the gateway's Redis user.
+    const one = await openRelationshipResolver(stack.config, opts);
+    const two = await openRelationshipResolver(stack.config, opts);
+    try {
+      await one.lookup('Practitioner/acl-check', relationships);
+      expect(sent).toHaveLength(1);
+      await expect.poll(async () => (await admin.keys('phi-gateway:rel:*')).length).toBe(1);
+      await two.lookup('Practitioner/acl-check', relationships);
+      expect(sent).toHaveLength(1);
+      expect(lines.join('\n')).not.toMatch(/Redis/);
+    } finally {
+      await one.close();
+      await two.close();
+      await agent.close();
+    }
   });
 
   it('refuses the gateway every way of removing an audit record', async () => {
