@@ -605,7 +605,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     } catch (e) {
       return fail(ex, reply, e, 'error');
     } finally {
-      ex.upstreamMs = elapsedMs(sentAt);
+      if (!emptySearches.has(ex)) ex.upstreamMs = elapsedMs(sentAt);
     }
     // Answered, but the client has gone meanwhile: nothing to filter for anyone.
     const gone = scopes.get(reply)?.reason;
@@ -651,17 +651,11 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
   async function lookupRelationships(ex: Exchange, rt: PolicyRuntime, requirement: RelationshipRequirement, signal: AbortSignal | undefined): Promise<RelationshipState> {
     const config = rt.policy.relationships;
     const caller = ex.principal?.fhirUser;
-    const related = new Map<string, { source: string; resource: string }>();
-    if (caller !== undefined) {
-      if (config === undefined || deps.relationships === undefined) throw new GatewayError('relationship-unavailable', 'no relationship resolver');
-      const found = await deps.relationships.lookup(caller, config, signal);
-      const counted = new Set(requirement.sources);
-      for (const [patient, rels] of found.patients) {
-        const r = rels.find((x) => counted.has(x.source));
-        if (r !== undefined) related.set(patient, { source: r.source, resource: r.resource });
-      }
-    }
-    return { requirement, caller, related, set: new Set(related.keys()), named: [], unrelated: [] };
+    if (caller === undefined) return { requirement, caller, related: NOTHING_RELATED, set: NOTHING_RELATED_SET, named: [], unrelated: [] };
+    if (config === undefined || deps.relationships === undefined) throw new GatewayError('relationship-unavailable', 'no relationship resolver');
+    const found = await deps.relationships.lookup(caller, config, signal);
+    const { related, set } = countedRelationships(found, requirement.sources);
+    return { requirement, caller, related, set, named: [], unrelated: [] };
   }
 
   /**
@@ -742,7 +736,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     start: PagedStart,
     continued: boolean,
   ): Promise<void> {
-    ex.upstreamStatus = up.statusCode;
+    // The gateway's own empty page (no related patient to search) was never the upstream's answer.
+    ex.upstreamStatus = up === EMPTY_SEARCHSET ? undefined : up.statusCode;
     const first = decodeUpstreamBody(up.body, up.headers, config.limits, leases.get(reply));
     if (first.kind !== 'json') throw new GatewayError('upstream-bad-response', 'search answered without a body');
     const filter = new Filter(responseContext(rt, plan, eligible, compartment, relatedSet(ex)));
@@ -982,6 +977,34 @@ interface RelationshipState {
 }
 
 const EVIDENCE_MAX = 50;
+const NOTHING_RELATED: ReadonlyMap<string, { source: string; resource: string }> = new Map();
+const NOTHING_RELATED_SET: ReadonlySet<string> = new Set();
+
+type Looked = Awaited<ReturnType<RelationshipLookup['lookup']>>;
+type Counted = { related: ReadonlyMap<string, { source: string; resource: string }>; set: ReadonlySet<string> };
+/** Per looked-up set (the resolver hands out the same object while it is cached) and list of sources. */
+const countedCache = new WeakMap<Looked, Map<string, Counted>>();
+
+/** The patients related through `sources` (the first relationship found among them for each). */
+function countedRelationships(found: Looked, sources: readonly string[]): Counted {
+  const key = sources.join('\n');
+  let bySources = countedCache.get(found);
+  const hit = bySources?.get(key);
+  if (hit !== undefined) return hit;
+  const counted = new Set(sources);
+  const related = new Map<string, { source: string; resource: string }>();
+  for (const [patient, rels] of found.patients) {
+    const r = rels.find((x) => counted.has(x.source));
+    if (r !== undefined) related.set(patient, { source: r.source, resource: r.resource });
+  }
+  const out = { related, set: new Set(related.keys()) };
+  if (bySources === undefined) {
+    bySources = new Map();
+    countedCache.set(found, bySources);
+  }
+  bySources.set(key, out);
+  return out;
+}
 
 /** The audit record's relationship evidence: every patient named or released, related or not. */
 function relationshipEvidence(state: RelationshipState, released: ReadonlySet<string> | undefined): RelationshipEvidence {
