@@ -4,7 +4,8 @@
  *
  * Replays the recorded requests of the window through the running policy (--policy, else the
  * gateway config's) and the candidate, and lists per role what would change. Exit codes: 0 no
- * change, 3 changes found, 1 failure (an invalid candidate: every problem as file:line:col), 2 usage.
+ * change, 3 changes found (or requests the candidate's care-relationship requirement cannot be
+ * replayed on), 1 failure (an invalid candidate: every problem as file:line:col), 2 usage.
  */
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -29,12 +30,16 @@ export const USAGE = `usage:
 
   Replays recorded requests through the running policy (--policy F, else PHI_GATEWAY_POLICY, else
   the gateway config's) and the candidate: newly allowed, newly denied, elements newly shown or
-  hidden, per role. An invalid candidate is reported problem by problem as file:line:col.
+  hidden, per role. Care relationships are judged from each record's relationship evidence: would
+  be refused (or narrowed) for no relationship, would be allowed once a requirement is dropped, and,
+  apart, requests the candidate requires a relationship for that the record holds no lookup of
+  ("not looked up": put the requirement in force with required: false first, then diff).
+  An invalid candidate is reported problem by problem as file:line:col.
   S: file:DIR or redis://host:port[/db][?stream=NAME]; default PHI_GATEWAY_AUDIT, then the audit
   section of the gateway config (--config F, else PHI_GATEWAY_CONFIG, else config/gateway.yaml).
   T: an ISO 8601 time; --from inclusive, --to exclusive. The replay is itself recorded in the trail
   it read (kind audit-export); when that record cannot be written, nothing is shown (exit 1).
-  Exit 0: no change; 3: changes; 1: error; 2: usage.
+  Exit 0: no change; 3: changes (or requests not looked up); 1: error; 2: usage.
 `;
 
 class UsageError extends Error {}
@@ -136,7 +141,10 @@ async function runDiff(argv: string[], io: PolicyCliIo): Promise<number> {
         charts: { accessOverTime: [], denialsByRole: [], reviewAges: [] },
       };
       const text = values.format === 'csv' ? toCsv(report) : toText(report);
-      return { value: { text, changed: diff.changed }, details: { replayed, changed: diff.changed } };
+      return {
+        value: { text, changed: diff.changed + diff.notLookedUp },
+        details: { replayed, changed: diff.changed, notLookedUp: diff.notLookedUp || undefined },
+      };
     },
   );
   if (values.out) await writeFile(values.out, value.text, { mode: 0o600 });

@@ -33,7 +33,8 @@ export const USAGE = `usage:
   usage        per role and purpose: granted resource types (and elements) vs what was disclosed;
                grants never used are candidates for removal (compared with --policy F, else
                PHI_GATEWAY_POLICY, else the gateway config's policy)
-  access       per actor and per patient: requests, denials, break-glass sessions, anomalies
+  access       per actor and per patient: requests, denials, break-glass sessions, anomalies; per
+               actor, access without a care relationship (refused, break-glass, recorded only)
   break-glass  sessions, review state and outcome, median and worst time to review, overdue reviews
                (a review is overdue after --review-due-hours N, default 72)
   S: file:DIR or redis://host:port[/db][?stream=NAME]; default PHI_GATEWAY_AUDIT, then the audit

@@ -356,7 +356,7 @@ export const policySchema = {
             required: ['name', 'kind'],
             properties: {
               name,
-              kind: { enum: ['bulk-access', 'off-hours', 'denial-burst', 'family-name', 'broad-search'] },
+              kind: { enum: ['bulk-access', 'off-hours', 'denial-burst', 'family-name', 'broad-search', 'no-relationship'] },
               threshold: { type: 'integer', minimum: 1 },
               windowMinutes: { type: 'integer', minimum: 1, maximum: 10080 },
               hours: {

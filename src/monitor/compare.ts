@@ -2,12 +2,21 @@
  * What a request gets under one policy versus another (pure): allow or deny, and for each resource
  * type the request can release, which elements survive and how. Used by `policy diff` (replaying
  * recorded requests) and by shadow mode (live traffic).
+ *
+ * Care relationships are judged from the evidence the request's record holds (`relationship`: the
+ * patients it reached with the relationship behind each, and those without one), never looked up
+ * again: a candidate's requirement is replayable only where the record has that evidence for the
+ * sources the candidate counts. Turning a requirement on with `required: false` first records it.
  */
+import type { RelationshipEvidence } from '../audit/record.js';
 import type { Principal } from '../auth/principal.js';
+import { isCompartmentType } from '../policy/compartment.js';
 import { decide } from '../policy/decide.js';
-import type { CompiledPolicy } from '../policy/plan.js';
+import type { CompiledPolicy, RelationshipRequirement, RelationshipSource } from '../policy/plan.js';
+import { patientsNamed } from '../policy/relationship.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { ElementLine } from '../redact/types.js';
+import { relationshipRefusal } from './rules.js';
 
 export interface Verdict {
   readonly allow: boolean;
@@ -17,6 +26,16 @@ export interface Verdict {
   readonly rule: string;
   /** Per resource type asked about: element -> action (elements absent from the map are not released). */
   readonly elements: ReadonlyMap<string, ReadonlyMap<string, ElementLine['action']>>;
+  /** The plan's care-relationship requirement, when allowed under one. */
+  readonly relationship?: VerdictRelationship | undefined;
+}
+
+/** A requirement with its sources as its policy defines them (a source is its name, kind and days). */
+export interface VerdictRelationship {
+  readonly required: boolean;
+  /** e.g. `dataSets.clinical.relationship`. */
+  readonly rule: string;
+  readonly sources: ReadonlyMap<string, RelationshipSource | undefined>;
 }
 
 export interface VerdictInput {
@@ -49,7 +68,31 @@ export function verdict(policy: CompiledPolicy, input: VerdictInput): Verdict {
     }
     elements.set(type, m);
   }
-  return { allow: true, code: undefined, role: d.plan.role, rule: d.rule, elements };
+  const relationship = d.plan.relationship ? resolve(policy, d.plan.relationship) : undefined;
+  return { allow: true, code: undefined, role: d.plan.role, rule: d.rule, elements, ...(relationship ? { relationship } : {}) };
+}
+
+function resolve(policy: CompiledPolicy, r: RelationshipRequirement): VerdictRelationship {
+  return { required: r.required, rule: r.rule, sources: new Map(r.sources.map((n) => [n, policy.relationships?.sources.get(n)])) };
+}
+
+/** Per policy: requirement rule -> the requirement (the sources a record of that rule was looked up in). */
+const byRule = new WeakMap<CompiledPolicy, ReadonlyMap<string, VerdictRelationship>>();
+
+/** The requirement `rule` names in `policy` (every purpose of a data set shares its sources). */
+export function requirementByRule(policy: CompiledPolicy, rule: string): VerdictRelationship | undefined {
+  let m = byRule.get(policy);
+  if (m === undefined) {
+    const found = new Map<string, VerdictRelationship>();
+    for (const role of policy.roles.values()) {
+      for (const plan of role.plans.values()) {
+        if (plan.relationship && !found.has(plan.relationship.rule)) found.set(plan.relationship.rule, resolve(policy, plan.relationship));
+      }
+    }
+    m = found;
+    byRule.set(policy, m);
+  }
+  return m.get(rule);
 }
 
 export interface ElementChange {
@@ -62,7 +105,17 @@ export interface ElementChange {
 export type Change =
   | { readonly kind: 'newly-allowed'; readonly was: string; readonly now: string }
   | { readonly kind: 'newly-denied'; readonly was: string; readonly now: string }
-  | { readonly kind: 'elements'; readonly shown: readonly ElementChange[]; readonly hidden: readonly ElementChange[]; readonly changed: readonly ElementChange[] };
+  | { readonly kind: 'elements'; readonly shown: readonly ElementChange[]; readonly hidden: readonly ElementChange[]; readonly changed: readonly ElementChange[] }
+  /**
+   * The candidate's requirement is not met: the request would be refused (answered as if the patient
+   * did not exist, or 403 relationship-required), or, a search naming no patient, answered without
+   * the unrelated patients (`narrowed`). `rule`: the candidate's requirement.
+   */
+  | { readonly kind: 'relationship-refused'; readonly narrowed: boolean; readonly rule: string }
+  /** The running policy's requirement refused it (as unrelated or too broad), or narrowed the search; the candidate would not. */
+  | { readonly kind: 'relationship-allowed'; readonly was: 'refused' | 'too-broad' | 'narrowed'; readonly now: string }
+  /** The candidate requires a relationship the record has no evidence for: it cannot be replayed. */
+  | { readonly kind: 'relationship-unknown'; readonly rule: string };
 
 /** Differences from `current` to `candidate`; [] when the request fares the same. */
 export function compareVerdicts(current: Verdict, candidate: Verdict): Change[] {
@@ -91,6 +144,111 @@ export function compareVerdicts(current: Verdict, candidate: Verdict): Change[] 
   if (shown.length + hidden.length + changed.length === 0) return [];
   const by = (x: ElementChange, y: ElementChange) => x.element.localeCompare(y.element);
   return [{ kind: 'elements', shown: shown.sort(by), hidden: hidden.sort(by), changed: changed.sort(by) }];
+}
+
+/** What the running policy's requirement did to a request a candidate would let through, in words. */
+export const WAS = { refused: 'no relationship', 'too-broad': 'search too broad', narrowed: 'narrowed to related patients' } as const;
+
+/** What a record shows of the request beyond its verdicts: the relationship evidence, what was released, its rule. */
+export interface RequestFacts {
+  readonly request: ClassifiedRequest;
+  /** The record's relationship evidence; absent when no lookup was made. */
+  readonly evidence: RelationshipEvidence | undefined;
+  /** Patients whose data was released (`disclosed.patients`). */
+  readonly released: readonly string[];
+  /** The record's rule: says when a relationship refused the request (`relationshipRefusal`). */
+  readonly rule?: string | undefined;
+}
+
+type RelationshipState = 'none' | 'related' | 'unrelated' | 'unknown';
+
+function sameSource(a: RelationshipSource | undefined, b: RelationshipSource | undefined): boolean {
+  return a !== undefined && b !== undefined && a.kind === b.kind && a.days === b.days;
+}
+
+/** Both enforce the same sources, defined alike, or neither enforces anything. */
+function sameRequirement(a: VerdictRelationship | undefined, b: VerdictRelationship | undefined): boolean {
+  const ra = a?.required === true ? a : undefined;
+  const rb = b?.required === true ? b : undefined;
+  if (ra === undefined || rb === undefined) return ra === rb;
+  if (ra.sources.size !== rb.sources.size) return false;
+  for (const [name, s] of ra.sources) if (!rb.sources.has(name) || !sameSource(s, rb.sources.get(name))) return false;
+  return true;
+}
+
+/**
+ * Whether the record's evidence meets `req`, patient by patient (those it names as unrelated and
+ * those released). Related: the evidence names a relationship of his through a source `req` counts.
+ * Unrelated: the evidence lists him as unrelated and every source `req` counts was read for the
+ * record, defined as `req` defines it (`consulted`: the requirement the record was looked up under).
+ * Otherwise it cannot be told: a source the lookup did not read, a patient the evidence does not
+ * list (it holds at most 50), or one related through a source `req` does not count (the record
+ * names only the first relationship found, so another may hold).
+ */
+function judge(req: VerdictRelationship | undefined, facts: RequestFacts, consulted: VerdictRelationship | undefined): RelationshipState {
+  if (req === undefined || !req.required) return 'none';
+  const evidence = facts.evidence;
+  if (evidence === undefined) return 'unknown';
+  const known = (s: string) => consulted?.sources.has(s) === true && sameSource(consulted.sources.get(s), req.sources.get(s));
+  const everyKnown = [...req.sources.keys()].every(known);
+  const counted = new Set<string>();
+  for (const r of evidence.related) if (req.sources.has(r.source) && known(r.source)) counted.add(r.patient);
+  const unrelated = new Set(evidence.unrelated);
+  let unknown = false;
+  for (const patient of new Set([...evidence.unrelated, ...facts.released])) {
+    if (counted.has(patient)) continue;
+    if (everyKnown && unrelated.has(patient)) return 'unrelated';
+    unknown = true;
+  }
+  return unknown ? 'unknown' : 'related';
+}
+
+/** A search naming no patient, of a type with patients: narrowed under a requirement, not refused (src/policy/relationship.ts). */
+function isNarrowable(req: ClassifiedRequest): boolean {
+  const type = req.resourceType;
+  return req.interaction === 'search-type' && type !== undefined && isCompartmentType(type) && patientsNamed(type, req.params).ids.length === 0;
+}
+
+/**
+ * Differences from `current` to `candidate` for a request whose record shows `facts`, care
+ * relationships included; [] when the request fares the same. The running policy's outcome is the
+ * recorded one: refused for lack of a relationship (or as too broad) as its rule says, narrowed as
+ * its evidence says; without evidence, as recorded (the record predates the lookup). A candidate
+ * whose requirement the record cannot answer gives `relationship-unknown` alone.
+ */
+export function compareRequest(currentPolicy: CompiledPolicy, current: Verdict, candidate: Verdict, facts: RequestFacts): Change[] {
+  const consulted = facts.evidence ? requirementByRule(currentPolicy, facts.evidence.rule) : undefined;
+  const narrowable = isNarrowable(facts.request);
+  const refusal = relationshipRefusal(facts.rule);
+  const enforcesA = current.allow && current.relationship?.required === true;
+  const enforcesB = candidate.allow && candidate.relationship?.required === true;
+  const relA = current.allow ? judge(current.relationship, facts, consulted) : 'none';
+  const tooBroadA = enforcesA && refusal === 'too-broad';
+  const refusedA = enforcesA && (refusal === 'no-relationship' || (relA === 'unrelated' && !narrowable));
+  // Answered without the unrelated patients (a search naming none), or narrowed to the related ones.
+  const lossA = enforcesA && narrowable && !refusedA && relA === 'unrelated';
+  const narrowedA = enforcesA && narrowable && !refusedA && !tooBroadA && (lossA || facts.evidence?.narrowed !== undefined);
+  if (!candidate.allow || (current.allow && sameRequirement(current.relationship, candidate.relationship))) {
+    return refusedA || tooBroadA ? [] : compareVerdicts(current, candidate);
+  }
+  const rule = candidate.relationship?.rule ?? '';
+  // Too broad depends on how many patients the caller is related to: not in the record.
+  if (tooBroadA) return enforcesB ? [{ kind: 'relationship-unknown', rule }] : [{ kind: 'relationship-allowed', was: 'too-broad', now: candidate.rule }];
+  const relB = judge(candidate.relationship, facts, consulted);
+  if (relB === 'unknown') return [{ kind: 'relationship-unknown', rule }];
+  const refusedB = relB === 'unrelated' && !narrowable;
+  if (refusedA) {
+    if (relB === 'unrelated') return [];
+    // Refused as the rule says, with no unrelated patient in the evidence (a withheld resource's): the candidate's sources cannot be judged.
+    if (enforcesB && relA !== 'unrelated') return [{ kind: 'relationship-unknown', rule }];
+    return [{ kind: 'relationship-allowed', was: 'refused', now: candidate.rule }];
+  }
+  if (!current.allow) return refusedB ? [] : compareVerdicts(current, candidate);
+  if (refusedB) return [{ kind: 'relationship-refused', narrowed: false, rule }];
+  const out: Change[] = [];
+  if (narrowedA && !enforcesB) out.push({ kind: 'relationship-allowed', was: 'narrowed', now: candidate.rule });
+  else if (relB === 'unrelated' && !lossA) out.push({ kind: 'relationship-refused', narrowed: true, rule });
+  return [...out, ...compareVerdicts(current, candidate)];
 }
 
 /** `Patient.identifier[type=SS]`, `@ContactPoint`: lines about parts of elements, not whole elements. */

@@ -4,7 +4,8 @@
  * raises an alert on the break-glass channels (webhook, Redis PUBLISH, warn log), once per rule,
  * actor (and patient, for family-name) and window. A gate refuses an actor's requests only for
  * rules marked `block: true`: off-hours at once, the others for the rest of the window after
- * they fired.
+ * they fired. `no-relationship` reads the care-relationship evidence the pipeline put on the
+ * exchange (the same the request's audit record holds).
  */
 import { hash, randomUUID } from 'node:crypto';
 import type { Principal } from '../auth/principal.js';
@@ -14,7 +15,7 @@ import type { AlertPayload } from '../breakglass/outbox.js';
 import { ERRORS, type ErrorCode, GatewayError } from '../errors.js';
 import type { Exchange } from '../proxy/record.js';
 import type { FamilyNameLookup } from './names.js';
-import { type CompiledAnomalyRule, isOffHours, isUntargetedSearch, ruleApplies } from './rules.js';
+import { type CompiledAnomalyRule, isOffHours, isUntargetedSearch, ruleApplies, withoutRelationship } from './rules.js';
 import type { WindowStore } from './window.js';
 
 /**
@@ -67,6 +68,8 @@ interface Hit {
   readonly patients: readonly string[];
   /** Dedupe scope beyond (rule, actor). */
   readonly scope?: string;
+  /** Kind-specific facts added to the record's details and the alert (counts and codes only). */
+  readonly facts?: Readonly<Record<string, string | number>>;
 }
 
 export function createMonitor(o: MonitorOptions): Monitor {
@@ -93,6 +96,7 @@ export function createMonitor(o: MonitorOptions): Monitor {
       windowMinutes: rule.windowMs / 60_000,
       block: rule.block,
       alertId,
+      ...hit.facts,
     };
     const record: AuditRecord = {
       id: newId(),
@@ -124,7 +128,18 @@ export function createMonitor(o: MonitorOptions): Monitor {
       time: ex.time.toISOString(),
       actor: { iss: p.iss, sub: p.sub, clientId: p.clientId, roles: [...p.roles] },
       patient: hit.patients.length === 1 ? hit.patients[0] : '',
-      anomaly: { rule: rule.name, kind: rule.kind, path: rule.path, requestId: ex.id, count: hit.count, threshold: rule.threshold, windowMinutes: facts.windowMinutes, block: rule.block, patients: hit.patients.length },
+      anomaly: {
+        rule: rule.name,
+        kind: rule.kind,
+        path: rule.path,
+        requestId: ex.id,
+        count: hit.count,
+        threshold: rule.threshold,
+        windowMinutes: facts.windowMinutes,
+        block: rule.block,
+        patients: hit.patients.length,
+        ...hit.facts,
+      },
     });
     return true;
   }
@@ -161,6 +176,20 @@ export function createMonitor(o: MonitorOptions): Monitor {
         case 'broad-search': {
           if (!allowed || !ex.request || !isUntargetedSearch(ex.request)) break;
           if (patients.length >= rule.threshold) await fire(ex, outcome, { rule, count: patients.length, patients });
+          break;
+        }
+        case 'no-relationship': {
+          // Any decision: a refusal for lack of a relationship is the commonest case.
+          const without = withoutRelationship(ex.relationship, ex.breakGlass !== undefined, outcome.rule);
+          if (without === undefined) break;
+          // A resource withheld as an unrelated patient's names no patient: counted by what was asked for.
+          const members = without.patients.length > 0 ? without.patients : [`${ex.request?.resourceType ?? ''}/${ex.request?.id ?? ex.id}`];
+          const n = await o.store.add(`norel:${rule.name}:${actor}`, members, t, rule.windowMs);
+          if (n < rule.threshold) break;
+          // Patient ids only as far as this response released them, as the other rules name them:
+          // a refused request names none.
+          const unrelated = new Set(without.patients);
+          await fire(ex, outcome, { rule, count: n, patients: patients.filter((x) => unrelated.has(x)), facts: { access: without.access } });
           break;
         }
         case 'family-name': {

@@ -1,8 +1,10 @@
 /**
  * Anomaly rules (policy file `anomalies:`), compiled once per policy version, and the pure
  * judgements the monitor makes per request: is this time outside the allowed hours, is this a
- * search without a patient parameter, does a role match. No I/O here.
+ * search without a patient parameter, does a role match, did a request reach a patient without a
+ * care relationship. No I/O here.
  */
+import type { RelationshipEvidence } from '../audit/record.js';
 import type { AnomaliesSpec, AnomalyKind, AnomalyRuleSpec } from '../policy/model.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 
@@ -49,7 +51,7 @@ export function compileAnomalies(spec: AnomaliesSpec | undefined): CompiledAnoma
       name: r.name,
       kind: r.kind,
       path,
-      // family-name and off-hours fire on one request.
+      // family-name and off-hours fire on one request; no-relationship on the first patient reached without one.
       threshold: r.threshold ?? 1,
       windowMs: minutes * 60_000,
       roles: r.roles ? new Set(r.roles) : undefined,
@@ -156,6 +158,42 @@ export function ruleApplies(rule: Pick<CompiledAnomalyRule, 'roles'>, role: stri
   if (!rule.roles) return true;
   if (role !== undefined) return rule.roles.has(role);
   return roles.some((r) => rule.roles!.has(r));
+}
+
+/**
+ * What a request's rule says a care-relationship requirement did to it (src/proxy/pipeline.ts):
+ * refused it for lack of a relationship (also a resource withheld as an unrelated patient's), or as a
+ * search too broad to narrow; undefined otherwise.
+ */
+export function relationshipRefusal(rule: string | undefined): 'no-relationship' | 'too-broad' | undefined {
+  if (typeof rule !== 'string') return undefined;
+  if (NO_RELATIONSHIP.test(rule)) return 'no-relationship';
+  if (TOO_BROAD.test(rule)) return 'too-broad';
+  return undefined;
+}
+
+/** `<grant> -> <requirement>: no relationship`, then the error code when one was raised; or the filter's withholding. */
+const NO_RELATIONSHIP = /(: no relationship(: [a-z-]+)?|: withheld \(relationship\))$/;
+const TOO_BROAD = /: search too broad(: [a-z-]+)?$/;
+
+/**
+ * A request that reached a patient without a care relationship, and how: refused for lack of one
+ * (`required`), under a break-glass session (the glass was needed for lack of one), or under a
+ * `required: false` requirement that only records. `patients`: the evidence's `unrelated`; a
+ * refusal the rule tells of may name none (a resource withheld as an unrelated patient's). Undefined
+ * when the request reached none (or has no evidence).
+ */
+export function withoutRelationship(
+  evidence: RelationshipEvidence | undefined,
+  breakGlass: boolean,
+  rule?: string,
+): { readonly patients: readonly string[]; readonly access: 'refused' | 'break-glass' | 'recorded-only' } | undefined {
+  if (evidence === undefined) return undefined;
+  // As stored: anything not a list of ids is not evidence.
+  const patients = Array.isArray(evidence.unrelated) ? evidence.unrelated.filter((p) => typeof p === 'string') : [];
+  const access = breakGlass ? 'break-glass' : evidence.required === true ? 'refused' : 'recorded-only';
+  if (patients.length > 0 || (access === 'refused' && relationshipRefusal(rule) === 'no-relationship')) return { patients, access };
+  return undefined;
 }
 
 /** Family names compared without case, accents or surrounding space ("Müller" = "MULLER "). */

@@ -1,15 +1,20 @@
 /**
  * Shadow mode: a candidate policy is evaluated on live traffic, after the response was released,
  * without enforcing it. Each request the candidate would treat differently (allowed vs denied,
- * elements shown, hidden or transformed otherwise) gets an audit record of kind `shadow-diff`.
+ * elements shown, hidden or transformed otherwise, refused or let through for a care relationship)
+ * gets an audit record of kind `shadow-diff`. A candidate's relationship requirement is judged on the
+ * relationships the running policy looked up for the request: where those cannot answer it (no
+ * requirement of its own, or sources it does not read), the record says so
+ * (`relationship-not-looked-up`).
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AuditRecord, AuditSink } from '../audit/record.js';
 import type { CompiledPolicy } from '../policy/plan.js';
 import type { Exchange } from '../proxy/record.js';
-import { type Change, compareVerdicts, typesOf, verdict } from './compare.js';
+import { type Change, compareRequest, typesOf, type Verdict, verdict, WAS } from './compare.js';
 import type { Outcome } from './monitor.js';
+import { relationshipRefusal } from './rules.js';
 
 export interface ShadowOptions {
   readonly audit: AuditSink;
@@ -30,6 +35,16 @@ export function describeChanges(changes: readonly Change[]): Record<string, unkn
       if (c.shown.length) out.shown = c.shown.map((x) => x.element);
       if (c.hidden.length) out.hidden = c.hidden.map((x) => x.element);
       if (c.changed.length) out.changed = c.changed.map((x) => `${x.element}: ${x.from} -> ${x.to}`);
+    } else if (c.kind === 'relationship-refused') {
+      out.decision = c.narrowed ? 'relationship-narrowed' : 'relationship-refused';
+      out.now = `${c.rule}: no relationship`;
+    } else if (c.kind === 'relationship-allowed') {
+      out.decision = 'relationship-allowed';
+      out.was = WAS[c.was];
+      out.now = c.now;
+    } else if (c.kind === 'relationship-unknown') {
+      out.decision = 'relationship-not-looked-up';
+      out.now = c.rule;
     } else {
       out.decision = c.kind;
       out.was = c.was;
@@ -37,6 +52,15 @@ export function describeChanges(changes: readonly Change[]): Record<string, unkn
     }
   }
   return out;
+}
+
+/** The candidate's decision and rule for the record, a relationship's refusal included. */
+function candidateOutcome(b: Verdict, changes: readonly Change[]): { decision: 'allow' | 'deny'; rule: string } {
+  for (const c of changes) {
+    if (c.kind === 'relationship-refused' && !c.narrowed) return { decision: 'deny', rule: `${b.rule} -> ${c.rule}: no relationship` };
+    if (c.kind === 'relationship-unknown') return { decision: 'allow', rule: `${b.rule} -> ${c.rule}: not looked up` };
+  }
+  return b.allow ? { decision: 'allow', rule: b.rule } : { decision: 'deny', rule: b.code ?? b.rule };
 }
 
 export function createShadowObserver(o: ShadowOptions): { observe(ex: Readonly<Exchange>, outcome: Outcome): void; idle(): Promise<void> } {
@@ -49,11 +73,15 @@ export function createShadowObserver(o: ShadowOptions): { observe(ex: Readonly<E
     const types = [...new Set([...(ex.request.resourceType ? [ex.request.resourceType] : []), ...typesOf(ex.stats?.resources ?? [])])];
     const input = { principal: ex.principal, purpose: ex.purpose, requestedRole: ex.role, request: ex.request, types };
     const a = verdict(current, input);
-    // The live decision is the truth for "was it allowed": a break-glass or gate refusal is not the policy's.
-    if (a.allow !== (outcome.decision === 'allow') && outcome.decision !== 'error') return;
+    // The live decision is the truth for "was it allowed": a break-glass or gate refusal is not the
+    // policy's. A care relationship's is (for a search, an allowed empty searchset).
+    const rel = ex.relationship;
+    const byRelationship = a.allow && rel?.required === true && (rel.unrelated.length > 0 || relationshipRefusal(outcome.rule) !== undefined);
+    if (!byRelationship && a.allow !== (outcome.decision === 'allow') && outcome.decision !== 'error') return;
     const b = verdict(o.candidate, input);
-    const changes = compareVerdicts(a, b);
+    const changes = compareRequest(current, a, b, { request: ex.request, evidence: rel, released: ex.stats ? [...ex.stats.patients] : [], rule: outcome.rule });
     if (changes.length === 0) return;
+    const { decision, rule } = candidateOutcome(b, changes);
     const p = ex.principal;
     const record: AuditRecord = {
       id: newId(),
@@ -64,8 +92,8 @@ export function createShadowObserver(o: ShadowOptions): { observe(ex: Readonly<E
       role: ex.role ?? b.role,
       client: { address: ex.clientAddress, userAgent: ex.userAgent },
       request: { method: ex.method, path: ex.url, interaction: ex.request.interaction, resourceType: ex.request.resourceType },
-      decision: b.allow ? 'allow' : 'deny',
-      rule: `shadow ${o.candidate.version}: ${b.allow ? b.rule : (b.code ?? b.rule)}`,
+      decision,
+      rule: `shadow ${o.candidate.version}: ${rule}`,
       disclosed: { resources: [], patients: [], elementsRemoved: 0, resourcesWithheld: 0 },
       status: outcome.status,
       upstreamStatus: undefined,

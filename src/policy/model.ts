@@ -114,7 +114,12 @@ export interface BreakGlassSpec {
   readonly maxSessionsPerDay?: number;
 }
 
-export type AnomalyKind = 'bulk-access' | 'off-hours' | 'denial-burst' | 'family-name' | 'broad-search';
+/**
+ * `no-relationship`: access to a patient without a care relationship, as the request's audit record
+ * shows it (refused for lack of one, a break-glass access that needed the glass for lack of one, or
+ * an access a `required: false` requirement only recorded).
+ */
+export type AnomalyKind = 'bulk-access' | 'off-hours' | 'denial-burst' | 'family-name' | 'broad-search' | 'no-relationship';
 
 export interface AnomaliesSpec {
   /** IANA time zone for `off-hours` rules without their own (default UTC). */
@@ -129,7 +134,8 @@ export interface AnomalyRuleSpec {
   /**
    * bulk-access: distinct patients per actor per window above which it fires; denial-burst: denials
    * per actor per window at which it fires; broad-search: patients returned by one search without a
-   * patient parameter at which it fires.
+   * patient parameter at which it fires; no-relationship: distinct patients reached without a care
+   * relationship per actor per window at which it fires (default 1).
    */
   readonly threshold?: number;
   /** Sliding window, and how long an alert is not repeated for the same actor (default 60). */

@@ -257,7 +257,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
    */
   function finish(ex: Exchange, reply: FastifyReply, out: Outcome): Promise<void> {
     const rel = relationshipStates.get(ex);
-    if (rel !== undefined) ex.relationship = relationshipEvidence(rel, ex.stats?.patients);
+    if (rel !== undefined) ex.relationship = relationshipEvidence(rel, ex.stats?.patients, ex.stats?.unrelated);
     // Serialize first: the record must describe what is actually released, and a body that cannot
     // be serialized (hostile nesting) is released as nothing at all.
     let payload: Buffer;
@@ -1007,9 +1007,9 @@ function countedRelationships(found: Looked, sources: readonly string[]): Counte
 }
 
 /** The audit record's relationship evidence: every patient named or released, related or not. */
-function relationshipEvidence(state: RelationshipState, released: ReadonlySet<string> | undefined): RelationshipEvidence {
+function relationshipEvidence(state: RelationshipState, released: ReadonlySet<string> | undefined, withheld: ReadonlySet<string> | undefined): RelationshipEvidence {
   const related: Array<{ patient: string; resource: string; source: string }> = [];
-  const unrelated = new Set(state.unrelated);
+  const unrelated = new Set([...state.unrelated, ...(withheld ?? [])]);
   for (const p of new Set([...state.named, ...(released ?? [])])) {
     const r = state.related.get(p);
     if (r !== undefined) related.push({ patient: p, resource: r.resource, source: r.source });
@@ -1088,6 +1088,10 @@ function withBatchPages(result: FilterResult, pages: ReadonlyMap<number, { body:
     stats.resourcesWithheld += s.resourcesWithheld;
     stats.resources.push(...s.resources);
     for (const x of s.patients) stats.patients.add(x);
+    if (s.unrelated !== undefined) {
+      stats.unrelated ??= new Set();
+      for (const x of s.unrelated) stats.unrelated.add(x);
+    }
     if (stats.elements && s.elements) {
       for (const [t, names] of s.elements) {
         const into = stats.elements.get(t);

@@ -293,7 +293,15 @@ export class Filter {
     // Likewise a record of a patient the caller has no relationship with is not announced as
     // break-glass-revealable for its label: it is refused for the relationship (which break-glass
     // also opens), or simply not there.
-    if (!this.related(res)) return 'relationship';
+    if (!this.related(res)) {
+      const related = this.ctx.relatedPatients;
+      const unrelated = patientsOf(res).filter((p) => !related?.has(p));
+      if (unrelated.length > 0) {
+        this.stats.unrelated ??= new Set();
+        for (const p of unrelated) this.stats.unrelated.add(p);
+      }
+      return 'relationship';
+    }
     if (plan.withhold.match(security as readonly Coding[] | undefined) !== undefined) return 'label';
     return undefined;
   }

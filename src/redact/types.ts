@@ -68,6 +68,11 @@ export interface FilterStats {
   /** Real patient ids whose data was released. */
   readonly patients: Set<string>;
   /**
+   * Patients whose records were withheld because the caller has no care relationship with them
+   * (the audit record's `relationship.unrelated`); absent until one is.
+   */
+  unrelated?: Set<string>;
+  /**
    * Top-level element names released, per resource type (contained resources under their own
    * type): the keys of each released resource that its type defines (`_x` counted as `x`, choice
    * elements by their concrete name, e.g. `deceasedBoolean`). Always set by filterResponse.

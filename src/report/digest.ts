@@ -5,6 +5,7 @@
  * with the number of records.
  */
 import type { AuditRecord } from '../audit/record.js';
+import { withoutRelationship } from '../monitor/rules.js';
 import type { CompiledPolicy } from '../policy/plan.js';
 
 export interface Table {
@@ -51,6 +52,17 @@ interface Counter {
 
 const counter = (): Counter => ({ requests: 0, allowed: 0, denied: 0, errors: 0, sessions: new Set(), anomalies: 0, others: new Set() });
 
+/** One actor's accesses to patients without a care relationship (records' `relationship.unrelated`). */
+interface Unrelated {
+  /** Requests refused for lack of one (`required: true`). */
+  refused: number;
+  /** Break-glass sessions whose records show the patient unrelated: what the glass was broken for. */
+  breakGlass: Set<string>;
+  /** Requests a `required: false` requirement only recorded. */
+  recorded: number;
+  patients: Set<string>;
+}
+
 interface Session {
   id: string;
   actor: string;
@@ -88,6 +100,7 @@ export class AuditDigest {
   private readonly denialsByRole = new Map<string, number>();
   private readonly buckets = new Map<number, { total: number; denied: number }>();
   private readonly anomalyRules = new Map<string, number>();
+  private readonly unrelated = new Map<string, Unrelated>();
   private readonly fromMs: number | undefined;
   private readonly toMs: number | undefined;
   private first = Number.POSITIVE_INFINITY;
@@ -107,6 +120,7 @@ export class AuditDigest {
     this.records++;
     const actor = r.actor?.sub ?? '(anonymous)';
     const patients = r.disclosed?.patients ?? [];
+    if (r.relationship && (r.kind === 'fhir' || r.kind === 'break-glass-start')) this.relationshipUse(actor, r);
     switch (r.kind) {
       case 'fhir': {
         this.first = Math.min(this.first, t);
@@ -162,6 +176,21 @@ export class AuditDigest {
       default:
         break;
     }
+  }
+
+  private relationshipUse(actor: string, r: AuditRecord): void {
+    const session = r.breakGlass?.session;
+    const without = withoutRelationship(r.relationship, session !== undefined, r.rule);
+    if (without === undefined) return;
+    let u = this.unrelated.get(actor);
+    if (!u) {
+      u = { refused: 0, breakGlass: new Set(), recorded: 0, patients: new Set() };
+      this.unrelated.set(actor, u);
+    }
+    if (without.access === 'break-glass') u.breakGlass.add(session!);
+    else if (without.access === 'refused') u.refused++;
+    else u.recorded++;
+    for (const p of without.patients) u.patients.add(p);
   }
 
   private bucketOf(t: number): number {
@@ -300,10 +329,23 @@ export class AuditDigest {
       .sort(([a, x], [b, y]) => y.requests - x.requests || a.localeCompare(b))
       .map(([id, c]) => [id, c.requests, c.others.size, c.sessions.size, c.anomalies]);
     const ruleRows = [...this.anomalyRules].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, v]);
+    const total = (u: Unrelated) => u.refused + u.breakGlass.size + u.recorded;
+    const unrelatedRows = [...this.unrelated]
+      .sort(([a, x], [b, y]) => total(y) - total(x) || a.localeCompare(b))
+      .map(([sub, u]) => [sub, u.refused, u.breakGlass.size, u.recorded, u.patients.size]);
     return [
       { title: 'Per actor', columns: ['actor', 'requests', 'allowed', 'denied', 'errors', 'patients', 'break-glass sessions', 'anomalies'], rows: actorRows },
       { title: 'Per patient', columns: ['patient', 'requests', 'actors', 'break-glass sessions', 'anomalies'], rows: patientRows },
       { title: 'Anomalies by rule', columns: ['rule', 'alerts'], rows: ruleRows },
+      {
+        title: 'Access without relationship',
+        columns: ['actor', 'refused: no relationship', 'break-glass sessions opened without one', 'recorded only (required: false)', 'patients without relationship'],
+        rows: unrelatedRows,
+        note:
+          'Per actor, from the care-relationship evidence of each record: requests refused for lack of a relationship, break-glass sessions whose patient ' +
+          'the actor had no relationship with (the glass was broken for that), requests to unrelated patients a required: false requirement only recorded, ' +
+          'and the distinct patients concerned (each record lists at most 50; a resource withheld as an unrelated patient\'s names none).',
+      },
     ];
   }
 

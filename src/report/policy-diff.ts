@@ -7,11 +7,18 @@
  * and the types released. Not recorded, so not replayed: token purpose/patient/scope limits (the
  * replay assumes none), POST bodies (form `_search` parameters, writes; such requests are skipped
  * and counted), break-glass sessions (BTG requests are skipped: they are reviewed, not policy-judged).
+ *
+ * Care relationships are judged from each record's relationship evidence (src/monitor/compare.ts):
+ * a candidate requirement the record shows unmet "would be refused: no relationship" (a search
+ * naming no patient "would be narrowed"); a requirement the running policy enforced and the
+ * candidate drops "would be allowed"; a candidate requirement the record's lookup cannot answer
+ * (the running policy had none, or read other sources) is counted apart as "not looked up (cannot
+ * replay)": put the requirement in force with `required: false` first, then diff.
  */
 import type { AuditRecord } from '../audit/record.js';
 import type { Principal } from '../auth/principal.js';
 import { isR4ResourceType } from '../fhir/resource-types.js';
-import { type Change, compareVerdicts, typesOf, verdict } from '../monitor/compare.js';
+import { type Change, compareRequest, typesOf, verdict, WAS } from '../monitor/compare.js';
 import { classify } from '../policy/classify.js';
 import type { CompiledPolicy } from '../policy/plan.js';
 import type { Table } from './digest.js';
@@ -19,7 +26,16 @@ import type { Table } from './digest.js';
 export interface DiffLine {
   readonly role: string;
   readonly purpose: string;
-  readonly change: 'newly allowed' | 'newly denied' | 'element shown' | 'element hidden' | 'element changed';
+  readonly change:
+    | 'newly allowed'
+    | 'newly denied'
+    | 'element shown'
+    | 'element hidden'
+    | 'element changed'
+    | 'would be refused: no relationship'
+    | 'would be narrowed: no relationship'
+    | 'would be allowed'
+    | 'not looked up (cannot replay)';
   /** `search-type Observation` for decisions; the element (and `from -> to`) for elements. */
   readonly what: string;
   readonly requests: number;
@@ -30,6 +46,8 @@ export class PolicyDiff {
   replayed = 0;
   skipped = 0;
   changed = 0;
+  /** Replayed, but the candidate requires a relationship the record holds no lookup for. */
+  notLookedUp = 0;
 
   constructor(
     private readonly current: CompiledPolicy,
@@ -71,9 +89,10 @@ export class PolicyDiff {
     const a = verdict(this.current, input);
     const b = verdict(this.candidate, input);
     this.replayed++;
-    const changes = compareVerdicts(a, b);
+    const changes = compareRequest(this.current, a, b, { request, evidence: r.relationship, released: r.disclosed?.patients ?? [], rule: r.rule });
     if (changes.length === 0) return;
-    this.changed++;
+    if (changes.some((c) => c.kind === 'relationship-unknown')) this.notLookedUp++;
+    else this.changed++;
     const role = a.role ?? b.role ?? r.role ?? r.actor.roles.join('+');
     for (const c of changes) for (const line of linesOf(c, role, r.purpose, `${request.interaction}${request.resourceType ? ` ${request.resourceType}` : ''}`)) this.count(line);
   }
@@ -97,7 +116,9 @@ export class PolicyDiff {
         title: 'Changes per role',
         columns: ['role', 'purpose', 'change', 'what', 'requests'],
         rows: this.result().map((l) => [l.role, l.purpose, l.change, l.what, l.requests]),
-        note: `${this.replayed} requests replayed, ${this.changed} would fare differently, ${this.skipped} not replayable (writes, POST bodies, break-glass, unauthenticated).`,
+        note:
+          `${this.replayed} requests replayed, ${this.changed} would fare differently, ${this.notLookedUp} not looked up (the candidate requires a care relationship ` +
+          `the record holds no lookup for: put it in force with required: false first), ${this.skipped} not replayable (writes, POST bodies, break-glass, unauthenticated).`,
       },
     ];
   }
@@ -106,6 +127,9 @@ export class PolicyDiff {
 function linesOf(c: Change, role: string, purpose: string, request: string): Array<Omit<DiffLine, 'requests'>> {
   if (c.kind === 'newly-allowed') return [{ role, purpose, change: 'newly allowed', what: request }];
   if (c.kind === 'newly-denied') return [{ role, purpose, change: 'newly denied', what: `${request} (${c.now})` }];
+  if (c.kind === 'relationship-refused') return [{ role, purpose, change: c.narrowed ? 'would be narrowed: no relationship' : 'would be refused: no relationship', what: `${request} (${c.rule})` }];
+  if (c.kind === 'relationship-allowed') return [{ role, purpose, change: 'would be allowed', what: `${request} (was: ${WAS[c.was]})` }];
+  if (c.kind === 'relationship-unknown') return [{ role, purpose, change: 'not looked up (cannot replay)', what: `${request} (${c.rule})` }];
   return [
     ...c.shown.map((e) => ({ role, purpose, change: 'element shown' as const, what: e.element })),
     ...c.hidden.map((e) => ({ role, purpose, change: 'element hidden' as const, what: e.element })),

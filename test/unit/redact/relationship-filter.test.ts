@@ -32,6 +32,13 @@ describe('relatedPatients in the response filter', () => {
     expect(filterResponse(obs('o1', 'Patient/p1'), ctx()).kind).toBe('ok');
   });
 
+  it('names the unrelated patients of what it withheld, for the audit record', () => {
+    const bundle = { resourceType: 'Bundle', type: 'searchset', entry: [{ resource: obs('o9', 'Patient/p9') }, { resource: obs('o1', 'Patient/p1') }] };
+    const out = filterResponse(bundle, ctx());
+    expect([...(out.stats.unrelated ?? [])]).toEqual(['p9']);
+    expect([...out.stats.patients]).toEqual(['p1']);
+  });
+
   it('withholds a related patient record that names an unrelated patient anywhere', () => {
     expect(filterResponse(obs('o1', 'Patient/p1', { focus: [{ reference: 'Patient/p9' }] }), ctx()).kind).toBe('withheld');
     expect(filterResponse(obs('o1', 'Patient/p1', { performer: [{ reference: 'https://x.example/fhir/Patient/p9' }] }), ctx()).kind).toBe('withheld');
