@@ -160,6 +160,42 @@ function generic(member: string, key: string, v: unknown): string {
   return text === undefined ? '' : member + text;
 }
 
+const RELATIONSHIP = ['caller', 'narrowed', 'related', 'required', 'rule', 'unrelated'] as const;
+const RELATIONSHIP_OPTIONAL: ReadonlySet<string> = new Set(['caller', 'narrowed']);
+const RELATED = ['patient', 'resource', 'source'] as const;
+
+/**
+ * `relationship` (RelationshipEvidence) written in one pass when it has exactly its shape (the
+ * optional `caller` and `narrowed` omitted when absent); anything else through the generic route.
+ */
+function relationshipMember(v: unknown): string {
+  if (v === undefined || !ok) return '';
+  if (!isPlainObject(v)) return generic(',"relationship":', 'relationship', v);
+  const keys = Object.keys(v);
+  let j = 0;
+  for (const k of keys) {
+    while (j < RELATIONSHIP.length && RELATIONSHIP[j] !== k && RELATIONSHIP_OPTIONAL.has(RELATIONSHIP[j] as string)) j++;
+    if (RELATIONSHIP[j] !== k) return generic(',"relationship":', 'relationship', v);
+    j++;
+  }
+  const related = v.related;
+  if (j !== RELATIONSHIP.length || typeof v.required !== 'boolean' || !Array.isArray(related) || typeof (related as { toJSON?: unknown }).toJSON === 'function') {
+    return generic(',"relationship":', 'relationship', v);
+  }
+  let items = '';
+  for (let i = 0; i < related.length; i++) {
+    const r = related[i];
+    if (!exactly(r, RELATED) || typeof r.patient !== 'string' || typeof r.resource !== 'string' || typeof r.source !== 'string') {
+      return generic(',"relationship":', 'relationship', v);
+    }
+    items += `${i > 0 ? ',' : ''}{"patient":${quote(r.patient)},"resource":${quote(r.resource)},"source":${quote(r.source)}}`;
+  }
+  return (
+    `,"relationship":{${v.caller === undefined ? '' : `"caller":${str(v.caller)},`}${v.narrowed === undefined ? '' : `"narrowed":${num(v.narrowed)},`}` +
+    `"related":[${items}],"required":${v.required},"rule":${str(v.rule)},"unrelated":${strArray(v.unrelated)}}`
+  );
+}
+
 /**
  * canonicalSplit(record, 'chain') for a record of toAuditRecord's shape; undefined for any
  * other record. Throws only where the generic route throws too (a `details` or `breakGlass`
@@ -185,7 +221,7 @@ export function splitKnownRecord(record: AuditRecord): RecordSplit | undefined {
     `,"decision":${str(r.decision)}${generic(',"details":', 'details', r.details)}` +
     `,"disclosed":{${el}"elementsRemoved":${num(d.elementsRemoved)},"patients":${strArray(d.patients)},"resources":${strArray(d.resources)},"resourcesWithheld":${num(d.resourcesWithheld)}}` +
     `,"durations":{"totalMs":${num(t.totalMs)}${optNum(',"upstreamMs":', t.upstreamMs)}}` +
-    `,"id":${str(r.id)},"kind":${str(r.kind)},"policyVersion":${str(r.policyVersion)}${optStr(',"purpose":', r.purpose)}${generic(',"relationship":', 'relationship', r.relationship)}` +
+    `,"id":${str(r.id)},"kind":${str(r.kind)},"policyVersion":${str(r.policyVersion)}${optStr(',"purpose":', r.purpose)}${relationshipMember(r.relationship)}` +
     `,"request":{${interaction}"method":${str(q.method)},"path":${str(q.path)}${optStr(',"resourceType":', q.resourceType)}}` +
     `${optStr(',"role":', r.role)},"rule":${str(r.rule)},"status":${num(r.status)},"time":${str(r.time)}${optNum(',"upstreamStatus":', r.upstreamStatus)}}`;
   return ok ? { before, after } : undefined;

@@ -74,7 +74,9 @@ export function patientsNamed(type: string, params: readonly Param[]): { ids: st
     const modifier = colon < 0 ? undefined : name.slice(colon + 1);
     if (modifier === 'missing') continue;
     if (type === 'Patient' && base === '_id') {
-      ids.push(...value.split(','));
+      // `_id:not=A` names everyone else: it bounds nothing.
+      if (modifier !== undefined) indirect = true;
+      else ids.push(...value.split(','));
       continue;
     }
     const info = searchParam(type, base);
@@ -89,6 +91,18 @@ export function patientsNamed(type: string, params: readonly Param[]): { ids: st
   return { ids: [...new Set(ids)], indirect };
 }
 
+/**
+ * Whether the search is already bounded to the patients it names: its narrowing parameter itself
+ * (plain, or typed `:Patient`) names patients by id only. Then every match is one of theirs; any
+ * other parameter naming a patient (`performer`, `link`, `_id:not`) matches other patients' records
+ * too, which the filter would drop and the pages would show the gaps of.
+ */
+function boundedBy(params: readonly Param[], param: string): boolean {
+  return params.some(
+    ([name, value]) => (name === param || (param !== '_id' && name === `${param}:Patient`)) && value.split(',').every((alt) => alt !== '' && !alt.includes('?')),
+  );
+}
+
 /** The parameter a search of `type` is narrowed to patients with: `_id` on Patient, else `patient` or `subject`. */
 export function narrowingParam(type: string): string | undefined {
   if (type === 'Patient') return '_id';
@@ -99,6 +113,32 @@ export function narrowingParam(type: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Patient ids named by `reference` strings anywhere in `v` (a contained Patient counts as `?`, a
+ * person who cannot be shown to be related); with `anyString`, by every string that reads as a
+ * Patient reference (a JSON Patch `value`, a FHIRPath Patch `valueString`).
+ */
+export function patientsReferencedIn(v: unknown, anyString = false, depth = 0): string[] {
+  if (depth > 64) return ['?'];
+  if (typeof v === 'string') {
+    if (!anyString) return [];
+    const t = v.includes('Patient/') ? tailTypeId(v) : undefined;
+    return t !== undefined && t.type === 'Patient' ? [t.id] : [];
+  }
+  if (typeof v !== 'object' || v === null) return [];
+  if (Array.isArray(v)) return v.flatMap((x) => patientsReferencedIn(x, anyString, depth + 1));
+  const out: string[] = [];
+  const o = v as Record<string, unknown>;
+  if (o.resourceType === 'Patient' && depth > 0) out.push('?');
+  for (const [k, x] of Object.entries(o)) {
+    if (k === 'reference' && typeof x === 'string') {
+      const t = tailTypeId(x);
+      if (t !== undefined && t.type === 'Patient') out.push(t.id);
+    } else out.push(...patientsReferencedIn(x, anyString, depth + 1));
+  }
+  return out;
+}
+
 function judgeOne(req: ClassifiedRequest, related: ReadonlySet<string>, opts: RelationshipOptions): RelationshipVerdict {
   const unrelatedOf = (ids: readonly string[]) => ids.filter((p) => !related.has(p));
   const byIds = (ids: readonly string[]): RelationshipVerdict => {
@@ -107,10 +147,15 @@ function judgeOne(req: ClassifiedRequest, related: ReadonlySet<string>, opts: Re
   };
   const type = req.resourceType;
   switch (req.interaction) {
+    case 'patch': {
+      // A patch may write a reference anywhere, as a reference or as a bare string value.
+      const ids = type === 'Patient' && req.id !== undefined ? [req.id] : [];
+      ids.push(...patientsReferencedIn(req.body, true));
+      return byIds([...new Set(ids)]);
+    }
     case 'read':
     case 'vread':
     case 'history-instance':
-    case 'patch':
     case 'delete':
     case 'operation':
       // Patient by id; other types are judged on the stored resource (the filter, the stored guard).
@@ -124,26 +169,37 @@ function judgeOne(req: ClassifiedRequest, related: ReadonlySet<string>, opts: Re
           ids.push(t === undefined ? (r.includes('/') || r === '' ? '?' : r) : t.type === 'Patient' ? t.id : '?');
         }
       }
+      // Any other element naming a patient (focus, an extension, Patient.link) must name a related
+      // one too: the response filter withholds a record naming anyone else, so the write would put
+      // on the server what the caller could never read back, about a patient it has no business with.
+      ids.push(...patientsReferencedIn(req.body));
       return byIds([...new Set(ids)]);
     }
     case 'search-compartment': {
       const c = req.compartment;
       if (c === undefined || c.type !== 'Patient') return { kind: 'unrelated', patients: ['?'] };
       const named = patientsNamed(type ?? '', req.params);
-      return byIds([...new Set([c.id, ...named.ids])]);
+      const v = byIds([...new Set([c.id, ...named.ids])]);
+      if (v.kind !== 'allow' || type === undefined) return v;
+      // The compartment holds records that merely mention the patient (as performer, say) whose
+      // owner may be anyone: the search is bounded to the patient's own records.
+      const param = narrowingParam(type);
+      if (param === undefined) return { kind: 'too-broad' };
+      if (boundedBy(req.params, param)) return v;
+      return { kind: 'allow', request: rebuild(req, { params: [...req.params, [param, param === '_id' ? c.id : `Patient/${c.id}`]] }), named: v.named };
     }
     case 'search-type': {
       if (type === undefined || !isCompartmentType(type)) return { kind: 'allow', request: req, named: [] };
       const named = patientsNamed(type, req.params);
       const out = unrelatedOf(named.ids);
       if (out.length > 0) return { kind: 'unrelated', patients: out };
-      if (named.ids.length > 0) return { kind: 'allow', request: req, named: named.ids };
       const param = narrowingParam(type);
+      if (param !== undefined && boundedBy(req.params, param)) return { kind: 'allow', request: req, named: named.ids };
       if (related.size === 0) return { kind: 'empty' };
       if (param === undefined || related.size > opts.searchPatients) return { kind: 'too-broad' };
       const ids = [...related].sort();
       const value = param === '_id' ? ids.join(',') : ids.map((id) => `Patient/${id}`).join(',');
-      return { kind: 'allow', request: rebuild(req, { params: [...req.params, [param, value]] }), named: [], narrowed: ids.length };
+      return { kind: 'allow', request: rebuild(req, { params: [...req.params, [param, value]] }), named: named.ids, narrowed: ids.length };
     }
     case 'history-type':
       // Refused where anything can be withheld (the stored guard); nothing to narrow here.

@@ -2,7 +2,7 @@
  * The gateway's continuation tokens. A `next` link never carries an upstream paging link (which
  * could be replayed by someone else, names the upstream and counts withheld resources); it carries
  * this token: the upstream position the gateway stopped at, sealed with AES-256-GCM under a key
- * only the gateway holds, and bound to the caller (issuer, subject, roles, purpose, patient
+ * only the gateway holds, and bound to the caller (issuer, subject, roles, purpose, patient, FHIR user
  * context), the policy version and an expiry. Any token that does not open, has expired or was
  * issued to someone or something else is refused with one code, so a refusal says nothing about
  * why.
@@ -37,6 +37,8 @@ export interface PageBinding {
   readonly roles: readonly string[];
   readonly purpose: string;
   readonly patient: string | undefined;
+  /** The caller's FHIR user: a search narrowed to its care relationships continues for it alone. */
+  readonly fhirUser?: string | undefined;
   readonly policyVersion: string;
 }
 
@@ -54,7 +56,7 @@ const TAG_BYTES = 16;
 function bindingDigest(b: PageBinding): string {
   const roles = [...new Set(b.roles)].sort();
   return createHash('sha256')
-    .update(JSON.stringify([b.iss, b.sub, roles, b.purpose, b.patient ?? null, b.policyVersion]))
+    .update(JSON.stringify([b.iss, b.sub, roles, b.purpose, b.patient ?? null, b.policyVersion, b.fhirUser ?? null]))
     .digest('base64url');
 }
 

@@ -85,7 +85,12 @@ export interface RelationshipLookup {
     caller: string,
     config: CompiledRelationships,
     signal?: AbortSignal,
-  ): Promise<{ readonly patients: ReadonlyMap<string, ReadonlyArray<{ readonly source: string; readonly resource: string }>> }>;
+  ): Looked | Promise<Looked>;
+}
+
+/** A caller's relationships as looked up: patient id -> every relationship found, per source. */
+export interface Looked {
+  readonly patients: ReadonlyMap<string, ReadonlyArray<{ readonly source: string; readonly resource: string }>>;
 }
 
 /** Requests holding an in-flight slot, and upstream bytes their buffer shares hold. */
@@ -517,7 +522,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       if (withMeta === undefined) throw new GatewayError('request-unclassified', 'Bundle body does not match its entries');
       decided = withMeta;
       if (ex.purpose !== 'BTG' && plan.relationship !== undefined) {
-        decided = await relationshipGate(ex, rt, plan.relationship, decided, scopes.get(reply)?.signal);
+        const looked = lookupRelationships(ex, rt, plan.relationship, scopes.get(reply)?.signal);
+        decided = relationshipGate(ex, rt, plan.relationship, decided, looked instanceof Promise ? await looked : looked);
       }
       if (ex.purpose === 'BTG') {
         if (!deps.breakGlass) throw new GatewayError('break-glass-not-eligible', 'no break-glass service configured');
@@ -648,14 +654,18 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
   }
 
   /** The caller's relationships from the sources `requirement` counts (first one found per patient). */
-  async function lookupRelationships(ex: Exchange, rt: PolicyRuntime, requirement: RelationshipRequirement, signal: AbortSignal | undefined): Promise<RelationshipState> {
+  function lookupRelationships(ex: Exchange, rt: PolicyRuntime, requirement: RelationshipRequirement, signal: AbortSignal | undefined): RelationshipState | Promise<RelationshipState> {
     const config = rt.policy.relationships;
     const caller = ex.principal?.fhirUser;
     if (caller === undefined) return { requirement, caller, related: NOTHING_RELATED, set: NOTHING_RELATED_SET, named: [], unrelated: [] };
     if (config === undefined || deps.relationships === undefined) throw new GatewayError('relationship-unavailable', 'no relationship resolver');
-    const found = await deps.relationships.lookup(caller, config, signal);
-    const { related, set } = countedRelationships(found, requirement.sources);
-    return { requirement, caller, related, set, named: [], unrelated: [] };
+    const state = (found: Looked): RelationshipState => {
+      const { related, set } = countedRelationships(found, requirement.sources);
+      return { requirement, caller, related, set, named: [], unrelated: [] };
+    };
+    // A cached set comes back synchronously: no promise turn on the hot path.
+    const found = deps.relationships.lookup(caller, config, signal);
+    return found instanceof Promise ? found.then(state) : state(found);
   }
 
   /**
@@ -664,19 +674,12 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
    * no relationship (403); any other is answered as if the patient did not exist: not found, or an
    * empty searchset the gateway answers itself. `required: false` only records.
    */
-  async function relationshipGate(
-    ex: Exchange,
-    rt: PolicyRuntime,
-    requirement: RelationshipRequirement,
-    req: ClassifiedRequest,
-    signal: AbortSignal | undefined,
-  ): Promise<ClassifiedRequest> {
-    const state = await lookupRelationships(ex, rt, requirement, signal);
+  function relationshipGate(ex: Exchange, rt: PolicyRuntime, requirement: RelationshipRequirement, req: ClassifiedRequest, state: RelationshipState): ClassifiedRequest {
     relationshipStates.set(ex, state);
     const verdict = judgeRelationship(req, state.set, { searchPatients: rt.policy.relationships?.searchPatients ?? 100 });
     if (verdict.kind === 'allow') {
       state.named = verdict.named;
-      state.narrowed = verdict.narrowed;
+      if (requirement.required) state.narrowed = verdict.narrowed;
     } else if (verdict.kind === 'unrelated') {
       state.unrelated = verdict.patients;
     }
@@ -692,6 +695,12 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     if (verdict.kind === 'too-broad') {
       ex.rule = `${ex.rule} -> ${requirement.rule}: search too broad`;
       throw new GatewayError('relationship-search-too-broad', 'search names no patient');
+    }
+    if (verdict.kind === 'empty') {
+      // Nothing related to search: the answer a search matching nothing gets, for every caller.
+      ex.rule = `${ex.rule} -> ${requirement.rule}: no related patient`;
+      emptySearches.add(ex);
+      return req;
     }
     ex.rule = `${ex.rule} -> ${requirement.rule}: no relationship`;
     if (announces(ex, rt)) throw new GatewayError('relationship-required', 'no relationship');
@@ -711,7 +720,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     const config = rt.policy.relationships;
     if (config === undefined || ex.principal?.fhirUser === undefined || ex.breakGlass === undefined) return;
     try {
-      const state = await lookupRelationships(ex, rt, { required: false, sources: [...config.sources.keys()], rule: 'breakGlass' }, signal);
+      const looked = lookupRelationships(ex, rt, { required: false, sources: [...config.sources.keys()], rule: 'breakGlass' }, signal);
+      const state = looked instanceof Promise ? await looked : looked;
       state.named = [ex.breakGlass.patient];
       relationshipStates.set(ex, state);
     } catch (e) {
@@ -980,7 +990,6 @@ const EVIDENCE_MAX = 50;
 const NOTHING_RELATED: ReadonlyMap<string, { source: string; resource: string }> = new Map();
 const NOTHING_RELATED_SET: ReadonlySet<string> = new Set();
 
-type Looked = Awaited<ReturnType<RelationshipLookup['lookup']>>;
 type Counted = { related: ReadonlyMap<string, { source: string; resource: string }>; set: ReadonlySet<string> };
 /** Per looked-up set (the resolver hands out the same object while it is cached) and list of sources. */
 const countedCache = new WeakMap<Looked, Map<string, Counted>>();
@@ -1009,12 +1018,18 @@ function countedRelationships(found: Looked, sources: readonly string[]): Counte
 /** The audit record's relationship evidence: every patient named or released, related or not. */
 function relationshipEvidence(state: RelationshipState, released: ReadonlySet<string> | undefined, withheld: ReadonlySet<string> | undefined): RelationshipEvidence {
   const related: Array<{ patient: string; resource: string; source: string }> = [];
-  const unrelated = new Set([...state.unrelated, ...(withheld ?? [])]);
-  for (const p of new Set([...state.named, ...(released ?? [])])) {
+  const unrelated = new Set(state.unrelated);
+  if (withheld !== undefined) for (const p of withheld) unrelated.add(p);
+  const seen = new Set<string>();
+  const note = (p: string): void => {
+    if (seen.has(p)) return;
+    seen.add(p);
     const r = state.related.get(p);
     if (r !== undefined) related.push({ patient: p, resource: r.resource, source: r.source });
     else unrelated.add(p);
-  }
+  };
+  for (const p of state.named) note(p);
+  if (released !== undefined) for (const p of released) note(p);
   return {
     ...(state.caller === undefined ? {} : { caller: state.caller }),
     ...(state.narrowed === undefined ? {} : { narrowed: state.narrowed }),
@@ -1175,7 +1190,7 @@ function atUpstream(call: UpstreamCall, at: string): UpstreamCall {
 }
 
 function bindingOf(p: Principal, purpose: string, policyVersion: string): PageBinding {
-  return { iss: p.iss, sub: p.sub, roles: p.roles, purpose, patient: p.patient, policyVersion };
+  return { iss: p.iss, sub: p.sub, roles: p.roles, purpose, patient: p.patient, policyVersion, fhirUser: p.fhirUser };
 }
 
 /**

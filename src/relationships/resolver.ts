@@ -63,7 +63,8 @@ export interface RelationshipStats {
 
 export interface RelationshipResolver {
   /** Throws GatewayError('relationship-unavailable') when the upstream cannot answer (fail closed). */
-  lookup(caller: string, config: CompiledRelationships, signal?: AbortSignal): Promise<CallerRelationships>;
+  /** Synchronous on a cache hit; a promise when the upstream (or Redis) must be asked. */
+  lookup(caller: string, config: CompiledRelationships, signal?: AbortSignal): CallerRelationships | Promise<CallerRelationships>;
   stats(): RelationshipStats;
   close(): Promise<void>;
 }
@@ -390,8 +391,9 @@ export function createRelationshipResolver(opts: RelationshipResolverOptions): R
   }
 
   return {
-    async lookup(callerRef, config, signal) {
-      if (closed) throw unavailable('resolver closed');
+    // Not async: a cache hit is answered synchronously (no promise turn on the request's hot path).
+    lookup(callerRef, config, signal) {
+      if (closed) return Promise.reject(unavailable('resolver closed'));
       const caller = parseCaller(callerRef);
       // Only practitioners (and their roles) have care relationships: nobody else is asked about.
       if (caller === undefined || config.sources.size === 0) return none(callerRef, now());
@@ -409,15 +411,17 @@ export function createRelationshipResolver(opts: RelationshipResolverOptions): R
         }
         cache.delete(key);
       }
-      try {
-        const { value, shared } = await abortable(resolve(key, caller, config, undefined), signal);
-        if (shared) hits++;
-        else misses++;
-        return value;
-      } catch (e) {
-        if (isGatewayError(e) && e.code === 'relationship-unavailable') failures++;
-        throw e;
-      }
+      return abortable(resolve(key, caller, config, undefined), signal).then(
+        ({ value, shared }) => {
+          if (shared) hits++;
+          else misses++;
+          return value;
+        },
+        (e: unknown) => {
+          if (isGatewayError(e) && e.code === 'relationship-unavailable') failures++;
+          throw e;
+        },
+      );
     },
     stats() {
       return { callers: cache.size, hits, misses, refreshes, failures };

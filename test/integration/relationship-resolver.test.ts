@@ -104,8 +104,8 @@ function patientsOf(r: CallerRelationships): string[] {
   return [...r.patients.keys()].sort();
 }
 
-async function refused(p: Promise<unknown>): Promise<GatewayError> {
-  const e = await p.then(
+async function refused(p: unknown): Promise<GatewayError> {
+  const e = await Promise.resolve(p).then(
     () => undefined,
     (err: unknown) => err,
   );

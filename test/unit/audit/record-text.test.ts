@@ -94,6 +94,30 @@ const elements = fc
     return out;
   });
 
+/** RelationshipEvidence in pipeline's key order, optional members absent (not undefined) or, rarely, present as undefined. */
+const relationship = fc
+  .record({
+    caller: opt(text),
+    narrowed: opt(number),
+    related: fc.array(fc.record({ patient: text, resource: text, source: text }), { maxLength: 4 }),
+    required: fc.oneof(fc.boolean(), fc.constant('yes' as unknown as boolean)),
+    rule: text,
+    unrelated: fc.array(text, { maxLength: 4 }),
+    undefinedKeys: fc.boolean(),
+  })
+  .map((r) => {
+    const related = r.related.map((x) => ({ patient: x.patient, resource: x.resource, source: x.source }));
+    if (r.undefinedKeys) return { caller: r.caller, narrowed: r.narrowed, related, required: r.required, rule: r.rule, unrelated: r.unrelated };
+    return {
+      ...(r.caller === undefined ? {} : { caller: r.caller }),
+      ...(r.narrowed === undefined ? {} : { narrowed: r.narrowed }),
+      related,
+      required: r.required,
+      rule: r.rule,
+      unrelated: r.unrelated,
+    };
+  });
+
 /** A record literal in toAuditRecord's exact key order (every key present, values arbitrary of their type). */
 const known: fc.Arbitrary<AuditRecord> = fc
   .record({
@@ -114,6 +138,7 @@ const known: fc.Arbitrary<AuditRecord> = fc
     kind: fc.oneof(fc.constantFrom('fhir', 'export'), text),
     policyVersion: text,
     purpose: opt(text),
+    relationship: opt(fc.oneof(relationship, free)),
     request: fc.record({ interaction: opt(text), method: text, path: text, resourceType: opt(text) }),
     role: opt(text),
     rule: text,
@@ -142,6 +167,7 @@ const known: fc.Arbitrary<AuditRecord> = fc
         kind: r.kind,
         policyVersion: r.policyVersion,
         purpose: r.purpose,
+        relationship: r.relationship,
         request: { interaction: r.request.interaction, method: r.request.method, path: r.request.path, resourceType: r.request.resourceType },
         role: r.role,
         rule: r.rule,

@@ -50,6 +50,7 @@ describe('by the patient a request names', () => {
     ['/Patient?_id=pat-1,pat-9', 'unrelated'],
     ['/Patient?_id=pat-2', 'allow'],
     ['/Patient?link=Patient/pat-9', 'unrelated'],
+    ['/Patient?_id:not=pat-9', 'allow'],
     // A typed reference to another kind of resource names no patient.
     ['/Observation?subject:Group=g1', 'allow'],
     // Other types than patient data are not judged.
@@ -78,6 +79,31 @@ describe('by the patient a request names', () => {
     // A new patient has no relationship yet and names nobody.
     expect(kind(judge('/Patient', 'POST', { resourceType: 'Patient' }))).toBe('allow');
   });
+
+  it('a write naming an unrelated patient on any element is refused', () => {
+    const obs = { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/pat-1' } };
+    expect(judge('/Observation', 'POST', { ...obs, focus: [{ reference: 'Patient/pat-9' }] })).toEqual({ kind: 'unrelated', patients: ['pat-9'] });
+    expect(kind(judge('/Observation', 'POST', { ...obs, extension: [{ url: 'u', valueReference: { reference: 'https://x/fhir/Patient/pat-9' } }] }))).toBe('unrelated');
+    expect(kind(judge('/Observation', 'POST', { ...obs, contained: [{ resourceType: 'Patient', id: 'c1' }] }))).toBe('unrelated');
+    expect(kind(judge('/Patient/pat-1', 'PUT', { resourceType: 'Patient', id: 'pat-1', link: [{ other: { reference: 'Patient/pat-9' }, type: 'seealso' }] }))).toBe('unrelated');
+    expect(kind(judge('/Patient/pat-1', 'PUT', { resourceType: 'Patient', id: 'pat-1', link: [{ other: { reference: 'Patient/pat-2' }, type: 'seealso' }] }))).toBe('allow');
+  });
+
+  it('a patch writing an unrelated patient reference, as a reference or a bare value, is refused', () => {
+    const patch = (value: unknown) => [{ op: 'add', path: '/focus', value }];
+    const req = (body: unknown) =>
+      judgeRelationship(
+        classify(
+          { method: 'PATCH', url: '/Observation/o1', headers: { 'content-type': 'application/json-patch+json' }, body: Buffer.from(JSON.stringify(body)) },
+          { isResourceType: isR4ResourceType, maxBodyBytes: 1 << 20 },
+        ),
+        RELATED,
+        OPTS,
+      );
+    expect(kind(req(patch([{ reference: 'Patient/pat-9' }])))).toBe('unrelated');
+    expect(kind(req([{ op: 'replace', path: '/subject/reference', value: 'Patient/pat-9' }]))).toBe('unrelated');
+    expect(kind(req([{ op: 'replace', path: '/subject/reference', value: 'Patient/pat-2' }]))).toBe('allow');
+  });
 });
 
 describe('a search naming no patient is narrowed', () => {
@@ -93,6 +119,16 @@ describe('a search naming no patient is narrowed', () => {
     expect(sent(judge('/Observation?patient:identifier=urn:mrn|123'))).toContain('&patient=Patient/pat-1,Patient/pat-2');
     expect(sent(judge('/Observation?subject.name=Smith'))).toContain('&patient=Patient/pat-1,Patient/pat-2');
     expect(sent(judge('/Patient?_has:Observation:patient:code=1234-5'))).toContain('&_id=pat-1,pat-2');
+  });
+
+  it('also when it names a related patient on a parameter that matches other patients too', () => {
+    expect(sent(judge('/Observation?performer=Patient/pat-1'))).toBe('/Observation?performer=Patient/pat-1&patient=Patient/pat-1,Patient/pat-2');
+    expect(sent(judge('/Patient?link=Patient/pat-1'))).toBe('/Patient?link=Patient/pat-1&_id=pat-1,pat-2');
+    expect(sent(judge('/Patient?_id:not=pat-1'))).toBe('/Patient?_id:not=pat-1&_id=pat-1,pat-2');
+    expect(sent(judge('/Patient/pat-1/Observation?code=1'))).toBe('/Patient/pat-1/Observation?code=1&patient=Patient/pat-1');
+    // Bounded already: forwarded as it is.
+    expect(sent(judge('/Observation?patient=pat-1&code=1'))).toBe('/Observation?patient=pat-1&code=1');
+    expect(sent(judge('/Observation?subject:Patient=pat-2'))).toBe('/Observation?subject:Patient=pat-2&patient=Patient/pat-1,Patient/pat-2');
   });
 
   it('with nobody related, to nothing; with too many, it must name one', () => {
@@ -151,9 +187,14 @@ describe('properties over generated requests', () => {
         const forwarded = patientsNamed(req.resourceType, v.request.params).ids;
         expect(forwarded.length).toBeGreaterThan(0);
         for (const p of forwarded) expect(RELATED.has(p)).toBe(true);
-        // A search that named no patient id was narrowed to both related patients.
-        if (patientsNamed(req.resourceType, req.params).ids.length === 0) expect(v.narrowed).toBe(2);
-        else expect(v.narrowed).toBeUndefined();
+        // Bounded: the type's own patient parameter, unmodified, names related patients only, so
+        // every match is a related patient's record (not one that merely mentions one).
+        const param = narrowingParam(req.resourceType)!;
+        const bounding = v.request.params.filter(([n]) => n === param || (param !== '_id' && n === `${param}:Patient`));
+        expect(bounding.length).toBeGreaterThan(0);
+        for (const [, value] of bounding) {
+          for (const alt of value.split(',')) expect(RELATED.has(alt.replace(/^Patient\//, ''))).toBe(true);
+        }
       }),
       { numRuns: 500 },
     );
