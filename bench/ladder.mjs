@@ -8,18 +8,21 @@
  * each it reports req/s and the CPU time the server process spent per request (user + system from
  * /proc, all threads): the column that stays meaningful when the load generator, the upstream and
  * the server share 2 cores. The difference between consecutive rungs is what that stage costs.
+ * The policy is a copy of the shipped one without care-relationship requirements (lib/policy.mjs):
+ * the token names no fhirUser, and the rungs stop before the relationship check.
  *
  * Usage: npm run build && node bench/ladder.mjs [--role clinician|billing|researcher] [--path /fhir/Patient/pat-00001]
  *        [--duration S (4)] [--rounds N (2)] [--out FILE (bench/results/ladder.md)]
  * Linux only (reads /proc/<pid>/stat).
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { probe, runLoad } from './lib/load.mjs';
-import { freePort, startChild } from './lib/procs.mjs';
+import { writePolicyWithoutRelationships } from './lib/policy.mjs';
+import { cpuSeconds, freePort, startChild } from './lib/procs.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -39,13 +42,6 @@ if (!PURPOSES[args.role]) throw new Error(`--role must be one of ${Object.keys(P
 const duration = Number(args.duration);
 const rounds = Number(args.rounds);
 const connections = Number(args.connections);
-const TICK = 100; // USER_HZ: /proc/<pid>/stat counts CPU in 1/100 s on Linux
-
-/** utime + stime of every thread of `pid`, in seconds. */
-function cpuSeconds(pid) {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / TICK;
-}
 
 const log = (m) => process.stderr.write(`[ladder] ${m}\n`);
 const demo = await import(pathToFileURL(join(root, 'dist', 'auth', 'demo-keys.js')).href);
@@ -54,6 +50,8 @@ const children = [];
 try {
   const keys = await demo.ensureDemoKeys(join(tmp, 'keys'));
   const token = await demo.mintDemoToken(keys, { role: args.role, ttlSec: 3600 });
+  const policy = join(tmp, 'policy-without-relationships.yaml');
+  writePolicyWithoutRelationships(join(root, 'config', 'policy.yaml'), policy);
   const auth = { authorization: `Bearer ${token}`, 'x-purpose-of-use': PURPOSES[args.role], accept: 'application/fhir+json' };
   const start = async (script, env, label) => {
     const port = await freePort();
@@ -71,6 +69,7 @@ try {
     PHI_GATEWAY_ISSUER: keys.issuer,
     PHI_GATEWAY_AUDIENCE: keys.audience,
     PHI_GATEWAY_PSEUDONYM_KEY: 'bench-pseudonym-key-0123456789abcdef0123',
+    PHI_GATEWAY_POLICY: policy,
     LOG_LEVEL: 'info',
   });
   const rungs = [

@@ -8,6 +8,8 @@
  * Usage: npm run build && node bench/profile.mjs [--root DIR] [--duration S (8)] [--connections N (32)]
  *          [--sink file|redis (file; redis starts redis-server with appendfsync always, as run.mjs does)]
  *          [--only NAME,NAME (scenario names below)]
+ * The policy is a copy of the shipped one without care-relationship requirements (lib/policy.mjs),
+ * as in run.mjs: the tokens name no fhirUser; patient-read-clinician-related runs the shipped one.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +17,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runLoad } from './lib/load.mjs';
+import { BENCH_PRACTITIONER, RELATED_PATIENT } from './lib/payloads.mjs';
+import { writePolicyWithoutRelationships } from './lib/policy.mjs';
 import { freePort, startChild, startRedis } from './lib/procs.mjs';
 import { profileMarkdown, summarizeProfile } from './lib/profile.mjs';
 
@@ -35,11 +39,16 @@ const tmp = mkdtempSync(join(tmpdir(), 'phi-bench-prof-'));
 const outDir = join(here, 'results', 'profiles');
 mkdirSync(outDir, { recursive: true });
 const keys = await demo.ensureDemoKeys(join(tmp, 'keys'));
+const policy = join(tmp, 'policy-without-relationships.yaml');
+writePolicyWithoutRelationships(join(root, 'config', 'policy.yaml'), policy);
 
 const upPort = await freePort();
 const upstream = await startChild(join(here, 'servers', 'upstream.mjs'), { env: { BENCH_PORT: String(upPort) } });
 const scenarios = [
   { name: 'patient-read-clinician', role: 'clinician', purpose: 'TREAT', path: '/fhir/Patient/pat-00001' },
+  // The shipped policy's care-relationship requirement, by a caller the upstream's CareTeam relates
+  // to the patient (relationships looked up by the warm-up, cached while profiled).
+  { name: 'patient-read-clinician-related', role: 'clinician', purpose: 'TREAT', path: `/fhir/Patient/${RELATED_PATIENT}`, fhirUser: BENCH_PRACTITIONER, shippedPolicy: true },
   { name: 'patient-read-billing', role: 'billing', purpose: 'HPAYMT', path: '/fhir/Patient/pat-00001' },
   { name: 'searchset-clinician', role: 'clinician', purpose: 'TREAT', path: '/fhir/Patient?_count=100' },
   { name: 'searchset-billing', role: 'billing', purpose: 'HPAYMT', path: '/fhir/Patient?_count=100' },
@@ -63,10 +72,11 @@ try {
         PHI_GATEWAY_ISSUER: keys.issuer,
         PHI_GATEWAY_AUDIENCE: keys.audience,
         PHI_GATEWAY_PSEUDONYM_KEY: 'bench-pseudonym-key-0123456789abcdef0123',
+        PHI_GATEWAY_POLICY: s.shippedPolicy ? join(root, 'config', 'policy.yaml') : policy,
       },
       label: `gateway ${s.name}`,
     });
-    const token = await demo.mintDemoToken(keys, { role: s.role });
+    const token = await demo.mintDemoToken(keys, { role: s.role, ...(s.fhirUser ? { fhirUser: s.fhirUser } : {}) });
     const headers = { authorization: `Bearer ${token}`, 'x-purpose-of-use': s.purpose, accept: 'application/fhir+json' };
     const url = `http://127.0.0.1:${port}${s.path}`;
     const load = { connections: Number(args.connections), duration: Number(args.duration) };

@@ -7,12 +7,14 @@
  * audit sink and, when redis-server is installed, the Redis sink. Drives every scenario with the
  * same autocannon load (fixed connections and duration, a warm-up, alternated rounds), then runs
  * the memory test and the in-process micro-benchmarks, and writes the report to stdout and
- * bench/results/latest.md (+ latest.json for bench/compare.mjs).
+ * bench/results/latest.md (+ latest.json for bench/compare.mjs). The gateways run a copy of the
+ * policy without its care-relationship requirements (lib/policy.mjs), except in the `relationship`
+ * group, which measures the shipped policy's requirement against that copy.
  *
  * Options: --root DIR (the checkout whose dist/ and config/ are measured; default: this one)
  *          --duration S (4) --rounds N (2) --warmup S (1) --connections N (32)
- *          (defaults sized so the whole run, build included, stays under 5 minutes on 2 cores)
- *          --only read,search,withheld,latency,slow,memory,micro   --quick (1 s runs, for trying it out)
+ *          (defaults sized so the whole run, build included, takes about 6 minutes on 2 cores)
+ *          --only read,search,withheld,latency,relationship,slow,memory,micro   --quick (1 s runs, for trying it out)
  *          --targets PREFIX,... (only the rows whose target id starts with one of these, e.g.
  *            `file-clinician` for the clinician gateway rows and their variants; default: all)
  *          --root-b DIR --name-a A --name-b B: measure a second checkout in the same run, its
@@ -27,9 +29,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { probe, runLoad, runPaced } from './lib/load.mjs';
-import { CONFIDENTIALITY } from './lib/payloads.mjs';
-import { freePort, pin, redisAvailable, sampleRss, startChild, startRedis } from './lib/procs.mjs';
-import { aggregate, alternation, histogramBuckets, histogramLine, histogramSummary, renderReport } from './lib/report.mjs';
+import { BENCH_PRACTITIONER, CONFIDENTIALITY, patientId, RELATED_PATIENT } from './lib/payloads.mjs';
+import { writePolicyWithoutRelationships } from './lib/policy.mjs';
+import { cpuSeconds, freePort, pin, redisAvailable, sampleRss, startChild, startRedis } from './lib/procs.mjs';
+import { aggregate, alternation, histogramBuckets, histogramLine, histogramSummary, pairedRounds, renderReport } from './lib/report.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -42,7 +45,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '1' },
     connections: { type: 'string', default: '32' },
-    only: { type: 'string', default: 'read,search,withheld,latency,slow,memory,micro' },
+    only: { type: 'string', default: 'read,search,withheld,latency,relationship,slow,memory,micro' },
     targets: { type: 'string' },
     quick: { type: 'boolean', default: false },
     out: { type: 'string', default: join(here, 'results', 'latest.md') },
@@ -142,6 +145,22 @@ async function cleanup() {
 }
 process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
 
+// The shipped policy requires a care relationship for the clinician's treatment reads, and the
+// role tokens below name no fhirUser (whose relationships they would be): every gateway process
+// but the `relationship` group's shipped-policy one runs a copy of the policy without
+// `dataSets.*.relationship` (lib/policy.mjs), so the other rows measure what they did before.
+for (const [i, side] of sides.entries()) {
+  side.policy = join(side.root, 'config', 'policy.yaml');
+  side.plainPolicy = join(tmp, `policy-without-relationships-${i}.yaml`);
+  side.relationshipsRemoved = writePolicyWithoutRelationships(side.policy, side.plainPolicy);
+}
+const removedFrom = [...new Set(sides.flatMap((x) => x.relationshipsRemoved))];
+if (removedFrom.length > 0 && [...only].some((g) => g !== 'micro')) {
+  notes.push(
+    `policy: every gateway row except the relationship group's "care relationship required" row runs a copy of config/policy.yaml without dataSets.*.relationship (removed from: ${removedFrom.join(', ')}); with the shipped requirement the clinician's reads by these tokens, which carry no fhirUser claim, would all be refused (403 relationship-required)`,
+  );
+}
+
 const keys = await demo.ensureDemoKeys(join(tmp, 'keys'));
 const pseudonymKey = 'bench-pseudonym-key-0123456789abcdef0123';
 const { pseudonymize } = await dist('redact/pseudonym.js');
@@ -149,6 +168,8 @@ const researcherPatient = pseudonymize(new TextEncoder().encode(pseudonymKey), '
 const ROLES = { clinician: 'TREAT', billing: 'HPAYMT', researcher: 'HRESCH' };
 const tokens = {};
 for (const role of Object.keys(ROLES)) tokens[role] = await demo.mintDemoToken(keys, { role, ttlSec: 3 * 3600 });
+// The relationship group's caller: a clinician whose fhirUser the bench upstream's CareTeam names.
+tokens.related = await demo.mintDemoToken(keys, { role: 'clinician', fhirUser: BENCH_PRACTITIONER, ttlSec: 3 * 3600 });
 const roleHeaders = (role) => ({ authorization: `Bearer ${tokens[role]}`, 'x-purpose-of-use': ROLES[role], accept: 'application/fhir+json' });
 const plainHeaders = { accept: 'application/fhir+json' };
 
@@ -179,6 +200,7 @@ async function startGatewayProcess(label, upstreamOrigin, audit, extraEnv = {}, 
     PHI_GATEWAY_ISSUER: keys.issuer,
     PHI_GATEWAY_AUDIENCE: keys.audience,
     PHI_GATEWAY_PSEUDONYM_KEY: pseudonymKey,
+    PHI_GATEWAY_POLICY: side.plainPolicy,
     LOG_LEVEL: 'info',
     ...extraEnv,
   };
@@ -199,11 +221,11 @@ async function auditHistogram(gw) {
   }
 }
 
-/** A gauge's value from the gateway's admin /metrics (NaN when absent or unreachable). */
+/** A gauge's (or a counter's, `name{label="x"}`) value from the gateway's admin /metrics (NaN when absent or unreachable). */
 async function gauge(gw, name) {
   try {
     const text = await (await fetch(`${gw.admin}/metrics`)).text();
-    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+    const m = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} (\\S+)$`, 'm').exec(text);
     return m ? Number(m[1]) : Number.NaN;
   } catch {
     return Number.NaN;
@@ -525,6 +547,130 @@ try {
     await Promise.all([bare, parse, ...gwFiles, ...gwRedises, ...gwRams].map(stopChild));
     await redis?.stop();
     redis = undefined;
+  }
+
+  if (only.has('relationship')) {
+    // What a care-relationship requirement costs a read it allows: the clinician's Patient read on
+    // a gateway running the shipped policy (TREAT needs a relationship), by a caller the upstream
+    // relates to the patient through a CareTeam, next to the same read with the same token on a
+    // gateway running the policy without the requirement; alternated rounds, same run. The caller's
+    // relationships are looked up once, by the first probe, before the warm-up: the timed rounds
+    // take them from the gateway's cache, and the group fails if any lookup reached the upstream then.
+    const group = { key: 'relationship', name: `Patient read (${(sizes.patient / 1024).toFixed(1)} KB), clinician, with and without a care-relationship requirement`, rows: [] };
+    const headers = { authorization: `Bearer ${tokens.related}`, 'x-purpose-of-use': 'TREAT', accept: 'application/fhir+json' };
+    const path = `/fhir/Patient/${RELATED_PATIENT}`;
+    const LOOKUPS = 'phi_gateway_relationship_lookups_total';
+    const lookups = async (gw) => ({ hit: await gauge(gw, `${LOOKUPS}{result="hit"}`), miss: await gauge(gw, `${LOOKUPS}{result="miss"}`) });
+    /** The upstream's relationship searches so far, by resource type. */
+    const searchCounts = async () => (await (await fetch(`${up}/_bench/requests`)).json()).relationships;
+    const relationshipSearches = async () => Object.values(await searchCounts()).reduce((a, b) => a + b, 0);
+    const searches = (n) => `${n} upstream relationship ${n === 1 ? 'search' : 'searches'}`;
+    const pairs = [];
+    for (const [i, side] of sides.entries()) {
+      const [required, plain] = await Promise.all([
+        startGatewayProcess('gateway (shipped policy)', up, `file:${join(tmp, `audit-rel-${i}`)}`, { PHI_GATEWAY_POLICY: side.policy }, side),
+        startGatewayProcess('gateway (policy without relationship requirements)', up, `file:${join(tmp, `audit-norel-${i}`)}`, {}, side),
+      ]);
+      const pair = {
+        side,
+        required: { id: `rel-required-${i}`, gw: required, label: `gateway clinician, file sink, shipped policy: care relationship required, caller related through a CareTeam (warm cache)${side.suffix}` },
+        plain: { id: `rel-plain-${i}`, gw: plain, label: `gateway clinician, file sink, policy copy without dataSets.*.relationship, same token${side.suffix}` },
+      };
+      // The first read looks the caller's relationships up (cold), the second finds them cached;
+      // a read of a patient the caller is not related to must be refused, or the requirement is not in force.
+      const url = required.base + path;
+      const fhirUser = JSON.parse(Buffer.from(tokens.related.split('.')[1], 'base64url').toString()).fhirUser;
+      if (fhirUser !== BENCH_PRACTITIONER) pair.error = `the demo token has no fhirUser claim (${root}/dist/auth/demo-keys.js mintDemoToken does not set it)`;
+      const countsBefore = await searchCounts();
+      const searchesBefore = await relationshipSearches();
+      const t0 = performance.now();
+      pair.error ??= await checkTarget(url, headers, 'clinician');
+      pair.coldMs = performance.now() - t0;
+      const countsAfter = await searchCounts();
+      pair.coldSearches = (await relationshipSearches()) - searchesBefore;
+      pair.coldTypes = Object.keys(countsAfter)
+        .filter((t) => countsAfter[t] > countsBefore[t])
+        .map((t) => `${t} ${countsAfter[t] - countsBefore[t]}`)
+        .join(', ');
+      if (!pair.error && pair.coldSearches === 0) pair.error = 'the first read did not look the relationships up on the upstream';
+      if (!pair.error) {
+        const t1 = performance.now();
+        pair.error = await checkTarget(url, headers, 'clinician');
+        pair.warmMs = performance.now() - t1;
+      }
+      if (!pair.error && (await relationshipSearches()) - searchesBefore !== pair.coldSearches) pair.error = 'the second read looked the relationships up again (not cached)';
+      if (!pair.error) {
+        const p = await probe(`${required.base}/fhir/Patient/${patientId(2)}`, headers);
+        if (p.status !== 403 || p.code !== 'relationship-required') pair.error = `a read of an unrelated patient answered HTTP ${p.status} ${p.code ?? ''}, not 403 relationship-required: the requirement is not in force`;
+      }
+      // The other process's first read: as cold a process, without the lookup.
+      const t2 = performance.now();
+      pair.error ??= await checkTarget(plain.base + path, headers, 'clinician');
+      pair.plainFirstMs = performance.now() - t2;
+      if (pair.error) {
+        log(`relationship${side.suffix}: FAILED probe: ${pair.error}`);
+        exitCode = 1;
+      }
+      pairs.push(pair);
+    }
+    const live = pairs.filter((x) => !x.error).flatMap((x) => [x.required, x.plain]);
+    const runs = new Map(live.map((t) => [t.id, []]));
+    // At least 6 rounds (of at most 3 s; an even number, so each process runs first in a round as
+    // often as the other): the ratio is judged on their median. Fresh processes, each warmed up for
+    // at least 3 s: after 1 s the first timed round still paid for the JIT (measured: the process
+    // timed first ran 0.5-0.6x the other in that round, using 1.5x its CPU per read).
+    const load = { connections, duration: Math.min(duration, 3) };
+    const warm = args.quick ? warmup : Math.max(warmup, 3);
+    log(`relationship: warm-up ${warm} s x ${live.length}`);
+    for (const t of live) await runLoad(t.gw.base + path, headers, { ...load, duration: warm });
+    const before = new Map();
+    for (const x of pairs.filter((y) => !y.error)) before.set(x.required.id, await lookups(x.required.gw));
+    const searchesBefore = await relationshipSearches();
+    for (const id of alternation(live.map((t) => t.id), Math.max(rounds, 6))) {
+      const t = live.find((x) => x.id === id);
+      // With the CPU time the gateway process spent meanwhile: on a machine shared with other work,
+      // req/s moves with what the neighbours do, the CPU a request costs much less.
+      const cpuBefore = cpuSeconds(t.gw.pid);
+      const r = await runLoad(t.gw.base + path, headers, load);
+      runs.get(id).push({ ...r, cpuSeconds: cpuSeconds(t.gw.pid) - cpuBefore });
+      log(`relationship ${t.label}: ${(r.ok / r.seconds).toFixed(0)} req/s p99 ${r.p99} ms${r.non2xx ? ` non-2xx ${r.non2xx}` : ''}`);
+    }
+    const searchesDuring = (await relationshipSearches()) - searchesBefore;
+    for (const x of pairs) {
+      if (!x.error) {
+        const b = before.get(x.required.id);
+        const a = await lookups(x.required.gw);
+        x.hits = a.hit - b.hit;
+        x.misses = a.miss - b.miss;
+        if (!(x.misses === 0 && searchesDuring === 0 && x.hits > 0)) {
+          x.error = `the timed rounds were not all answered from the relationship cache (${x.hits} hits, ${x.misses} misses, ${searches(searchesDuring)})`;
+          log(`relationship${x.side.suffix}: FAILED: ${x.error}`);
+          exitCode = 1;
+        }
+      }
+      const withReq = x.error ? undefined : aggregate(runs.get(x.required.id));
+      const without = x.error ? undefined : aggregate(runs.get(x.plain.id));
+      const ratio = withReq && without && without.rps > 0 ? withReq.rps / without.rps : Number.NaN;
+      const paired = x.error ? undefined : pairedRounds(runs.get(x.required.id), runs.get(x.plain.id));
+      group.rows.push(
+        { label: x.required.label, kind: 'gateway', stats: withReq, error: x.error, vs: { ratio, of: 'of the read without the requirement', median: paired?.medianRpsRatio, rounds: paired?.rpsRatios.length } },
+        { label: x.plain.label, kind: 'gateway', stats: without, error: x.error },
+      );
+      if (withReq && without && paired) {
+        const list = (xs) => xs.map((v) => v.toFixed(2)).join(', ');
+        const [usWith, usWithout] = paired.usPerRequest;
+        const cpuLine =
+          Number.isFinite(usWith) && Number.isFinite(usWithout)
+            ? ` Gateway CPU per read (user + system, all threads): ${usWith.toFixed(0)} µs with the requirement, ${usWithout.toFixed(0)} µs without = ${paired.cpuRatio.toFixed(3)}x (by round ${list(paired.cpuRatios)}).`
+            : '';
+        const m = paired.medianRpsRatio;
+        notes.push(
+          `relationship group${x.side.suffix}: the clinician's Patient read with the care-relationship requirement (shipped policy, warm cache) against the same read without it (same token, two gateway processes, ${paired.rpsRatios.length} alternated rounds of ${load.duration} s): ${withReq.rps.toFixed(0)} vs ${without.rps.toFixed(0)} req/s = ${ratio.toFixed(3)}x over all rounds; by round ${list(paired.rpsRatios)}, median ${m.toFixed(3)}x: ${m >= 0.9 ? 'PASS' : 'BELOW'} (target: within 10%, judged on the median of the rounds' ratios, which one disturbed round does not move); p50 ${withReq.p50.toFixed(1)} vs ${without.p50.toFixed(1)} ms, p99 ${withReq.p99.toFixed(1)} vs ${without.p99.toFixed(1)} ms.${cpuLine} Cold lookup, before the warm-up: the first read took ${x.coldMs.toFixed(1)} ms and ${searches(x.coldSearches)} (${x.coldTypes}: every source of the policy's relationships section), the second ${x.warmMs.toFixed(1)} ms and none (the first read of the process without the requirement, as fresh a process: ${x.plainFirstMs.toFixed(1)} ms); timed rounds: ${x.hits} lookups answered from the cache, ${x.misses} misses, ${searches(searchesDuring)}. A read of an unrelated patient (${patientId(2)}) by the same caller: 403 relationship-required`,
+        );
+      }
+      await Promise.all([stopChild(x.required.gw), stopChild(x.plain.gw)]);
+    }
+    report.groups.push(group);
   }
 
   if (only.has('slow')) {

@@ -188,6 +188,63 @@ export function makeSearchset(n, upstreamBase) {
   };
 }
 
+/**
+ * The care relationships the upstream holds (the `relationship` group): one active CareTeam with
+ * BENCH_PRACTITIONER as a participant member, about RELATED_PATIENT (the Patient every read
+ * returns). Nobody else is on a team; the other sources the policy names (encounters, episodes of
+ * care, practitioner roles, tasks) hold nothing.
+ */
+export const BENCH_PRACTITIONER = 'Practitioner/bench-prac';
+export const RELATED_PATIENT = patientId(1);
+/** The types the gateway searches to look relationships up (src/relationships/sources.ts). */
+export const RELATIONSHIP_TYPES = ['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Task'];
+
+export function makeCareTeam() {
+  return {
+    resourceType: 'CareTeam',
+    id: 'bench-careteam',
+    meta: { versionId: '1', lastUpdated: '2024-05-01T12:00:00.000Z' },
+    status: 'active',
+    name: 'Bench ward team',
+    subject: { reference: `Patient/${RELATED_PATIENT}` },
+    period: { start: '2024-01-01' },
+    participant: [
+      {
+        role: [{ coding: [{ system: 'http://snomed.info/sct', code: '309343006', display: 'Physician' }] }],
+        member: { reference: BENCH_PRACTITIONER, display: 'Dr. Bench' },
+      },
+    ],
+  };
+}
+
+/**
+ * The upstream's answer to a relationship search of `type` (one of RELATIONSHIP_TYPES) with
+ * `query` (URLSearchParams), as a searchset Buffer: for CareTeam, the bench team when `participant`
+ * names its member (relative or on `upstreamBase`) and `status`, when given, allows active;
+ * otherwise, and for every other type, an empty searchset.
+ */
+export function relationshipSearch(upstreamBase, type, query) {
+  const entry = [];
+  if (type === 'CareTeam') {
+    const team = makeCareTeam();
+    const member = team.participant[0].member.reference;
+    const named = (query.get('participant') ?? '').split(',').some((v) => v === member || v === `${upstreamBase}/${member}`);
+    const status = query.get('status');
+    if (named && (status === null || status.split(',').includes(team.status))) {
+      entry.push({ fullUrl: `${upstreamBase}/CareTeam/${team.id}`, resource: team, search: { mode: 'match' } });
+    }
+  }
+  return Buffer.from(
+    JSON.stringify({
+      resourceType: 'Bundle',
+      type: 'searchset',
+      total: entry.length,
+      link: [{ relation: 'self', url: `${upstreamBase}/${type}?${query}` }],
+      entry,
+    }),
+  );
+}
+
 /** How many Patients make a searchset of at least `bytes` serialized. */
 export function entriesForBytes(bytes) {
   const one = Buffer.byteLength(JSON.stringify(makePatient(1))) + 120;

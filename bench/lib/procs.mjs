@@ -81,6 +81,19 @@ export function rssOf(pid) {
   }
 }
 
+/** USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s on Linux. */
+const TICK = 100;
+
+/** CPU time (user + system, all threads) `pid` has used, in seconds (Linux /proc; NaN elsewhere). */
+export function cpuSeconds(pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / TICK;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** Samples a process's RSS every `everyMs` until stopped; returns the highest sample. */
 export function sampleRss(pid, everyMs = 50) {
   let max = 0;

@@ -49,6 +49,37 @@ export function fromAutocannon(r) {
 }
 
 /**
+ * Two scenarios measured in the same alternated rounds (`a[k]` and `b[k]` ran next to each other):
+ * per round, a's req/s over b's and its median (slow drift of the machine cancels within a round),
+ * and, when the runs carry `cpuSeconds` (CPU time of the server process during the run), CPU time
+ * per 2xx response of each (µs, over all rounds) and a's over b's, overall and per round.
+ */
+export function pairedRounds(a, b) {
+  const n = Math.min(a.length, b.length);
+  const rps = (r) => (r.seconds > 0 ? r.ok / r.seconds : Number.NaN);
+  const us = (runs) => {
+    const ok = runs.reduce((s, r) => s + r.ok, 0);
+    return ok > 0 ? (runs.reduce((s, r) => s + (r.cpuSeconds ?? Number.NaN), 0) * 1e6) / ok : Number.NaN;
+  };
+  const rpsRatios = [];
+  const cpuRatios = [];
+  for (let k = 0; k < n; k++) {
+    rpsRatios.push(rps(a[k]) / rps(b[k]));
+    cpuRatios.push(us([a[k]]) / us([b[k]]));
+  }
+  const usPerRequest = [us(a.slice(0, n)), us(b.slice(0, n))];
+  return { rpsRatios, medianRpsRatio: median(rpsRatios), usPerRequest, cpuRatio: usPerRequest[0] / usPerRequest[1], cpuRatios };
+}
+
+/** The median of a list of numbers (NaN when empty). */
+function median(xs) {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((x, y) => x - y);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
  * Order in which to run the scenarios of each round: forwards on odd rounds, backwards on even
  * ones (A B C, C B A, ...), so a slow drift of the machine does not favour whoever runs first.
  */
@@ -62,7 +93,9 @@ const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
 const ratio = (a, b) => (b > 0 && Number.isFinite(a) ? a / b : Number.NaN);
 
 /**
- * Rows for one payload group. `rows` = [{ label, kind: 'bare'|'parse'|'gateway', stats, error }].
+ * Rows for one payload group. `rows` = [{ label, kind: 'bare'|'parse'|'gateway', stats, error, vs? }]
+ * (`vs`: `{ ratio, of, median?, rounds? }`, this row's req/s as a ratio of another row's in the same
+ * run, `of` saying which; `median`: the median of the ratios of `rounds` alternated rounds).
  * Ratios are against the bare proxy and the parse-only proxy of the same group and run.
  */
 export function withRatios(rows) {
@@ -83,7 +116,10 @@ export function loadTable(groups, connections) {
   ];
   for (const g of groups) {
     for (const r of withRatios(g.rows)) {
-      const name = `${g.name}: ${r.label}`;
+      // A row measured against another row of its group (`vs`) shows that ratio in its name.
+      const median = r.vs && Number.isFinite(r.vs.median) ? `; median of ${r.vs.rounds} rounds ${fmt(r.vs.median, 3)}x` : '';
+      const vs = r.stats && r.vs && Number.isFinite(r.vs.ratio) ? ` (req/s ${fmt(r.vs.ratio, 3)}x ${r.vs.of}${median})` : '';
+      const name = `${g.name}: ${r.label}${vs}`;
       if (!r.stats) {
         lines.push(`| ${name} | FAILED: ${r.error ?? 'no result'} | | | | | | |`);
         continue;

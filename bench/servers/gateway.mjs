@@ -1,7 +1,8 @@
 /**
  * The gateway under test, from the built dist/ of BENCH_ROOT (so bench/compare can point it at
  * another revision). Config: BENCH_ROOT/config/gateway.yaml through loadGatewayConfig with the
- * PHI_GATEWAY_* environment overrides the parent sets, then the two settings that have no
+ * PHI_GATEWAY_* environment overrides the parent sets (PHI_GATEWAY_POLICY: the shipped policy, or
+ * the copy without care-relationship requirements of lib/policy.mjs), then the two settings that have no
  * environment variable: auth.jwksFile (the demo key's JWKS) and, for the memory test,
  * limits.responseBodyBytes (BENCH_RESPONSE_LIMIT); for the slow-upstream group,
  * limits.maxInflightRequests (BENCH_MAX_INFLIGHT) and upstream.connections (BENCH_UPSTREAM_CONNECTIONS). Reports { ready, port } over IPC; on 'stop'

@@ -14,15 +14,21 @@
  *   GET /fhir/Patient?...                     paged result set: `_count` (default 100, at most
  *                                             1000) entries from `_offset`, `total` 1000, `next`
  *                                             link only while more remain (~400 KB a page of 100)
+ *   GET /fhir/CareTeam?participant=...        the care relationships the gateway looks up
+ *       (and Encounter, EpisodeOfCare,        (the `relationship` group): one active CareTeam,
+ *       PractitionerRole, Task searches)      Practitioner/bench-prac on it, about pat-00001;
+ *                                             every other relationship search is an empty
+ *                                             searchset (lib/payloads.mjs relationshipSearch)
  *   GET /fhir/metadata                        a minimal CapabilityStatement
  *   GET /_bench/requests                      { fhir: requests under /fhir so far, dripping:
- *                                             slow answers still being dripped } (probes count
- *                                             the upstream requests one answer took)
+ *                                             slow answers still being dripped, relationships:
+ *                                             relationship searches so far, by type } (probes
+ *                                             count the upstream requests one answer took)
  * Pages are built on first use and cached as Buffers (bounded). Started by bench/run.mjs as a
  * child process; reports { ready, port, sizes } over IPC.
  */
 import { createServer } from 'node:http';
-import { buildPayloads, createPagedSearch } from '../lib/payloads.mjs';
+import { buildPayloads, createPagedSearch, RELATIONSHIP_TYPES, relationshipSearch } from '../lib/payloads.mjs';
 
 const port = Number(process.env.BENCH_PORT);
 const base = `http://127.0.0.1:${port}/fhir`;
@@ -35,6 +41,7 @@ const notFound = Buffer.from(
   JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] }),
 );
 let fhirRequests = 0;
+const relationshipSearches = Object.fromEntries(RELATIONSHIP_TYPES.map((t) => [t, 0]));
 let dripping = 0;
 const DRIP_EVERY_MS = 200;
 const DRIP_HEAD = '{"resourceType":"Patient","id":"slow"';
@@ -71,7 +78,16 @@ const server = createServer((req, res) => {
     return send(res, status, body);
   }
   if (url.startsWith('/fhir/metadata')) return send(res, 200, metadata);
-  if (url === '/_bench/requests') return send(res, 200, Buffer.from(JSON.stringify({ fhir: fhirRequests, dripping, pages: search.stats, cached: search.cached() })), 'application/json');
+  const q = url.indexOf('?');
+  const type = url.startsWith('/fhir/') ? url.slice('/fhir/'.length, q < 0 ? undefined : q) : '';
+  if (Object.hasOwn(relationshipSearches, type)) {
+    relationshipSearches[type]++;
+    return send(res, 200, relationshipSearch(base, type, new URLSearchParams(q < 0 ? '' : url.slice(q + 1))));
+  }
+  if (url === '/_bench/requests') {
+    const counts = { fhir: fhirRequests, dripping, relationships: relationshipSearches, pages: search.stats, cached: search.cached() };
+    return send(res, 200, Buffer.from(JSON.stringify(counts)), 'application/json');
+  }
   return send(res, 404, notFound);
 });
 server.keepAliveTimeout = 60_000;

@@ -1,6 +1,18 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { buildPayloads, CONFIDENTIALITY, createPagedSearch, makePatient, RESULT_SIZE } from '../lib/payloads.mjs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import {
+  BENCH_PRACTITIONER,
+  buildPayloads,
+  CONFIDENTIALITY,
+  createPagedSearch,
+  makePatient,
+  RELATED_PATIENT,
+  RELATIONSHIP_TYPES,
+  RESULT_SIZE,
+  relationshipSearch,
+} from '../lib/payloads.mjs';
 import { measure, median } from '../lib/timing.mjs';
 
 const base = 'http://127.0.0.1:9/fhir';
@@ -134,5 +146,43 @@ describe('timing', () => {
     const fast = await measure('fast', spin(100), { rounds: 3, roundMs: 10 });
     const slow = await measure('slow', spin(10_000), { rounds: 3, roundMs: 10 });
     assert.ok(slow.nsPerOp > fast.nsPerOp * 5, `${slow.nsPerOp} vs ${fast.nsPerOp}`);
+  });
+});
+
+describe('care relationships (the upstream)', () => {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const search = (type, q) => JSON.parse(relationshipSearch(base, type, new URLSearchParams(q)).toString());
+  it('relate the bench practitioner to the patient every read returns, through one active CareTeam', () => {
+    assert.equal(JSON.parse(buildPayloads(base).patient.toString()).id, RELATED_PATIENT);
+    for (const member of [BENCH_PRACTITIONER, `${base}/${BENCH_PRACTITIONER}`]) {
+      const b = search('CareTeam', `participant=${encodeURIComponent(member)}&status=active&_count=1000`);
+      assert.equal(b.type, 'searchset');
+      assert.deepEqual(
+        b.entry.map((e) => [e.resource.subject.reference, e.resource.status]),
+        [[`Patient/${RELATED_PATIENT}`, 'active']],
+      );
+    }
+  });
+  it('relate nobody else, and hold nothing for the other sources', () => {
+    assert.equal(search('CareTeam', 'participant=Practitioner/someone-else&status=active').entry.length, 0);
+    assert.equal(search('CareTeam', `participant=${BENCH_PRACTITIONER}&status=inactive`).entry.length, 0);
+    for (const type of RELATIONSHIP_TYPES.filter((t) => t !== 'CareTeam')) {
+      const b = search(type, `participant=${BENCH_PRACTITIONER}`);
+      assert.deepEqual([b.resourceType, b.type, b.entry.length], ['Bundle', 'searchset', 0], type);
+    }
+  });
+  it("are read by the gateway's own relationship sources as that one link", async () => {
+    // Built dist/ (`npm test` builds first): the code the gateway looks relationships up with.
+    const { readSearchBundle, readSource, localReferences, parseCaller } = await import(pathToFileURL(join(root, 'dist', 'relationships', 'sources.js')).href);
+    const input = {
+      caller: parseCaller(BENCH_PRACTITIONER),
+      count: 1000,
+      now: Date.now(),
+      local: localReferences([base]),
+      search: async (type, params) => readSearchBundle(JSON.parse(relationshipSearch(base, type, new URLSearchParams(params)).toString()), type),
+    };
+    const links = [];
+    for (const kind of RELATIONSHIP_TYPES) links.push(...(await readSource({ name: kind, kind, days: 30 }, input)).links);
+    assert.deepEqual(links, [{ patient: RELATED_PATIENT, resource: 'CareTeam/bench-careteam' }]);
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { aggregate, alternation, compareMarkdown, fromAutocannon, histogramBuckets, histogramLine, histogramSummary, loadTable, percentile, splitSide, targets, withRatios } from '../lib/report.mjs';
+import { aggregate, alternation, compareMarkdown, fromAutocannon, histogramBuckets, histogramLine, histogramSummary, loadTable, pairedRounds, percentile, splitSide, targets, withRatios } from '../lib/report.mjs';
 
 const run = (ok, seconds, p50 = 1, p99 = 2) => ({ ok, seconds, non2xx: 0, errors: 0, p50, p99 });
 const stats = (rps, p99 = 10) => aggregate([run(rps, 1, 5, p99)]);
@@ -130,6 +130,18 @@ describe('loadTable', () => {
     assert.match(md, /\| read: gw \| FAILED: HTTP 403 purpose-not-allowed \|/);
     assert.match(md, /\| read: bare \| 1000 \|/);
   });
+  it("names a row's ratio to another row of its group when it has one, and only when it was measured", () => {
+    const g = { key: 'relationship', name: 'rel', rows: [] };
+    g.rows.push({ label: 'with', kind: 'gateway', stats: stats(950), vs: { ratio: 0.95, of: 'of the read without it' } });
+    g.rows.push({ label: 'rounds', kind: 'gateway', stats: stats(900), vs: { ratio: 0.9, of: 'of y', median: 0.96, rounds: 5 } });
+    g.rows.push({ label: 'without', kind: 'gateway', stats: stats(1000) });
+    g.rows.push({ label: 'broken', kind: 'gateway', stats: undefined, error: 'HTTP 503', vs: { ratio: Number.NaN, of: 'of x' } });
+    const md = loadTable([g], 32);
+    assert.match(md, /\| rel: with \(req\/s 0\.950x of the read without it\) \| 950 \|/);
+    assert.match(md, /\| rel: without \| 1000 \|/);
+    assert.match(md, /\| rel: rounds \(req\/s 0\.900x of y; median of 5 rounds 0\.960x\) \| 900 \|/);
+    assert.match(md, /\| rel: broken \| FAILED: HTTP 503 \|/);
+  });
 });
 
 describe('compareMarkdown', () => {
@@ -226,5 +238,34 @@ describe('audit write histogram from /metrics', () => {
     // Without the earlier scrape the 5000 older, fast records count too and the p99 moves down a bucket.
     assert.deepEqual([histogramSummary(undefined, after).low, histogramSummary(undefined, after).high], [0.0005, 0.001]);
     assert.equal(histogramLine('idle', histogramSummary(after, after)), 'idle: no observations');
+  });
+});
+
+describe('pairedRounds', () => {
+  const r = (ok, cpuSeconds) => ({ ...run(ok, 2), cpuSeconds });
+  it('gives req/s ratios round by round, their median, and CPU per request of each side', () => {
+    const a = [r(900, 0.9), r(1200, 1.2), r(400, 0.5)];
+    const b = [r(1000, 0.8), r(1000, 0.8), r(1000, 1.0)];
+    const p = pairedRounds(a, b);
+    assert.deepEqual(
+      p.rpsRatios.map((x) => x.toFixed(2)),
+      ['0.90', '1.20', '0.40'],
+    );
+    assert.equal(p.medianRpsRatio, 0.9);
+    // 2.6 s of CPU for 2,500 responses against 2.6 s for 3,000.
+    assert.deepEqual(
+      p.usPerRequest.map((x) => x.toFixed(0)),
+      ['1040', '867'],
+    );
+    assert.equal(p.cpuRatio.toFixed(3), '1.200');
+    assert.deepEqual(
+      p.cpuRatios.map((x) => x.toFixed(3)),
+      ['1.250', '1.250', '1.250'],
+    );
+  });
+  it('pairs only the rounds both sides ran, and has no CPU figures without CPU times', () => {
+    const p = pairedRounds([run(10, 1), run(20, 1)], [run(10, 1)]);
+    assert.deepEqual(p.rpsRatios, [1]);
+    assert.ok(Number.isNaN(p.usPerRequest[0]) && Number.isNaN(p.cpuRatio));
   });
 });

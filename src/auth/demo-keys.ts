@@ -29,6 +29,11 @@ export interface DemoTokenOptions {
   readonly ttlSec?: number;
   readonly scope?: string;
   readonly familyName?: string;
+  /**
+   * The caller's own FHIR resource (`fhirUser` claim), e.g. `Practitioner/prac-reyes`: whose care
+   * relationships a data set with a relationship requirement uses.
+   */
+  readonly fhirUser?: string;
 }
 
 /**
@@ -77,6 +82,11 @@ export async function ensureDemoKeys(dir: string): Promise<DemoKeys> {
   });
 }
 
+/** `Type/id`, or an absolute URL ending in it: what the gateway accepts in the fhirUser claim. */
+export function isFhirUserReference(value: string): boolean {
+  return /^(?:https?:\/\/[^\s?#]+\/)?[A-Z][A-Za-z]{0,63}\/[A-Za-z0-9\-.]{1,64}$/.test(value);
+}
+
 /** Mints an RFC 9068 style access token (`typ: at+jwt`) signed with the demo key. */
 export async function mintDemoToken(key: DemoKeys, opts: DemoTokenOptions): Promise<string> {
   if (typeof opts.role !== 'string' || opts.role === '') throw new Error('role is required');
@@ -87,6 +97,10 @@ export async function mintDemoToken(key: DemoKeys, opts: DemoTokenOptions): Prom
   if (opts.patient !== undefined) claims.patient = opts.patient;
   if (opts.scope !== undefined) claims.scope = opts.scope;
   if (opts.familyName !== undefined) claims.family_name = opts.familyName;
+  if (opts.fhirUser !== undefined) {
+    if (!isFhirUserReference(opts.fhirUser)) throw new Error(`fhirUser must be a reference like Practitioner/prac-1, not '${opts.fhirUser}'`);
+    claims.fhirUser = opts.fhirUser;
+  }
   const signingKey = await importJWK(key.privateJwk, ALG);
   return new SignJWT(claims)
     .setProtectedHeader({ alg: ALG, kid: key.kid, typ: 'at+jwt' })

@@ -15,15 +15,31 @@ import { startGateway } from '../server/runtime.js';
 import type { CliIo } from './main.js';
 import { serveUntilSignal } from './serve.js';
 
-/** The demo roles, the purpose each one declares, and requests that show what the policy does. */
-export const DEMO_TOUR: ReadonlyArray<{ role: string; purpose: string; sub: string; requests: ReadonlyArray<{ path: string; shows: string }> }> = [
+/**
+ * The demo roles, the purpose each one declares, and requests that show what the policy does. A
+ * `fhirUser` names the person behind the token, whose care relationships (DEMO.relationships) the
+ * policy's relationship requirements use. Each `shows` names the status a request answers with when
+ * it is not 200.
+ */
+export const DEMO_TOUR: ReadonlyArray<{
+  role: string;
+  purpose: string;
+  sub: string;
+  fhirUser?: string;
+  requests: ReadonlyArray<{ path: string; shows: string }>;
+}> = [
   {
     role: 'clinician',
     purpose: 'TREAT',
     sub: 'dr-reyes',
+    fhirUser: DEMO.relationships.fhirUsers.clinician,
     requests: [
-      { path: `/Patient/${DEMO.patients.alice}`, shows: 'the whole chart: SSN, phone, narrative' },
+      { path: `/Patient/${DEMO.patients.alice}`, shows: 'her patient (care team): the whole chart, SSN, phone, narrative' },
       { path: `/Condition?patient=${DEMO.patients.alice}`, shows: 'clinical data, notes included' },
+      {
+        path: `/Patient/${DEMO.patients.brian}`,
+        shows: 'not her patient (no care team, encounter, episode or ward): 403 relationship-required, break-glass can open it',
+      },
       { path: `/Patient/${DEMO.patients.vip}`, shows: 'the VIP chart is restricted: 403, break-glass can reveal it' },
     ],
   },
@@ -42,7 +58,11 @@ export const DEMO_TOUR: ReadonlyArray<{ role: string; purpose: string; sub: stri
     role: 'coder',
     purpose: 'HOPERAT',
     sub: 'coder-1',
-    requests: [{ path: `/Patient/${DEMO.patients.alice}`, shows: 'MRN, gender and birth date only' }],
+    fhirUser: DEMO.relationships.fhirUsers.coder,
+    requests: [
+      { path: `/Patient/${DEMO.patients.alice}`, shows: 'in the coding work queue: MRN, gender and birth date only' },
+      { path: `/Patient/${DEMO.patients.brian}`, shows: 'not in the work queue (his task is completed): 404, as if he did not exist' },
+    ],
   },
   {
     role: 'researcher',
@@ -76,7 +96,8 @@ function shellQuote(s: string): string {
 
 export function tourText(baseUrl: string, tokens: Record<string, string>): string {
   const lines: string[] = [];
-  lines.push('# Demo tokens (valid 8 hours; mint more with: npx phi-gateway token --role billing)');
+  lines.push('# Demo tokens (valid 8 hours; mint more with: npx phi-gateway token --role billing,');
+  lines.push(`#   or for a clinician's own patients: npx phi-gateway token --role clinician --fhir-user ${DEMO.relationships.fhirUsers.clinician})`);
   for (const t of DEMO_TOUR) lines.push(`export ${envName(t.role)}=${tokens[t.role]}`);
   lines.push('');
   for (const t of DEMO_TOUR) {
@@ -92,6 +113,10 @@ export function tourText(baseUrl: string, tokens: Record<string, string>): strin
   lines.push('# break the glass (clinician, with a reason; alerted and queued for review):');
   lines.push(
     `curl -s ${shellQuote(`${baseUrl}/Patient/${DEMO.patients.vip}`)} -H "Authorization: Bearer $${envName('clinician')}" -H 'X-Purpose-Of-Use: BTG' -H 'X-Break-Glass-Reason: Unconscious patient in the ED, identity confirmed by ID band'`,
+  );
+  lines.push('# break the glass for a patient who is not hers (the audit record says so: no relationship):');
+  lines.push(
+    `curl -s ${shellQuote(`${baseUrl}/Patient/${DEMO.patients.brian}`)} -H "Authorization: Bearer $${envName('clinician')}" -H 'X-Purpose-Of-Use: BTG' -H 'X-Break-Glass-Reason: Covering the ED overnight, patient arrived by ambulance'`,
   );
   lines.push('');
   lines.push(`# the audit trail: ./data/audit   (npx phi-gateway audit verify --source file:data/audit)`);
@@ -147,7 +172,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const gw = await startGateway(config);
   const tokens: Record<string, string> = {};
   for (const t of DEMO_TOUR) {
-    tokens[t.role] = await mintDemoToken(keys, { role: t.role, sub: t.sub, ttlSec: 8 * 3600 });
+    tokens[t.role] = await mintDemoToken(keys, { role: t.role, sub: t.sub, fhirUser: t.fhirUser, ttlSec: 8 * 3600 });
   }
   io.stdout.write(`\nphi-gateway demo: FHIR API at ${gw.url} (upstream ${upstream.url}, admin http://${config.admin.host}:${config.admin.port})\n\n`);
   io.stdout.write(tourText(gw.url, tokens));

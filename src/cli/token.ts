@@ -1,13 +1,15 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ensureDemoKeys, mintDemoToken } from '../auth/demo-keys.js';
+import { ensureDemoKeys, isFhirUserReference, mintDemoToken } from '../auth/demo-keys.js';
 
 export const USAGE = `usage: phi-gateway token --role R [--sub S] [--purpose P]... [--patient ID] [--scope S]
-                         [--family-name N] [--ttl 1h] [--keys DIR]
+                         [--family-name N] [--fhir-user Type/id] [--ttl 1h] [--keys DIR]
   Demo only: mints an access token signed with the demo key (trusted only by the demo configuration)
   and prints it alone on stdout. --purpose may be repeated (or comma-separated); --patient sets the
-  patient claim; --scope the SMART scopes; --family-name the family_name claim; --ttl accepts 30s, 15m,
-  1h, 1d (at most 1d); --keys defaults to ./data/demo-keys.
+  patient claim; --scope the SMART scopes; --family-name the family_name claim; --fhir-user the
+  fhirUser claim, the caller's own resource whose care relationships count (e.g.
+  Practitioner/prac-reyes); --ttl accepts 30s, 15m, 1h, 1d (at most 1d); --keys defaults to
+  ./data/demo-keys.
 `;
 
 /** Longest lifetime the demo will mint: a day keeps a leaked demo token short-lived. */
@@ -35,6 +37,7 @@ export async function run(
     patient?: string;
     scope?: string;
     'family-name'?: string;
+    'fhir-user'?: string;
     ttl?: string;
     keys?: string;
     help?: boolean;
@@ -51,6 +54,7 @@ export async function run(
         patient: { type: 'string' },
         scope: { type: 'string' },
         'family-name': { type: 'string' },
+        'fhir-user': { type: 'string' },
         ttl: { type: 'string', default: '1h' },
         keys: { type: 'string', default: './data/demo-keys' },
         help: { type: 'boolean', short: 'h' },
@@ -68,6 +72,10 @@ export async function run(
     io.stderr.write(`token: --role is required\n${USAGE}`);
     return 2;
   }
+  if (values['fhir-user'] !== undefined && !isFhirUserReference(values['fhir-user'])) {
+    io.stderr.write(`token: --fhir-user must be a reference like Practitioner/prac-reyes\n`);
+    return 2;
+  }
   const ttlSec = parseTtl(values.ttl ?? '1h');
   if (ttlSec === undefined || ttlSec > MAX_TTL_SEC) {
     io.stderr.write(`token: --ttl must look like 30s, 15m, 1h or 1d and be at most 1d\n`);
@@ -82,6 +90,7 @@ export async function run(
       patient: values.patient,
       scope: values.scope,
       familyName: values['family-name'],
+      fhirUser: values['fhir-user'],
       ttlSec,
     });
     io.stdout.write(`${token}\n`);

@@ -4,7 +4,10 @@
  * SSNs and MRNs, telecom and addresses (a restricted ZIP3 among them), a patient over 89, a deceased
  * patient, a VIP chart labelled confidentiality R (labels propagated to its encounters and
  * observations), PSY / PSYTHPN / HIV labelled records, notes, narrative that repeats identifiers,
- * contained resources, claims, coverage and appointments.
+ * contained resources, claims, coverage and appointments. Care relationships too (policy
+ * `relationships`): care teams, encounters, an episode of care, a ward role and a coder's work queue
+ * relate some patients to the demo clinician (dr-reyes) and the demo coder (coder-1), and leave
+ * others unrelated; `DEMO.relationships` says who is related to whom, via what.
  *
  * `DEMO` names the ids and the sensitive strings so tests can assert that a response's bytes never
  * contain them. `demoResources()` builds fresh objects on every call: callers may mutate them.
@@ -13,6 +16,7 @@ import type {
   AllergyIntolerance,
   Annotation,
   Appointment,
+  CareTeam,
   Claim,
   Coding,
   Condition,
@@ -20,19 +24,23 @@ import type {
   DiagnosticReport,
   DocumentReference,
   Encounter,
+  EpisodeOfCare,
   ExplanationOfBenefit,
   Identifier,
   Immunization,
+  Location,
   MedicationRequest,
   Meta,
   Observation,
   Organization,
   Patient,
   Practitioner,
+  PractitionerRole,
   Procedure,
   Reference,
   Resource,
   Specimen,
+  Task,
 } from 'fhir/r4.js';
 
 export const CONFIDENTIALITY_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
@@ -47,7 +55,10 @@ const ICD10 = 'http://hl7.org/fhir/sid/icd-10-cm';
 const UCUM = 'http://unitsofmeasure.org';
 const ACT_ENCOUNTER = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
 
-/** Every seeded resource is version 1 at this instant, so seeds are byte-for-byte reproducible. */
+/**
+ * Every seeded resource is version 1 at this instant, so seeds are byte-for-byte reproducible; the
+ * dates of the encounters that make a care relationship current are the exception (see `recent`).
+ */
 export const SEED_INSTANT = '2024-06-01T12:00:00.000Z';
 
 export const DEMO = {
@@ -131,14 +142,45 @@ export const DEMO = {
     chen: 'prac-chen',
     okafor: 'prac-okafor',
     lab: 'prac-lab',
+    coder: 'prac-coder-1',
   },
   practitionerNames: {
     reyes: 'Dr. Maria Reyes',
     chen: 'Dr. David Chen',
     okafor: 'Dr. Ngozi Okafor',
     lab: 'Sam Tran',
+    coder: 'Jordan Park',
   },
   organizations: { hospital: 'org-hospital', payer: 'org-payer' },
+  /**
+   * Care relationships and assignments, as the shipped policy's sources read them. The demo
+   * clinician (token sub `dr-reyes`, fhirUser `Practitioner/prac-reyes`) is related, for TREAT, to:
+   * Alice and the VIP (active care teams), Elder (care manager of her active episode of care), Grace
+   * (admitted to the ward of dr-reyes's active role), Henry (an encounter that ended days ago) and
+   * Paula (an encounter in progress). Not to Brian (nothing at all) nor David (only a care team that
+   * is inactive); her 2024 encounters with Alice, Elder and Henry ended too long ago to count alone.
+   * The demo coder (sub `coder-1`, fhirUser `Practitioner/prac-coder-1`) has, for HOPERAT, Alice
+   * (Task.for), Elder (Task.focus an encounter) and Paula (Task.focus a claim) in an open work queue;
+   * Brian's task is completed and does not count; nobody else is assigned.
+   */
+  relationships: {
+    fhirUsers: { clinician: 'Practitioner/prac-reyes', coder: 'Practitioner/prac-coder-1' },
+    careTeams: { alice: 'ct-alice', vip: 'ct-vip', davidInactive: 'ct-david' },
+    /** The ward's Location, dr-reyes's PractitionerRole there, and Grace's stay on it (in progress). */
+    ward: 'loc-ward-4b',
+    wardRole: 'role-reyes-ward',
+    wardEncounter: 'enc-grace-ward',
+    /** dr-reyes's encounters that count: Henry's ended days ago, Paula's is in progress. */
+    recentEncounter: 'enc-henry-2',
+    currentEncounter: 'enc-paula-2',
+    episode: 'eoc-elder',
+    tasks: { alice: 'task-code-alice', elderEncounter: 'task-code-elder', paulaClaim: 'task-code-paula', brianCompleted: 'task-code-brian' },
+    /** dr-reyes's related patients by key, and the source that relates each. */
+    clinicianRelated: { alice: 'care-team', vip: 'care-team', elder: 'episode', grace: 'department', henry: 'encounter', paula: 'encounter' },
+    clinicianUnrelated: ['brian', 'david'],
+    coderAssigned: ['alice', 'elder', 'paula'],
+    coderUnassigned: ['brian', 'vip', 'david', 'henry', 'grace'],
+  },
   memberIds: { alice: 'BSHP-778812', brian: 'BSHP-778813', paula: 'BSHP-778814' },
   /** The restricted chart and what is labelled with it. */
   vip: {
@@ -429,7 +471,7 @@ function practitioners(): Practitioner[] {
     meta: meta(),
     identifier: [{ system: 'http://hl7.org/fhir/sid/us-npi', value: npi }],
     active: true,
-    name: [{ family, given: [given], prefix: key === 'lab' ? [] : ['Dr.'] }],
+    name: [{ family, given: [given], prefix: key === 'lab' || key === 'coder' ? [] : ['Dr.'] }],
     telecom: [
       { system: 'phone' as const, value: phone, use: 'work' as const },
       { system: 'email' as const, value: `${given.toLowerCase()}.${family.toLowerCase()}@beacon-general.example` },
@@ -440,6 +482,7 @@ function practitioners(): Practitioner[] {
     mk('chen', 'David', 'Chen', '617-555-0202', '1245319599'),
     mk('okafor', 'Ngozi', 'Okafor', '617-555-0203', '1336184216'),
     mk('lab', 'Sam', 'Tran', '617-555-0204', '1184726591'),
+    mk('coder', 'Jordan', 'Park', '617-555-0206', '1093847561'),
   ];
 }
 
@@ -473,10 +516,13 @@ interface EncounterSpec {
   patient: keyof typeof P;
   practitioner: keyof typeof DEMO.practitioners;
   start: string;
-  end: string;
+  /** Absent: the encounter is in progress. */
+  end?: string;
   reason: ReturnType<typeof cc>;
   diagnosis?: string;
   classCode?: 'AMB' | 'EMER' | 'IMP';
+  /** Where the patient is (a ward): `Location/<id>`. */
+  location?: string;
   security?: Coding[];
 }
 
@@ -487,7 +533,7 @@ function encounter(s: EncounterSpec): Encounter {
     resourceType: 'Encounter',
     id: s.id,
     meta: meta(...(s.security ?? [])),
-    status: 'finished',
+    status: s.end === undefined ? 'in-progress' : 'finished',
     class: { system: ACT_ENCOUNTER, code: classCode, display: classDisplay },
     type: [cc(SNOMED, '185349003', 'Encounter for check up')],
     subject: patientRef(s.patient),
@@ -497,14 +543,26 @@ function encounter(s: EncounterSpec): Encounter {
         individual: practitionerRef(s.practitioner),
       },
     ],
-    period: { start: s.start, end: s.end },
+    period: s.end === undefined ? { start: s.start } : { start: s.start, end: s.end },
     reasonCode: [s.reason],
     ...(s.diagnosis ? { diagnosis: [{ condition: { reference: `Condition/${s.diagnosis}` }, rank: 1 }] } : {}),
+    ...(s.location ? { location: [{ location: { reference: s.location }, status: 'active' as const }] } : {}),
     serviceProvider: hospitalRef(),
   };
 }
 
-function encounters(): Encounter[] {
+/**
+ * `days` days before `now`'s UTC day, at `time` (UTC). A care relationship read from encounters
+ * counts while they are current or recently ended, so these dates follow the clock; by the day, so
+ * two seeds on the same day are identical.
+ */
+function recent(now: Date, days: number, time: string): string {
+  const day = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()) - days * 86_400_000);
+  return `${day.toISOString().slice(0, 10)}T${time}Z`;
+}
+
+function encounters(now: Date): Encounter[] {
+  const R = DEMO.relationships;
   return [
     encounter({
       id: 'enc-alice-1',
@@ -573,6 +631,117 @@ function encounters(): Encounter[] {
       reason: cc(SNOMED, '44054006', 'Diabetes mellitus type 2'),
       diagnosis: 'cond-brian-dm2',
     }),
+    // The encounters that relate patients to dr-reyes now: one ended days ago, one in progress.
+    encounter({
+      id: R.recentEncounter,
+      patient: 'henry',
+      practitioner: 'reyes',
+      start: recent(now, 10, '14:00:00'),
+      end: recent(now, 10, '14:30:00'),
+      reason: cc(SNOMED, '390906007', 'Follow-up encounter'),
+    }),
+    encounter({
+      id: R.currentEncounter,
+      patient: 'paula',
+      practitioner: 'reyes',
+      start: recent(now, 1, '09:00:00'),
+      reason: cc(SNOMED, '68566005', 'Urinary tract infectious disease'),
+      classCode: 'EMER',
+    }),
+    // Admitted to the ward dr-reyes works on (her PractitionerRole), under another attending.
+    encounter({
+      id: R.wardEncounter,
+      patient: 'grace',
+      practitioner: 'chen',
+      start: recent(now, 2, '18:00:00'),
+      reason: cc(SNOMED, '233604007', 'Pneumonia'),
+      classCode: 'IMP',
+      location: `Location/${R.ward}`,
+    }),
+  ];
+}
+
+/**
+ * Where dr-reyes works and whom she cares for (the shipped policy's relationship sources): care
+ * teams, an episode of care she manages, her role on a ward, and the coder's work queue.
+ */
+function careRelationships(): Resource[] {
+  const R = DEMO.relationships;
+  const careTeam = (id: string, key: keyof typeof P, status: CareTeam['status'], name: string, members: Array<keyof typeof DEMO.practitioners>, extra: Partial<CareTeam> = {}): CareTeam => ({
+    resourceType: 'CareTeam',
+    id,
+    meta: meta(...(key === 'vip' ? [label.restricted()] : [])),
+    status,
+    name,
+    subject: patientRef(key),
+    participant: members.map((m) => ({
+      role: [cc(SNOMED, m === 'reyes' ? '446050000' : '309343006', m === 'reyes' ? 'Primary care physician' : 'Physician')],
+      member: practitionerRef(m),
+    })),
+    managingOrganization: [hospitalRef()],
+    ...extra,
+  });
+  const ward: Location = {
+    resourceType: 'Location',
+    id: R.ward,
+    meta: meta(),
+    status: 'active',
+    name: 'Ward 4B (pediatrics)',
+    mode: 'instance',
+    physicalType: cc('http://terminology.hl7.org/CodeSystem/location-physical-type', 'wa', 'Ward'),
+    managingOrganization: hospitalRef(),
+  };
+  const role: PractitionerRole = {
+    resourceType: 'PractitionerRole',
+    id: R.wardRole,
+    meta: meta(),
+    active: true,
+    period: { start: '2024-01-01' },
+    practitioner: practitionerRef('reyes'),
+    // The ward, not the hospital: a role naming Organization/org-hospital would relate her to every
+    // patient admitted anywhere in it.
+    location: [{ reference: `Location/${R.ward}`, display: 'Ward 4B (pediatrics)' }],
+    code: [cc('http://terminology.hl7.org/CodeSystem/practitioner-role', 'doctor', 'Doctor')],
+  };
+  const episode: EpisodeOfCare = {
+    resourceType: 'EpisodeOfCare',
+    id: R.episode,
+    meta: meta(),
+    status: 'active',
+    type: [cc('http://terminology.hl7.org/CodeSystem/episodeofcare-type', 'hacc', 'Home and Community Care')],
+    diagnosis: [{ condition: { reference: `Condition/${DEMO.elderAgeCondition}` }, rank: 1 }],
+    patient: patientRef('elder'),
+    managingOrganization: hospitalRef(),
+    period: { start: '2024-02-20' },
+    careManager: practitionerRef('reyes'),
+  };
+  const task = (id: string, status: Task['status'], about: Pick<Task, 'for' | 'focus'>, authoredOn: string): Task => ({
+    resourceType: 'Task',
+    id,
+    meta: meta(),
+    status,
+    intent: 'order',
+    code: { text: 'Code the encounter' },
+    description: 'Assign diagnosis and procedure codes',
+    ...about,
+    authoredOn,
+    ...(status === 'completed' ? { lastModified: '2024-05-02T16:00:00Z' } : {}),
+    requester: hospitalRef(),
+    owner: practitionerRef('coder'),
+  });
+  return [
+    careTeam(R.careTeams.alice, 'alice', 'active', 'Hypertension care', ['reyes'], { period: { start: '2024-02-10' } }),
+    careTeam(R.careTeams.vip, 'vip', 'active', 'Fracture follow-up', ['chen', 'reyes'], { period: { start: '2024-03-04' } }),
+    careTeam(R.careTeams.davidInactive, 'david', 'inactive', 'Home care', ['reyes'], {
+      period: { start: '2023-06-01', end: DEMO.deceased.david.slice(0, 10) },
+    }),
+    ward,
+    role,
+    episode,
+    task(R.tasks.alice, 'requested', { for: patientRef('alice') }, '2024-05-20T09:00:00Z'),
+    task(R.tasks.elderEncounter, 'in-progress', { focus: { reference: 'Encounter/enc-elder-1' } }, '2024-05-21T09:00:00Z'),
+    task(R.tasks.paulaClaim, 'ready', { focus: { reference: `Claim/${DEMO.psyClaim}` } }, '2024-05-22T09:00:00Z'),
+    task(R.tasks.brianCompleted, 'completed', { for: patientRef('brian') }, '2024-05-01T09:00:00Z'),
   ];
 }
 
@@ -1055,19 +1224,27 @@ export function aliceFirstVersion(): Patient {
 /**
  * Every seeded resource, current versions, in dependency order (referenced resources first).
  * Alice's Patient is version 2 here; seed `aliceFirstVersion()` before it to get her history.
+ * `now` dates the encounters that make a care relationship current (days before its UTC day).
  */
-export function demoResources(): Resource[] {
+export function demoResources(now: Date = new Date()): Resource[] {
   const [alice, ...others] = patients();
+  const [relationships, tasks] = partition(careRelationships(), (r) => r.resourceType !== 'Task');
   return [
     ...organizations(),
     ...practitioners(),
     { ...alice, meta: { versionId: '2', lastUpdated: SEED_INSTANT } },
     ...others,
     ...conditions(),
-    ...encounters(),
+    ...relationships,
+    ...encounters(now),
     ...vitals(),
     ...otherClinical(),
     ...financial(),
     ...appointments(),
+    ...tasks,
   ];
+}
+
+function partition<T>(items: readonly T[], keep: (item: T) => boolean): [T[], T[]] {
+  return [items.filter(keep), items.filter((i) => !keep(i))];
 }

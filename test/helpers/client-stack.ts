@@ -11,6 +11,8 @@
  *
  * Upstream pages are kept small (minUpstreamCount 1: the client's _count + 1), so a client page
  * needs several upstream pages and the upstream's own paging links are followed on every search.
+ * The gateway runs the shipped policy as startStack does: without its care-relationship
+ * requirements unless `opts.relationships` (the seeded patients here have no care relationships).
  */
 import { parseSearchRequest } from '@medplum/core';
 import type { ResourceType } from '@medplum/fhirtypes';

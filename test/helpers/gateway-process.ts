@@ -2,7 +2,9 @@
  * The built gateway as a real OS process (`node dist/cli/main.js serve`), for tests that must
  * kill it (SIGKILL mid-load), run several replicas, or run the CLI the way an operator does.
  * Configured only through the documented environment overrides (SPEC 2) on top of the shipped
- * config/gateway.yaml, so what is tested is what ships. Needs `npm run build` first.
+ * config/gateway.yaml, so what is tested is what ships; the policy is the shipped one without its
+ * care-relationship requirements unless `relationships: true` (as startStack's). Needs
+ * `npm run build` first.
  *
  *   const gw = await spawnGateway({ upstream, issuer, audience, jwksUri, audit: `file:${dir}` });
  *   await fetch(`${gw.url}/Patient/pat-alice`, { headers });
@@ -12,7 +14,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { freePort } from './gateway.js';
+import { freePort, type TestPolicyFile, testPolicyFile } from './gateway.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** The built CLI; PHI_GATEWAY_TEST_CLI points the tests at another build (mutation checks). */
@@ -29,6 +31,12 @@ export interface SpawnGatewayOptions {
   readonly audit: string;
   /** Further environment overrides (beat the ones above). */
   readonly env?: Readonly<Record<string, string>>;
+  /**
+   * Keep the shipped policy's care-relationship requirements (StackOptions.relationships): by
+   * default the process runs a copy without them, removed when it exits. Not applied when
+   * `env.PHI_GATEWAY_POLICY` names a policy of the test's own.
+   */
+  readonly relationships?: boolean;
   /** How long to wait for /healthz. Default 30 s (a loaded CI machine starts node slowly). */
   readonly readyTimeoutMs?: number;
 }
@@ -173,12 +181,26 @@ async function spawnOnce(opts: SpawnGatewayOptions): Promise<GatewayProcess | { 
 /** Starts `phi-gateway serve` and resolves once the admin /healthz answers 200. */
 export async function spawnGateway(opts: SpawnGatewayOptions): Promise<GatewayProcess> {
   assertBuilt();
-  let last = '';
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const r = await spawnOnce(opts);
-    if (!('retry' in r)) return r;
-    last = r.retry;
+  let policy: TestPolicyFile | undefined;
+  if (opts.env?.PHI_GATEWAY_POLICY === undefined) {
+    policy = testPolicyFile({ relationships: opts.relationships });
+    opts = { ...opts, env: { PHI_GATEWAY_POLICY: policy.file, ...opts.env } };
   }
+  let last = '';
+  try {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const r = await spawnOnce(opts);
+      if (!('retry' in r)) {
+        void r.exited.then(() => policy?.remove());
+        return r;
+      }
+      last = r.retry;
+    }
+  } catch (e) {
+    policy?.remove();
+    throw e;
+  }
+  policy?.remove();
   throw new Error(`gateway process could not bind its ports after 3 attempts:\n${last}`);
 }
 

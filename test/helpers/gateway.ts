@@ -2,7 +2,8 @@
  * A whole stack for integration tests: the real FHIR upstream (medplum, seeded with the demo data),
  * a real OIDC provider issuing client-credentials access tokens, and the gateway in front with the
  * shipped example policy and a file audit sink in a temp dir. Tokens are verified through the IdP's
- * JWKS URI, exactly as in production.
+ * JWKS URI, exactly as in production. The shipped policy's care-relationship requirements are left
+ * out unless a test asks for them (`relationships: true`): see StackOptions.relationships.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -72,6 +73,15 @@ export interface StackOptions {
    * config/policy.yaml, written to a temp file the stack removes when it closes.
    */
   policy?: (policy: ShippedPolicy) => void;
+  /**
+   * Keep the shipped policy's care-relationship requirements (`dataSets.*.relationship`: clinical
+   * for TREAT, coding for HOPERAT). By default the stack's copy of the policy has none, so tests of
+   * other features see each role as it was: their tokens name no `fhirUser`, and a requirement
+   * would refuse every patient. Relationship tests opt in with `true` (and tokens carrying
+   * `fhirUser`, e.g. DEMO.relationships.fhirUsers). The `relationships` section itself is kept
+   * either way. Not applied when `env.PHI_GATEWAY_POLICY` names a policy file of the test's own.
+   */
+  relationships?: boolean;
 }
 
 /** config/policy.yaml as parsed, for StackOptions.policy edits. */
@@ -81,14 +91,35 @@ export interface ShippedPolicy {
   [key: string]: unknown;
 }
 
+/** A policy file for a test gateway, and how to remove it (a no-op for the shipped file itself). */
+export interface TestPolicyFile {
+  readonly file: string;
+  remove(): void;
+}
+
+/**
+ * The shipped policy as a test gateway runs it: config/policy.yaml itself when nothing changes
+ * (`relationships: true`, no edit), else a parsed copy without the care-relationship requirements
+ * (unless `relationships`) and with `edit` applied, in a temp dir that `remove()` deletes.
+ */
+export function testPolicyFile(opts: { relationships?: boolean; edit?: (policy: ShippedPolicy) => void } = {}): TestPolicyFile {
+  const shipped = new URL('../../config/policy.yaml', import.meta.url);
+  if (opts.relationships && !opts.edit) return { file: shipped.pathname, remove: () => {} };
+  const policy = parseYaml(readFileSync(shipped, 'utf8')) as ShippedPolicy;
+  if (!opts.relationships) {
+    for (const ds of Object.values(policy.dataSets)) delete ds.relationship;
+  }
+  opts.edit?.(policy);
+  const dir = mkdtempSync(join(tmpdir(), 'phi-policy-'));
+  writeFileSync(join(dir, 'policy.yaml'), stringifyYaml(policy));
+  return { file: join(dir, 'policy.yaml'), remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
-  let policyDir: string | undefined;
-  if (opts.policy) {
-    const policy = parseYaml(readFileSync(new URL('../../config/policy.yaml', import.meta.url), 'utf8')) as ShippedPolicy;
-    opts.policy(policy);
-    policyDir = mkdtempSync(join(tmpdir(), 'phi-policy-'));
-    writeFileSync(join(policyDir, 'policy.yaml'), stringifyYaml(policy));
-    opts = { ...opts, env: { PHI_GATEWAY_POLICY: join(policyDir, 'policy.yaml'), ...opts.env } };
+  let policyFile: TestPolicyFile | undefined;
+  if (opts.env?.PHI_GATEWAY_POLICY === undefined) {
+    policyFile = testPolicyFile({ relationships: opts.relationships, edit: opts.policy });
+    opts = { ...opts, env: { PHI_GATEWAY_POLICY: policyFile.file, ...opts.env } };
   }
   const upstream = opts.upstreamUrl ? undefined : await startFhirUpstream({ seed: true });
   const upstreamUrl = opts.upstreamUrl ?? upstream!.url;
@@ -152,7 +183,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await idp.close();
       await upstream?.close();
       rmSync(auditDir, { recursive: true, force: true });
-      if (policyDir) rmSync(policyDir, { recursive: true, force: true });
+      policyFile?.remove();
     },
   };
 }

@@ -1,14 +1,17 @@
 /**
  * `npm start` is the first thing anyone tries: run the built `phi-gateway demo` as a process, take the
  * curl commands it prints, and run each one (URL and headers as printed, tokens from the printed
- * exports). Each must answer as its comment says.
+ * exports). Each must answer as its comment says: the status it names (403, 404), else 200.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { OperationOutcome } from 'fhir/r4.js';
+import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO } from '../../src/demo/data.js';
+import { ERROR_SYSTEM } from '../../src/errors.js';
 import { freePort } from '../helpers/gateway.js';
 
 const root = new URL('../..', import.meta.url).pathname;
@@ -79,11 +82,11 @@ function parseTour(text: string): Curl[] {
 describe('npm start (phi-gateway demo)', () => {
   it('prints a token for each demo role and curl commands that work as described', async () => {
     const tour = parseTour(output);
-    expect(tour.length).toBeGreaterThanOrEqual(10);
+    expect(tour.length).toBeGreaterThanOrEqual(14);
     for (const c of tour) {
       const res = await fetch(c.url, { headers: c.headers });
       const body = await res.text();
-      const expected = c.comment.includes('403') ? 403 : 200;
+      const expected = c.comment.includes('403') ? 403 : c.comment.includes('404') ? 404 : 200;
       expect(res.status, `${c.comment}\n${c.url}\n${body.slice(0, 300)}`).toBe(expected);
       expect(res.headers.get('x-request-id')).toBeTruthy();
     }
@@ -99,5 +102,51 @@ describe('npm start (phi-gateway demo)', () => {
     const research = tour.find((c) => c.headers['X-Purpose-Of-Use'] === 'HRESCH' && c.url.includes('/Patient'));
     const rbody = await (await fetch(research!.url, { headers: research!.headers })).text();
     for (const name of DEMO.families) expect(rbody).not.toContain(name);
+  });
+
+  it('mints the clinician and coder tokens for their own FHIR resource (fhirUser)', () => {
+    const tokens = new Map([...output.matchAll(/^export (\w+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
+    expect(decodeJwt(tokens.get('CLINICIAN_TOKEN')!)).toMatchObject({ sub: 'dr-reyes', fhirUser: DEMO.relationships.fhirUsers.clinician });
+    expect(decodeJwt(tokens.get('CODER_TOKEN')!)).toMatchObject({ sub: 'coder-1', fhirUser: DEMO.relationships.fhirUsers.coder });
+    expect(decodeJwt(tokens.get('BILLING_TOKEN')!)).not.toHaveProperty('fhirUser');
+  });
+
+  it("the clinician sees her own patient, is refused another with relationship-required, and break-glass opens it", async () => {
+    const tour = parseTour(output).filter((c) => c.headers['X-Purpose-Of-Use'] === 'TREAT' || c.headers['X-Purpose-Of-Use'] === 'BTG');
+    const related = tour.find((c) => c.headers['X-Purpose-Of-Use'] === 'TREAT' && c.url.endsWith(`/Patient/${DEMO.patients.alice}`))!;
+    const res = await fetch(related.url, { headers: related.headers });
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain(DEMO.ssn.alice);
+
+    const unrelated = tour.find((c) => c.headers['X-Purpose-Of-Use'] === 'TREAT' && c.url.endsWith(`/Patient/${DEMO.patients.brian}`))!;
+    const refused = await fetch(unrelated.url, { headers: unrelated.headers });
+    const text = await refused.text();
+    expect(refused.status).toBe(403);
+    expect((JSON.parse(text) as OperationOutcome).issue[0].details?.coding?.[0]).toEqual({ system: ERROR_SYSTEM, code: 'relationship-required' });
+    for (const leak of [DEMO.ssn.brian, DEMO.phones.brian, 'Baker']) expect(text).not.toContain(leak);
+
+    const glass = tour.find((c) => c.headers['X-Purpose-Of-Use'] === 'BTG' && c.url.endsWith(`/Patient/${DEMO.patients.brian}`))!;
+    const opened = await fetch(glass.url, { headers: glass.headers });
+    expect(opened.status).toBe(200);
+    expect(await opened.text()).toContain('Baker');
+  });
+
+  it('the coder sees an account in the work queue, and one outside it exactly as a patient that does not exist', async () => {
+    const coder = /^export CODER_TOKEN=(\S+)$/m.exec(output)![1];
+    const tour = parseTour(output).filter((c) => c.headers['X-Purpose-Of-Use'] === 'HOPERAT' && c.headers.Authorization === `Bearer ${coder}`);
+    const assigned = tour.find((c) => c.url.endsWith(`/Patient/${DEMO.patients.alice}`))!;
+    const res = await fetch(assigned.url, { headers: assigned.headers });
+    const body = await res.text();
+    expect(res.status).toBe(200);
+    expect(body).toContain(DEMO.mrn.alice);
+    expect(body).not.toContain('Anderson');
+
+    const unassigned = tour.find((c) => c.url.endsWith(`/Patient/${DEMO.patients.brian}`))!;
+    const refused = await fetch(unassigned.url, { headers: unassigned.headers });
+    const missing = await fetch(unassigned.url.replace(DEMO.patients.brian, 'pat-does-not-exist'), { headers: unassigned.headers });
+    expect(refused.status).toBe(404);
+    expect(missing.status).toBe(404);
+    // The same answer as for an id that does not exist: nothing tells that Brian is a patient here.
+    expect(await refused.text()).toBe(await missing.text());
   });
 });

@@ -11,10 +11,12 @@ import type {
   Condition,
   Coverage,
   DocumentReference,
+  Encounter,
   Observation,
   OperationOutcome,
   Patient,
   Resource,
+  Task,
 } from 'fhir/r4.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -39,9 +41,11 @@ const PSYTHPN = `${ACT_CODE_SYSTEM}|PSYTHPN`;
 const HIV = `${ACT_CODE_SYSTEM}|HIV`;
 
 function patientOf(r: Resource): string | undefined {
-  const x = r as { subject?: { reference?: string }; patient?: { reference?: string }; beneficiary?: { reference?: string } };
-  return (x.subject ?? x.patient ?? x.beneficiary)?.reference;
+  const x = r as { subject?: { reference?: string }; patient?: { reference?: string }; beneficiary?: { reference?: string }; for?: { reference?: string } };
+  return (x.subject ?? x.patient ?? x.beneficiary ?? x.for)?.reference;
 }
+
+const ids = (b: Bundle) => (b.entry ?? []).map((e) => `${e.resource?.resourceType}/${e.resource?.id}`);
 
 describe('demo data', () => {
   const all = demoResources();
@@ -53,6 +57,20 @@ describe('demo data', () => {
     expect(JSON.stringify(again)).toBe(JSON.stringify(all));
     (again[0] as { id?: string }).id = 'changed';
     expect(demoResources()[0].id).not.toBe('changed');
+  });
+
+  it('dates only the encounters that make a relationship current by the clock, to the day', () => {
+    const at = (iso: string) => demoResources(new Date(iso));
+    expect(JSON.stringify(at('2030-01-05T01:00:00Z'))).toBe(JSON.stringify(at('2030-01-05T23:59:59Z')));
+    const a = at('2030-01-05T12:00:00Z');
+    const b = at('2030-03-01T12:00:00Z');
+    const differs = a.filter((r, i) => JSON.stringify(r) !== JSON.stringify(b[i])).map((r) => `${r.resourceType}/${r.id}`);
+    const R = DEMO.relationships;
+    expect(differs.sort()).toEqual([`Encounter/${R.currentEncounter}`, `Encounter/${R.recentEncounter}`, `Encounter/${R.wardEncounter}`].sort());
+    const period = (id: string) => (a.find((r) => r.id === id) as Encounter).period;
+    expect(period(R.recentEncounter)).toEqual({ start: '2029-12-26T14:00:00Z', end: '2029-12-26T14:30:00Z' });
+    expect(period(R.currentEncounter)).toEqual({ start: '2030-01-04T09:00:00Z' });
+    expect(period(R.wardEncounter)).toEqual({ start: '2030-01-03T18:00:00Z' });
   });
 
   it('has unique ids and every reference resolves inside the seed', () => {
@@ -106,6 +124,7 @@ describe('demo data', () => {
         `Encounter/${DEMO.vip.encounter}`,
         `Observation/${DEMO.vip.observation}`,
         `Condition/${DEMO.vip.condition}`,
+        `CareTeam/${DEMO.relationships.careTeams.vip}`,
       ].sort(),
     );
     for (const r of all) {
@@ -146,13 +165,17 @@ describe('demo data', () => {
     const expected = [
       'Encounter', 'Condition', 'Observation', 'Procedure', 'DiagnosticReport', 'DocumentReference',
       'MedicationRequest', 'AllergyIntolerance', 'Immunization', 'Claim', 'Coverage', 'ExplanationOfBenefit',
-      'Practitioner', 'Organization', 'Appointment',
+      'Practitioner', 'Organization', 'Appointment', 'CareTeam', 'EpisodeOfCare', 'PractitionerRole', 'Location', 'Task',
     ];
     for (const t of expected) expect(byType(t).length, t).toBeGreaterThan(0);
     const patientIds = new Set(Object.values(DEMO.patients).map((id) => `Patient/${id}`));
+    const byRef = new Map(all.map((r) => [`${r.resourceType}/${r.id}`, r]));
     for (const r of all) {
-      if (['Patient', 'Practitioner', 'Organization', 'Appointment'].includes(r.resourceType)) continue;
-      expect(patientIds.has(patientOf(r) ?? ''), `${r.resourceType}/${r.id}`).toBe(true);
+      if (['Patient', 'Practitioner', 'Organization', 'Appointment', 'PractitionerRole', 'Location'].includes(r.resourceType)) continue;
+      // A work-queue Task names its patient, or an encounter or claim of that patient.
+      const focus = (r as Task).focus?.reference;
+      const patient = patientOf(r) ?? (focus ? patientOf(byRef.get(focus)!) : undefined);
+      expect(patientIds.has(patient ?? ''), `${r.resourceType}/${r.id}`).toBe(true);
     }
     const coverage = byType('Coverage') as Coverage[];
     expect(coverage.every((c) => c.subscriberId && c.identifier?.[0].type?.coding?.[0].code === 'MB')).toBe(true);
@@ -318,6 +341,57 @@ describe('demo FHIR upstream over HTTP', () => {
     expect(res.body.total).toBe(4);
     expect(res.body.entry?.map((e) => e.resource?.resourceType)).toEqual(['Coverage', 'Coverage', 'Coverage']);
     expect(res.body.link?.find((l) => l.relation === 'next')?.url).toMatch(new RegExp(`^${up.url}\\?`));
+  });
+
+  it('relates patients to the demo clinician and coder as DEMO.relationships says, by the searches a lookup makes', async () => {
+    const R = DEMO.relationships;
+    const get = async (path: string) => (await up.get<Bundle>(path)).body;
+    const patientsOf = (b: Bundle, path: (r: Resource) => string | undefined) =>
+      new Set((b.entry ?? []).map((e) => path(e.resource!)).filter((p) => p !== undefined));
+    const reyes = R.fhirUsers.clinician;
+    const since = new Date(Date.now() - 30 * 86_400_000).toISOString().slice(0, 10);
+
+    const careTeams = await get(`CareTeam?participant=${reyes}&status=active`);
+    expect(ids(careTeams).sort()).toEqual([`CareTeam/${R.careTeams.alice}`, `CareTeam/${R.careTeams.vip}`]);
+    expect(ids(await get(`CareTeam?participant=${reyes}`))).toContain(`CareTeam/${R.careTeams.davidInactive}`);
+
+    // Current or ended within 30 days: the in-progress one (no end) matches a date search too.
+    const encounters = await get(`Encounter?participant=${reyes}&date=ge${since}`);
+    expect(ids(encounters).sort()).toEqual([`Encounter/${R.currentEncounter}`, `Encounter/${R.recentEncounter}`].sort());
+    expect((await get(`Encounter?participant=${reyes}`)).total).toBe(5);
+
+    const episodes = await get(`EpisodeOfCare?care-manager=${reyes}&status=active`);
+    expect(ids(episodes)).toEqual([`EpisodeOfCare/${R.episode}`]);
+
+    const roles = await get(`PractitionerRole?practitioner=${reyes}&active=true`);
+    expect(ids(roles)).toEqual([`PractitionerRole/${R.wardRole}`]);
+    expect((roles.entry![0].resource as { organization?: unknown }).organization).toBeUndefined();
+    const admitted = await get(`Encounter?location=Location/${R.ward}&status=in-progress`);
+    expect(ids(admitted)).toEqual([`Encounter/${R.wardEncounter}`]);
+
+    const related = new Map<string, Set<string>>([
+      ['care-team', patientsOf(careTeams, patientOf)],
+      ['encounter', patientsOf(encounters, patientOf)],
+      ['episode', patientsOf(episodes, patientOf)],
+      ['department', patientsOf(admitted, patientOf)],
+    ]);
+    const expected = new Map<string, string[]>();
+    for (const [key, source] of Object.entries(R.clinicianRelated)) {
+      expected.set(source, [...(expected.get(source) ?? []), `Patient/${DEMO.patients[key as keyof typeof DEMO.patients]}`]);
+    }
+    for (const [source, patients] of related) expect([...patients].sort(), source).toEqual((expected.get(source) ?? []).sort());
+    const all = new Set([...related.values()].flatMap((p) => [...p]));
+    for (const key of R.clinicianUnrelated) expect(all.has(`Patient/${DEMO.patients[key]}`), key).toBe(false);
+
+    const queue = await get(`Task?owner=${R.fhirUsers.coder}&status:not=completed&_include=Task:focus`);
+    const tasks = (queue.entry ?? []).filter((e) => e.search?.mode === 'match').map((e) => e.resource as Task);
+    const focused = new Map((queue.entry ?? []).filter((e) => e.search?.mode === 'include').map((e) => [`${e.resource?.resourceType}/${e.resource?.id}`, e.resource!]));
+    const assigned = tasks.map((t) => t.for?.reference ?? patientOf(focused.get(t.focus!.reference!)!));
+    expect(assigned.sort()).toEqual(R.coderAssigned.map((k) => `Patient/${DEMO.patients[k]}`).sort());
+    expect(tasks.map((t) => t.id).sort()).toEqual([R.tasks.alice, R.tasks.elderEncounter, R.tasks.paulaClaim].sort());
+    const completed = await get(`Task?owner=${R.fhirUsers.coder}&status=completed`);
+    expect(ids(completed)).toEqual([`Task/${R.tasks.brianCompleted}`]);
+    for (const key of R.coderUnassigned) expect(assigned, key).not.toContain(`Patient/${DEMO.patients[key]}`);
   });
 
   it('serves a minimal CapabilityStatement at /metadata', async () => {

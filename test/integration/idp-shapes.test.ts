@@ -16,7 +16,7 @@
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChainedRecord } from '../../src/audit/record.js';
@@ -25,6 +25,7 @@ import { DEMO } from '../../src/demo/data.js';
 import { createLogger } from '../../src/server/logger.js';
 import { type RunningGateway, startGateway } from '../../src/server/runtime.js';
 import { readAll, recordsOf } from '../helpers/audit.js';
+import { testPolicyFile } from '../helpers/gateway.js';
 import { hmacToken, type JwksServer, makeKeyPair, signToken, startJwksServer, type TestKeyPair } from '../helpers/keys.js';
 import { type TestUpstream, withUpstream } from '../helpers/upstream.js';
 
@@ -32,6 +33,9 @@ const ALICE = DEMO.patients.alice;
 const ALICE_PHONE = DEMO.phones.alice;
 const HTN_NOTE = DEMO.notes.hypertension;
 const NOW = () => Math.floor(Date.now() / 1000);
+// The shipped policy without its care-relationship requirements: these tokens name no fhirUser.
+const TEST_POLICY = testPolicyFile();
+afterAll(() => TEST_POLICY.remove());
 
 interface Gw {
   readonly gateway: RunningGateway;
@@ -62,7 +66,7 @@ async function startFromYaml(authYaml: string, topYaml = ''): Promise<Gw> {
     `version: 1
 listen: 127.0.0.1:0
 adminListen: 127.0.0.1:0
-policy: ${resolve('config/policy.yaml')}
+policy: ${TEST_POLICY.file}
 upstream:
   url: ${up.url}
 auth:

@@ -21,14 +21,17 @@ import { createUpstreamFamilyLookup } from '../../src/monitor/names.js';
 import { upstreamTlsOptions } from '../../src/server/app.js';
 import { createLogger } from '../../src/server/logger.js';
 import { type RunningGateway, startGateway } from '../../src/server/runtime.js';
-import { freePort } from '../helpers/gateway.js';
+import { freePort, testPolicyFile } from '../helpers/gateway.js';
 import { createTestPki, HAS_OPENSSL } from '../helpers/pki.js';
 import { type Idp, startIdp } from '../helpers/idp.js';
 
 const OPENSSL = HAS_OPENSSL;
 if (!OPENSSL) console.warn('\n*** openssl not found: upstream TLS monitor tests SKIPPED ***\n');
 
-const POLICY = new URL('../../config/policy.yaml', import.meta.url).pathname;
+// The shipped policy without its care-relationship requirements: these tokens name no fhirUser.
+const TEST_POLICY = testPolicyFile();
+afterAll(() => TEST_POLICY.remove());
+const POLICY = TEST_POLICY.file;
 let dir: string;
 let upstream: Server;
 let upstreamUrl: string;

@@ -25,10 +25,15 @@ export const TEST_ANOMALIES = {
   ],
 };
 
-/** The shipped policy with the test's anomaly rules, written to a temp file. */
+/**
+ * The shipped policy with the test's anomaly rules, written to a temp file. Without its
+ * care-relationship requirements, as test stacks run it by default (the scripted day's tokens name
+ * no `fhirUser`).
+ */
 export function testPolicyFile(mutate?: (policy: Record<string, unknown>) => void): string {
   const policy = parse(readFileSync(new URL('../../config/policy.yaml', import.meta.url), 'utf8')) as Record<string, unknown>;
   policy.anomalies = TEST_ANOMALIES;
+  for (const ds of Object.values(policy.dataSets as Record<string, Record<string, unknown>>)) delete ds.relationship;
   mutate?.(policy);
   const file = join(tmpdir(), `phi-policy-${process.pid}-${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(file, stringify(policy));

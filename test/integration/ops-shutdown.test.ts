@@ -17,7 +17,7 @@ import { DEMO } from '../../src/demo/data.js';
 import { type RunningUpstream, startFhirUpstream } from '../../src/demo/upstream.js';
 import { createLogger } from '../../src/server/logger.js';
 import { startGateway } from '../../src/server/runtime.js';
-import { freePort } from '../helpers/gateway.js';
+import { freePort, testPolicyFile } from '../helpers/gateway.js';
 import { runCli, spawnGateway, startLoad } from '../helpers/gateway-process.js';
 import { type Idp, startIdp } from '../helpers/idp.js';
 
@@ -27,6 +27,8 @@ let upstream: RunningUpstream;
 let idp: Idp;
 let token: string;
 const dirs: string[] = [];
+const TEST_POLICY = testPolicyFile();
+afterAll(() => TEST_POLICY.remove());
 
 function tempDir(): string {
   const d = mkdtempSync(join(tmpdir(), 'phi-ops-shutdown-'));
@@ -130,6 +132,8 @@ describe('shutdown grace period (in process)', () => {
       PHI_GATEWAY_AUDIENCE: idp.audience,
       PHI_GATEWAY_JWKS_URI: idp.jwksUri,
       PHI_GATEWAY_AUDIT: `file:${dir}`,
+      // The shipped policy without its care-relationship requirements: the token names no fhirUser.
+      PHI_GATEWAY_POLICY: TEST_POLICY.file,
     };
     const config = { ...loadGatewayConfig(new URL('../../config/gateway.yaml', import.meta.url).pathname, env), shutdownGraceMs: graceMs };
     const gw = await startGateway(config, { logger: createLogger('silent') });

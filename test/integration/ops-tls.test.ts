@@ -15,14 +15,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadGatewayConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/server/logger.js';
 import { type RunningGateway, startGateway } from '../../src/server/runtime.js';
-import { freePort } from '../helpers/gateway.js';
+import { freePort, testPolicyFile } from '../helpers/gateway.js';
 import { createTestPki, HAS_OPENSSL, issueCert } from '../helpers/pki.js';
 import { type Idp, startIdp } from '../helpers/idp.js';
 
 const OPENSSL = HAS_OPENSSL;
 if (!OPENSSL) console.warn('\n*** openssl not found: TLS tests SKIPPED ***\n');
 
-const POLICY = new URL('../../config/policy.yaml', import.meta.url).pathname;
+// The shipped policy without its care-relationship requirements: these tokens name no fhirUser.
+const TEST_POLICY = testPolicyFile();
+afterAll(() => TEST_POLICY.remove());
+const POLICY = TEST_POLICY.file;
 let dir: string;
 let upstream: Server;
 let upstreamUrl: string;

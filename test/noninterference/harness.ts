@@ -7,8 +7,9 @@
  *       against false alarms (if S vs S2 differs, the harness is wrong, not the gateway)
  *   S'  S without every resource the caller may not see (oracle.sPrimeVersions)
  *
- * Every request is sent as the same caller (same role, purpose, sub and patient claim; tokens minted
- * by each stack's own IdP) to all three; every `next` link is followed in each state separately;
+ * Every request is sent as the same caller (same role, purpose, sub, patient and fhirUser claims;
+ * tokens minted by each stack's own IdP) to all three; every `next` link is followed in each state
+ * separately;
  * the answers are compared page by page after normalising ONLY:
  *   - headers: only content-type, location, content-location, etag, last-modified are compared
  *     (so X-Request-Id and Date never are); an etag that is the gateway's hash of the body it came
@@ -17,8 +18,11 @@
  *   - the value of the opaque `_cursor` query parameter in links and Location headers (its length
  *     is kept and compared);
  *   - for break-glass-eligible roles, the announced hint: a searchset entry with search.mode =
- *     outcome whose issue code is `suppressed` is dropped, and a 403 break-glass-available (answer,
- *     or batch-response entry) reads as the gateway's 404 not-found.
+ *     outcome whose issue code is `suppressed` is dropped, and a 403 break-glass-available or
+ *     relationship-required (answer, or batch-response entry) reads as the gateway's 404 not-found:
+ *     both tell such a caller, by design, that break-glass would reveal something there.
+ * A caller with a fhirUser runs under the shipped policy's care-relationship requirements (every
+ * other caller's stacks run without them, as the rest of the test suite does).
  * Upstream pages are as small as the client's page allows (paging.minUpstreamCount 1), so the
  * small demo result sets still make the gateway refill pages across upstream pages.
  * Both gateways are configured with the same publicBaseUrl so fullUrl and links are comparable
@@ -72,10 +76,14 @@ async function seed(upstream: RunningUpstream, versions: readonly Resource[]): P
  * startStack picks its ports with freePort() (bind, close, reuse), which can race with another test
  * file starting stacks at the same moment: retry on EADDRINUSE.
  */
-async function startStackRetrying(upstreamUrl: string): Promise<Stack> {
+async function startStackRetrying(upstreamUrl: string, relationships: boolean): Promise<Stack> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startStack({ upstreamUrl, configure: (c) => ({ ...c, publicBaseUrl: PUBLIC_BASE, paging: { ...c.paging, minUpstreamCount: 1 } }) });
+      return await startStack({
+        upstreamUrl,
+        relationships,
+        configure: (c) => ({ ...c, publicBaseUrl: PUBLIC_BASE, paging: { ...c.paging, minUpstreamCount: 1 } }),
+      });
     } catch (e) {
       if (attempt >= 4 || !String((e as { code?: string }).code ?? e).includes('EADDRINUSE')) throw e;
     }
@@ -85,7 +93,11 @@ async function startStackRetrying(upstreamUrl: string): Promise<Stack> {
 async function startState(name: StateName, caller: Caller, versions: readonly Resource[]): Promise<State> {
   const upstream = await startFhirUpstream({ seed: false });
   await seed(upstream, versions);
-  const stack = await startStackRetrying(upstream.url);
+  const stack = await startStackRetrying(upstream.url, caller.fhirUser !== undefined);
+  const claims = {
+    ...(caller.patient === undefined ? {} : { patient: caller.patient }),
+    ...(caller.fhirUser === undefined ? {} : { fhirUser: caller.fhirUser }),
+  };
   let token: Promise<string> | undefined;
   return {
     name,
@@ -93,7 +105,7 @@ async function startState(name: StateName, caller: Caller, versions: readonly Re
     stack,
     token() {
       // Same role client (so the same sub), same claims, from this stack's own IdP.
-      token ??= stack.token(caller.role, caller.patient === undefined ? undefined : { patient: caller.patient });
+      token ??= stack.token(caller.role, Object.keys(claims).length === 0 ? undefined : claims);
       return token;
     },
     versionCount: () => upstream.repo.readTypeHistory(undefined, { limit: 1 }).total ?? -1,
@@ -172,6 +184,9 @@ function errorCodeOf(json: unknown): string | undefined {
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** What a break-glass-eligible caller is told where break-glass would reveal something. */
+const ANNOUNCED = new Set(['break-glass-available', 'relationship-required']);
+
 function isSuppressedOutcome(e: unknown): boolean {
   if (!isObj(e) || !isObj(e.search) || e.search.mode !== 'outcome') return false;
   const r = e.resource as { resourceType?: string; issue?: Array<{ code?: string }> } | undefined;
@@ -199,7 +214,7 @@ function normaliseValue(v: unknown, bg: boolean): unknown {
       const kept = out.entry
         .filter((e) => !isSuppressedOutcome(e))
         .map((e) => {
-          if (isObj(e) && isObj(e.response) && errorCodeOf(e.response.outcome) === 'break-glass-available') {
+          if (isObj(e) && isObj(e.response) && ANNOUNCED.has(errorCodeOf(e.response.outcome) ?? '')) {
             return { ...e, response: { status: '404 Not Found', outcome: operationOutcome('not-found') } };
           }
           return e;
@@ -218,7 +233,7 @@ export function normalisePage(p: Page, caller: Caller): Page {
     const v = p.headers[h] ?? null;
     headers[h] = v !== null && (h === 'location' || h === 'content-location') ? replaceCursor(v) : v;
   }
-  if (bg && p.status === 403 && errorCodeOf(p.body) === 'break-glass-available') {
+  if (bg && p.status === 403 && ANNOUNCED.has(errorCodeOf(p.body) ?? '')) {
     return { status: 404, headers, body: normaliseValue(operationOutcome('not-found'), bg) };
   }
   return { status: p.status, headers, body: normaliseValue(p.body, bg) };

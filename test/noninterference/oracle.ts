@@ -10,6 +10,15 @@
  * S' = the same sequence without every version of each resource the caller may not see.
  * A resource is judged on its current (last) version: SPEC 3 "a withheld current version withholds
  * every version".
+ *
+ * Care relationships: a caller with a `fhirUser` runs under the shipped policy's relationship
+ * requirements (the harness keeps them for it). Whom it is related to is decided here from the
+ * seeded CareTeam, Encounter, EpisodeOfCare, PractitionerRole and Task resources themselves, by
+ * this file's reading of the policy's source kinds; every record of any other patient is withheld
+ * (reason `relationship`). The resources that relate the caller are the policy's input, not data
+ * it asks for: S' keeps them even where the caller may not read them (a labelled care team, a
+ * coder's Tasks), so S and S' relate the caller to the same patients. A care team or task of an
+ * unrelated patient is that patient's data and goes.
  */
 import { readFileSync } from 'node:fs';
 import type { Coding, Condition, Resource } from 'fhir/r4.js';
@@ -27,9 +36,20 @@ interface RuleYaml {
   interactions?: string[];
   withhold?: string[];
 }
+interface RelationshipYaml {
+  required?: boolean;
+  sources: string[];
+  purposes?: string[];
+}
 interface DataSetYaml {
   withhold?: string[];
   rules: RuleYaml[];
+  relationship?: RelationshipYaml;
+}
+export type SourceKind = 'CareTeam' | 'Encounter' | 'EpisodeOfCare' | 'PractitionerRole' | 'Task';
+interface SourceYaml {
+  kind: SourceKind;
+  days?: number;
 }
 interface RoleYaml {
   purposes: Record<string, string>;
@@ -38,6 +58,8 @@ interface RoleYaml {
 interface PolicyYaml {
   dataSets: Record<string, DataSetYaml>;
   roles: Record<string, RoleYaml>;
+  purposes?: Record<string, { parent?: string }>;
+  relationships?: { sources: Record<string, SourceYaml> };
 }
 
 let policyYaml: PolicyYaml | undefined;
@@ -46,12 +68,17 @@ export function policy(): PolicyYaml {
   return policyYaml;
 }
 
-/** Who is asking: a role, one declared purpose, and optionally a SMART patient claim. */
+/**
+ * Who is asking: a role, one declared purpose, optionally a SMART patient claim, and optionally the
+ * token's `fhirUser` (the caller's own FHIR resource): only then do the shipped policy's care
+ * relationship requirements apply (without it the harness's stacks run without them).
+ */
 export interface Caller {
   readonly name: string;
   readonly role: string;
   readonly purpose: string;
   readonly patient?: string;
+  readonly fhirUser?: string;
 }
 
 /** Every role of the shipped policy with each purpose it is granted, and each role (first purpose) with a patient claim. */
@@ -65,6 +92,18 @@ export function callers(): Caller[] {
     out.push({ name: `${role}/${purpose}+patient=${DEMO.patients.alice}`, role, purpose, patient: DEMO.patients.alice });
   }
   return out;
+}
+
+/**
+ * The demo's clinician and coder as themselves (fhirUser), for the purposes their data sets require
+ * a care relationship or an assignment for.
+ */
+export function relationshipCallers(): Caller[] {
+  const me = DEMO.relationships.fhirUsers;
+  return [
+    { name: `clinician/TREAT+fhirUser=${me.clinician}`, role: 'clinician', purpose: 'TREAT', fhirUser: me.clinician },
+    { name: `coder/HOPERAT+fhirUser=${me.coder}`, role: 'coder', purpose: 'HOPERAT', fhirUser: me.coder },
+  ];
 }
 
 export function dataSetName(c: Caller): string {
@@ -134,16 +173,213 @@ export function inPatientCompartment(r: Resource, patient: string): boolean | un
   return paths.some((p) => referencesAt(r, p.split('.')).some((ref) => ref === `Patient/${patient}`));
 }
 
-export type WithheldReason = 'type' | 'label' | 'compartment';
+export type WithheldReason = 'type' | 'label' | 'compartment' | 'relationship';
 
 /** Why the caller may not see this (current version of a) resource, or undefined when it may. */
 export function withheldReason(c: Caller, r: Resource): WithheldReason | undefined {
   if (!grantedTypes(c).includes(r.resourceType)) return 'type';
+  const related = relatedSet(c);
+  if (related !== undefined && !ofRelatedPatients(r, related)) return 'relationship';
   const labels = withheldLabels(c, r.resourceType);
   const security = r.meta?.security ?? [];
   if (labels.some((l) => security.some((coding) => labelMatches(l, coding)))) return 'label';
   if (c.patient !== undefined && inPatientCompartment(r, c.patient) === false) return 'compartment';
   return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Care relationships, read independently (the policy's `relationships.sources` and each data
+// set's `relationship` requirement, evaluated here on the seeded resources themselves)
+
+const OPEN_TASK = new Set(['draft', 'requested', 'received', 'accepted', 'ready', 'in-progress', 'on-hold']);
+const CURRENT_ENCOUNTER = new Set(['in-progress', 'arrived', 'triaged', 'onleave']);
+const DAY_MS = 86_400_000;
+
+/** Whether `purpose` is `listed` or one of its descendants in the policy's purpose tree. */
+function purposeCovers(listed: string, purpose: string): boolean {
+  const tree = policy().purposes ?? {};
+  for (let p: string | undefined = purpose, depth = 0; p !== undefined && depth < 20; p = tree[p]?.parent, depth++) {
+    if (p === listed) return true;
+  }
+  return false;
+}
+
+/** The requirement that applies to the caller (only callers with a fhirUser run under one). */
+export function relationshipRequirement(c: Caller): RelationshipYaml | undefined {
+  if (c.fhirUser === undefined) return undefined;
+  const req = policy().dataSets[dataSetName(c)]?.relationship;
+  if (req === undefined) return undefined;
+  if (req.purposes !== undefined && !req.purposes.some((p) => purposeCovers(p, c.purpose))) return undefined;
+  return req;
+}
+
+type Obj = Record<string, unknown>;
+const asObj = (v: unknown): Obj | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : undefined);
+const many = (v: unknown): unknown[] => (Array.isArray(v) ? v : v === undefined ? [] : [v]);
+const refOf = (v: unknown): string | undefined => {
+  const r = asObj(v)?.reference;
+  return typeof r === 'string' ? r : undefined;
+};
+const patientIdOf = (v: unknown): string | undefined => {
+  const r = refOf(v);
+  return r?.startsWith('Patient/') ? r.slice('Patient/'.length) : undefined;
+};
+
+/** Epoch ms a FHIR date or dateTime is over (a date: the next day's start, UTC). */
+function over(value: string): number {
+  return /^\d{4}-\d{2}-\d{2}$/.test(value) ? Date.parse(`${value}T00:00:00Z`) + DAY_MS : Date.parse(value);
+}
+const endedBy = (period: unknown, now: number): boolean => {
+  const end = asObj(period)?.end;
+  return typeof end === 'string' && over(end) <= now;
+};
+
+/** A patient the caller is related to: the source that relates it, and the resources that make the link. */
+export interface RelatedPatient {
+  readonly source: string;
+  readonly evidence: readonly string[];
+}
+
+/**
+ * The patients `fhirUser` is related to through the named sources of config/policy.yaml, read from
+ * `resources` (current versions): first source listed wins, as the audit record names one.
+ */
+export function relationshipsIn(fhirUser: string, sourceNames: readonly string[], resources: readonly Resource[], now = Date.now()): Map<string, RelatedPatient> {
+  const sources = policy().relationships?.sources ?? {};
+  const byKey = new Map(resources.map((r) => [keyOf(r), r as unknown as Obj]));
+  const ofType = (t: string) => resources.filter((r) => r.resourceType === t).map((r) => r as unknown as Obj);
+  const out = new Map<string, RelatedPatient>();
+  const add = (patient: string | undefined, source: string, evidence: string[]) => {
+    if (patient !== undefined && !out.has(patient)) out.set(patient, { source, evidence });
+  };
+  for (const name of sourceNames) {
+    const source = sources[name];
+    if (source === undefined) throw new Error(`oracle: relationship source ${name} is not in policy.yaml`);
+    switch (source.kind) {
+      case 'CareTeam':
+        for (const ct of ofType('CareTeam')) {
+          if (ct.status !== 'active' || endedBy(ct.period, now)) continue;
+          if (!many(ct.participant).some((p) => refOf(asObj(p)?.member) === fhirUser && !endedBy(asObj(p)?.period, now))) continue;
+          add(patientIdOf(ct.subject), name, [`CareTeam/${ct.id}`]);
+        }
+        break;
+      case 'Encounter':
+        for (const enc of ofType('Encounter')) {
+          if (enc.status === 'cancelled' || enc.status === 'entered-in-error') continue;
+          if (!many(enc.participant).some((p) => refOf(asObj(p)?.individual) === fhirUser)) continue;
+          const end = asObj(enc.period)?.end;
+          const current = CURRENT_ENCOUNTER.has(String(enc.status)) || typeof end !== 'string';
+          if (!current && over(end as string) <= now - (source.days ?? 0) * DAY_MS) continue;
+          add(patientIdOf(enc.subject), name, [`Encounter/${enc.id}`]);
+        }
+        break;
+      case 'EpisodeOfCare':
+        for (const eoc of ofType('EpisodeOfCare')) {
+          if (eoc.status !== 'active' || endedBy(eoc.period, now) || refOf(eoc.careManager) !== fhirUser) continue;
+          add(patientIdOf(eoc.patient), name, [`EpisodeOfCare/${eoc.id}`]);
+        }
+        break;
+      case 'PractitionerRole':
+        for (const role of ofType('PractitionerRole')) {
+          if (role.active !== true || endedBy(role.period, now) || refOf(role.practitioner) !== fhirUser) continue;
+          const locations = many(role.location).map(refOf);
+          const organization = locations.length === 0 ? refOf(role.organization) : undefined;
+          for (const enc of ofType('Encounter')) {
+            if (enc.status !== 'in-progress') continue;
+            const there =
+              many(enc.location).some((l) => {
+                const at = asObj(l);
+                return at !== undefined && at.status !== 'completed' && !endedBy(at.period, now) && locations.includes(refOf(at.location));
+              }) ||
+              (organization !== undefined && refOf(enc.serviceProvider) === organization);
+            if (there) add(patientIdOf(enc.subject), name, [`PractitionerRole/${role.id}`, `Encounter/${enc.id}`]);
+          }
+        }
+        break;
+      case 'Task':
+        for (const task of ofType('Task')) {
+          if (!OPEN_TASK.has(String(task.status)) || refOf(task.owner) !== fhirUser) continue;
+          const direct = patientIdOf(task.for) ?? patientIdOf(task.focus);
+          if (direct !== undefined) {
+            add(direct, name, [`Task/${task.id}`]);
+            continue;
+          }
+          const focus = refOf(task.focus);
+          const target = focus === undefined ? undefined : byKey.get(focus);
+          if (target === undefined) continue;
+          const patient = ['patient', 'subject', 'beneficiary'].map((k) => patientIdOf(many(target[k])[0])).find((p) => p !== undefined);
+          add(patient, name, [`Task/${task.id}`, focus!]);
+        }
+        break;
+    }
+  }
+  return out;
+}
+
+const relatedCache = new Map<string, Map<string, RelatedPatient> | undefined>();
+
+/** The caller's related patients in S (undefined: no requirement applies to it). */
+export function relatedPatients(c: Caller): Map<string, RelatedPatient> | undefined {
+  if (!relatedCache.has(c.name)) {
+    const req = relationshipRequirement(c);
+    relatedCache.set(c.name, req === undefined ? undefined : relationshipsIn(c.fhirUser!, req.sources, [...currentResources().values()]));
+  }
+  return relatedCache.get(c.name);
+}
+
+function relatedSet(c: Caller): ReadonlySet<string> | undefined {
+  const related = relatedPatients(c);
+  return related === undefined ? undefined : new Set(related.keys());
+}
+
+/** Every patient id a reference anywhere in `value` names (relative or absolute, versioned or not). */
+export function patientsMentioned(value: unknown, out = new Set<string>()): Set<string> {
+  if (Array.isArray(value)) for (const v of value) patientsMentioned(v, out);
+  else if (value !== null && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      if (k === 'reference' && typeof v === 'string') {
+        const m = /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]*)?$/.exec(v);
+        if (m) out.add(m[1]!);
+      } else patientsMentioned(v, out);
+    }
+  }
+  return out;
+}
+
+/**
+ * Whether a resource is the record of related patients only: a Patient by its id; other patient
+ * data (a type with a patient compartment) when its compartment references name at least one
+ * patient, every patient any reference names is related, and it contains no Patient.
+ */
+export function ofRelatedPatients(r: Resource, related: ReadonlySet<string>): boolean {
+  if (r.resourceType === 'Patient') return related.has(r.id ?? '');
+  const paths = patientReferencePaths(r.resourceType);
+  if (paths.length === 0) return true;
+  const named = paths.flatMap((p) => referencesAt(r, p.split('.'))).filter((ref) => /(?:^|\/)Patient\//.test(ref));
+  if (named.length === 0) return false;
+  if ([...patientsMentioned(r)].some((p) => !related.has(p))) return false;
+  const contained = (r as { contained?: Resource[] }).contained ?? [];
+  return !contained.some((x) => x.resourceType === 'Patient');
+}
+
+/**
+ * Strings only the records of `patients` hold (ids, names, identifiers, values, dates...), each
+ * appearing in no other seeded resource, not even inside a longer string: what must never reach a
+ * caller not related to them.
+ */
+export function recordsOnlyOf(patients: readonly string[]): string[] {
+  const theirs = (r: Resource) => (r.resourceType === 'Patient' ? patients.includes(r.id ?? '') : [...patientsMentioned(r)].some((p) => patients.includes(p)));
+  const strings = (v: unknown, out: Set<string>): Set<string> => {
+    if (typeof v === 'string') out.add(v);
+    else if (Array.isArray(v)) for (const x of v) strings(x, out);
+    else if (v !== null && typeof v === 'object') for (const x of Object.values(v)) strings(x, out);
+    return out;
+  };
+  const mine = new Set<string>();
+  const others = new Set<string>();
+  for (const r of seedVersions()) strings(r, theirs(r) ? mine : others);
+  const elsewhere = [...others].map((s) => s.toLowerCase());
+  return [...mine].filter((s) => s.length >= 5 && !elsewhere.some((o) => o.includes(s.toLowerCase())));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -219,8 +455,12 @@ export function withheldFor(c: Caller): Map<string, WithheldReason> {
   return out;
 }
 
-/** The versions stored in S' for the caller: S without every version of each withheld resource. */
+/**
+ * The versions stored in S' for the caller: S without every version of each withheld resource,
+ * except the resources that relate the caller to its patients (see the file comment).
+ */
 export function sPrimeVersions(c: Caller): Resource[] {
   const withheld = withheldFor(c);
-  return seedVersions().filter((r) => !withheld.has(keyOf(r)));
+  const evidence = new Set([...(relatedPatients(c)?.values() ?? [])].flatMap((r) => r.evidence));
+  return seedVersions().filter((r) => !withheld.has(keyOf(r)) || evidence.has(keyOf(r)));
 }

@@ -10,7 +10,7 @@ import type { Coding, Resource } from 'fhir/r4.js';
 import { loadPolicy } from '../../src/config/load.js';
 import { ACT_CODE_SYSTEM, CONFIDENTIALITY_SYSTEM, DEMO } from '../../src/demo/data.js';
 import { prepareFhirDefinitions } from '../../src/demo/upstream.js';
-import type { RequestSpec } from './harness.js';
+import { PUBLIC_BASE, type RequestSpec } from './harness.js';
 import {
   type Caller,
   currentResources,
@@ -19,6 +19,7 @@ import {
   interactions,
   keyOf,
   POLICY_FILE,
+  relatedPatients,
   versionsByKey,
   withheldFor,
   withheldLabels,
@@ -343,7 +344,106 @@ export function corpus(c: Caller): RequestSpec[] {
     contentType: json,
   });
 
+  out.push(...relationshipRequests(c));
   out.push(...writes(c));
+  out.push(...relationshipWrites(c));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Care relationships (callers under a requirement only)
+
+/**
+ * Every way a request names one patient, for every seeded patient (related ones are the control)
+ * and one that does not exist: reads, versions, history, `$everything`, compartment searches,
+ * reference searches (plain, typed, `:Patient`, absolute, OR-lists, repeated), includes, batches
+ * and transactions; then searches naming no patient, which the gateway narrows.
+ */
+function relationshipRequests(c: Caller): RequestSpec[] {
+  const related = relatedPatients(c);
+  if (related === undefined) return [];
+  const out: RequestSpec[] = [];
+  const get = (family: string, path: string) => out.push({ family, method: 'GET', path });
+  const json = 'application/fhir+json';
+  const control = [...related.keys()].sort()[0]!;
+  for (const id of [...seededIds('Patient'), MISSING_ID]) {
+    for (const path of [
+      `/Patient/${id}`,
+      `/Patient/${id}/_history/1`,
+      `/Patient/${id}/_history`,
+      `/Patient/${id}/$everything`,
+      `/Patient/${id}/Observation`,
+      `/Patient/${id}/Encounter?_count=1`,
+      `/Patient?_id=${id}`,
+      `/Patient?_id=${control},${id}`,
+      `/Observation?patient=${id}`,
+      `/Observation?subject=Patient/${id}`,
+      `/Observation?subject:Patient=${id}`,
+      `/Observation?subject=${q(`${PUBLIC_BASE}/Patient/${id}`)}`,
+      `/Observation?patient=${control},${id}`,
+      `/Observation?patient=${control}&patient=${id}`,
+      `/Condition?patient=${id}&_include=Condition:subject`,
+      `/Encounter?patient=${id}&_revinclude=${q('Condition:encounter')}`,
+      `/Claim?patient=${id}`,
+    ]) {
+      get('relationship-named', path);
+    }
+    for (const type of ['batch', 'transaction'] as const) {
+      for (const url of [`Patient/${id}`, `Observation?patient=${id}`]) {
+        out.push({ family: 'relationship-batch', method: 'POST', path: '/', body: batch([`Patient/${control}`, url], type), contentType: json });
+      }
+    }
+  }
+  for (const path of [
+    '/Patient',
+    '/Patient?_count=1',
+    `/Patient?_revinclude=${q('Observation:subject')}&_count=2`,
+    `/Observation?_count=2&_include=${q('Observation:subject')}`,
+    `/Encounter?_revinclude=${q('Condition:encounter')}&_count=3`,
+    `/Encounter?_include=${q('Encounter:subject')}`,
+    `/Practitioner?_revinclude=${q('Encounter:participant')}`,
+    `/Organization?_revinclude=${q('Patient:organization')}`,
+    `/Location?_revinclude=${q('Encounter:location')}`,
+    `/Condition?code=${q(SNOMED_HIV)}`,
+    `/Observation?_id=${seededIds('Observation').join(',')}`,
+    `/Claim?_include=${q('Claim:patient')}`,
+  ]) {
+    get('relationship-narrowed', path);
+  }
+  out.push({
+    family: 'relationship-batch',
+    method: 'POST',
+    path: '/',
+    body: batch(['Observation?_count=2', 'Encounter?_count=100', 'Patient', ...seededIds('Observation').map((id) => `Observation/${id}`)]),
+    contentType: json,
+  });
+  return out;
+}
+
+/** Writes naming each patient the caller is not related to, and writes moving a record onto a related one: all refused. */
+function relationshipWrites(c: Caller): RequestSpec[] {
+  const related = relatedPatients(c);
+  if (related === undefined) return [];
+  const out: RequestSpec[] = [];
+  const json = 'application/fhir+json';
+  const control = [...related.keys()].sort()[0]!;
+  const current = currentResources();
+  const observation = (patient: string, extra: Record<string, unknown> = {}) =>
+    JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'non-interference' }, subject: { reference: `Patient/${patient}` }, ...extra });
+  const unrelated = [...seededIds('Patient').filter((id) => !related.has(id)), MISSING_ID];
+  for (const id of unrelated) {
+    out.push({ family: 'relationship-write', method: 'POST', path: '/Observation', body: observation(id), contentType: json, write: true });
+    out.push({ family: 'relationship-write', method: 'POST', path: '/Observation', body: observation(control, { performer: [{ reference: `Patient/${id}` }] }), contentType: json, write: true });
+    out.push({ family: 'relationship-write', method: 'PUT', path: `/Patient/${id}`, body: JSON.stringify({ resourceType: 'Patient', id, active: false }), contentType: json, write: true });
+  }
+  // Another patient's records, moved onto a related patient by the update itself.
+  for (const [key, r] of current) {
+    if (r.resourceType !== 'Observation' && r.resourceType !== 'Encounter') continue;
+    const subject = (r as { subject?: { reference?: string } }).subject?.reference?.replace('Patient/', '');
+    if (subject === undefined || related.has(subject)) continue;
+    const body = { ...withoutMeta(r), subject: { reference: `Patient/${control}` } };
+    out.push({ family: 'relationship-write', method: 'PUT', path: `/${key}`, body: JSON.stringify(body), contentType: json, write: true });
+  }
   return out;
 }
 

@@ -138,6 +138,21 @@ describe('phi-gateway token', () => {
     const p = await createTokenVerifier(demoAuth(join(dir, 'demo-jwks.json'))).verify(`Bearer ${token}`);
     expect(p).toMatchObject({ roles: ['coder'], tokenPurposes: ['HPAYMT', 'HOPERAT'], patient: '9', sub: 'demo-coder' });
   });
+  it('sets the fhirUser claim with --fhir-user, and refuses one that is not a reference', async () => {
+    const r = await cli(['--role', 'clinician', '--sub', 'dr-reyes', '--fhir-user', 'Practitioner/prac-reyes', '--keys', dir]);
+    expect(r.code).toBe(0);
+    const token = r.out.trim();
+    expect(decodeJwt(token).fhirUser).toBe('Practitioner/prac-reyes');
+    const p = await createTokenVerifier(demoAuth(join(dir, 'demo-jwks.json'))).verify(`Bearer ${token}`);
+    expect(p).toMatchObject({ roles: ['clinician'], sub: 'dr-reyes', fhirUser: 'Practitioner/prac-reyes' });
+    expect(decodeJwt((await cli(['--role', 'clinician', '--keys', dir])).out.trim())).not.toHaveProperty('fhirUser');
+    for (const bad of ['prac-reyes', 'Practitioner/', 'practitioner/prac-reyes', 'Practitioner/a b']) {
+      const refused = await cli(['--role', 'clinician', '--fhir-user', bad, '--keys', dir]);
+      expect(refused.code, bad).toBe(2);
+      expect(refused.out).toBe('');
+      expect(refused.err).toMatch(/--fhir-user/);
+    }
+  });
   it('requires --role', async () => {
     const r = await cli(['--keys', dir]);
     expect(r.code).toBe(2);

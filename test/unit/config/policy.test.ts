@@ -70,6 +70,34 @@ describe('LoadedPolicy', () => {
     expect(loaded.locate('roles.nobody')).toBeUndefined();
   });
 
+  it('requires care relationships for clinical treatment and the coding work queue, nothing else', () => {
+    const { relationships, roles } = loaded.policy;
+    expect(relationships?.ttlMs).toBe(300_000);
+    expect([...relationships!.sources.values()]).toEqual([
+      { name: 'care-team', kind: 'CareTeam' },
+      { name: 'encounter', kind: 'Encounter', days: 30 },
+      { name: 'episode', kind: 'EpisodeOfCare' },
+      { name: 'department', kind: 'PractitionerRole' },
+      { name: 'work-queue', kind: 'Task' },
+    ]);
+    const required = new Map<string, string>();
+    for (const [name, role] of roles) {
+      for (const [purpose, plan] of role.plans) {
+        if (plan.relationship) required.set(`${name} ${purpose}`, `${plan.relationship.rule} [${plan.relationship.sources.join(', ')}] required: ${plan.relationship.required}`);
+      }
+    }
+    const clinical = 'dataSets.clinical.relationship [care-team, encounter, episode, department] required: true';
+    const coding = 'dataSets.coding.relationship [work-queue] required: true';
+    // A listed purpose covers its children: TREAT's for the clinician, HOPERAT's (not HPAYMT's) for the coder.
+    expect(Object.fromEntries(required)).toEqual({
+      ...Object.fromEntries(['TREAT', 'ETREAT', 'ERTREAT', 'COC', 'CLINTRL', 'POPHLTH'].map((p) => [`clinician ${p}`, clinical])),
+      ...Object.fromEntries(
+        ['HOPERAT', 'HQUALIMP', 'HSYSADMIN', 'HACCRED', 'HCOMPL', 'HLEGAL', 'PATADMIN', 'PATSFTY', 'RECORDMGT', 'CAREMGT', 'FRAUD', 'TRAIN'].map((p) => [`coder ${p}`, coding]),
+      ),
+    });
+    expect(roles.get('coder')!.plans.get('CLMATTCH')!.dataSet).toBe('coding');
+  });
+
   it('builds the redaction context from the policy and options', () => {
     expect(loaded.context.restrictedZip3.has('036')).toBe(true);
     expect(loaded.context.restrictedZip3.size).toBe(17);
