@@ -20,6 +20,7 @@ import {
   labelVocabulary,
   unknownLabel,
 } from './labels.js';
+import { selfGrantingTypes } from './relationship.js';
 import type { DeidProfile, LabelDeclaration, PolicyFile, PolicyInteraction, RuleSpec, TransformName } from './model.js';
 import type {
   AccessPlan,
@@ -110,6 +111,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
   }
   nearMissLabels(raw, vocabulary, problem);
   const relationships = compileRelationships(raw, problem);
+  if (relationships !== undefined) selfGrantingWrites(raw, dataSets, relationships, problem);
   // A section of the wrong shape was reported by the schema; names it would have declared are not guessed at.
   const purposesKnown = isObject(raw.purposes);
   const dataSetsKnown = isObject(raw.dataSets);
@@ -335,6 +337,37 @@ function compileRelationships(raw: PolicyFile, problem: (path: string, message: 
     searchPatients: typeof spec.searchPatients === 'number' ? spec.searchPatients : 100,
     sources,
   });
+}
+
+/**
+ * A data set that enforces a relationship must not let its callers write the resources that would
+ * relate them to any patient (src/policy/relationship.ts selfGrantingTypes): a clinician creating a
+ * PractitionerRole at the hospital's organization would be related to everyone admitted there.
+ */
+function selfGrantingWrites(
+  raw: PolicyFile,
+  dataSets: ReadonlyMap<string, ReadonlyMap<string, ResourcePlan>>,
+  relationships: CompiledRelationships,
+  problem: (path: string, message: string, at?: 'value' | 'key') => void,
+): void {
+  for (const [dsName, ds] of entries(raw.dataSets)) {
+    const rel = isObject(ds) ? ds.relationship : undefined;
+    if (!isObject(rel) || rel.required === false || !Array.isArray(rel.sources)) continue;
+    const types = dataSets.get(dsName);
+    rel.sources.forEach((name, i) => {
+      const kind = relationships.sources.get(name)?.kind;
+      if (kind === undefined) return;
+      for (const t of selfGrantingTypes([kind])) {
+        const writes = (['create', 'update', 'patch', 'delete'] as const).filter((w) => types?.get(t)?.interactions.has(w));
+        if (writes.length > 0) {
+          problem(
+            `dataSets.${dsName}.relationship.sources[${i}]`,
+            `source '${name}' reads ${t}, which this data set lets its callers ${writes.join('/')}: they could relate themselves to any patient; grant ${t} read and search only`,
+          );
+        }
+      }
+    });
+  }
 }
 
 const RELATIONSHIP_KINDS: ReadonlySet<RelationshipKind> = new Set(['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Task']);

@@ -35,11 +35,33 @@ export type RelationshipVerdict =
   /** A search that can only match patients the caller is not related to: nothing to answer. */
   | { readonly kind: 'empty' }
   /** A search naming no patient, by a caller related to more than `searchPatients`. */
-  | { readonly kind: 'too-broad' };
+  | { readonly kind: 'too-broad' }
+  /** A write of a resource the caller's own relationships are read from, that could relate it to anyone. */
+  | { readonly kind: 'source-write'; readonly type: string };
 
 export interface RelationshipOptions {
   readonly searchPatients: number;
+  /**
+   * Types the caller may not write at all: relationship sources that relate through something other
+   * than a patient the written resource names (a PractitionerRole through its locations, a Task
+   * through its focus), so a write could relate the caller to any patient. See selfGrantingTypes.
+   */
+  readonly sourceWriteTypes?: ReadonlySet<string> | undefined;
 }
+
+/**
+ * The resource types whose writes would let a caller grant itself relationships through the given
+ * source kinds: PractitionerRole (its locations and organizations relate everyone admitted there)
+ * and Task (its focus may be any patient's encounter or claim). CareTeam, Encounter and
+ * EpisodeOfCare relate the patient they name, which a write must name and be related to already.
+ */
+export function selfGrantingTypes(kinds: Iterable<string>): Set<string> {
+  const out = new Set<string>();
+  for (const k of kinds) if (k === 'PractitionerRole' || k === 'Task') out.add(k);
+  return out;
+}
+
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
 /** The patient ids a reference parameter value names: bare ids, `Patient/x`, URLs ending in it. `?` for an unparseable one. */
 function patientsIn(value: string, typedPatient: boolean): string[] {
@@ -122,8 +144,9 @@ export function patientsReferencedIn(v: unknown, anyString = false, depth = 0): 
   if (depth > 64) return ['?'];
   if (typeof v === 'string') {
     if (!anyString) return [];
-    const t = v.includes('Patient/') ? tailTypeId(v) : undefined;
-    return t !== undefined && t.type === 'Patient' ? [t.id] : [];
+    if (!/patient\//i.test(v)) return [];
+    const t = tailTypeId(v.trim());
+    return t !== undefined && t.type === 'Patient' && t.prefix === v.slice(0, t.prefix.length) && FHIR_ID.test(t.id) ? [t.id] : ['?'];
   }
   if (typeof v !== 'object' || v === null) return [];
   if (Array.isArray(v)) return v.flatMap((x) => patientsReferencedIn(x, anyString, depth + 1));
@@ -132,11 +155,28 @@ export function patientsReferencedIn(v: unknown, anyString = false, depth = 0): 
   if (o.resourceType === 'Patient' && depth > 0) out.push('?');
   for (const [k, x] of Object.entries(o)) {
     if (k === 'reference' && typeof x === 'string') {
-      const t = tailTypeId(x);
-      if (t !== undefined && t.type === 'Patient') out.push(t.id);
+      const named = referenceTarget(x);
+      if (named !== undefined) out.push(named);
     } else out.push(...patientsReferencedIn(x, anyString, depth + 1));
   }
   return out;
+}
+
+/**
+ * The patient a written `reference` names (its id), `?` when the gateway cannot be sure what it
+ * names, undefined when it names no patient. Only well-formed references are judged: `Type/id`
+ * relative or absolute (a version allowed), a transaction's `urn:uuid:`/`urn:oid:` placeholder, a
+ * contained `#id`. Anything else (a leading space, `patient/x`, a conditional `Type?criteria`, a
+ * bare id) is `?`: another server might read it as a patient, or resolve its criteria against
+ * records the caller may not see.
+ */
+function referenceTarget(ref: string): string | undefined {
+  if (ref.startsWith('#') || /^urn:(uuid|oid):[A-Za-z0-9.:-]+$/.test(ref)) return undefined;
+  if (ref.includes('?') || ref.trim() !== ref || ref.includes(' ')) return '?';
+  const t = tailTypeId(ref);
+  if (t === undefined || !FHIR_ID.test(t.id)) return '?';
+  if (t.type === 'Patient') return t.id;
+  return /(^|\/)patient\//i.test(ref) ? '?' : undefined;
 }
 
 function judgeOne(req: ClassifiedRequest, related: ReadonlySet<string>, opts: RelationshipOptions): RelationshipVerdict {
@@ -146,6 +186,10 @@ function judgeOne(req: ClassifiedRequest, related: ReadonlySet<string>, opts: Re
     return out.length > 0 ? { kind: 'unrelated', patients: out } : { kind: 'allow', request: req, named: ids };
   };
   const type = req.resourceType;
+  const i = req.interaction;
+  if ((i === 'create' || i === 'update' || i === 'patch' || i === 'delete') && type !== undefined && opts.sourceWriteTypes?.has(type)) {
+    return { kind: 'source-write', type };
+  }
   switch (req.interaction) {
     case 'patch': {
       // A patch may write a reference anywhere, as a reference or as a bare string value.
@@ -164,7 +208,10 @@ function judgeOne(req: ClassifiedRequest, related: ReadonlySet<string>, opts: Re
     case 'update': {
       const ids = type === 'Patient' ? (req.id === undefined ? [] : [req.id]) : [];
       if (type !== undefined && type !== 'Patient' && isCompartmentType(type)) {
-        for (const r of patientReferences(req.body, type)) {
+        const refs = patientReferences(req.body, type);
+        // Patient data of nobody: the caller could not read it back, and cannot be related to it.
+        if (refs.length === 0) ids.push('?');
+        for (const r of refs) {
           const t = tailTypeId(r);
           ids.push(t === undefined ? (r.includes('/') || r === '' ? '?' : r) : t.type === 'Patient' ? t.id : '?');
         }
@@ -215,6 +262,8 @@ export function judgeRelationship(req: ClassifiedRequest, related: ReadonlySet<s
   if (req.interaction !== 'batch' && req.interaction !== 'transaction') return judgeOne(req, related, opts);
   const entries = req.entries ?? [];
   const verdicts = entries.map((e) => judgeOne(e, related, opts));
+  const write = verdicts.find((v) => v.kind === 'source-write');
+  if (write !== undefined) return write;
   const unrelated = verdicts.flatMap((v) => (v.kind === 'unrelated' ? v.patients : []));
   if (unrelated.length > 0) return { kind: 'unrelated', patients: [...new Set(unrelated)] };
   // An entry that can match nothing cannot be answered inside the Bundle: refused as a whole, as

@@ -17,7 +17,7 @@ import { ERRORS, type ErrorCode, GatewayError, isGatewayError, operationOutcome 
 import { deidentifyOf, type PseudonymContext } from '../policy/deid-request.js';
 import { withMetaElements } from '../policy/narrow.js';
 import type { AccessPlan, CompiledPolicy, CompiledRelationships, RelationshipRequirement } from '../policy/plan.js';
-import { judgeRelationship, patientsNamed } from '../policy/relationship.js';
+import { judgeRelationship, patientsNamed, selfGrantingTypes } from '../policy/relationship.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { FilterResult, RedactContext, ResponseContext } from '../redact/types.js';
 import { createStoredGuard, isStoredRefusal } from './stored-guard.js';
@@ -676,7 +676,10 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
    */
   function relationshipGate(ex: Exchange, rt: PolicyRuntime, requirement: RelationshipRequirement, req: ClassifiedRequest, state: RelationshipState): ClassifiedRequest {
     relationshipStates.set(ex, state);
-    const verdict = judgeRelationship(req, state.set, { searchPatients: rt.policy.relationships?.searchPatients ?? 100 });
+    const verdict = judgeRelationship(req, state.set, {
+      searchPatients: rt.policy.relationships?.searchPatients ?? 100,
+      sourceWriteTypes: requirement.required ? selfGrantingTypesOf(rt.policy, requirement) : undefined,
+    });
     if (verdict.kind === 'allow') {
       state.named = verdict.named;
       if (requirement.required) state.narrowed = verdict.narrowed;
@@ -692,6 +695,10 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       return req;
     }
     if (verdict.kind === 'allow') return verdict.request;
+    if (verdict.kind === 'source-write') {
+      ex.rule = `${ex.rule} -> ${requirement.rule}: ${verdict.type} is a relationship source`;
+      throw new GatewayError('interaction-denied', 'write of a relationship source');
+    }
     if (verdict.kind === 'too-broad') {
       ex.rule = `${ex.rule} -> ${requirement.rule}: search too broad`;
       throw new GatewayError('relationship-search-too-broad', 'search names no patient');
@@ -987,6 +994,18 @@ interface RelationshipState {
 }
 
 const EVIDENCE_MAX = 50;
+
+const selfGranting = new WeakMap<RelationshipRequirement, ReadonlySet<string>>();
+/** The types a caller under `requirement` may not write (src/policy/relationship.ts selfGrantingTypes). */
+function selfGrantingTypesOf(policy: CompiledPolicy, requirement: RelationshipRequirement): ReadonlySet<string> {
+  let types = selfGranting.get(requirement);
+  if (types === undefined) {
+    const sources = policy.relationships?.sources;
+    types = selfGrantingTypes(requirement.sources.map((n) => sources?.get(n)?.kind ?? 'PractitionerRole'));
+    selfGranting.set(requirement, types);
+  }
+  return types;
+}
 const NOTHING_RELATED: ReadonlyMap<string, { source: string; resource: string }> = new Map();
 const NOTHING_RELATED_SET: ReadonlySet<string> = new Set();
 

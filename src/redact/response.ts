@@ -189,15 +189,15 @@ function namesNoOtherPatient(v: unknown, allowed: (patient: string) => boolean):
 }
 
 /**
- * What a read of a withheld resource answers: not found, except to a caller told of withholding (it
- * may break the glass), for a label (`break-glass-available`) or a missing care relationship
- * (`relationship-required`): break-glass can open both.
+ * What a read of a withheld resource answers: not found, except for a label to a caller told of
+ * withholding (it may break the glass): `break-glass-available`. A record of a patient the caller
+ * has no care relationship with is not found for every caller: told otherwise, a caller that may
+ * break the glass would learn which ids of an unrelated patient's records exist (a red-team session
+ * counted them). It is refused with `relationship-required` only where the request itself names the
+ * patient (src/policy/relationship.ts), whether or not that patient exists.
  */
-export function withheldCode(reason: WithheldReason, mode: ResponseContext['withheldMode']): 'not-found' | 'break-glass-available' | 'relationship-required' {
-  if (mode !== 'announce') return 'not-found';
-  if (reason === 'label') return 'break-glass-available';
-  if (reason === 'relationship') return 'relationship-required';
-  return 'not-found';
+export function withheldCode(reason: WithheldReason, mode: ResponseContext['withheldMode']): 'not-found' | 'break-glass-available' {
+  return reason === 'label' && mode === 'announce' ? 'break-glass-available' : 'not-found';
 }
 
 /** Whether a plan rewrites `id` (pseudonym) or drops it; probed once per plan. */

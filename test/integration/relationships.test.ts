@@ -329,11 +329,15 @@ describe('care relationships through the gateway (shipped policy, real upstream)
     }
   });
 
-  it("a read of an unrelated patient's Observation by id: 403 relationship-required to the clinician, 404 to the coder exactly as a missing one", async () => {
+  it("a read of an unrelated patient's Observation by id: 404 to both roles, exactly as a missing one", async () => {
     const hidden = await clinician.get('/Observation/obs-brian-glucose');
-    expectError(hidden, 403, 'relationship-required');
+    expectError(hidden, 404, 'not-found');
     expect((await auditFor(stack, hidden.requestId)).rule).toContain('withheld (relationship)');
-    expectError(await clinician.get('/Observation/obs-brian-glucose/_history/1'), 403, 'relationship-required');
+    // A red-team session counted which ids of an unrelated patient's records exist while the
+    // clinician was told relationship-required for them and not-found for missing ones.
+    expectSameAnswer(hidden, await clinician.get('/Observation/does-not-exist'));
+    expectSameAnswer(await clinician.get('/Encounter/enc-brian-1'), await clinician.get('/Encounter/enc-zzzzz-1'));
+    expectSameAnswer(await clinician.get('/Observation/obs-brian-glucose/_history/1'), await clinician.get('/Observation/does-not-exist/_history/1'));
 
     for (const path of ['/Observation/obs-brian-glucose', `/Condition/${DEMO.hivCondition}`, `/Encounter/${R.wardEncounter}`, `/Observation/${DEMO.vip.observation}`]) {
       const a = await coder.get(path);
@@ -433,7 +437,8 @@ describe('care relationships through the gateway (shipped policy, real upstream)
     }
     const byId = await clinician.send('POST', '/', batch([`Patient/${P.alice}`, 'Observation/obs-brian-glucose']));
     expect(byId.status).toBe(200);
-    expect(errorCode(entriesOf(byId)[1]?.response?.outcome)).toBe('relationship-required');
+    expect(errorCode(entriesOf(byId)[1]?.response?.outcome)).toBe('not-found');
+    expectSameAnswer(byId, await clinician.send('POST', '/', batch([`Patient/${P.alice}`, 'Observation/does-not-exist'])));
     const coderById = await coder.send('POST', '/', batch([`Patient/${P.alice}`, 'Observation/obs-brian-glucose']));
     const coderMissing = await coder.send('POST', '/', batch([`Patient/${P.alice}`, 'Observation/does-not-exist']));
     expectSameAnswer(coderById, coderMissing);
@@ -451,7 +456,7 @@ describe('care relationships through the gateway (shipped policy, real upstream)
     expectError(await clinician.send('PUT', '/Observation/obs-brian-glucose', { ...brianObs, status: 'amended' }), 403, 'relationship-required');
     // Moved onto a related patient by the update itself: judged on what is stored.
     const moved = await clinician.send('PUT', '/Observation/obs-brian-glucose', { ...brianObs, subject: { reference: `Patient/${P.alice}` } });
-    expectError(moved, 403, 'relationship-required');
+    expectError(moved, 404, 'not-found');
     expectError(await clinician.send('PUT', `/Patient/${P.brian}`, { resourceType: 'Patient', id: P.brian, active: false }), 403, 'relationship-required');
     // A related patient's record may not be moved onto an unrelated one either.
     const bp = (await upstream(stack, 'GET', '/Observation/obs-alice-bp')).json;

@@ -143,9 +143,11 @@ describe("a record that names an unrelated patient anywhere is that patient's re
         expectAbsent(bodyOnly(r), [...CROSS_SECRETS, ...BRIAN]);
       }
     }
-    // Read by id: refused for the relationship, as Brian's own records are.
-    expectError(await get(clinician, `/Observation/${CROSS.aliceFocusBrian.id}`), 403, 'relationship-required');
+    // Read by id: not found, as Brian's own records and missing ones are (to the clinician too: told
+    // relationship-required, it could tell which ids of an unrelated patient's records exist).
+    expectError(await get(clinician, `/Observation/${CROSS.aliceFocusBrian.id}`), 404, 'not-found');
     expectError(await get(coder, `/Observation/${CROSS.aliceFocusBrian.id}`), 404, 'not-found');
+    // By value: a Patient id the clinician is not related to, existing or not.
     expectError(await get(clinician, `/Patient/${CROSS.brianLinksAlice.id}`), 403, 'relationship-required');
   });
 });
@@ -191,6 +193,53 @@ describe('writes', () => {
       await upstream('PUT', `/Patient/${P.alice}`, { ...after, link: undefined });
     }
     expect(after.link, "Alice's chart now links to Brian").toBeUndefined();
+    expectError(r, 403, 'relationship-required');
+  });
+});
+
+describe('found by a red-team session', () => {
+  it('a clinician cannot relate itself to everyone admitted by writing its own PractitionerRole', async () => {
+    const role = { resourceType: 'PractitionerRole', active: true, practitioner: { reference: R.fhirUsers.clinician }, organization: { reference: 'Organization/org-hospital' } };
+    const before = (await upstream('GET', '/PractitionerRole?_summary=count')).json.total;
+    expectError(await call(clinician, 'POST', '/PractitionerRole', role), 403, 'interaction-denied');
+    expectError(await call(clinician, 'PUT', `/PractitionerRole/${R.wardRole}`, { ...role, id: R.wardRole }), 403, 'interaction-denied');
+    expect((await upstream('GET', '/PractitionerRole?_summary=count')).json.total).toBe(before);
+  });
+
+  it("which ids of an unrelated patient's records exist is not told to the clinician", async () => {
+    for (const [found, missing] of [
+      ['/Encounter/enc-brian-1', '/Encounter/enc-zzzzz-1'],
+      ['/Encounter/enc-brian-1/_history/1', '/Encounter/enc-zzzzz-1/_history/1'],
+      ['/Appointment/appt-brian-1', '/Appointment/appt-zzzzz-1'],
+    ]) {
+      const a = await get(clinician, found);
+      const b = await get(clinician, missing);
+      expectError(a, 404, 'not-found');
+      expect(a.status).toBe(b.status);
+      expect(a.text).toBe(b.text);
+    }
+  });
+
+  it.each([
+    ['a leading space', ' Patient/pat-brian'],
+    ['a lower-case type', 'patient/pat-brian'],
+    ['a conditional reference', 'Patient?identifier=MRN-100002'],
+    ['a bare id', 'pat-brian'],
+  ])('a write naming a patient with %s is refused before the upstream', async (_what, ref) => {
+    const before = (await upstream('GET', '/CareTeam?_summary=count')).json.total;
+    const r = await call(clinician, 'POST', '/CareTeam', { resourceType: 'CareTeam', status: 'active', subject: { reference: ref }, participant: [{ member: { reference: R.fhirUsers.clinician } }] });
+    expectError(r, 403, 'relationship-required');
+    const focus = await call(clinician, 'POST', '/Observation', { ...observation('x', { subject: { reference: `Patient/${P.alice}` } }), id: undefined, focus: [{ reference: ref }] });
+    expectError(focus, 403, 'relationship-required');
+    expect((await upstream('GET', '/CareTeam?_summary=count')).json.total).toBe(before);
+  });
+
+  it('a write whose conditional reference to another type would be resolved upstream is refused', async () => {
+    const r = await call(clinician, 'POST', '/Observation', {
+      ...observation('x', { subject: { reference: `Patient/${P.alice}` } }),
+      id: undefined,
+      encounter: { reference: 'Encounter?_id=enc-brian-1' },
+    });
     expectError(r, 403, 'relationship-required');
   });
 });
@@ -319,7 +368,7 @@ describe('a record moved between patients', () => {
     const history = await get(clinician, `/Observation/${id}/_history`);
     expect(history.status).toBe(200);
     expectAbsent(history, ['SECRET-brian-version', P.brian]);
-    expectError(await get(clinician, `/Observation/${id}/_history/1`), 403, 'relationship-required');
+    expectError(await get(clinician, `/Observation/${id}/_history/1`), 404, 'not-found');
     expect((await get(clinician, `/Observation/${id}/_history/2`)).status).toBe(200);
   });
 
@@ -329,7 +378,7 @@ describe('a record moved between patients', () => {
     await upstream('PUT', `/Observation/${id}`, { resourceType: 'Observation', id, status: 'final', code: { text: 'moved' }, subject: { reference: `Patient/${P.brian}` } });
     for (const path of [`/Observation/${id}`, `/Observation/${id}/_history`, `/Observation/${id}/_history/1`]) {
       const r = await get(clinician, path);
-      expectError(r, 403, 'relationship-required');
+      expectError(r, 404, 'not-found');
       expectAbsent(r, ['SECRET-alice-version']);
     }
     // The coder is not granted history: his read answers as a missing record.

@@ -8,7 +8,11 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isR4ResourceType } from '../../../src/fhir/resource-types.js';
 import { classify, upstreamUrl } from '../../../src/policy/classify.js';
-import { judgeRelationship, narrowingParam, patientsNamed, type RelationshipVerdict } from '../../../src/policy/relationship.js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadPolicy } from '../../../src/config/load.js';
+import { judgeRelationship, narrowingParam, patientsNamed, type RelationshipVerdict, selfGrantingTypes } from '../../../src/policy/relationship.js';
 
 const RELATED = new Set(['pat-1', 'pat-2']);
 const OPTS = { searchPatients: 100 };
@@ -143,6 +147,35 @@ describe('a search naming no patient is narrowed', () => {
       'MedicationStatement', 'AllergyIntolerance', 'Immunization', 'CarePlan', 'CareTeam', 'Goal', 'ServiceRequest', 'Appointment', 'Specimen',
       'FamilyMemberHistory', 'Coverage', 'Claim', 'ExplanationOfBenefit']) {
       expect(narrowingParam(t), t).toBeDefined();
+    }
+  });
+});
+
+describe('a caller cannot relate itself', () => {
+  const opts = { searchPatients: 100, sourceWriteTypes: selfGrantingTypes(['PractitionerRole', 'Task', 'CareTeam', 'Encounter']) };
+  it('writes of PractitionerRole and Task are refused where those sources count', () => {
+    const j = (url: string, method: string, body?: unknown) => judgeRelationship(classified(url, method, body), RELATED, opts).kind;
+    expect(j('/PractitionerRole', 'POST', { resourceType: 'PractitionerRole', organization: { reference: 'Organization/o1' } })).toBe('source-write');
+    expect(j('/Task/t1', 'PUT', { resourceType: 'Task', id: 't1', status: 'ready', intent: 'order', focus: { reference: 'Encounter/e9' } })).toBe('source-write');
+    expect(j('/Task/t1', 'DELETE')).toBe('source-write');
+    // CareTeam and Encounter relate the patient they name, which must be related already.
+    expect(j('/CareTeam', 'POST', { resourceType: 'CareTeam', subject: { reference: 'Patient/pat-1' } })).toBe('allow');
+    expect(j('/CareTeam', 'POST', { resourceType: 'CareTeam', subject: { reference: 'Patient/pat-9' } })).toBe('unrelated');
+    expect(j('/PractitionerRole', 'GET')).toBe('allow');
+  });
+
+  it('check-config refuses a data set that enforces a relationship and lets its callers write such a source', () => {
+    const yaml = readFileSync('config/policy.yaml', 'utf8').replace(
+      "      - types: [PractitionerRole]\n        interactions: [read, search, history]",
+      "      - types: [PractitionerRole]\n        interactions: [read, search, history, create]",
+    );
+    expect(yaml).not.toBe(readFileSync('config/policy.yaml', 'utf8'));
+    const dir = mkdtempSync(join(tmpdir(), 'phi-rel-'));
+    try {
+      writeFileSync(join(dir, 'policy.yaml'), yaml);
+      expect(() => loadPolicy(join(dir, 'policy.yaml'))).toThrow(/source 'department' reads PractitionerRole, which this data set lets its callers create/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

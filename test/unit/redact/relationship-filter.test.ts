@@ -2,7 +2,7 @@
  * The response filter's care-relationship check: with `relatedPatients` set, a resource of any
  * other patient (on any reference, contained ones included) is withheld with reason
  * `relationship`; a read of one answers 404, or 403 relationship-required to a caller told of
- * withholding (it may break the glass); resources naming no patient at all are left alone.
+ * withholding too (by value only, where a request names the patient, is relationship-required given); resources naming no patient at all are left alone.
  */
 import { describe, expect, it } from 'vitest';
 import { filterResponse, withheldCode } from '../../../src/redact/response.js';
@@ -67,7 +67,9 @@ describe('relatedPatients in the response filter', () => {
 
   it('answers a withheld read as the caller may be told', () => {
     expect(withheldCode('relationship', 'hide')).toBe('not-found');
-    expect(withheldCode('relationship', 'announce')).toBe('relationship-required');
+    // Not relationship-required: that would tell a break-glass role which ids of an unrelated
+    // patient's records exist (it is answered by value only, where the request names the patient).
+    expect(withheldCode('relationship', 'announce')).toBe('not-found');
     expect(withheldCode('label', 'announce')).toBe('break-glass-available');
     expect(withheldCode('compartment', 'announce')).toBe('not-found');
   });
