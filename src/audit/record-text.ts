@@ -160,8 +160,6 @@ function generic(member: string, key: string, v: unknown): string {
   return text === undefined ? '' : member + text;
 }
 
-const RELATIONSHIP = ['caller', 'narrowed', 'related', 'required', 'rule', 'unrelated'] as const;
-const RELATIONSHIP_OPTIONAL: ReadonlySet<string> = new Set(['caller', 'narrowed']);
 const RELATED = ['patient', 'resource', 'source'] as const;
 
 /**
@@ -172,14 +170,12 @@ function relationshipMember(v: unknown): string {
   if (v === undefined || !ok) return '';
   if (!isPlainObject(v)) return generic(',"relationship":', 'relationship', v);
   const keys = Object.keys(v);
+  // caller? narrowed? related required rule unrelated, in that order.
   let j = 0;
-  for (const k of keys) {
-    while (j < RELATIONSHIP.length && RELATIONSHIP[j] !== k && RELATIONSHIP_OPTIONAL.has(RELATIONSHIP[j] as string)) j++;
-    if (RELATIONSHIP[j] !== k) return generic(',"relationship":', 'relationship', v);
-    j++;
-  }
+  if (keys[j] === 'caller') j++;
+  if (keys[j] === 'narrowed') j++;
   const related = v.related;
-  if (j !== RELATIONSHIP.length || typeof v.required !== 'boolean' || !Array.isArray(related) || typeof (related as { toJSON?: unknown }).toJSON === 'function') {
+  if (keys.length !== j + 4 || keys[j] !== 'related' || keys[j + 1] !== 'required' || keys[j + 2] !== 'rule' || keys[j + 3] !== 'unrelated' || typeof v.required !== 'boolean' || !Array.isArray(related) || typeof (related as { toJSON?: unknown }).toJSON === 'function') {
     return generic(',"relationship":', 'relationship', v);
   }
   let items = '';

@@ -1010,14 +1010,16 @@ const NOTHING_RELATED: ReadonlyMap<string, { source: string; resource: string }>
 const NOTHING_RELATED_SET: ReadonlySet<string> = new Set();
 
 type Counted = { related: ReadonlyMap<string, { source: string; resource: string }>; set: ReadonlySet<string> };
-/** Per looked-up set (the resolver hands out the same object while it is cached) and list of sources. */
-const countedCache = new WeakMap<Looked, Map<string, Counted>>();
+/**
+ * Per looked-up set (the resolver hands out the same object while it is cached) and list of
+ * sources (a compiled requirement's own frozen array, so its identity is the key).
+ */
+const countedCache = new WeakMap<Looked, WeakMap<readonly string[], Counted>>();
 
 /** The patients related through `sources` (the first relationship found among them for each). */
 function countedRelationships(found: Looked, sources: readonly string[]): Counted {
-  const key = sources.join('\n');
   let bySources = countedCache.get(found);
-  const hit = bySources?.get(key);
+  const hit = bySources?.get(sources);
   if (hit !== undefined) return hit;
   const counted = new Set(sources);
   const related = new Map<string, { source: string; resource: string }>();
@@ -1027,36 +1029,39 @@ function countedRelationships(found: Looked, sources: readonly string[]): Counte
   }
   const out = { related, set: new Set(related.keys()) };
   if (bySources === undefined) {
-    bySources = new Map();
+    bySources = new WeakMap();
     countedCache.set(found, bySources);
   }
-  bySources.set(key, out);
+  bySources.set(sources, out);
   return out;
 }
 
 /** The audit record's relationship evidence: every patient named or released, related or not. */
 function relationshipEvidence(state: RelationshipState, released: ReadonlySet<string> | undefined, withheld: ReadonlySet<string> | undefined): RelationshipEvidence {
+  // On every request of a data set with a requirement: small arrays, no spreads (a profile of the
+  // Patient read found the first version, with Sets and spreads, costing several microseconds).
   const related: Array<{ patient: string; resource: string; source: string }> = [];
-  const unrelated = new Set(state.unrelated);
-  if (withheld !== undefined) for (const p of withheld) unrelated.add(p);
-  const seen = new Set<string>();
+  const unrelated: string[] = [];
+  const unrelatedOnce = (p: string): void => {
+    if (unrelated.length < EVIDENCE_MAX && !unrelated.includes(p)) unrelated.push(p);
+  };
+  for (const p of state.unrelated) unrelatedOnce(p);
+  if (withheld !== undefined) for (const p of withheld) unrelatedOnce(p);
   const note = (p: string): void => {
-    if (seen.has(p)) return;
-    seen.add(p);
     const r = state.related.get(p);
-    if (r !== undefined) related.push({ patient: p, resource: r.resource, source: r.source });
-    else unrelated.add(p);
+    if (r === undefined) unrelatedOnce(p);
+    else if (related.length < EVIDENCE_MAX && !related.some((x) => x.patient === p)) related.push({ patient: p, resource: r.resource, source: r.source });
   };
   for (const p of state.named) note(p);
   if (released !== undefined) for (const p of released) note(p);
-  return {
-    ...(state.caller === undefined ? {} : { caller: state.caller }),
-    ...(state.narrowed === undefined ? {} : { narrowed: state.narrowed }),
-    related: related.slice(0, EVIDENCE_MAX),
-    required: state.requirement.required,
-    rule: state.requirement.rule,
-    unrelated: [...unrelated].slice(0, EVIDENCE_MAX),
-  };
+  const out: { -readonly [K in keyof RelationshipEvidence]: RelationshipEvidence[K] } = {} as RelationshipEvidence;
+  if (state.caller !== undefined) out.caller = state.caller;
+  if (state.narrowed !== undefined) out.narrowed = state.narrowed;
+  out.related = related;
+  out.required = state.requirement.required;
+  out.rule = state.requirement.rule;
+  out.unrelated = unrelated;
+  return out;
 }
 
 /** What an upstream answers a search matching nothing; the gateway builds its page from it. */

@@ -167,6 +167,25 @@ export function createRelationshipResolver(opts: RelationshipResolverOptions): R
   let failures = 0;
   let redisFailing = false;
 
+  /** Per config, each caller's parsed reference and cache key (made once, not on every request). */
+  const keys = new WeakMap<CompiledRelationships, Map<string, { caller: Caller; key: string } | null>>();
+  function keyOf(callerRef: string, config: CompiledRelationships): { caller: Caller; key: string } | undefined {
+    let byCaller = keys.get(config);
+    if (byCaller === undefined) {
+      byCaller = new Map();
+      keys.set(config, byCaller);
+    }
+    let k = byCaller.get(callerRef);
+    if (k === undefined) {
+      const caller = parseCaller(callerRef);
+      k = caller === undefined ? null : { caller, key: `${caller.ref}\n${signature(config)}` };
+      // Bounded like the cache itself.
+      if (byCaller.size >= config.maxCallers) byCaller.clear();
+      byCaller.set(callerRef, k);
+    }
+    return k ?? undefined;
+  }
+
   function signature(config: CompiledRelationships): string {
     let s = signatures.get(config);
     if (s === undefined) {
@@ -394,10 +413,10 @@ export function createRelationshipResolver(opts: RelationshipResolverOptions): R
     // Not async: a cache hit is answered synchronously (no promise turn on the request's hot path).
     lookup(callerRef, config, signal) {
       if (closed) return Promise.reject(unavailable('resolver closed'));
-      const caller = parseCaller(callerRef);
+      const k = keyOf(callerRef, config);
       // Only practitioners (and their roles) have care relationships: nobody else is asked about.
-      if (caller === undefined || config.sources.size === 0) return none(callerRef, now());
-      const key = `${caller.ref}\n${signature(config)}`;
+      if (k === undefined || config.sources.size === 0) return none(callerRef, now());
+      const { caller, key } = k;
       const entry = cache.get(key);
       if (entry !== undefined) {
         const t = now();
