@@ -144,7 +144,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
       const dataSet = spec.purposes[grant];
       const types = dataSets.get(dataSet);
       if (!types) continue;
-      const relationship = relationshipFor(raw.dataSets?.[dataSet], dataSet, code, purposes);
+      const relationship = relationshipFor(raw.dataSets?.[dataSet], dataSet, code, purposes, relationships);
       plans.set(
         code,
         Object.freeze({
@@ -330,7 +330,9 @@ function compileRelationships(raw: PolicyFile, problem: (path: string, message: 
     });
   }
   if (!isObject(spec)) return undefined;
+  const all = Object.freeze([...sources.keys()]);
   return Object.freeze({
+    breakGlassRecord: Object.freeze({ required: false, sources: all, rule: 'breakGlass' }),
     ttlMs: (typeof spec.cacheSeconds === 'number' ? spec.cacheSeconds : 300) * 1000,
     maxCallers: typeof spec.maxCallers === 'number' ? spec.maxCallers : 10_000,
     maxPatients: typeof spec.maxPatients === 'number' ? spec.maxPatients : 1000,
@@ -381,6 +383,7 @@ function relationshipFor(
   dataSet: string,
   code: string,
   purposes: ReadonlyMap<string, PurposeInfo>,
+  relationships: CompiledRelationships | undefined,
 ): RelationshipRequirement | undefined {
   const rel = isObject(ds) ? ds.relationship : undefined;
   if (!isObject(rel) || !Array.isArray(rel.sources)) return undefined;
@@ -394,7 +397,14 @@ function relationshipFor(
     }
     if (!covered) return undefined;
   }
-  return Object.freeze({ required: rel.required !== false, sources: Object.freeze([...rel.sources]), rule: `dataSets.${dataSet}.relationship` });
+  const required = rel.required !== false;
+  const kinds = rel.sources.map((n) => relationships?.sources.get(n)?.kind).filter((k) => k !== undefined);
+  return Object.freeze({
+    required,
+    sources: Object.freeze([...rel.sources]),
+    rule: `dataSets.${dataSet}.relationship`,
+    ...(required ? { writeProtected: selfGrantingTypes(kinds) } : {}),
+  });
 }
 
 /** The granted code that covers `code`: itself, else its nearest granted ancestor. */

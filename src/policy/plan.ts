@@ -55,6 +55,11 @@ export interface RelationshipRequirement {
   readonly sources: readonly string[];
   /** e.g. `dataSets.clinical.relationship` (audit, explain). */
   readonly rule: string;
+  /**
+   * Types its callers may not write where it is enforced: the sources that relate through something
+   * other than a patient the written resource names (src/policy/relationship.ts selfGrantingTypes).
+   */
+  readonly writeProtected?: ReadonlySet<string> | undefined;
 }
 
 /** The kinds of upstream resource a relationship is read from. */
@@ -78,6 +83,8 @@ export interface CompiledRelationships {
   /** A search naming no patient is narrowed to at most this many related patients; more: it must name one. */
   readonly searchPatients: number;
   readonly sources: ReadonlyMap<string, RelationshipSource>;
+  /** What a break-glass record looks up: every source, recorded only (always set by compilePolicy). */
+  readonly breakGlassRecord?: RelationshipRequirement | undefined;
 }
 
 export interface CompiledRole {

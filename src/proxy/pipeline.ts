@@ -17,7 +17,7 @@ import { ERRORS, type ErrorCode, GatewayError, isGatewayError, operationOutcome 
 import { deidentifyOf, type PseudonymContext } from '../policy/deid-request.js';
 import { withMetaElements } from '../policy/narrow.js';
 import type { AccessPlan, CompiledPolicy, CompiledRelationships, RelationshipRequirement } from '../policy/plan.js';
-import { judgeRelationship, patientsNamed, selfGrantingTypes } from '../policy/relationship.js';
+import { judgeRelationship, patientsNamed } from '../policy/relationship.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { FilterResult, RedactContext, ResponseContext } from '../redact/types.js';
 import { createStoredGuard, isStoredRefusal } from './stored-guard.js';
@@ -262,7 +262,15 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
    */
   function finish(ex: Exchange, reply: FastifyReply, out: Outcome): Promise<void> {
     const rel = relationshipStates.get(ex);
-    if (rel !== undefined) ex.relationship = relationshipEvidence(rel, ex.stats?.patients, ex.stats?.unrelated);
+    if (rel !== undefined) {
+      try {
+        ex.relationship = relationshipEvidence(rel, ex.stats?.patients, ex.stats?.unrelated);
+      } catch (e) {
+        // Never a reason to answer without a record: the record then says only whose rule applied.
+        logger.error({ reqId: ex.id, err: e }, 'relationship evidence could not be built');
+        ex.relationship = { related: [], required: rel.requirement.required, rule: rel.requirement.rule, unrelated: [] };
+      }
+    }
     // Serialize first: the record must describe what is actually released, and a body that cannot
     // be serialized (hostile nesting) is released as nothing at all.
     let payload: Buffer;
@@ -678,7 +686,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     relationshipStates.set(ex, state);
     const verdict = judgeRelationship(req, state.set, {
       searchPatients: rt.policy.relationships?.searchPatients ?? 100,
-      sourceWriteTypes: requirement.required ? selfGrantingTypesOf(rt.policy, requirement) : undefined,
+      sourceWriteTypes: requirement.writeProtected,
     });
     if (verdict.kind === 'allow') {
       state.named = verdict.named;
@@ -727,7 +735,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     const config = rt.policy.relationships;
     if (config === undefined || ex.principal?.fhirUser === undefined || ex.breakGlass === undefined) return;
     try {
-      const looked = lookupRelationships(ex, rt, { required: false, sources: [...config.sources.keys()], rule: 'breakGlass' }, signal);
+      const requirement = config.breakGlassRecord ?? { required: false, sources: [...config.sources.keys()], rule: 'breakGlass' };
+      const looked = lookupRelationships(ex, rt, requirement, signal);
       const state = looked instanceof Promise ? await looked : looked;
       state.named = [ex.breakGlass.patient];
       relationshipStates.set(ex, state);
@@ -995,17 +1004,6 @@ interface RelationshipState {
 
 const EVIDENCE_MAX = 50;
 
-const selfGranting = new WeakMap<RelationshipRequirement, ReadonlySet<string>>();
-/** The types a caller under `requirement` may not write (src/policy/relationship.ts selfGrantingTypes). */
-function selfGrantingTypesOf(policy: CompiledPolicy, requirement: RelationshipRequirement): ReadonlySet<string> {
-  let types = selfGranting.get(requirement);
-  if (types === undefined) {
-    const sources = policy.relationships?.sources;
-    types = selfGrantingTypes(requirement.sources.map((n) => sources?.get(n)?.kind ?? 'PractitionerRole'));
-    selfGranting.set(requirement, types);
-  }
-  return types;
-}
 const NOTHING_RELATED: ReadonlyMap<string, { source: string; resource: string }> = new Map();
 const NOTHING_RELATED_SET: ReadonlySet<string> = new Set();
 
