@@ -33,6 +33,7 @@ export const ERRORS = {
   'break-glass-available': { status: 403, issue: 'suppressed', text: 'This resource is restricted. Break-glass access (purpose BTG with a reason) can reveal it; that access is alerted and reviewed.' },
   'relationship-required': { status: 403, issue: 'forbidden', text: 'You have no care relationship or assignment with this patient. Break-glass access (purpose BTG with a reason) can reveal the record; that access is alerted and reviewed.' },
   'relationship-search-too-broad': { status: 400, issue: 'too-costly', text: 'This search names no patient and you are related to too many patients to search them all; name a patient.' },
+  'consent-unavailable': { status: 503, issue: 'transient', text: "The patients' consent directives could not be read, so nothing was released. Try again shortly." },
   'relationship-unavailable': { status: 503, issue: 'transient', text: 'Your care relationships could not be looked up, so the request was not forwarded. Try again shortly.' },
   'break-glass-not-eligible': { status: 403, issue: 'forbidden', text: 'None of your roles may break the glass.' },
   'break-glass-reason-required': { status: 400, issue: 'required', text: 'Break-glass requires an X-Break-Glass-Reason of sufficient length.' },

@@ -31,6 +31,7 @@ const TOP = [
   'actor',
   'breakGlass',
   'client',
+  'consent',
   'decision',
   'details',
   'disclosed',
@@ -213,7 +214,7 @@ export function splitKnownRecord(record: AuditRecord): RecordSplit | undefined {
   const el = d.elements === undefined ? '' : `"elements":${elements(d.elements)},`;
   const interaction = q.interaction === undefined ? '' : `"interaction":${str(q.interaction)},`;
   const after =
-    `,"client":{"address":${str(client.address)}${optStr(',"userAgent":', client.userAgent)}}` +
+    `,"client":{"address":${str(client.address)}${optStr(',"userAgent":', client.userAgent)}}${generic(',"consent":', 'consent', r.consent)}` +
     `,"decision":${str(r.decision)}${generic(',"details":', 'details', r.details)}` +
     `,"disclosed":{${el}"elementsRemoved":${num(d.elementsRemoved)},"patients":${strArray(d.patients)},"resources":${strArray(d.resources)},"resourcesWithheld":${num(d.resourcesWithheld)}}` +
     `,"durations":{"totalMs":${num(t.totalMs)}${optNum(',"upstreamMs":', t.upstreamMs)}}` +

@@ -42,6 +42,8 @@ export interface AuditRecord {
   readonly role?: string | undefined;
   /** The care relationships behind the access, where the data set requires or records them. */
   readonly relationship?: RelationshipEvidence | undefined;
+  /** What patients' consent directives did to the answer (src/consent); absent when they did nothing. */
+  readonly consent?: ConsentEvidence | undefined;
   readonly breakGlass?: { readonly session: string; readonly reason: string } | undefined;
   readonly client: { readonly address: string; readonly userAgent?: string | undefined };
   readonly request: {
@@ -93,6 +95,26 @@ export interface RelationshipEvidence {
   readonly rule: string;
   /** Patients named or released without a relationship (refused when required). */
   readonly unrelated: readonly string[];
+}
+
+/**
+ * What patients' consent directives did to one answer (src/consent). Sorted keys; each list sorted,
+ * at most 50 entries. Present only when a consent withheld, permitted or was overridden, or a
+ * patient's consents could not be evaluated.
+ */
+export interface ConsentEvidence {
+  /** Consents (`Consent/id`) a break-glass session overrode: it released what they withhold. */
+  readonly overridden?: readonly string[] | undefined;
+  /** Released resources carrying the 42 CFR Part 2 redisclosure notice. */
+  readonly part2?: number | undefined;
+  /** Consents whose permit released what only a consent may (Part 2 data, an authorization). */
+  readonly permitted?: readonly string[] | undefined;
+  /** Consents that withheld something from this answer. */
+  readonly restricted?: readonly string[] | undefined;
+  /** Patients whose consents could not be evaluated (their data withheld, fail closed). */
+  readonly unevaluable?: readonly string[] | undefined;
+  /** Resources withheld for consent. */
+  readonly withheld: number;
 }
 
 /** A record as stored: the record plus the chain fields the sink assigns. */

@@ -249,6 +249,14 @@ export const policySchema = {
               purposes: { type: 'array', minItems: 1, uniqueItems: true, items: code },
             },
           },
+          consent: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['authorization'],
+            properties: {
+              authorization: { type: 'array', minItems: 1, uniqueItems: true, items: code },
+            },
+          },
           rules: {
             type: 'array',
             items: {
@@ -310,6 +318,26 @@ export const policySchema = {
               kind: { enum: ['CareTeam', 'Encounter', 'EpisodeOfCare', 'PractitionerRole', 'Task'] },
               days: { type: 'integer', minimum: 0, maximum: 3650 },
             },
+          },
+        },
+      },
+    },
+    consent: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        cacheSeconds: { type: 'integer', minimum: 1, maximum: 86400 },
+        maxPatients: { type: 'integer', minimum: 1, maximum: 10000000 },
+        overlap: { enum: ['deny-wins', 'latest'] },
+        exemptPurposes: { type: 'array', uniqueItems: true, items: code },
+        breakGlass: { enum: ['override', 'never'] },
+        part2: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            labels: { type: 'array', minItems: 1, uniqueItems: true, items: str },
+            notice: { type: 'string', minLength: 1, maxLength: 2000 },
+            breakGlass: { type: 'boolean' },
           },
         },
       },

@@ -15,11 +15,13 @@ import {
   CONFIDENTIALITY_LEVELS,
   canonicalSystem,
   compileLabelSet,
+  expandLabel,
   isValidLabel,
   type LabelVocabulary,
   labelVocabulary,
   unknownLabel,
 } from './labels.js';
+import type { CompiledConsent } from '../consent/types.js';
 import { selfGrantingTypes } from './relationship.js';
 import type { DeidProfile, LabelDeclaration, PolicyFile, PolicyInteraction, RuleSpec, TransformName } from './model.js';
 import type {
@@ -112,6 +114,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
   nearMissLabels(raw, vocabulary, problem);
   const relationships = compileRelationships(raw, problem);
   if (relationships !== undefined) selfGrantingWrites(raw, dataSets, relationships, problem);
+  const consent = compileConsent(raw, purposes, vocabulary, problem);
   // A section of the wrong shape was reported by the schema; names it would have declared are not guessed at.
   const purposesKnown = isObject(raw.purposes);
   const dataSetsKnown = isObject(raw.dataSets);
@@ -145,6 +148,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
       const types = dataSets.get(dataSet);
       if (!types) continue;
       const relationship = relationshipFor(raw.dataSets?.[dataSet], dataSet, code, purposes, relationships);
+      const authorization = authorizationFor(raw.dataSets?.[dataSet], dataSet, code, purposes);
       plans.set(
         code,
         Object.freeze({
@@ -155,6 +159,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
           compartment: spec.compartment,
           types,
           ...(relationship === undefined ? {} : { relationship }),
+          ...(authorization === undefined ? {} : { authorization }),
         }),
       );
     }
@@ -205,6 +210,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
       roles,
       breakGlass,
       ...(relationships === undefined ? {} : { relationships }),
+      ...(consent === undefined ? {} : { consent }),
       restrictedZip3: new Set(restrictedZip3 ?? []),
     }),
   };
@@ -405,6 +411,89 @@ function relationshipFor(
     rule: `dataSets.${dataSet}.relationship`,
     ...(required ? { writeProtected: selfGrantingTypes(kinds) } : {}),
   });
+}
+
+/** Whether `code` is one of `listed` or a descendant of one (TREAT covers COC). */
+function coveredBy(code: string, listed: ReadonlySet<string>, purposes: ReadonlyMap<string, PurposeInfo>): boolean {
+  const seen = new Set<string>();
+  for (let c: string | undefined = code; c !== undefined && !seen.has(c); c = purposes.get(c)?.parent) {
+    seen.add(c);
+    if (listed.has(c)) return true;
+  }
+  return false;
+}
+
+/** The default redisclosure notice for 42 CFR Part 2 data (42 CFR 2.32). */
+export const DEFAULT_PART2_NOTICE =
+  'This record which has been disclosed to you is protected by federal confidentiality rules (42 CFR part 2). These rules prohibit you from using or disclosing this record, or testimony that describes the information contained in this record, in any civil, criminal, administrative, or legislative proceedings by any Federal, State, or local authority, against the patient, unless authorized by the consent of the patient, except as provided at 42 CFR 2.12(c)(5) or as authorized by a court in accordance with 42 CFR 2.64 or 2.65. In addition, the federal rules prohibit you from making any other use or disclosure of this record unless at least one of the following applies: (i) Further use or disclosure is expressly permitted by the written consent of the individual whose information is being disclosed in this record or as otherwise permitted by 42 CFR part 2. (ii) You are a covered entity or business associate and have received the record for treatment, payment, or health care operations, or (iii) You have received the record from a covered entity or business associate as permitted by 45 CFR part 164, subparts A and E. A general authorization for the release of medical or other information is NOT sufficient to meet the required elements of written consent to further use or redisclose the record (see 42 CFR 2.31).';
+
+/**
+ * The `consent` section: cache bounds, how overlapping consents combine, the purposes it does not
+ * apply to, break-glass, and the 42 CFR Part 2 labels and notice. Purposes and labels it names must
+ * be declared (or HL7 codes).
+ */
+function compileConsent(
+  raw: PolicyFile,
+  purposes: ReadonlyMap<string, PurposeInfo>,
+  vocabulary: LabelVocabulary,
+  problem: Report,
+): CompiledConsent | undefined {
+  const spec = raw.consent;
+  const purposesKnown = isObject(raw.purposes);
+  // Data sets may mark purposes as needing an authorization only where consent is enforced.
+  for (const [dsName, ds] of entries(raw.dataSets)) {
+    const c = isObject(ds) ? ds.consent : undefined;
+    if (!isObject(c)) continue;
+    const base = `dataSets.${dsName}.consent`;
+    if (!isObject(spec)) problem(base, 'an authorization requirement needs a consent section (patient consents are not read without one)', 'key');
+    for (const [i, p] of (Array.isArray(c.authorization) ? c.authorization : []).entries()) {
+      if (purposesKnown && !purposes.has(p)) problem(`${base}.authorization[${i}]`, `unknown purpose '${p}'${didYouMean(p, purposes.keys())}`);
+    }
+  }
+  if (!isObject(spec)) return undefined;
+  const exempt = new Set<string>();
+  for (const [i, p] of (Array.isArray(spec.exemptPurposes) ? spec.exemptPurposes : []).entries()) {
+    if (!purposes.has(p)) {
+      if (purposesKnown) problem(`consent.exemptPurposes[${i}]`, `unknown purpose '${p}'${didYouMean(p, purposes.keys())}`);
+      continue;
+    }
+    exempt.add(p);
+  }
+  // Children of an exempt purpose are exempt (PATRQT covers FAMRQT).
+  for (const code of purposes.keys()) if (coveredBy(code, exempt, purposes)) exempt.add(code);
+  if (exempt.has(BREAK_GLASS_PURPOSE)) problem('consent.exemptPurposes', 'BTG cannot be exempt from consent; set consent.breakGlass: override instead');
+  const part2 = isObject(spec.part2) ? spec.part2 : {};
+  const labelSpecs = Array.isArray(part2.labels) ? part2.labels : ['SUD', '42CFRPart2'];
+  const labels: string[] = [];
+  for (const [i, l] of labelSpecs.entries()) {
+    const unknown = unknownLabel(l, vocabulary);
+    if (unknown !== undefined) problem(`consent.part2.labels[${i}]`, unknown);
+    for (const k of expandLabel(l, vocabulary)) if (!labels.includes(k)) labels.push(k);
+  }
+  return Object.freeze({
+    ttlMs: (spec.cacheSeconds ?? 60) * 1000,
+    maxPatients: spec.maxPatients ?? 100_000,
+    overlap: spec.overlap ?? 'deny-wins',
+    exemptPurposes: exempt,
+    breakGlassOverrides: spec.breakGlass === 'override',
+    part2: Object.freeze({
+      labels: Object.freeze(labels),
+      notice: typeof part2.notice === 'string' ? part2.notice : DEFAULT_PART2_NOTICE,
+      breakGlass: part2.breakGlass === true,
+    }),
+  });
+}
+
+/** The rule naming `code` as needing the patient's authorization in data set `dataSet`, or undefined. */
+function authorizationFor(
+  ds: PolicyFile['dataSets'][string] | undefined,
+  dataSet: string,
+  code: string,
+  purposes: ReadonlyMap<string, PurposeInfo>,
+): string | undefined {
+  const c = isObject(ds) ? ds.consent : undefined;
+  if (!isObject(c) || !Array.isArray(c.authorization)) return undefined;
+  return coveredBy(code, new Set(c.authorization), purposes) ? `dataSets.${dataSet}.consent` : undefined;
 }
 
 /** The granted code that covers `code`: itself, else its nearest granted ancestor. */

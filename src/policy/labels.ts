@@ -103,6 +103,8 @@ export const KNOWN_CODES: ReadonlySet<string> = new Set([
   'DEMO', 'DOB', 'GENDER', 'LIVARG', 'MARST', 'PATLOC', 'RACE', 'REL', 'B', 'EMPL', 'LOCIS', 'SSP', 'ADOL', 'CEL', 'DIA', 'EMP', 'PDS', 'PHY',
   // Compartments and flags
   'COMPT', 'HRCOMPT', 'RESCOMPT', 'RMGTCOMPT', 'VIP', 'TAINT',
+  // ActPrivacyLaw (v3-ActCode): 42 CFR Part 2 substance use disorder records
+  '42CFRPart2',
 ]);
 
 /**

@@ -21,6 +21,8 @@ export interface PolicyFile {
   readonly roles: Readonly<Record<string, RoleSpec>>;
   readonly breakGlass?: BreakGlassSpec;
   readonly relationships?: RelationshipsSpec;
+  /** Patients' FHIR Consent directives (42 CFR Part 2 included), enforced on every answer. */
+  readonly consent?: ConsentSpec;
   /** Live anomaly rules (src/monitor): alerted and audited; they refuse requests only with `block: true`. */
   readonly anomalies?: AnomaliesSpec;
 }
@@ -54,7 +56,19 @@ export interface DataSetSpec {
   readonly deidentify?: DeidProfile;
   /** Care relationships required (or, `required: false`, only recorded) for the purposes listed (default all). */
   readonly relationship?: { readonly required: boolean; readonly sources: readonly string[]; readonly purposes?: readonly string[] };
+  /** Purposes (children included) for which this data set releases patient data only under the patient's authorization (a consent permit). */
+  readonly consent?: { readonly authorization: readonly string[] };
   readonly rules: readonly RuleSpec[];
+}
+
+export interface ConsentSpec {
+  readonly cacheSeconds?: number;
+  readonly maxPatients?: number;
+  readonly overlap?: 'deny-wins' | 'latest';
+  readonly exemptPurposes?: readonly string[];
+  /** `override`: break-glass releases what a consent denies (recorded); `never` (default): it does not. */
+  readonly breakGlass?: 'override' | 'never';
+  readonly part2?: { readonly labels?: readonly LabelSpec[]; readonly notice?: string; readonly breakGlass?: boolean };
 }
 
 export interface RelationshipsSpec {

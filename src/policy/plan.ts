@@ -3,6 +3,7 @@
  * plans. Pure data; the hot path only does map lookups.
  */
 import type { Coding } from 'fhir/r4.js';
+import type { CompiledConsent } from '../consent/types.js';
 import type { ElementPlan } from '../redact/types.js';
 import type { DeidProfile, PolicyInteraction, RoleCapability } from './model.js';
 
@@ -42,6 +43,12 @@ export interface AccessPlan {
   readonly types: ReadonlyMap<string, ResourcePlan>;
   /** The data set's care-relationship requirement for this purpose (policy `dataSets.X.relationship`). */
   readonly relationship?: RelationshipRequirement | undefined;
+  /**
+   * Set when the data set marks this purpose as needing the patient's authorization (policy
+   * `dataSets.X.consent.authorization`, HIPAA 164.508): patient data is released only under a
+   * consent permit naming the caller's purpose. The value is the rule, e.g. `dataSets.marketing.consent`.
+   */
+  readonly authorization?: string | undefined;
 }
 
 /**
@@ -120,6 +127,8 @@ export interface CompiledPolicy {
   readonly breakGlass: CompiledBreakGlass | undefined;
   /** The `relationships` section (care relationships and assignments), when the policy has one. */
   readonly relationships?: CompiledRelationships | undefined;
+  /** The `consent` section: patients' consent directives enforced on every answer, when the policy has one. */
+  readonly consent?: CompiledConsent | undefined;
   /** safeHarbor.restrictedZip3 (for RedactContext). Always set by compilePolicy. */
   readonly restrictedZip3?: ReadonlySet<string>;
 }

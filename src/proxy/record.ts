@@ -2,7 +2,7 @@
  * The per-request state the pipeline accumulates, and the audit record built from it. One
  * Exchange per request; `toAuditRecord` is the only place the record's shape is assembled.
  */
-import type { AuditRecord, RelationshipEvidence } from '../audit/record.js';
+import type { AuditRecord, ConsentEvidence, RelationshipEvidence } from '../audit/record.js';
 import type { Principal } from '../auth/principal.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { FilterStats } from '../redact/types.js';
@@ -28,6 +28,8 @@ export interface Exchange {
   breakGlass?: { session: string; reason: string; patient: string };
   /** The caller's care relationships as they applied to this request (src/relationships). */
   relationship?: RelationshipEvidence;
+  /** What patients' consents did to the answer (src/consent), when they did something. */
+  consent?: ConsentEvidence;
   upstreamStatus?: number;
   upstreamMs?: number;
   stats?: FilterStats;
@@ -52,6 +54,7 @@ export function toAuditRecord(ex: Exchange, outcome: { status: number; decision:
     actor: { clientId: p?.clientId, iss: p?.iss, jti: p?.jti, roles: p?.roles ?? [], sub: p?.sub },
     breakGlass: ex.breakGlass,
     client: { address: ex.clientAddress, userAgent: ex.userAgent },
+    consent: ex.consent,
     decision: outcome.decision,
     details: ex.details,
     disclosed: {

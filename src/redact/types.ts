@@ -5,6 +5,7 @@
  * (src/redact/response.ts) walks a whole response body (resource, Bundle of any type, contained,
  * nested Bundles, Parameters) with per-type plans and label withholding.
  */
+import type { ConsentJudge } from '../consent/types.js';
 import type { DeidProfile } from '../policy/model.js';
 import type { ResourcePlan } from '../policy/plan.js';
 
@@ -58,6 +59,12 @@ export interface ResponseContext extends RedactContext {
   readonly relatedPatients?: ReadonlySet<string> | undefined;
   /** The data set's de-identification profile (every type of a data set shares it). */
   readonly deidentify?: DeidProfile;
+  /**
+   * Patients' consent directives (src/consent), where the policy enforces them for this purpose:
+   * a resource they withhold is withheld with reason `consent` (as if it did not exist). The
+   * patients of a body must be loaded (`consent.load`) before it is filtered.
+   */
+  readonly consent?: ConsentJudge | undefined;
 }
 
 export interface FilterStats {
@@ -72,6 +79,8 @@ export interface FilterStats {
    * (the audit record's `relationship.unrelated`); absent until one is.
    */
   unrelated?: Set<string>;
+  /** What consents did (the audit record's `consent`); absent until one did something. */
+  consent?: ConsentStats;
   /**
    * Top-level element names released, per resource type (contained resources under their own
    * type): the keys of each released resource that its type defines (`_x` counted as `x`, choice
@@ -85,5 +94,15 @@ export type FilterResult =
   /** The response is a single resource the caller may not see. `label` says why (audit only). */
   | { readonly kind: 'withheld'; readonly reason: WithheldReason; readonly stats: FilterStats };
 
-/** Why a resource is not released: a withheld label, an ungranted type, outside the token's patient compartment, or of a patient the caller has no care relationship with. */
-export type WithheldReason = 'label' | 'type' | 'compartment' | 'relationship';
+/** Why a resource is not released: a withheld label, an ungranted type, outside the token's patient compartment, of a patient the caller has no care relationship with, or withheld by a patient's consent. */
+export type WithheldReason = 'label' | 'type' | 'compartment' | 'relationship' | 'consent';
+
+/** What consents did to one response (FilterStats.consent). */
+export interface ConsentStats {
+  withheld: number;
+  part2: number;
+  readonly restricted: Set<string>;
+  readonly permitted: Set<string>;
+  readonly overridden: Set<string>;
+  readonly unevaluable: Set<string>;
+}

@@ -124,6 +124,12 @@ const known: fc.Arbitrary<AuditRecord> = fc
     actor: fc.record({ clientId: opt(text), iss: opt(text), jti: opt(text), roles: fc.array(text, { maxLength: 3 }), sub: opt(text) }),
     breakGlass: opt(fc.oneof(fc.record({ session: text, reason: text, patient: text }), free)),
     client: fc.record({ address: text, userAgent: opt(text) }),
+    consent: opt(
+      fc.oneof(
+        fc.record({ overridden: opt(fc.array(text, { maxLength: 3 })), part2: opt(number), permitted: opt(fc.array(text, { maxLength: 3 })), withheld: number }),
+        free,
+      ),
+    ),
     decision: fc.oneof(fc.constantFrom('allow', 'deny', 'error'), text),
     details: opt(free),
     disclosed: fc.record({
@@ -153,6 +159,7 @@ const known: fc.Arbitrary<AuditRecord> = fc
         actor: { clientId: r.actor.clientId, iss: r.actor.iss, jti: r.actor.jti, roles: r.actor.roles, sub: r.actor.sub },
         breakGlass: r.breakGlass,
         client: { address: r.client.address, userAgent: r.client.userAgent },
+        consent: r.consent,
         decision: r.decision,
         details: r.details,
         disclosed: {
