@@ -40,8 +40,9 @@ export const USAGE = `usage: phi-gateway <verb> [options]
   serve [--config F]                 run the gateway (default config/gateway.yaml)
   demo [--config F] [--data DIR]     the embedded demo (sample FHIR server + gateway + demo tokens)
   check-config [--config F]          validate gateway + policy files, every problem as file:line:col
-  explain --role R --purpose P [--resource T] [--config F]
+  explain --role R --purpose P [--resource T] [--patient ID] [--config F]
                                      what that role may do and see for that purpose, element by element
+                                     (--patient ID: that patient's consent directives and what they do)
   audit export [filters] [--format ndjson|csv|fhir] [--out F]
                                      export audit records (the export is itself audited)
   audit verify [--public-key F] [--allow-unsealed] [--anchor F]

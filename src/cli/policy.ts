@@ -4,8 +4,8 @@
  *
  * Replays the recorded requests of the window through the running policy (--policy, else the
  * gateway config's) and the candidate, and lists per role what would change. Exit codes: 0 no
- * change, 3 changes found (or requests the candidate's care-relationship requirement cannot be
- * replayed on), 1 failure (an invalid candidate: every problem as file:line:col), 2 usage.
+ * change, 3 changes found (or requests the candidate's care-relationship requirement or consent
+ * section cannot be replayed on), 1 failure (an invalid candidate: every problem as file:line:col), 2 usage.
  */
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -34,12 +34,17 @@ export const USAGE = `usage:
   be refused (or narrowed) for no relationship, would be allowed once a requirement is dropped, and,
   apart, requests the candidate requires a relationship for that the record holds no lookup of
   ("not looked up": put the requirement in force with required: false first, then diff).
+  Patients' consents are judged from each record's consent evidence: what they withheld would be
+  released by a candidate without a consent section (or exempting the purpose), what break-glass
+  overrode would be withheld by a candidate whose break-glass no longer overrides them, and,
+  apart, requests that reached patient data where the candidate applies consents the running
+  policy did not, or otherwise ("not replayable for consent").
   An invalid candidate is reported problem by problem as file:line:col.
   S: file:DIR or redis://host:port[/db][?stream=NAME]; default PHI_GATEWAY_AUDIT, then the audit
   section of the gateway config (--config F, else PHI_GATEWAY_CONFIG, else config/gateway.yaml).
   T: an ISO 8601 time; --from inclusive, --to exclusive. The replay is itself recorded in the trail
   it read (kind audit-export); when that record cannot be written, nothing is shown (exit 1).
-  Exit 0: no change; 3: changes (or requests not looked up); 1: error; 2: usage.
+  Exit 0: no change; 3: changes (or requests not looked up, or not replayable for consent); 1: error; 2: usage.
 `;
 
 class UsageError extends Error {}
@@ -142,8 +147,8 @@ async function runDiff(argv: string[], io: PolicyCliIo): Promise<number> {
       };
       const text = values.format === 'csv' ? toCsv(report) : toText(report);
       return {
-        value: { text, changed: diff.changed + diff.notLookedUp },
-        details: { replayed, changed: diff.changed, notLookedUp: diff.notLookedUp || undefined },
+        value: { text, changed: diff.changed + diff.notLookedUp + diff.notReplayableConsent },
+        details: { replayed, changed: diff.changed, notLookedUp: diff.notLookedUp || undefined, notReplayableConsent: diff.notReplayableConsent || undefined },
       };
     },
   );

@@ -33,10 +33,13 @@ export const USAGE = `usage:
   usage        per role and purpose: granted resource types (and elements) vs what was disclosed;
                grants never used are candidates for removal (compared with --policy F, else
                PHI_GATEWAY_POLICY, else the gateway config's policy)
-  access       per actor and per patient: requests, denials, break-glass sessions, anomalies; per
-               actor, access without a care relationship (refused, break-glass, recorded only)
-  break-glass  sessions, review state and outcome, median and worst time to review, overdue reviews
-               (a review is overdue after --review-due-hours N, default 72)
+  access       per actor and per patient: requests, denials, break-glass sessions, anomalies,
+               requests restricted by patients' consents; per actor, access without a care
+               relationship (refused, break-glass, recorded only); per consent, requests it
+               restricted and requests where break-glass overrode it
+  break-glass  sessions, review state and outcome, the consents each session overrode, median and
+               worst time to review, overdue reviews (a review is overdue after --review-due-hours
+               N, default 72)
   S: file:DIR or redis://host:port[/db][?stream=NAME]; default PHI_GATEWAY_AUDIT, then the audit
   section of the gateway config (--config F, else PHI_GATEWAY_CONFIG, else config/gateway.yaml).
   T: an ISO 8601 time; --from inclusive, --to exclusive. Default format table, on stdout unless --out.

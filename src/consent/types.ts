@@ -59,9 +59,11 @@ export interface ParsedConsent {
   readonly dateTime?: number | undefined;
   /**
    * What the consent decides where no provision applies: `policyRule` OPTIN/OPTINR -> permit,
-   * OPTOUT/OPTOUTE -> deny; absent: the root provision's type, else no opinion.
+   * OPTOUT/OPTOUTE -> deny; absent: no opinion (a root provision type then decides where the root applies).
    */
   readonly base?: 'permit' | 'deny' | undefined;
+  /** The `policyRule` code `base` came from (OPTIN, OPTOUT...), for `explain`; absent when it came from the root provision's type. */
+  readonly policyRule?: string | undefined;
   /** The root provision's period: outside it the consent is not in force (an expired consent). */
   readonly period?: Interval | undefined;
   readonly root: ConsentProvision;

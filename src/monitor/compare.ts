@@ -7,8 +7,14 @@
  * patients it reached with the relationship behind each, and those without one), never looked up
  * again: a candidate's requirement is replayable only where the record has that evidence for the
  * sources the candidate counts. Turning a requirement on with `required: false` first records it.
+ *
+ * Patients' consents are judged the same way, from the record's consent evidence (`consent`: what
+ * they withheld, or what break-glass released despite them): the consents themselves are not read
+ * again. A candidate that stops enforcing them releases what they withheld; one whose break-glass
+ * no longer overrides them withholds what was overridden; one that enforces them where the running
+ * policy did not (or differently) cannot be replayed on a request that reached patient data.
  */
-import type { RelationshipEvidence } from '../audit/record.js';
+import type { ConsentEvidence, RelationshipEvidence } from '../audit/record.js';
 import type { Principal } from '../auth/principal.js';
 import { isCompartmentType } from '../policy/compartment.js';
 import { decide } from '../policy/decide.js';
@@ -28,6 +34,8 @@ export interface Verdict {
   readonly elements: ReadonlyMap<string, ReadonlyMap<string, ElementLine['action']>>;
   /** The plan's care-relationship requirement, when allowed under one. */
   readonly relationship?: VerdictRelationship | undefined;
+  /** The rule making this purpose need the patient's authorization (`dataSets.X.consent`), when allowed under one. */
+  readonly authorization?: string | undefined;
 }
 
 /** A requirement with its sources as its policy defines them (a source is its name, kind and days). */
@@ -69,7 +77,15 @@ export function verdict(policy: CompiledPolicy, input: VerdictInput): Verdict {
     elements.set(type, m);
   }
   const relationship = d.plan.relationship ? resolve(policy, d.plan.relationship) : undefined;
-  return { allow: true, code: undefined, role: d.plan.role, rule: d.rule, elements, ...(relationship ? { relationship } : {}) };
+  return {
+    allow: true,
+    code: undefined,
+    role: d.plan.role,
+    rule: d.rule,
+    elements,
+    ...(relationship ? { relationship } : {}),
+    ...(d.plan.authorization === undefined ? {} : { authorization: d.plan.authorization }),
+  };
 }
 
 function resolve(policy: CompiledPolicy, r: RelationshipRequirement): VerdictRelationship {
@@ -115,7 +131,13 @@ export type Change =
   /** The running policy's requirement refused it (as unrelated or too broad), or narrowed the search; the candidate would not. */
   | { readonly kind: 'relationship-allowed'; readonly was: 'refused' | 'too-broad' | 'narrowed'; readonly now: string }
   /** The candidate requires a relationship the record has no evidence for: it cannot be replayed. */
-  | { readonly kind: 'relationship-unknown'; readonly rule: string };
+  | { readonly kind: 'relationship-unknown'; readonly rule: string }
+  /** Patients' consents withheld part of the answer; the candidate does not apply them (`rule`: why, e.g. `consent.exemptPurposes`). */
+  | { readonly kind: 'consent-released'; readonly rule: string }
+  /** Break-glass released what `overridden` withhold; the candidate's break-glass does not override them (`rule`). */
+  | { readonly kind: 'consent-withheld'; readonly overridden: readonly string[]; readonly rule: string }
+  /** The candidate applies consents otherwise than the running policy did (`rule`): the record cannot tell what they would withhold. */
+  | { readonly kind: 'consent-unknown'; readonly rule: string };
 
 /** Differences from `current` to `candidate`; [] when the request fares the same. */
 export function compareVerdicts(current: Verdict, candidate: Verdict): Change[] {
@@ -249,6 +271,70 @@ export function compareRequest(currentPolicy: CompiledPolicy, current: Verdict, 
   if (narrowedA && !enforcesB) out.push({ kind: 'relationship-allowed', was: 'narrowed', now: candidate.rule });
   else if (relB === 'unrelated' && !lossA) out.push({ kind: 'relationship-refused', narrowed: true, rule });
   return [...out, ...compareVerdicts(current, candidate)];
+}
+
+/** What a record shows of a request for replaying consents. */
+export interface ConsentFacts {
+  /** The declared purpose (BTG under break-glass). */
+  readonly purpose: string;
+  /** A break-glass session was open for the request. */
+  readonly breakGlass: boolean;
+  /** The record's consent evidence; absent when consents did nothing to the answer (or were not applied). */
+  readonly evidence: ConsentEvidence | undefined;
+  /** Patients whose data was released (`disclosed.patients`). */
+  readonly released: readonly string[];
+}
+
+/** Whether `policy` applies patients' consents to requests of `purpose` (BTG is never exempt). */
+function enforcesConsent(policy: CompiledPolicy, purpose: string): boolean {
+  return policy.consent !== undefined && !policy.consent.exemptPurposes.has(purpose);
+}
+
+function listed(v: unknown): readonly string[] {
+  return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+}
+
+/**
+ * What the candidate's consent section would do otherwise to a request both policies allow (`a`
+ * and `b`, the verdicts; undefined for a break-glass request, which only its consent evidence
+ * replays), judged from the record's consent evidence; undefined when it would fare the same.
+ * - Consents the candidate does not apply (no consent section, or the purpose exempt): what they
+ *   withheld would be released.
+ * - Break-glass no longer overriding consents (`consent.breakGlass`, `consent.part2.breakGlass`):
+ *   what break-glass released despite a consent would be withheld. The record does not say which
+ *   kind of consent was overridden, so this counts every override (a patient whose consents could
+ *   not be evaluated is still released under break-glass).
+ * - Consents applied where the running policy did not, or otherwise (how overlapping consents
+ *   combine, the Part 2 labels, an authorization requirement, break-glass newly overriding): cannot
+ *   be replayed on a request that released patient data or had something withheld by a consent.
+ */
+export function compareConsent(currentPolicy: CompiledPolicy, candidatePolicy: CompiledPolicy, a: Verdict | undefined, b: Verdict | undefined, facts: ConsentFacts): Change | undefined {
+  const ev = facts.evidence;
+  const withheld = typeof ev?.withheld === 'number' && ev.withheld > 0;
+  const reached = withheld || facts.released.length > 0;
+  const enforcesA = enforcesConsent(currentPolicy, facts.purpose);
+  const enforcesB = enforcesConsent(candidatePolicy, facts.purpose);
+  if (!enforcesB) return enforcesA && withheld ? { kind: 'consent-released', rule: candidatePolicy.consent ? 'consent.exemptPurposes' : 'no consent section' } : undefined;
+  if (!enforcesA) return reached ? { kind: 'consent-unknown', rule: currentPolicy.consent ? 'consent.exemptPurposes' : 'consent' } : undefined;
+  const ca = currentPolicy.consent!;
+  const cb = candidatePolicy.consent!;
+  if (ca.overlap !== cb.overlap) return reached ? { kind: 'consent-unknown', rule: 'consent.overlap' } : undefined;
+  if (ca.part2.labels.length !== cb.part2.labels.length || ca.part2.labels.some((l) => !cb.part2.labels.includes(l))) {
+    return reached ? { kind: 'consent-unknown', rule: 'consent.part2.labels' } : undefined;
+  }
+  if (facts.breakGlass) {
+    const off = ca.breakGlassOverrides && !cb.breakGlassOverrides ? 'consent.breakGlass' : ca.part2.breakGlass && !cb.part2.breakGlass ? 'consent.part2.breakGlass' : undefined;
+    const overridden = listed(ev?.overridden);
+    if (off !== undefined && overridden.length > 0) return { kind: 'consent-withheld', overridden, rule: off };
+    const on = !ca.breakGlassOverrides && cb.breakGlassOverrides ? 'consent.breakGlass' : !ca.part2.breakGlass && cb.part2.breakGlass ? 'consent.part2.breakGlass' : undefined;
+    if (on !== undefined && withheld) return { kind: 'consent-unknown', rule: on };
+  }
+  const authA = a?.authorization;
+  const authB = b?.authorization;
+  if (authB !== undefined && authA === undefined && reached) return { kind: 'consent-unknown', rule: authB };
+  // Whether what was withheld lacked the authorization or was denied outright, the record does not say.
+  if (authA !== undefined && authB === undefined && withheld) return { kind: 'consent-unknown', rule: authA };
+  return undefined;
 }
 
 /** `Patient.identifier[type=SS]`, `@ContactPoint`: lines about parts of elements, not whole elements. */

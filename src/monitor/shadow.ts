@@ -5,14 +5,16 @@
  * gets an audit record of kind `shadow-diff`. A candidate's relationship requirement is judged on the
  * relationships the running policy looked up for the request: where those cannot answer it (no
  * requirement of its own, or sources it does not read), the record says so
- * (`relationship-not-looked-up`).
+ * (`relationship-not-looked-up`). Patients' consents likewise, on what they did to the live answer
+ * (its consent evidence): `consent` says what the candidate would release or withhold, or that it
+ * cannot be told (`consent-not-replayable`).
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AuditRecord, AuditSink } from '../audit/record.js';
 import type { CompiledPolicy } from '../policy/plan.js';
 import type { Exchange } from '../proxy/record.js';
-import { type Change, compareRequest, typesOf, type Verdict, verdict, WAS } from './compare.js';
+import { type Change, compareConsent, compareRequest, typesOf, type Verdict, verdict, WAS } from './compare.js';
 import type { Outcome } from './monitor.js';
 import { relationshipRefusal } from './rules.js';
 
@@ -45,6 +47,11 @@ export function describeChanges(changes: readonly Change[]): Record<string, unkn
     } else if (c.kind === 'relationship-unknown') {
       out.decision = 'relationship-not-looked-up';
       out.now = c.rule;
+    } else if (c.kind === 'consent-released' || c.kind === 'consent-withheld' || c.kind === 'consent-unknown') {
+      // Apart from `decision`: a consent change comes on top of any other.
+      out.consent = c.kind === 'consent-unknown' ? 'consent-not-replayable' : c.kind;
+      out.consentRule = c.rule;
+      if (c.kind === 'consent-withheld') out.overridden = c.overridden;
     } else {
       out.decision = c.kind;
       out.was = c.was;
@@ -59,6 +66,11 @@ function candidateOutcome(b: Verdict, changes: readonly Change[]): { decision: '
   for (const c of changes) {
     if (c.kind === 'relationship-refused' && !c.narrowed) return { decision: 'deny', rule: `${b.rule} -> ${c.rule}: no relationship` };
     if (c.kind === 'relationship-unknown') return { decision: 'allow', rule: `${b.rule} -> ${c.rule}: not looked up` };
+  }
+  for (const c of changes) {
+    if (c.kind === 'consent-withheld') return { decision: 'allow', rule: `${b.rule} -> ${c.rule}: consent overridden would be withheld` };
+    if (c.kind === 'consent-released') return { decision: 'allow', rule: `${b.rule} -> ${c.rule}: consent-restricted would be released` };
+    if (c.kind === 'consent-unknown') return { decision: 'allow', rule: `${b.rule} -> ${c.rule}: not replayable for consent` };
   }
   return b.allow ? { decision: 'allow', rule: b.rule } : { decision: 'deny', rule: b.code ?? b.rule };
 }
@@ -77,9 +89,16 @@ export function createShadowObserver(o: ShadowOptions): { observe(ex: Readonly<E
     // policy's. A care relationship's is (for a search, an allowed empty searchset).
     const rel = ex.relationship;
     const byRelationship = a.allow && rel?.required === true && (rel.unrelated.length > 0 || relationshipRefusal(outcome.rule) !== undefined);
-    if (!byRelationship && a.allow !== (outcome.decision === 'allow') && outcome.decision !== 'error') return;
+    // A read a consent withheld is answered as missing: the policy's own doing, judged as well.
+    const byConsent = a.allow && (ex.consent?.withheld ?? 0) > 0;
+    if (!byRelationship && !byConsent && a.allow !== (outcome.decision === 'allow') && outcome.decision !== 'error') return;
     const b = verdict(o.candidate, input);
-    const changes = compareRequest(current, a, b, { request: ex.request, evidence: rel, released: ex.stats ? [...ex.stats.patients] : [], rule: outcome.rule });
+    const released = ex.stats ? [...ex.stats.patients] : [];
+    const changes = compareRequest(current, a, b, { request: ex.request, evidence: rel, released, rule: outcome.rule });
+    if (a.allow && b.allow && !changes.some((c) => c.kind === 'relationship-refused' && !c.narrowed)) {
+      const consent = compareConsent(current, o.candidate, a, b, { purpose: ex.purpose, breakGlass: ex.breakGlass !== undefined, evidence: ex.consent, released });
+      if (consent) changes.push(consent);
+    }
     if (changes.length === 0) return;
     const { decision, rule } = candidateOutcome(b, changes);
     const p = ex.principal;

@@ -13,6 +13,9 @@ import { authorizationFromRawHeaders } from '../auth/header.js';
 import { bearerChallenge, type TokenFailure, tokenFailureOf } from '../auth/refusal.js';
 import type { Principal } from '../auth/principal.js';
 import type { GatewayConfig } from '../config/types.js';
+import { consentApplies, consentEvidence, createConsentJudge, mergeConsentStats } from '../consent/judge.js';
+import type { ConsentResolver } from '../consent/resolver.js';
+import type { ConsentAccess, ConsentJudge } from '../consent/types.js';
 import { ERRORS, type ErrorCode, GatewayError, isGatewayError, operationOutcome } from '../errors.js';
 import { deidentifyOf, type PseudonymContext } from '../policy/deid-request.js';
 import { withMetaElements } from '../policy/narrow.js';
@@ -31,7 +34,7 @@ import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
 import { jsonBytes } from '../utf8.js';
 import { tailTypeId } from '../fhir/reference.js';
 import { pseudonymize } from '../redact/pseudonym.js';
-import { Filter, scrubOperationOutcome, withheldCode } from '../redact/response.js';
+import { Filter, patientsIn, scrubOperationOutcome, withheldCode } from '../redact/response.js';
 import { gatewayEtag, ifNoneMatchHits, upstreamVersionTag, versionShown } from './etag.js';
 import { headersOnlyStats, returnPreference, writeOutcome } from './prefer.js';
 import { encodeParams, parseForm, pathSegments, splitTarget } from '../policy/classify/url.js';
@@ -75,6 +78,11 @@ export interface PipelineDeps {
    * Absent while a plan requires one: such requests are refused (503 relationship-unavailable).
    */
   readonly relationships?: RelationshipLookup | undefined;
+  /**
+   * Patients' consent directives (src/consent), for policies with a `consent` section. Absent while
+   * the policy has one: answers that name a patient are refused (503 consent-unavailable).
+   */
+  readonly consents?: ConsentResolver | undefined;
   /** Handed, once, what the pipeline holds right now (for gauges read at scrape time). */
   readonly reportLoad?: ((read: () => PipelineLoad) => void) | undefined;
 }
@@ -271,6 +279,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
         ex.relationship = { related: [], required: rel.requirement.required, rule: rel.requirement.rule, unrelated: [] };
       }
     }
+    if (ex.stats?.consent !== undefined) ex.consent = consentEvidence(ex.stats.consent);
     // Serialize first: the record must describe what is actually released, and a body that cannot
     // be serialized (hostile nesting) is released as nothing at all.
     let payload: Buffer;
@@ -552,7 +561,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       // What the request reaches beyond its bytes (stored versions, labels), judged for every caller
       // with the context its answer will be filtered with (src/proxy/stored-guard.ts).
       const eligible = announces(ex, rt);
-      const filter = responseContext(rt, plan, eligible, ex.breakGlass?.patient ?? ex.principal.patient, relatedSet(ex));
+      consentFor(ex, rt, plan, scopes.get(reply)?.signal);
+      const filter = responseContext(rt, plan, eligible, ex.breakGlass?.patient ?? ex.principal.patient, relatedSet(ex), consentJudges.get(ex));
       ({ req: decided, ifMatch } = await guardStored({
         ex,
         req: decided,
@@ -638,7 +648,14 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     }
   }
 
-  function responseContext(rt: PolicyRuntime, plan: AccessPlan, eligible: boolean, compartment: string | undefined, related?: ReadonlySet<string>): ResponseContext {
+  function responseContext(
+    rt: PolicyRuntime,
+    plan: AccessPlan,
+    eligible: boolean,
+    compartment: string | undefined,
+    related?: ReadonlySet<string>,
+    consent?: ConsentJudge,
+  ): ResponseContext {
     return {
       ...rt.redact,
       planFor: (t) => plan.types.get(t),
@@ -647,7 +664,36 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       patientCompartment: compartment,
       ...(related === undefined ? {} : { relatedPatients: related }),
       deidentify: deidentifyOf(plan),
+      ...(consent === undefined ? {} : { consent }),
     };
+  }
+
+  /** Per request where patients' consents apply: the judge its answers are filtered with. */
+  const consentJudges = new WeakMap<Exchange, ConsentJudge>();
+
+  /**
+   * Makes the request's consent judge where the policy enforces consent for its purpose (the
+   * patient's own access is exempt). Without a resolver while the policy enforces consent, every
+   * answer naming a patient fails closed (503 consent-unavailable) when it is loaded.
+   */
+  function consentFor(ex: Exchange, rt: PolicyRuntime, plan: AccessPlan, signal: AbortSignal | undefined): void {
+    const policy = rt.policy.consent;
+    const purpose = ex.purpose ?? '';
+    if (!consentApplies(policy, purpose)) return;
+    const purposes = new Set<string>();
+    for (let c: string | undefined = purpose; c !== undefined && !purposes.has(c); c = rt.policy.purposes.get(c)?.parent) purposes.add(c);
+    const fhirUser = ex.principal?.fhirUser;
+    const caller = fhirUser === undefined ? undefined : tailTypeId(fhirUser);
+    const access: ConsentAccess = {
+      purpose,
+      purposes,
+      actors: caller === undefined ? [] : [`${caller.type}/${caller.id}`],
+      now: (deps.now?.() ?? new Date()).getTime(),
+      breakGlass: ex.breakGlass !== undefined,
+      authorizationRequired: plan.authorization !== undefined,
+    };
+    const resolver = deps.consents ?? UNAVAILABLE_CONSENTS;
+    consentJudges.set(ex, createConsentJudge(resolver, policy, access, signal));
   }
 
   /** Per request whose plan requires or records care relationships: what they were and did. */
@@ -766,7 +812,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     ex.upstreamStatus = up === EMPTY_SEARCHSET ? undefined : up.statusCode;
     const first = decodeUpstreamBody(up.body, up.headers, config.limits, leases.get(reply));
     if (first.kind !== 'json') throw new GatewayError('upstream-bad-response', 'search answered without a body');
-    const filter = new Filter(responseContext(rt, plan, eligible, compartment, relatedSet(ex)));
+    const filter = new Filter(responseContext(rt, plan, eligible, compartment, relatedSet(ex), consentJudges.get(ex)));
+    await filter.ctx.consent?.load(patientsIn(first.value));
     const self = continued ? `${publicBase}${ex.url}` : `${publicBase}${start.q}`;
     const body = await assemblePage(ex, reply, rt, req, call, first.value as Obj, filter, eligible, start, self);
     ex.stats = filter.stats;
@@ -802,6 +849,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       if (a.statusCode !== 200) throw new GatewayError(a.statusCode >= 500 ? 'upstream-error' : 'upstream-bad-response', `upstream page ${a.statusCode}`);
       const b = decodeUpstreamBody(a.body, a.headers, config.limits, lease);
       if (b.kind !== 'json') throw new GatewayError('upstream-bad-response', 'page without a body');
+      // Every page's patients' consents are held before the pager judges its entries.
+      await filter.ctx.consent?.load(patientsIn(b.value));
       return b.value as Obj;
     };
     let collected: Awaited<ReturnType<typeof collectPage>>;
@@ -916,7 +965,9 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     // /metadata is the gateway's own (answerOwn); the upstream's statement is never released.
     if (req.interaction === 'capabilities') throw new GatewayError('internal', 'metadata reached the upstream path');
 
-    const ctx = responseContext(rt, plan, eligible, compartment, relatedSet(ex));
+    const ctx = responseContext(rt, plan, eligible, compartment, relatedSet(ex), consentJudges.get(ex));
+    // The consents of every patient the answer names, held before anything of it is judged.
+    await ctx.consent?.load(patientsIn(value));
     let result: FilterResult;
     try {
       const batch = await pageBatchSearches(ex, reply, rt, req, call, value as Obj, ctx, eligible, batchStarts);
@@ -1108,6 +1159,17 @@ function pagedEntries(
 }
 
 /** The filtered batch response with each assembled search page in its entry, stats merged. */
+/** Where the policy enforces consent and no resolver runs: every lookup fails closed. */
+const UNAVAILABLE_CONSENTS: ConsentResolver = {
+  lookup() {
+    throw new GatewayError('consent-unavailable', 'no consent resolver');
+  },
+  stats() {
+    return { patients: 0, hits: 0, misses: 0, refreshes: 0, failures: 0, unevaluablePatients: 0, unevaluable: [] };
+  },
+  close: async () => {},
+};
+
 function withBatchPages(result: FilterResult, pages: ReadonlyMap<number, { body: Obj; filter: Filter }>): FilterResult {
   if (result.kind !== 'ok') return result;
   const out = result.body as Obj;
@@ -1129,6 +1191,7 @@ function withBatchPages(result: FilterResult, pages: ReadonlyMap<number, { body:
       stats.unrelated ??= new Set();
       for (const x of s.unrelated) stats.unrelated.add(x);
     }
+    mergeConsentStats(stats, s.consent);
     if (stats.elements && s.elements) {
       for (const [t, names] of s.elements) {
         const into = stats.elements.get(t);

@@ -50,8 +50,9 @@ import { type ErrorCode, GatewayError, isGatewayError } from '../errors.js';
 import { compartmentViolation } from '../policy/compartment.js';
 import { rebuild } from '../policy/narrow.js';
 import type { AccessPlan, ResourcePlan } from '../policy/plan.js';
+import { patientReferencePaths } from '../fhir/tables.js';
 import type { ClassifiedRequest } from '../policy/request.js';
-import { filterResponse as defaultFilterResponse, withheldCode } from '../redact/response.js';
+import { filterResponse as defaultFilterResponse, patientsIn, withheldCode } from '../redact/response.js';
 import type { FilterResult, ResponseContext } from '../redact/types.js';
 import { type Exchange, elapsedMs } from './record.js';
 import { versionShown } from './etag.js';
@@ -320,6 +321,8 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
     if (stored.status !== 200) throw new GatewayError('upstream-bad-response', `stored read: upstream ${stored.status}`);
     const value = stored.value;
     if (!isObj(value) || value.resourceType !== type || value.id !== id) throw new GatewayError('upstream-bad-response', 'stored read: not the resource asked for');
+    // Its patients' consents are held before it is judged.
+    await filter.consent?.load(patientsIn(value));
     let result: FilterResult;
     try {
       result = filterResponse(value, filter);
@@ -350,7 +353,13 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
       // be judged by its own current version (a now-labelled or now-moved resource's older, clean
       // version must not show). Where anything of the type can be withheld, it is refused outright.
       const plan = t.resourceType === undefined ? undefined : input.plan.types.get(t.resourceType);
-      if (plan === undefined || plan.withhold.labels.length > 0 || input.filter.patientCompartment !== undefined || input.filter.relatedPatients !== undefined) {
+      if (
+        plan === undefined ||
+        plan.withhold.labels.length > 0 ||
+        input.filter.patientCompartment !== undefined ||
+        input.filter.relatedPatients !== undefined ||
+        (input.filter.consent !== undefined && isPatientData(t.resourceType))
+      ) {
         throw new GatewayError('interaction-denied', `type history of ${t.resourceType ?? '(none)'} where resources can be withheld`);
       }
       return undefined;
@@ -410,6 +419,8 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
     if (input.filter.patientCompartment !== undefined) throw new GatewayError('compartment-denied', 'conditional create under a patient compartment');
     // Its criteria could match an unrelated patient's record, and 201 vs a withheld match would tell.
     if (input.filter.relatedPatients !== undefined) throw new GatewayError('interaction-denied', 'conditional create where a care relationship is required');
+    // Likewise a match a patient's consent withholds: patient data is not created conditionally where consent applies.
+    if (input.filter.consent !== undefined && isPatientData(t.resourceType)) throw new GatewayError('interaction-denied', "conditional create where patients' consents apply");
     if (input.filter.withheldMode === 'announce') return t;
     const exclusions = (t.resourceType === undefined ? undefined : input.plan.types.get(t.resourceType))?.withhold.upstream ?? [];
     const extra = exclusions.map((l) => ['_security:not', l] as const);
@@ -434,4 +445,9 @@ export function createStoredGuard(deps: StoredGuardDeps): StoredGuard {
     );
     return { req: { ...req, body: { ...body, entry } }, ifMatch: undefined };
   };
+}
+
+/** Patient data: a Patient, or a type with patient compartment references (what consents reach). */
+function isPatientData(type: string | undefined): boolean {
+  return type === 'Patient' || (type !== undefined && patientReferencePaths(type).length > 0);
 }

@@ -6,6 +6,8 @@
  * with GatewayError('upstream-bad-response') (the top level), never passed through.
  */
 import type { Coding, OperationOutcome } from 'fhir/r4.js';
+import { newConsentStats } from '../consent/judge.js';
+import { type ConsentVerdict, NOTICE_EXTENSION, REFRAIN_CODE, REFRAIN_DISPLAY, REFRAIN_SYSTEM } from '../consent/types.js';
 import { GatewayError, operationOutcome } from '../errors.js';
 import { tailTypeId } from '../fhir/reference.js';
 import { isResourceType, patientReferencePaths, typeElements } from '../fhir/tables.js';
@@ -13,7 +15,7 @@ import type { ResourcePlan } from '../policy/plan.js';
 import { type ContainedHandler, redactWith } from './apply.js';
 import { deidentifyResource } from './deidentify.js';
 import { pseudonymId, REMOVE } from './transforms.js';
-import type { ElementPlan, FilterResult, FilterStats, ResponseContext, WithheldReason } from './types.js';
+import type { ConsentStats, ElementPlan, FilterResult, FilterStats, ResponseContext, WithheldReason } from './types.js';
 
 type Obj = Record<string, unknown>;
 
@@ -153,7 +155,7 @@ export function collectRefs(v: unknown, path: readonly string[], i: number, out:
  * merges, and following it would release another person's chart to a token limited to yours
  * just because that chart links to you (BYPASSES 11).
  */
-function patientsOf(res: Obj): string[] {
+export function patientsOf(res: Obj): string[] {
   const type = res.resourceType as string;
   if (type === 'Patient') return typeof res.id === 'string' ? [res.id] : [];
   const ids: string[] = [];
@@ -164,6 +166,36 @@ function patientsOf(res: Obj): string[] {
     if (t && t.type === 'Patient' && !ids.includes(t.id)) ids.push(t.id);
   }
   return ids;
+}
+
+/**
+ * Every patient the resources in a response body name (Bundles, nested Bundles and Parameters
+ * walked; contained resources included): the patients whose consents must be loaded before the
+ * body is filtered. Shapes the filter would refuse are skipped here (it refuses them there).
+ */
+export function patientsIn(body: unknown, out: Set<string> = new Set(), depth = 0): Set<string> {
+  if (!isObj(body) || depth > MAX_DEPTH) return out;
+  const type = body.resourceType;
+  if (type === 'Bundle') {
+    if (Array.isArray(body.entry)) for (const e of body.entry) if (isObj(e)) patientsIn(e.resource, out, depth + 1);
+    return out;
+  }
+  if (type === 'Parameters') {
+    const walk = (list: unknown) => {
+      if (!Array.isArray(list)) return;
+      for (const q of list) {
+        if (!isObj(q)) continue;
+        patientsIn(q.resource, out, depth + 1);
+        walk(q.part);
+      }
+    };
+    walk(body.parameter);
+    return out;
+  }
+  if (typeof type !== 'string' || !isResourceType(type)) return out;
+  for (const p of patientsOf(body)) out.add(p);
+  if (Array.isArray(body.contained)) for (const c of body.contained) if (isObj(c) && typeof c.resourceType === 'string' && isResourceType(c.resourceType)) for (const p of patientsOf(c)) out.add(p);
+  return out;
 }
 
 /**
@@ -186,6 +218,17 @@ function namesNoOtherPatient(v: unknown, allowed: (patient: string) => boolean):
     }
   }
   return true;
+}
+
+/** `resource` with the 42 CFR Part 2 refrain label and redisclosure notice in its meta (a copy). */
+function withPart2Notice(resource: Obj, notice: string): Obj {
+  const meta = isObj(resource.meta) ? resource.meta : {};
+  const security = Array.isArray(meta.security) ? meta.security : [];
+  const extension = Array.isArray(meta.extension) ? meta.extension : [];
+  const refrain = security.some((c) => isObj(c) && c.system === REFRAIN_SYSTEM && c.code === REFRAIN_CODE)
+    ? security
+    : [...security, { system: REFRAIN_SYSTEM, code: REFRAIN_CODE, display: REFRAIN_DISPLAY }];
+  return { ...resource, meta: { ...meta, security: refrain, extension: [...extension, { url: NOTICE_EXTENSION, valueString: notice }] } };
 }
 
 /**
@@ -221,6 +264,10 @@ export class Filter {
   private labelWithheld = 0;
   /** Why the last nested() call withheld its resource (read right after a REMOVE). */
   private lastWithheld: WithheldReason = 'type';
+  /** The consent verdict of the last withheldReason() call that judged one (read right after it). */
+  private lastConsent: ConsentVerdict | undefined;
+  /** The patients of the resource being redacted: its contained resources are judged as theirs. */
+  private containerPatients: readonly string[] = [];
 
   constructor(readonly ctx: ResponseContext) {}
 
@@ -229,6 +276,14 @@ export class Filter {
     const plan = this.ctx.planFor(c.resourceType);
     // No plan for that type: the caller may not see it, even inside another resource.
     if (plan === undefined) return REMOVE;
+    // A patient's consent reaches what is contained in their records (a consent denying Conditions
+    // denies the Condition contained in a report); contained resources carry no labels (dom-5).
+    const consent = this.ctx.consent;
+    if (consent !== undefined) {
+      const own = patientsOf(c);
+      const patients = own.length === 0 ? this.containerPatients : [...new Set([...this.containerPatients, ...own])];
+      if (patients.length > 0 && !this.noteConsent(consent.judge(c, patients)).release) return REMOVE;
+    }
     for (const p of patientsOf(c)) this.stats.patients.add(p);
     const r = redactWith(c, plan.elements, this.ctx, { contained: this.contained, isContained: true });
     noteElements(this.stats, c.resourceType, r.resource as Obj);
@@ -302,8 +357,47 @@ export class Filter {
       }
       return 'relationship';
     }
+    // A patient's consent before labels: what it withholds is simply not there, never announced as
+    // break-glass-revealable (break-glass overrides a consent only where the policy says so).
+    const consent = this.ctx.consent;
+    this.lastConsent = undefined;
+    if (consent !== undefined) {
+      const patients = patientsOf(res);
+      if (patients.length > 0) {
+        const v = this.noteConsent(consent.judge(res, patients));
+        if (!v.release) return 'consent';
+        this.lastConsent = v;
+      }
+    }
     if (plan.withhold.match(security as readonly Coding[] | undefined) !== undefined) return 'label';
     return undefined;
+  }
+
+  private consentStats(): ConsentStats {
+    if (this.stats.consent === undefined) this.stats.consent = newConsentStats();
+    return this.stats.consent;
+  }
+
+  /** Notes what a consent verdict did in the stats (the audit record's `consent`). */
+  private noteConsent(v: ConsentVerdict): ConsentVerdict {
+    if (v.release) {
+      if (v.permitted === undefined && v.overridden === undefined) return v;
+      const s = this.consentStats();
+      for (const id of v.permitted ?? []) s.permitted.add(id);
+      for (const id of v.overridden ?? []) s.overridden.add(id);
+      return v;
+    }
+    const s = this.consentStats();
+    for (const id of v.restricted ?? []) s.restricted.add(id);
+    for (const p of v.unevaluable ?? []) s.unevaluable.add(p);
+    return v;
+  }
+
+  /** Counts one resource withheld (audit: resources withheld; labels also for the announcement). */
+  private countWithheld(reason: WithheldReason): void {
+    this.stats.resourcesWithheld++;
+    if (reason === 'label') this.labelWithheld++;
+    else if (reason === 'consent') this.consentStats().withheld++;
   }
 
   /** One resource: withheld (with reason) or redacted with its type's plan. */
@@ -311,7 +405,9 @@ export class Filter {
     const type = res.resourceType as string;
     const reason = this.withheldReason(res);
     if (reason !== undefined) return { kind: 'withheld', reason };
+    const consent = this.lastConsent;
     const plan = this.ctx.planFor(type)!;
+    if (this.ctx.consent !== undefined) this.containerPatients = patientsOf(res);
     const r = redactWith(res, plan.elements, this.ctx, { contained: this.contained });
     let released = r.resource as Obj;
     this.stats.elementsRemoved += r.removed;
@@ -320,6 +416,11 @@ export class Filter {
       const d = deidentifyResource(released, plan.deidentify, this.ctx);
       this.stats.elementsRemoved += d.removed;
       released = d.resource;
+    }
+    if (consent?.release === true && consent.part2 === true) {
+      // 42 CFR 2.32: Part 2 data leaves with the notice prohibiting redisclosure, whatever the plan kept of meta.
+      released = withPart2Notice(released, this.ctx.consent!.notice);
+      this.consentStats().part2++;
     }
     if (typeof res.id === 'string') this.stats.resources.push(`${type}/${res.id}`);
     for (const p of patientsOf(res)) this.stats.patients.add(p);
@@ -344,9 +445,8 @@ export class Filter {
     }
     const r = this.resource(v);
     if (r.kind === 'withheld') {
-      this.stats.resourcesWithheld++;
+      this.countWithheld(r.reason);
       this.lastWithheld = r.reason;
-      if (r.reason === 'label') this.labelWithheld++;
       return REMOVE;
     }
     return r.resource;
@@ -453,8 +553,7 @@ export class Filter {
 
   /** Counts an entry the pager skipped as withheld (audit: resources withheld). */
   skipped(reason: WithheldReason): void {
-    this.stats.resourcesWithheld++;
-    if (reason === 'label') this.labelWithheld++;
+    this.countWithheld(reason);
   }
 
   get labelsWithheld(): number {
@@ -589,7 +688,7 @@ export function filterResponse(body: unknown, ctx: ResponseContext): FilterResul
   }
   const r = f.resource(body);
   if (r.kind === 'withheld') {
-    f.stats.resourcesWithheld++;
+    f.skipped(r.reason);
     return { kind: 'withheld', reason: r.reason, stats: f.stats };
   }
   return { kind: 'ok', body: r.resource, stats: f.stats };

@@ -1,8 +1,8 @@
 /**
  * Compliance reports from the audit trail (pure): one pass over the records of a time window
  * builds a digest; `usage`, `access` and `break-glass` reports are tables computed from it.
- * Memory grows with distinct actors, patients, sessions and (role, purpose, type) grants, never
- * with the number of records.
+ * Memory grows with distinct actors, patients, sessions, consents and (role, purpose, type)
+ * grants, never with the number of records.
  */
 import type { AuditRecord } from '../audit/record.js';
 import { withoutRelationship } from '../monitor/rules.js';
@@ -48,9 +48,17 @@ interface Counter {
   sessions: Set<string>;
   anomalies: number;
   others: Set<string>;
+  /** Requests whose answer patients' consents restricted (`consent.restricted` or `consent.unevaluable`). */
+  consent: number;
 }
 
-const counter = (): Counter => ({ requests: 0, allowed: 0, denied: 0, errors: 0, sessions: new Set(), anomalies: 0, others: new Set() });
+const counter = (): Counter => ({ requests: 0, allowed: 0, denied: 0, errors: 0, sessions: new Set(), anomalies: 0, others: new Set(), consent: 0 });
+
+/** One consent's effect over the window: records it restricted, records where break-glass overrode it. */
+interface ConsentUse {
+  restricted: number;
+  overridden: number;
+}
 
 /** One actor's accesses to patients without a care relationship (records' `relationship.unrelated`). */
 interface Unrelated {
@@ -71,6 +79,8 @@ interface Session {
   started: number;
   ended: number | undefined;
   reviews: Array<{ at: number; outcome: string; reviewer: string }>;
+  /** Consents the session's requests overrode (`consent.overridden`): what a reviewer must weigh. */
+  overridden: Set<string>;
 }
 
 interface Grant {
@@ -101,6 +111,7 @@ export class AuditDigest {
   private readonly buckets = new Map<number, { total: number; denied: number }>();
   private readonly anomalyRules = new Map<string, number>();
   private readonly unrelated = new Map<string, Unrelated>();
+  private readonly consents = new Map<string, ConsentUse>();
   private readonly fromMs: number | undefined;
   private readonly toMs: number | undefined;
   private first = Number.POSITIVE_INFINITY;
@@ -136,6 +147,7 @@ export class AuditDigest {
         }
         const a = this.counterOf(this.actors, actor);
         tally(a, r);
+        if (r.consent !== undefined && this.consentUse(r)) a.consent++;
         for (const p of patients) {
           const c = this.counterOf(this.patients, p);
           tally(c, r);
@@ -193,6 +205,30 @@ export class AuditDigest {
     for (const p of without.patients) u.patients.add(p);
   }
 
+  /**
+   * Counts what consents did to one answer, per consent, and the consents a break-glass session
+   * overrode; true when the answer was restricted (a consent withheld something, or a patient's
+   * consents could not be evaluated).
+   */
+  private consentUse(r: AuditRecord): boolean {
+    const restricted = ids(r.consent?.restricted);
+    const overridden = ids(r.consent?.overridden);
+    for (const id of restricted) this.consentOf(id).restricted++;
+    for (const id of overridden) this.consentOf(id).overridden++;
+    const session = r.breakGlass?.session;
+    if (session && overridden.length > 0) for (const id of overridden) this.sessionOf(session).overridden.add(id);
+    return restricted.length > 0 || ids(r.consent?.unevaluable).length > 0;
+  }
+
+  private consentOf(id: string): ConsentUse {
+    let c = this.consents.get(id);
+    if (!c) {
+      c = { restricted: 0, overridden: 0 };
+      this.consents.set(id, c);
+    }
+    return c;
+  }
+
   private bucketOf(t: number): number {
     const size = this.bucketMs();
     return Math.floor(t / size) * size;
@@ -215,7 +251,7 @@ export class AuditDigest {
   private sessionOf(id: string): Session {
     let s = this.sessions.get(id);
     if (!s) {
-      s = { id, actor: '', patient: '', reason: '', started: Number.NaN, ended: undefined, reviews: [] };
+      s = { id, actor: '', patient: '', reason: '', started: Number.NaN, ended: undefined, reviews: [], overridden: new Set() };
       this.sessions.set(id, s);
     }
     return s;
@@ -324,7 +360,7 @@ export class AuditDigest {
   access(): Table[] {
     const actorRows = [...this.actors]
       .sort(([a, x], [b, y]) => y.requests - x.requests || a.localeCompare(b))
-      .map(([sub, c]) => [sub, c.requests, c.allowed, c.denied, c.errors, c.others.size, c.sessions.size, c.anomalies]);
+      .map(([sub, c]) => [sub, c.requests, c.allowed, c.denied, c.errors, c.others.size, c.sessions.size, c.anomalies, c.consent]);
     const patientRows = [...this.patients]
       .sort(([a, x], [b, y]) => y.requests - x.requests || a.localeCompare(b))
       .map(([id, c]) => [id, c.requests, c.others.size, c.sessions.size, c.anomalies]);
@@ -333,8 +369,16 @@ export class AuditDigest {
     const unrelatedRows = [...this.unrelated]
       .sort(([a, x], [b, y]) => total(y) - total(x) || a.localeCompare(b))
       .map(([sub, u]) => [sub, u.refused, u.breakGlass.size, u.recorded, u.patients.size]);
+    const consentRows = [...this.consents]
+      .sort(([a, x], [b, y]) => y.restricted + y.overridden - (x.restricted + x.overridden) || a.localeCompare(b))
+      .map(([id, c]) => [id, c.restricted, c.overridden]);
     return [
-      { title: 'Per actor', columns: ['actor', 'requests', 'allowed', 'denied', 'errors', 'patients', 'break-glass sessions', 'anomalies'], rows: actorRows },
+      {
+        title: 'Per actor',
+        columns: ['actor', 'requests', 'allowed', 'denied', 'errors', 'patients', 'break-glass sessions', 'anomalies', 'restricted by consent'],
+        rows: actorRows,
+        note: "Restricted by consent: requests whose answer a patient's consent directive restricted (something withheld, or the patient's consents unevaluable and withheld).",
+      },
       { title: 'Per patient', columns: ['patient', 'requests', 'actors', 'break-glass sessions', 'anomalies'], rows: patientRows },
       { title: 'Anomalies by rule', columns: ['rule', 'alerts'], rows: ruleRows },
       {
@@ -345,6 +389,14 @@ export class AuditDigest {
           'Per actor, from the care-relationship evidence of each record: requests refused for lack of a relationship, break-glass sessions whose patient ' +
           'the actor had no relationship with (the glass was broken for that), requests to unrelated patients a required: false requirement only recorded, ' +
           'and the distinct patients concerned (each record lists at most 50; a resource withheld as an unrelated patient\'s names none).',
+      },
+      {
+        title: 'Restricted by consent',
+        columns: ['consent', 'requests restricted', 'requests where break-glass overrode it'],
+        rows: consentRows,
+        note:
+          'Per patient consent directive, from the consent evidence of each record: requests from whose answer it withheld something (by a deny, or for want of ' +
+          'its permit where one is needed: 42 CFR Part 2 data, a purpose needing authorization), and break-glass requests that released what it withholds (each record lists at most 50 consents).',
       },
     ];
   }
@@ -369,6 +421,7 @@ export class AuditDigest {
         last?.outcome ?? '-',
         last?.reviewer ?? '-',
         hours !== undefined ? round(hours) : '-',
+        [...s.overridden].sort().join(' ') || '-',
       ];
     });
     const overdue = rows.filter((r) => r[5] === 'OVERDUE').length;
@@ -378,13 +431,19 @@ export class AuditDigest {
       ['justified', sessions.filter((s) => s.reviews.at(-1)?.outcome === 'justified').length],
       ['unjustified', sessions.filter((s) => s.reviews.at(-1)?.outcome === 'unjustified').length],
       ['awaiting review', sessions.length - delays.length],
+      ['overrode a patient consent', sessions.filter((s) => s.overridden.size > 0).length],
       [`overdue (unreviewed after ${reviewDueHours} h)`, overdue],
       ['median hours to review', delays.length ? round(median(delays)) : '-'],
       ['worst hours to review', delays.length ? round(Math.max(...delays)) : '-'],
     ];
     return [
       { title: 'Summary', columns: ['measure', 'value'], rows: summary },
-      { title: 'Sessions', columns: ['session', 'actor', 'patient', 'started', 'ended', 'review state', 'outcome', 'reviewer', 'hours to review'], rows },
+      {
+        title: 'Sessions',
+        columns: ['session', 'actor', 'patient', 'started', 'ended', 'review state', 'outcome', 'reviewer', 'hours to review', 'consents overridden'],
+        rows,
+        note: "Consents overridden: patients' consent directives whose restriction the session's requests released anyway (break-glass overriding consent).",
+      },
     ];
   }
 
@@ -460,6 +519,11 @@ function isWholeElement(type: string, element: string): boolean {
   const name = element.slice(type.length + 1);
   // `address.state`, `identifier[type=MR]`: lines for parts, the element itself has its own line.
   return !name.includes('.') && (!name.includes('[') || /^[a-z][A-Za-z0-9]*\[x\]$/.test(name));
+}
+
+/** A list of ids as read back from storage: strings only, anything else ignored. */
+function ids(v: unknown): string[] {
+  return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
 }
 
 function tally(c: Counter, r: AuditRecord): void {

@@ -19,6 +19,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, LogController } from 
 import type { Logger } from 'pino';
 import { type Dispatcher, request } from 'undici';
 import type { AuditSink } from '../audit/record.js';
+import type { ConsentResolverStats } from '../consent/resolver.js';
 import { type ErrorCode, ERRORS, operationOutcome } from '../errors.js';
 import { jsonBytes } from '../utf8.js';
 import { answerOnSocket, clientErrorCode } from './client-error.js';
@@ -43,6 +44,12 @@ export interface AdminDeps {
   draining?: (() => boolean) | undefined;
   /** /readyz deadline (default READY_TIMEOUT_MS). */
   readonly readyTimeoutMs?: number | undefined;
+  /**
+   * Consent lookups (src/consent), shown in /readyz while consent is enforced (undefined: not
+   * shown). A patient's unevaluable consent withholds that patient's data; it does not make the
+   * gateway unready.
+   */
+  consents?: (() => ConsentResolverStats | undefined) | undefined;
 }
 
 /** A readiness check's verdict; `reason` (fixed text, nothing from a request) when it failed. */
@@ -156,6 +163,7 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
     const policyVersion = deps.policyVersion();
     const config = policyVersion !== '';
     const ok = upstream.ok && audit.ok && config && !draining;
+    const consent = deps.consents?.();
     reply.code(ok ? 200 : 503);
     const reasons = [
       ...(draining ? ['shutting down'] : []),
@@ -170,6 +178,15 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
       config,
       policyVersion,
       ...(reasons.length > 0 ? { reasons } : {}),
+      ...(consent === undefined
+        ? {}
+        : {
+            consent: {
+              patientsCached: consent.patients,
+              unevaluablePatients: consent.unevaluablePatients,
+              unevaluable: consent.unevaluable.map((u) => ({ id: u.id, reason: u.reason })),
+            },
+          }),
     };
   });
   const metrics = deps.metrics;

@@ -7,6 +7,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { AuditRecord, AuditSink } from '../audit/record.js';
 import type { BreakGlassStats } from '../breakglass/types.js';
+import type { ConsentResolverStats } from '../consent/resolver.js';
 import type { CompiledPolicy } from '../policy/plan.js';
 import type { Exchange } from '../proxy/record.js';
 import type { RelationshipStats } from '../relationships/resolver.js';
@@ -41,6 +42,8 @@ export interface MetricsOptions {
   breakGlass?: (() => BreakGlassStats | undefined) | undefined;
   /** Care-relationship lookups (src/relationships), read at scrape time; undefined when no resolver is running. */
   relationships?: (() => RelationshipStats | undefined) | undefined;
+  /** Consent lookups (src/consent), read at scrape time; undefined when no resolver is running. */
+  consents?: (() => ConsentResolverStats | undefined) | undefined;
   /** Node process metrics (CPU, memory, event loop lag). Default true. */
   readonly processMetrics?: boolean;
   /** Metric name prefix (default `phi_gateway_`). */
@@ -194,6 +197,43 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
     collect() {
       const s = rel?.();
       if (s) this.set(s.callers);
+    },
+  });
+
+  // Per patient, copied from the resolver at each scrape like the relationship counts. No patient id
+  // or consent id becomes a label: /readyz lists the unevaluable consents.
+  const con = opts.consents;
+  new Counter({
+    name: `${p}consent_lookups_total`,
+    help: "Patients' consent lookups, per patient, by result: hit (answered from the cache), miss (waited for the upstream), refresh (refreshed in the background past half the TTL), failure (the upstream could not answer: refused, or a refresh failed)",
+    labelNames: ['result'] as const,
+    registers: [registry],
+    collect() {
+      const s = con?.();
+      if (!s) return;
+      this.reset();
+      this.inc({ result: 'hit' }, s.hits);
+      this.inc({ result: 'miss' }, s.misses);
+      this.inc({ result: 'refresh' }, s.refreshes);
+      this.inc({ result: 'failure' }, s.failures);
+    },
+  });
+  new Gauge({
+    name: `${p}consent_patients_cached`,
+    help: 'Patients whose consents are cached (consent.maxPatients at most)',
+    registers: [registry],
+    collect() {
+      const s = con?.();
+      if (s) this.set(s.patients);
+    },
+  });
+  new Gauge({
+    name: `${p}consent_unevaluable_patients`,
+    help: 'Cached patients with a consent the gateway cannot evaluate: their data is withheld from every caller but break-glass (/readyz lists the consents)',
+    registers: [registry],
+    collect() {
+      const s = con?.();
+      if (s) this.set(s.unevaluablePatients);
     },
   });
 

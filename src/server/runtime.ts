@@ -15,6 +15,7 @@ import { isBreakGlassService, openBreakGlass } from '../breakglass/index.js';
 import { ConfigError, loadPolicy } from '../config/load.js';
 import type { GatewayConfig } from '../config/types.js';
 import { type ConfigWatcher, watchConfigFiles } from '../config/watch.js';
+import { type ConsentResolver, openConsentResolver } from '../consent/resolver.js';
 import { isR4ResourceType } from '../fhir/resource-types.js';
 import { classify } from '../policy/classify.js';
 import { decide } from '../policy/decide.js';
@@ -183,10 +184,12 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
   let upstreamAuth: UpstreamAuthorization = createUpstreamAuthorization(config.upstream.auth);
   let breakGlass: BreakGlassGate | undefined;
   let relationships: RelationshipResolver | undefined;
+  let consents: ConsentResolver | undefined;
   const metrics = createMetrics({
     policy: () => runtime.policy,
     breakGlass: () => (isBreakGlassService(breakGlass) ? breakGlass.stats() : undefined),
     relationships: () => relationships?.stats(),
+    consents: () => consents?.stats(),
   });
   // Every write (requests, break-glass, exports) is timed; failures are counted.
   const sink: AuditSink = opts.audit ?? (await createAuditSink(config.audit, { logger, warnUnsigned: true }));
@@ -203,6 +206,9 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
   // Care relationships are looked up with the gateway's own upstream credentials, as the proxy calls
   // it; always running, so a reloaded policy that adds a requirement finds it.
   relationships = await openRelationshipResolver(config, { logger, dispatcher: upstreamDispatcher, upstreamAuthorization: () => upstreamAuth(), now: () => now().getTime() });
+  // Patients' consents likewise; always running (it costs nothing until asked), so a reloaded
+  // policy that adds a consent section finds it.
+  consents = await openConsentResolver(config, { logger, dispatcher: upstreamDispatcher, upstreamAuthorization: () => upstreamAuth(), now: () => now().getTime() });
   // Built-in hooks (metrics, monitoring) register here, each from its own module.
   const monitor = await openMonitor(config, { audit, logger, now, shadowPolicy: config.shadowPolicy, upstreamDispatcher });
   const gates: Gate[] = [(ex) => monitor.gate(ex), ...(opts.gates ?? [])];
@@ -218,6 +224,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     steps: defaultSteps(config.limits.requestBodyBytes, config.limits.bundleEntries),
     breakGlass,
     relationships,
+    consents,
     upstreamAuthorization: () => upstreamAuth(),
     upstreamDispatcher,
     now,
@@ -237,6 +244,8 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
       metrics,
       upstreamDispatcher,
       draining: () => draining,
+      // Shown while the policy in force enforces consent.
+      consents: () => (runtime.policy.consent === undefined ? undefined : consents?.stats()),
     });
     await admin.listen({ host: config.admin.host, port: config.admin.port });
   }
@@ -323,6 +332,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     if (breakGlass !== opts.breakGlass) await (breakGlass as { close?: () => Promise<void> }).close?.();
     await monitor.close();
     await relationships?.close();
+    await consents?.close();
     // Flushes pending group commits; records of every answered request are durable after this.
     // The sinks log a seal they could not write and carry on closing: the head tells whether it was.
     const before = chainHeadOf(sink);

@@ -1,0 +1,485 @@
+/**
+ * Looks up patients' consent directives on the upstream FHIR server, with the gateway's own
+ * credentials, dispatcher and limits, and caches them per patient.
+ *
+ * - A lookup names every patient a response is about; those not cached (or expired) are searched
+ *   together, up to CHUNK_PATIENTS per search (`Consent?patient=Patient/a,Patient/b&status=active`),
+ *   following the upstream's `next` links up to MAX_PAGES. Every Consent that comes back is read
+ *   again here (src/consent/parse.ts): an upstream that ignores a parameter cannot attribute a
+ *   consent to the wrong patient, and what the gateway cannot read exactly makes that patient
+ *   unevaluable (withheld from every caller but break-glass), never ignored.
+ * - A patient's entry younger than half the TTL is used as it is; one between half and the whole
+ *   TTL is used and refreshed in the background; an older one is looked up again before the
+ *   request goes on. So a consent created or revoked upstream takes effect within the TTL.
+ *   Concurrent lookups of one patient share one upstream search (a refresh included). Entries are
+ *   bounded by `maxPatients`, least recently used dropped. A lookup that finds every patient fresh
+ *   is answered synchronously.
+ * - Fail closed: when the upstream cannot answer (connection, timeout, a status other than 200, a
+ *   body that is not a searchset Bundle or reads two ways, more pages than MAX_PAGES, a paging link
+ *   off the upstream) the lookup throws `consent-unavailable`, never an empty set. A failed
+ *   background refresh keeps the entries until their TTL runs out.
+ *
+ * An id that is not a FHIR id cannot name an upstream patient: it is answered with no consents
+ * and never sent upstream. Logs name consent ids, reasons and counts, never a patient id.
+ */
+import type { Logger } from 'pino';
+import { type Dispatcher, request } from 'undici';
+import type { GatewayConfig } from '../config/types.js';
+import { GatewayError, isGatewayError } from '../errors.js';
+import { readsAsParsed } from '../proxy/strict-json.js';
+import { readUpstreamBody } from '../proxy/upstream-body.js';
+import { FHIR_ID, isObj, readSearchBundle } from '../relationships/sources.js';
+import { consentsByPatient } from './parse.js';
+import type { CompiledConsent, PatientConsents, UnevaluableConsent } from './types.js';
+
+/**
+ * Counts since the resolver started, per patient, for metrics (src/server/metrics.ts). `hits`:
+ * patients answered from the cache; `misses`: patients a lookup waited for the upstream for;
+ * `refreshes`: patients refreshed in the background; `failures`: patients a lookup was refused for
+ * because the upstream could not answer, and patients whose background refresh failed.
+ */
+export interface ConsentResolverStats {
+  /** Patients cached now. */
+  readonly patients: number;
+  readonly hits: number;
+  readonly misses: number;
+  readonly refreshes: number;
+  readonly failures: number;
+  /** Cached patients with an unevaluable consent, and those consents (id + reason, at most MAX_REPORTED). */
+  readonly unevaluablePatients: number;
+  readonly unevaluable: readonly UnevaluableConsent[];
+}
+
+export interface ConsentResolver {
+  /**
+   * Every patient's consents (each patient named is a key of the answer): synchronous when all are
+   * cached and fresh, else a promise. Throws GatewayError('consent-unavailable') when the upstream
+   * cannot answer (fail closed).
+   */
+  lookup(patients: readonly string[], config: CompiledConsent, signal?: AbortSignal): ReadonlyMap<string, PatientConsents> | Promise<ReadonlyMap<string, PatientConsents>>;
+  stats(): ConsentResolverStats;
+  close(): Promise<void>;
+}
+
+export interface ConsentResolverOptions {
+  /** The upstream FHIR base (`config.upstream.url`). */
+  readonly upstreamUrl: string;
+  /** Other bases the upstream names itself by (`config.upstream.linkBases`): paging links under them are followed. */
+  readonly linkBases?: readonly string[] | undefined;
+  /** The gateway's upstream dispatcher (its TLS and idle timeouts). */
+  readonly dispatcher: Dispatcher;
+  upstreamAuthorization(): Promise<string | undefined>;
+  readonly logger: Logger;
+  readonly now?: () => number;
+  /** Bytes one upstream answer may have (default 16 MiB). */
+  readonly responseLimit?: number;
+  /** Wall-clock bound on one search, all its pages together (default 10 s). */
+  readonly timeoutMs?: number;
+}
+
+/** Patients named in one search. */
+export const CHUNK_PATIENTS = 50;
+/** Pages of one search read at most: a search with more refuses (its consents would be incomplete). */
+export const MAX_PAGES = 20;
+/** `_count` asked of the upstream (it may answer with fewer per page). */
+const PAGE_SIZE = 1000;
+/** Unevaluable consents listed in stats (and /readyz) at most. */
+const MAX_REPORTED = 20;
+/** Unevaluable consents remembered as already logged (forgotten all at once when full). */
+const MAX_LOGGED = 10_000;
+const DEFAULT_RESPONSE_LIMIT = 16 * 1024 * 1024;
+const DEFAULT_TIMEOUT_MS = 10_000;
+/** After a failed background refresh, the next one waits this long (the entry is still served). */
+const REFRESH_RETRY_MS = 1000;
+
+interface Entry {
+  readonly value: PatientConsents;
+  /** Epoch ms the upstream was asked (what it answered is at least this recent). */
+  readonly resolvedAt: number;
+  /** No background refresh before this (epoch ms): set when one failed. */
+  retryAt: number;
+}
+
+type Found = ReadonlyMap<string, PatientConsents>;
+
+function unavailable(detail: string, cause?: unknown): GatewayError {
+  return new GatewayError('consent-unavailable', detail, cause === undefined ? undefined : { cause });
+}
+
+function none(patient: string): PatientConsents {
+  return Object.freeze({ patient, consents: Object.freeze([]), unevaluable: Object.freeze([]) });
+}
+
+/** Resolves `p`, or rejects as soon as `signal` aborts (with its reason) without cancelling `p` for others. */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return p;
+  const reason = (): GatewayError => (isGatewayError(signal.reason) ? signal.reason : unavailable('lookup aborted'));
+  if (signal.aborted) return Promise.reject(reason());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(reason());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+function chunks<T>(all: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < all.length; i += size) out.push(all.slice(i, i + size));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream
+
+/** How the resolver (and `fetchPatientConsents`) reaches the upstream. */
+interface Upstream {
+  readonly base: string;
+  /** An upstream paging link as a URL on `base`'s origin and path; undefined for a link elsewhere. */
+  readonly link: (url: string) => string | undefined;
+  readonly dispatcher: Dispatcher;
+  authorization(): Promise<string | undefined>;
+  readonly limits: { readonly responseBodyBytes: number; readonly decompressedBytes: number };
+  readonly timeoutMs: number;
+}
+
+function upstreamOf(opts: ConsentResolverOptions): Upstream {
+  const base = opts.upstreamUrl.replace(/\/+$/, '');
+  const own = new URL(base);
+  const ownPath = own.pathname.replace(/\/+$/, '');
+  const bases = [base, ...(opts.linkBases ?? [])].map((b) => {
+    const u = new URL(b.replace(/\/+$/, ''));
+    return { origin: u.origin, path: u.pathname.replace(/\/+$/, '') };
+  });
+  const limit = opts.responseLimit ?? DEFAULT_RESPONSE_LIMIT;
+  return {
+    base,
+    // A link under a base the upstream names itself by is moved onto upstream.url; a link anywhere
+    // else is not followed: the gateway's credentials go to the upstream only.
+    link(url) {
+      let u: URL;
+      try {
+        u = new URL(url, `${base}/`);
+      } catch {
+        return undefined;
+      }
+      for (const b of bases) {
+        if (u.origin !== b.origin) continue;
+        if (u.pathname !== b.path && !u.pathname.startsWith(`${b.path}/`)) continue;
+        return own.origin + ownPath + u.pathname.slice(b.path.length) + u.search;
+      }
+      return undefined;
+    },
+    dispatcher: opts.dispatcher,
+    authorization: () => opts.upstreamAuthorization(),
+    limits: { responseBodyBytes: limit, decompressedBytes: limit },
+    timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+  };
+}
+
+/** One page of a Consent search: its Consents and the upstream's `next` link, if any. */
+async function readPage(up: Upstream, url: string, signal: AbortSignal): Promise<{ consents: readonly unknown[]; next: string | undefined }> {
+  const what = 'Consent search';
+  const headers: Record<string, string> = {
+    accept: 'application/fhir+json',
+    'accept-encoding': 'identity',
+    // A parameter the upstream does not know must fail the search, not be dropped from it.
+    prefer: 'handling=strict',
+  };
+  let res: Awaited<ReturnType<typeof request>>;
+  try {
+    const authorization = await up.authorization();
+    if (authorization) headers.authorization = authorization;
+    res = await request(url, { method: 'GET', headers, dispatcher: up.dispatcher, signal });
+  } catch (e) {
+    const code = String((e as { code?: unknown } | undefined)?.code ?? (signal.aborted ? 'aborted' : 'connection error'));
+    throw unavailable(`${what}: ${isGatewayError(e) ? e.code : code}`, e);
+  }
+  if (res.statusCode !== 200) {
+    res.body.dump().catch(() => {});
+    throw unavailable(`${what}: upstream ${res.statusCode}`);
+  }
+  let value: unknown;
+  try {
+    const body = await readUpstreamBody(res.body, res.headers, up.limits);
+    // A duplicate key (or invalid UTF-8) reads differently in other parsers: which of two
+    // `provision`s, or `status`es, the upstream meant is unknown, so the consents are too.
+    if (body.kind === 'json' && !readsAsParsed(body.raw, body.value)) throw new GatewayError('upstream-bad-response', 'ambiguous JSON');
+    value = body.kind === 'json' ? body.value : undefined;
+  } catch (e) {
+    res.body.destroy();
+    throw unavailable(`${what}: ${isGatewayError(e) ? `${e.code} (${e.detail})` : 'unreadable body'}`, e);
+  }
+  let consents: readonly unknown[];
+  try {
+    consents = readSearchBundle(value, 'Consent').matches;
+  } catch (e) {
+    throw unavailable(`${what}: ${(e as Error).message}`);
+  }
+  let next: string | undefined;
+  for (const l of ((value as Record<string, unknown>).link ?? []) as unknown[]) {
+    if (!isObj(l) || l.relation !== 'next') continue;
+    if (typeof l.url !== 'string') throw unavailable(`${what}: a next link without a url`);
+    next = up.link(l.url);
+    if (next === undefined) throw unavailable(`${what}: paging link outside the configured upstream`);
+    break;
+  }
+  return { consents, next };
+}
+
+/**
+ * The consents of `patients` (FHIR ids, at most CHUNK_PATIENTS), every page of one search read
+ * and parsed; every patient named is a key of the answer. Throws `consent-unavailable`.
+ */
+async function searchConsents(up: Upstream, patients: readonly string[], signal: AbortSignal): Promise<Map<string, PatientConsents>> {
+  const query = new URLSearchParams([
+    ['patient', patients.map((p) => `Patient/${p}`).join(',')],
+    ['status', 'active'],
+    ['_count', String(PAGE_SIZE)],
+  ]).toString();
+  let url: string | undefined = `${up.base}/Consent?${query}`;
+  const resources: unknown[] = [];
+  for (let page = 0; url !== undefined; page++) {
+    if (page === MAX_PAGES) throw unavailable(`Consent search: more than ${MAX_PAGES} pages`);
+    const read: { consents: readonly unknown[]; next: string | undefined } = await readPage(up, url, signal);
+    for (const c of read.consents) resources.push(c);
+    url = read.next;
+  }
+  let parsed: Map<string, PatientConsents>;
+  try {
+    parsed = consentsByPatient(resources, patients);
+  } catch (e) {
+    // The parser reads what it cannot evaluate as unevaluable; an exception means a bug: refuse.
+    throw unavailable('Consent search: consents could not be read', e);
+  }
+  const out = new Map<string, PatientConsents>();
+  for (const p of patients) out.set(p, parsed.get(p) ?? none(p));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolver
+
+export function createConsentResolver(opts: ConsentResolverOptions): ConsentResolver {
+  const { logger } = opts;
+  const now = opts.now ?? Date.now;
+  const up = upstreamOf(opts);
+
+  /** Least recently used first. */
+  const cache = new Map<string, Entry>();
+  /** Cached patients with an unevaluable consent (kept in step with the cache). */
+  const failing = new Map<string, readonly UnevaluableConsent[]>();
+  /** The one search under way per patient (blocking or background). */
+  const inflight = new Map<string, Promise<Found>>();
+  /** Unevaluable consents already logged (`id\nreason`). */
+  const logged = new Set<string>();
+  const closing = new AbortController();
+  let closed = false;
+  let hits = 0;
+  let misses = 0;
+  let refreshes = 0;
+  let failures = 0;
+
+  function forget(patient: string): void {
+    cache.delete(patient);
+    failing.delete(patient);
+  }
+
+  function remember(value: PatientConsents, resolvedAt: number, maxPatients: number): void {
+    forget(value.patient);
+    cache.set(value.patient, { value, resolvedAt, retryAt: 0 });
+    if (value.unevaluable.length > 0) failing.set(value.patient, value.unevaluable);
+    for (const oldest of cache.keys()) {
+      if (cache.size <= maxPatients) break;
+      forget(oldest);
+    }
+  }
+
+  /** Each unevaluable consent once (consent id and reason: never the patient). */
+  function report(found: Found): void {
+    for (const c of found.values()) {
+      for (const u of c.unevaluable) {
+        const key = `${u.id}\n${u.reason}`;
+        if (logged.has(key)) continue;
+        if (logged.size >= MAX_LOGGED) logged.clear();
+        logged.add(key);
+        logger.warn({ consent: u.id, reason: u.reason }, "consent cannot be evaluated: its patient's data is withheld from every caller but break-glass");
+      }
+    }
+  }
+
+  /** One search for `patients` (at most CHUNK_PATIENTS), its answer cached; registered as their search under way. */
+  function search(patients: readonly string[], config: CompiledConsent, background: boolean): Promise<Found> {
+    const p = (async (): Promise<Found> => {
+      const resolvedAt = now();
+      const started = Date.now();
+      const signal = AbortSignal.any([closing.signal, AbortSignal.timeout(up.timeoutMs)]);
+      let found: Found;
+      try {
+        found = await searchConsents(up, patients, signal);
+      } catch (e) {
+        const err = isGatewayError(e) ? e : unavailable('lookup failed', e);
+        logger.warn(
+          { patients: patients.length, detail: err.detail, background },
+          background ? 'consents could not be refreshed: the cached ones are used until they expire' : 'consents could not be looked up: answers that need them are refused',
+        );
+        throw err;
+      }
+      if (closed) throw unavailable('resolver closed');
+      for (const c of found.values()) remember(c, resolvedAt, config.maxPatients);
+      report(found);
+      logger.debug({ patients: patients.length, ms: Date.now() - started, background }, 'consents looked up');
+      return found;
+    })();
+    for (const id of patients) inflight.set(id, p);
+    p.finally(() => {
+      for (const id of patients) if (inflight.get(id) === p) inflight.delete(id);
+    }).catch(() => {});
+    return p;
+  }
+
+  function refresh(patients: readonly string[], config: CompiledConsent): void {
+    for (const chunk of chunks(patients, CHUNK_PATIENTS)) {
+      search(chunk, config, true).then(
+        () => {
+          refreshes += chunk.length;
+        },
+        () => {
+          failures += chunk.length;
+          const retryAt = now() + REFRESH_RETRY_MS;
+          for (const id of chunk) {
+            const entry = cache.get(id);
+            if (entry !== undefined) entry.retryAt = retryAt;
+          }
+        },
+      );
+    }
+  }
+
+  /** The patients' searches under way, started for those without one; every patient's consents once all answered. */
+  async function wait(patients: readonly string[], config: CompiledConsent, held: Map<string, PatientConsents>): Promise<Found> {
+    const fresh = patients.filter((id) => !inflight.has(id));
+    for (const chunk of chunks(fresh, CHUNK_PATIENTS)) search(chunk, config, false);
+    const searches = new Set(patients.map((id) => inflight.get(id)!));
+    for (const found of await Promise.all(searches)) {
+      for (const id of patients) {
+        const c = found.get(id);
+        if (c !== undefined) held.set(id, c);
+      }
+    }
+    return held;
+  }
+
+  return {
+    // Not async: a lookup whose patients are all cached is answered synchronously (no promise turn
+    // on the request's hot path).
+    lookup(patients, config, signal) {
+      if (closed) return Promise.reject(unavailable('resolver closed'));
+      const held = new Map<string, PatientConsents>();
+      const missing = new Set<string>();
+      const stale: string[] = [];
+      const t = now();
+      for (const id of patients) {
+        if (held.has(id) || missing.has(id)) continue;
+        // Not an id the upstream could hold: no patient of its has consents under it.
+        if (!FHIR_ID.test(id)) {
+          held.set(id, none(id));
+          continue;
+        }
+        const entry = cache.get(id);
+        if (entry !== undefined) {
+          const age = t - entry.resolvedAt;
+          if (age < config.ttlMs) {
+            cache.delete(id);
+            cache.set(id, entry);
+            hits++;
+            held.set(id, entry.value);
+            if (age >= config.ttlMs / 2 && !inflight.has(id) && t >= entry.retryAt) stale.push(id);
+            continue;
+          }
+          forget(id);
+        }
+        missing.add(id);
+      }
+      if (stale.length > 0) refresh(stale, config);
+      if (missing.size === 0) return held;
+      const waiting = [...missing];
+      return abortable(wait(waiting, config, held), signal).then(
+        (found) => {
+          misses += waiting.length;
+          return found;
+        },
+        (e: unknown) => {
+          if (isGatewayError(e) && e.code === 'consent-unavailable') failures += waiting.length;
+          throw e;
+        },
+      );
+    },
+    stats() {
+      const unevaluable: UnevaluableConsent[] = [];
+      const listed = new Set<string>();
+      outer: for (const list of failing.values()) {
+        for (const u of list) {
+          const key = `${u.id}\n${u.reason}`;
+          if (listed.has(key)) continue;
+          if (unevaluable.length >= MAX_REPORTED) break outer;
+          listed.add(key);
+          unevaluable.push({ id: u.id, reason: u.reason });
+        }
+      }
+      return { patients: cache.size, hits, misses, refreshes, failures, unevaluablePatients: failing.size, unevaluable };
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      closing.abort(unavailable('resolver closed'));
+      await Promise.allSettled([...inflight.values()]);
+      cache.clear();
+      failing.clear();
+    },
+  };
+}
+
+/** The resolver for a gateway: its upstream, link bases, response limit and total timeout. */
+export async function openConsentResolver(
+  config: GatewayConfig,
+  deps: { logger: Logger; dispatcher: Dispatcher; upstreamAuthorization(): Promise<string | undefined>; now?: () => number },
+): Promise<ConsentResolver | undefined> {
+  return createConsentResolver(consentResolverOptions(config, deps));
+}
+
+/** Resolver options from a gateway's configuration (also for `explain --patient`). */
+export function consentResolverOptions(
+  config: GatewayConfig,
+  deps: { logger: Logger; dispatcher: Dispatcher; upstreamAuthorization(): Promise<string | undefined>; now?: () => number },
+): ConsentResolverOptions {
+  return {
+    upstreamUrl: config.upstream.url,
+    linkBases: config.upstream.linkBases,
+    dispatcher: deps.dispatcher,
+    upstreamAuthorization: deps.upstreamAuthorization,
+    logger: deps.logger,
+    now: deps.now,
+    responseLimit: config.limits.responseBodyBytes,
+    timeoutMs: config.upstream.totalTimeoutMs,
+  };
+}
+
+/**
+ * One patient's consents fetched directly (no cache), for `explain --patient`. Throws
+ * `consent-unavailable` like a lookup; an id that is not a FHIR id has none and is not sent.
+ */
+export async function fetchPatientConsents(patient: string, opts: ConsentResolverOptions): Promise<PatientConsents> {
+  if (!FHIR_ID.test(patient)) return none(patient);
+  const up = upstreamOf(opts);
+  const found = await searchConsents(up, [patient], AbortSignal.timeout(up.timeoutMs));
+  return found.get(patient) ?? none(patient);
+}
