@@ -28,6 +28,11 @@ export function createConsentJudge(resolver: ConsentResolver, policy: CompiledCo
       let missing: Set<string> | undefined;
       for (const p of patients) {
         if (held.has(p)) continue;
+        const cached = resolver.peek?.(p, policy);
+        if (cached !== undefined) {
+          held.set(p, cached);
+          continue;
+        }
         missing ??= new Set();
         missing.add(p);
       }

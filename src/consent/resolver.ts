@@ -57,6 +57,11 @@ export interface ConsentResolver {
    * cannot answer (fail closed).
    */
   lookup(patients: readonly string[], config: CompiledConsent, signal?: AbortSignal): ReadonlyMap<string, PatientConsents> | Promise<ReadonlyMap<string, PatientConsents>>;
+  /**
+   * One patient's consents when the cache holds them younger than half the TTL (nothing to refresh),
+   * else undefined (then `lookup`). The request path's shortcut: no allocation on a hit.
+   */
+  peek?(patient: string, config: CompiledConsent): PatientConsents | undefined;
   stats(): ConsentResolverStats;
   close(): Promise<void>;
 }
@@ -381,6 +386,16 @@ export function createConsentResolver(opts: ConsentResolverOptions): ConsentReso
   return {
     // Not async: a lookup whose patients are all cached is answered synchronously (no promise turn
     // on the request's hot path).
+    peek(patient, config) {
+      if (closed) return undefined;
+      const entry = cache.get(patient);
+      if (entry === undefined || now() - entry.resolvedAt >= config.ttlMs / 2) return undefined;
+      // Most recently used last (the LRU order lookup keeps).
+      cache.delete(patient);
+      cache.set(patient, entry);
+      hits++;
+      return entry.value;
+    },
     lookup(patients, config, signal) {
       if (closed) return Promise.reject(unavailable('resolver closed'));
       const held = new Map<string, PatientConsents>();

@@ -680,8 +680,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     const policy = rt.policy.consent;
     const purpose = ex.purpose ?? '';
     if (!consentApplies(policy, purpose)) return;
-    const purposes = new Set<string>();
-    for (let c: string | undefined = purpose; c !== undefined && !purposes.has(c); c = rt.policy.purposes.get(c)?.parent) purposes.add(c);
+    const purposes = purposeLine(rt.policy, purpose);
     const fhirUser = ex.principal?.fhirUser;
     const caller = fhirUser === undefined ? undefined : tailTypeId(fhirUser);
     const access: ConsentAccess = {
@@ -1159,6 +1158,26 @@ function pagedEntries(
 }
 
 /** The filtered batch response with each assembled search page in its entry, stats merged. */
+/** Per policy and purpose: the purpose and its ancestors (what consent provisions' purposes cover). */
+const purposeLines = new WeakMap<CompiledPolicy, Map<string, ReadonlySet<string>>>();
+
+function purposeLine(policy: CompiledPolicy, purpose: string): ReadonlySet<string> {
+  let byPurpose = purposeLines.get(policy);
+  if (byPurpose === undefined) {
+    byPurpose = new Map();
+    purposeLines.set(policy, byPurpose);
+  }
+  let line = byPurpose.get(purpose);
+  if (line === undefined) {
+    const s = new Set<string>();
+    for (let c: string | undefined = purpose; c !== undefined && !s.has(c); c = policy.purposes.get(c)?.parent) s.add(c);
+    line = s;
+    // Declared purposes only (parsePurpose refuses others), so the map stays as small as the policy.
+    byPurpose.set(purpose, line);
+  }
+  return line;
+}
+
 /** Where the policy enforces consent and no resolver runs: every lookup fails closed. */
 const UNAVAILABLE_CONSENTS: ConsentResolver = {
   lookup() {
