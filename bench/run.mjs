@@ -8,13 +8,14 @@
  * same autocannon load (fixed connections and duration, a warm-up, alternated rounds), then runs
  * the memory test and the in-process micro-benchmarks, and writes the report to stdout and
  * bench/results/latest.md (+ latest.json for bench/compare.mjs). The gateways run a copy of the
- * policy without its care-relationship requirements (lib/policy.mjs), except in the `relationship`
- * group, which measures the shipped policy's requirement against that copy.
+ * policy without its care-relationship requirements (lib/policy.mjs) and without its `consent`
+ * section, except in the `relationship` group, which measures the shipped policy's requirement
+ * against that copy, and the `consent` group, which measures the consent section against it.
  *
  * Options: --root DIR (the checkout whose dist/ and config/ are measured; default: this one)
  *          --duration S (4) --rounds N (2) --warmup S (1) --connections N (32)
  *          (defaults sized so the whole run, build included, takes about 6 minutes on 2 cores)
- *          --only read,search,withheld,latency,relationship,slow,memory,micro   --quick (1 s runs, for trying it out)
+ *          --only read,search,withheld,latency,relationship,consent,slow,memory,micro   --quick (1 s runs, for trying it out)
  *          --targets PREFIX,... (only the rows whose target id starts with one of these, e.g.
  *            `file-clinician` for the clinician gateway rows and their variants; default: all)
  *          --root-b DIR --name-a A --name-b B: measure a second checkout in the same run, its
@@ -28,8 +29,9 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { isMap, parseDocument } from 'yaml';
 import { probe, runLoad, runPaced } from './lib/load.mjs';
-import { BENCH_PRACTITIONER, CONFIDENTIALITY, patientId, RELATED_PATIENT } from './lib/payloads.mjs';
+import { BENCH_PRACTITIONER, CONFIDENTIALITY, CONSENTS_PER_PATIENT, patientId, RELATED_PATIENT } from './lib/payloads.mjs';
 import { writePolicyWithoutRelationships } from './lib/policy.mjs';
 import { cpuSeconds, freePort, pin, redisAvailable, sampleRss, startChild, startRedis } from './lib/procs.mjs';
 import { aggregate, alternation, histogramBuckets, histogramLine, histogramSummary, pairedRounds, renderReport } from './lib/report.mjs';
@@ -45,7 +47,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '1' },
     connections: { type: 'string', default: '32' },
-    only: { type: 'string', default: 'read,search,withheld,latency,relationship,slow,memory,micro' },
+    only: { type: 'string', default: 'read,search,withheld,latency,relationship,consent,slow,memory,micro' },
     targets: { type: 'string' },
     quick: { type: 'boolean', default: false },
     out: { type: 'string', default: join(here, 'results', 'latest.md') },
@@ -155,6 +157,36 @@ for (const [i, side] of sides.entries()) {
   side.relationshipsRemoved = writePolicyWithoutRelationships(side.policy, side.plainPolicy);
 }
 const removedFrom = [...new Set(sides.flatMap((x) => x.relationshipsRemoved))];
+
+/** The `consent` group's policy: the consent section's cache holds for the whole run (warm). */
+const CONSENT_CACHE_SECONDS = 3600;
+/**
+ * Splits the policy copy at `plainFile` (already without relationship requirements) in two: the
+ * copy itself loses the `consent` section and the data sets' consent requirements (every row but
+ * the consent group's runs it), and `consentFile` keeps them, with the section's cache held for the
+ * whole run. Returns whether the policy had a consent section.
+ */
+function splitConsent(plainFile, consentFile) {
+  const doc = parseDocument(readFileSync(plainFile, 'utf8'));
+  if (!doc.has('consent')) return false;
+  const out = () => doc.toString({ lineWidth: 0, flowCollectionPadding: false });
+  doc.setIn(['consent', 'cacheSeconds'], CONSENT_CACHE_SECONDS);
+  writeFileSync(consentFile, out());
+  doc.delete('consent');
+  const dataSets = doc.get('dataSets');
+  if (isMap(dataSets)) for (const item of dataSets.items) if (isMap(item.value)) item.value.delete('consent');
+  writeFileSync(plainFile, out());
+  return true;
+}
+for (const [i, side] of sides.entries()) {
+  side.consentPolicy = join(tmp, `policy-with-consent-${i}.yaml`);
+  side.hasConsent = splitConsent(side.plainPolicy, side.consentPolicy);
+}
+if (sides.some((x) => x.hasConsent) && [...only].some((g) => g !== 'micro')) {
+  notes.push(
+    `policy: every gateway row except the consent group's "consent section" rows runs the policy copy without its consent section; the bench upstream holds ${CONSENTS_PER_PATIENT} consents for every patient (lib/payloads.mjs makeConsents), which the consent group measures`,
+  );
+}
 if (removedFrom.length > 0 && [...only].some((g) => g !== 'micro')) {
   notes.push(
     `policy: every gateway row except the relationship group's "care relationship required" row runs a copy of config/policy.yaml without dataSets.*.relationship (removed from: ${removedFrom.join(', ')}); with the shipped requirement the clinician's reads by these tokens, which carry no fhirUser claim, would all be refused (403 relationship-required)`,
@@ -669,6 +701,148 @@ try {
         );
       }
       await Promise.all([stopChild(x.required.gw), stopChild(x.plain.gw)]);
+    }
+    report.groups.push(group);
+  }
+
+  if (only.has('consent')) {
+    // What enforcing patients' consents costs the answers it releases: the clinician's Patient read
+    // and a searchset of 100 Patients on a gateway running the policy with its consent section,
+    // every patient holding CONSENTS_PER_PATIENT active consents upstream (nested provisions the
+    // gateway evaluates for each Patient, none withholding it from treatment), next to the same
+    // requests with the same token on a gateway running the policy without the section; alternated
+    // rounds, same run. The patients' consents are looked up by the probes before the warm-up (the
+    // section's cache holds for the whole run): the timed rounds take them from the gateway's cache,
+    // and the group fails if a Consent search reached the upstream then.
+    const group = { key: 'consent', name: `Patient read (${(sizes.patient / 1024).toFixed(1)} KB) and searchset (100 entries), clinician, patients with ${CONSENTS_PER_PATIENT} active consents each, with and without the consent section`, rows: [] };
+    const headers = roleHeaders('clinician');
+    const kinds = [
+      { kind: 'read', what: `Patient read (${RELATED_PATIENT})`, path: `/fhir/Patient/${RELATED_PATIENT}`, patients: 1 },
+      // The gateway asks the upstream for one more than the page: 101 patients' consents.
+      { kind: 'search', what: 'searchset _count=100', path: '/fhir/Patient?_count=100', patients: PAGE + 1 },
+    ];
+    const LOOKUPS = 'phi_gateway_consent_lookups_total';
+    const lookups = async (gw) => ({ hit: await gauge(gw, `${LOOKUPS}{result="hit"}`), miss: await gauge(gw, `${LOOKUPS}{result="miss"}`), refresh: await gauge(gw, `${LOOKUPS}{result="refresh"}`) });
+    const consentSearches = async () => (await (await fetch(`${up}/_bench/requests`)).json()).consents;
+    const searches = (n) => `${n} upstream Consent ${n === 1 ? 'search' : 'searches'}`;
+    /** A probe: the answer's status and, for a searchset, whether it is a full page. */
+    const check = async (url, k) => {
+      if (k.kind === 'read') return checkTarget(url, headers, 'clinician');
+      const { error } = await probeTarget(url, headers, 'clinician', (body) => {
+        const shape = searchShape(body);
+        return shape.entries === PAGE && shape.next !== undefined ? { detail: '' } : { error: `${shape.entries} entries${shape.next ? '' : ', no next link'}: expected a page of ${PAGE}` };
+      });
+      return error;
+    };
+    const pairs = [];
+    for (const [i, side] of sides.entries()) {
+      const [withConsent, plain] = await Promise.all([
+        startGatewayProcess('gateway (consent section)', up, `file:${join(tmp, `audit-consent-${i}`)}`, { PHI_GATEWAY_POLICY: side.consentPolicy }, side),
+        startGatewayProcess('gateway (policy without the consent section)', up, `file:${join(tmp, `audit-noconsent-${i}`)}`, {}, side),
+      ]);
+      const pair = { side, withConsent, plain, cold: {}, targets: [] };
+      if (!side.hasConsent) pair.error = `${side.policy} has no consent section`;
+      for (const k of kinds) {
+        pair.targets.push(
+          { id: `consent-${k.kind}-with-${i}`, kind: k.kind, gw: withConsent, label: `gateway clinician, file sink, ${k.what}: consent section, ${CONSENTS_PER_PATIENT} active consents per patient (warm cache)${side.suffix}` },
+          { id: `consent-${k.kind}-without-${i}`, kind: k.kind, gw: plain, label: `gateway clinician, file sink, ${k.what}: policy copy without the consent section, same token${side.suffix}` },
+        );
+        if (pair.error) continue;
+        // The first request looks the patients' consents up (cold), the second finds them cached.
+        const before = await consentSearches();
+        const t0 = performance.now();
+        pair.error = await check(withConsent.base + k.path, k);
+        const coldMs = performance.now() - t0;
+        const coldSearches = (await consentSearches()) - before;
+        if (!pair.error && coldSearches === 0) pair.error = `the first ${k.kind} did not look the consents up on the upstream`;
+        const t1 = performance.now();
+        pair.error ??= await check(withConsent.base + k.path, k);
+        const warmMs = performance.now() - t1;
+        if (!pair.error && (await consentSearches()) - before !== coldSearches) pair.error = `the second ${k.kind} looked the consents up again (not cached)`;
+        const t2 = performance.now();
+        pair.error ??= await check(plain.base + k.path, k);
+        const plainFirstMs = performance.now() - t2;
+        pair.cold[k.kind] = { coldMs, coldSearches, warmMs, plainFirstMs };
+      }
+      if (!pair.error) {
+        // The consents are in force: a purpose one of them denies (COC) is answered as if the Patient did not exist.
+        const coc = { ...headers, 'x-purpose-of-use': 'COC' };
+        const denied = await probe(`${withConsent.base}/fhir/Patient/${RELATED_PATIENT}`, coc);
+        const allowed = await probe(`${plain.base}/fhir/Patient/${RELATED_PATIENT}`, coc);
+        if (denied.status !== 404 || allowed.status !== 200) pair.error = `a COC read the patient's consent denies answered HTTP ${denied.status} ${denied.code ?? ''} (without the section: ${allowed.status}), not 404 and 200: the consents are not in force`;
+      }
+      if (pair.error) {
+        log(`consent${side.suffix}: FAILED probe: ${pair.error}`);
+        exitCode = 1;
+      }
+      pairs.push(pair);
+    }
+    const live = pairs.filter((x) => !x.error).flatMap((x) => x.targets);
+    const runs = new Map(live.map((t) => [t.id, []]));
+    // As in the relationship group: at least 6 rounds of at most 3 s, fresh processes warmed up 3 s.
+    const load = { connections, duration: Math.min(duration, 3) };
+    const warm = args.quick ? warmup : Math.max(warmup, 3);
+    const urlOf = (t) => t.gw.base + kinds.find((k) => k.kind === t.kind).path;
+    log(`consent: warm-up ${warm} s x ${live.length}`);
+    for (const t of live) await runLoad(urlOf(t), headers, { ...load, duration: warm });
+    const before = new Map();
+    for (const x of pairs.filter((y) => !y.error)) before.set(x.side, await lookups(x.withConsent));
+    const searchesBefore = await consentSearches();
+    for (const k of kinds) {
+      const ofKind = live.filter((t) => t.kind === k.kind);
+      for (const id of alternation(ofKind.map((t) => t.id), Math.max(rounds, 6))) {
+        const t = ofKind.find((x) => x.id === id);
+        const cpuBefore = cpuSeconds(t.gw.pid);
+        const r = await runLoad(urlOf(t), headers, load);
+        runs.get(id).push({ ...r, cpuSeconds: cpuSeconds(t.gw.pid) - cpuBefore });
+        log(`consent ${t.label}: ${(r.ok / r.seconds).toFixed(0)} req/s p99 ${r.p99} ms${r.non2xx ? ` non-2xx ${r.non2xx}` : ''}`);
+      }
+    }
+    const searchesDuring = (await consentSearches()) - searchesBefore;
+    for (const x of pairs) {
+      if (!x.error) {
+        const b = before.get(x.side);
+        const a = await lookups(x.withConsent);
+        x.hits = a.hit - b.hit;
+        x.misses = a.miss - b.miss;
+        x.refreshes = a.refresh - b.refresh;
+        if (!(x.misses === 0 && x.refreshes === 0 && searchesDuring === 0 && x.hits > 0)) {
+          x.error = `the timed rounds were not all answered from the consent cache (${x.hits} hits, ${x.misses} misses, ${x.refreshes} refreshes, ${searches(searchesDuring)})`;
+          log(`consent${x.side.suffix}: FAILED: ${x.error}`);
+          exitCode = 1;
+        }
+      }
+      const verdicts = [];
+      for (const k of kinds) {
+        const [withT, withoutT] = x.targets.filter((t) => t.kind === k.kind);
+        const withS = x.error ? undefined : aggregate(runs.get(withT.id));
+        const withoutS = x.error ? undefined : aggregate(runs.get(withoutT.id));
+        const ratio = withS && withoutS && withoutS.rps > 0 ? withS.rps / withoutS.rps : Number.NaN;
+        const paired = x.error ? undefined : pairedRounds(runs.get(withT.id), runs.get(withoutT.id));
+        group.rows.push(
+          { label: withT.label, kind: 'gateway', stats: withS, error: x.error, vs: { ratio, of: 'of the same request without the consent section', median: paired?.medianRpsRatio, rounds: paired?.rpsRatios.length } },
+          { label: withoutT.label, kind: 'gateway', stats: withoutS, error: x.error },
+        );
+        if (!withS || !withoutS || !paired) continue;
+        const list = (xs) => xs.map((v) => v.toFixed(2)).join(', ');
+        const [usWith, usWithout] = paired.usPerRequest;
+        const cpuLine =
+          Number.isFinite(usWith) && Number.isFinite(usWithout)
+            ? ` Gateway CPU per request (user + system, all threads): ${usWith.toFixed(0)} µs with the section, ${usWithout.toFixed(0)} µs without = ${paired.cpuRatio.toFixed(3)}x (by round ${list(paired.cpuRatios)}).`
+            : '';
+        const m = paired.medianRpsRatio;
+        const c = x.cold[k.kind];
+        verdicts.push(`${k.kind} ${m >= 0.9 ? 'PASS' : 'BELOW'}`);
+        notes.push(
+          `consent group${x.side.suffix}, ${k.what}: with the consent section (${CONSENTS_PER_PATIENT} active consents per patient, warm cache) against the same request without it (same token, two gateway processes, ${paired.rpsRatios.length} alternated rounds of ${load.duration} s): ${withS.rps.toFixed(0)} vs ${withoutS.rps.toFixed(0)} req/s = ${ratio.toFixed(3)}x over all rounds; by round ${list(paired.rpsRatios)}, median ${m.toFixed(3)}x: ${m >= 0.9 ? 'PASS' : 'BELOW'} (target: within 10%, judged on the median of the rounds' ratios); p50 ${withS.p50.toFixed(1)} vs ${withoutS.p50.toFixed(1)} ms, p99 ${withS.p99.toFixed(1)} vs ${withoutS.p99.toFixed(1)} ms.${cpuLine} Cold lookup, before the warm-up: the first request took ${c.coldMs.toFixed(1)} ms and ${searches(c.coldSearches)} (${k.patients} ${k.patients === 1 ? 'patient' : 'patients'} in the answer, up to 50 a search, those the read before had cached aside), the second ${c.warmMs.toFixed(1)} ms and none (the first of the process without the section: ${c.plainFirstMs.toFixed(1)} ms)`,
+        );
+      }
+      if (!x.error) {
+        notes.push(
+          `consent group${x.side.suffix}: timed rounds ${x.hits} patient lookups answered from the cache, ${x.misses} misses, ${x.refreshes} background refreshes, ${searches(searchesDuring)} (consent.cacheSeconds ${CONSENT_CACHE_SECONDS} in this group's policy copy); a COC read of the patient (a purpose one of the consents denies): 404 with the section, 200 without. ${verdicts.join(', ')}`,
+        );
+      }
+      await Promise.all([stopChild(x.withConsent), stopChild(x.plain)]);
     }
     report.groups.push(group);
   }

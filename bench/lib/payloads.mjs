@@ -245,6 +245,73 @@ export function relationshipSearch(upstreamBase, type, query) {
   );
 }
 
+/**
+ * The patients' consents the upstream holds (the `consent` group): every patient has the same three
+ * active patient-privacy Consents, OPTIN each, with nested provisions the gateway evaluates for
+ * every Patient it releases and none of which withholds a Patient from treatment: a marketing
+ * opt-out (deny HMARKT), a restriction from another practitioner (deny Observations and
+ * Conditions to Practitioner/bench-other), and a care-coordination opt-out (deny COC, except for
+ * Practitioner/bench-emergency), which the group's probe reads a Patient for to tell that the
+ * consent section is in force.
+ */
+export const CONSENTS_PER_PATIENT = 3;
+const V3_ACT_CODE = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
+const V3_ACT_REASON = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
+const CONSENT_ACTION = 'http://terminology.hl7.org/CodeSystem/consentaction';
+
+export function makeConsents(patient) {
+  const consent = (n, dateTime, provision) => ({
+    resourceType: 'Consent',
+    id: `consent-${patient}-${n}`,
+    meta: { versionId: '1', lastUpdated: '2024-05-01T12:00:00.000Z' },
+    status: 'active',
+    scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+    category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0', display: 'Patient Consent' }] }],
+    patient: { reference: `Patient/${patient}` },
+    dateTime,
+    performer: [{ reference: `Patient/${patient}` }],
+    policyRule: { coding: [{ system: V3_ACT_CODE, code: 'OPTIN' }] },
+    provision,
+  });
+  const purpose = (code) => ({ system: V3_ACT_REASON, code });
+  const action = (code) => ({ coding: [{ system: CONSENT_ACTION, code }] });
+  const actor = (reference) => ({ role: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP' }] }, reference: { reference } });
+  const resourceClass = (code) => ({ system: 'http://hl7.org/fhir/resource-types', code });
+  return [
+    consent(1, '2024-01-10T09:00:00Z', { provision: [{ type: 'deny', action: [action('use')], purpose: [purpose('HMARKT')] }] }),
+    consent(2, '2024-02-10T09:00:00Z', {
+      provision: [{ type: 'deny', action: [action('access')], actor: [actor('Practitioner/bench-other')], class: [resourceClass('Observation'), resourceClass('Condition')] }],
+    }),
+    consent(3, '2024-03-10T09:00:00Z', {
+      period: { start: '2020-01-01' },
+      provision: [{ type: 'deny', purpose: [purpose('COC')], provision: [{ type: 'permit', actor: [actor('Practitioner/bench-emergency')] }] }],
+    }),
+  ];
+}
+
+/**
+ * The upstream's answer to a Consent search (`patient=Patient/a,Patient/b&status=active`): the
+ * consents of every patient named (relative or on `upstreamBase`), as one searchset page Buffer.
+ */
+export function consentSearch(upstreamBase, query) {
+  const patients = query
+    .getAll('patient')
+    .flatMap((v) => v.split(','))
+    .map((v) => v.replace(`${upstreamBase}/`, '').replace(/^Patient\//, ''))
+    .filter((v) => v !== '');
+  const status = query.get('status');
+  const consents = status === null || status.split(',').includes('active') ? patients.flatMap((p) => makeConsents(p)) : [];
+  return Buffer.from(
+    JSON.stringify({
+      resourceType: 'Bundle',
+      type: 'searchset',
+      total: consents.length,
+      link: [{ relation: 'self', url: `${upstreamBase}/Consent?${query}` }],
+      entry: consents.map((c) => ({ fullUrl: `${upstreamBase}/Consent/${c.id}`, resource: c, search: { mode: 'match' } })),
+    }),
+  );
+}
+
 /** How many Patients make a searchset of at least `bytes` serialized. */
 export function entriesForBytes(bytes) {
   const one = Buffer.byteLength(JSON.stringify(makePatient(1))) + 120;

@@ -19,16 +19,20 @@
  *       PractitionerRole, Task searches)      Practitioner/bench-prac on it, about pat-00001;
  *                                             every other relationship search is an empty
  *                                             searchset (lib/payloads.mjs relationshipSearch)
+ *   GET /fhir/Consent?patient=...             patients' consents (the `consent` group): three
+ *                                             active Consents for every patient named
+ *                                             (lib/payloads.mjs consentSearch)
  *   GET /fhir/metadata                        a minimal CapabilityStatement
  *   GET /_bench/requests                      { fhir: requests under /fhir so far, dripping:
  *                                             slow answers still being dripped, relationships:
- *                                             relationship searches so far, by type } (probes
- *                                             count the upstream requests one answer took)
+ *                                             relationship searches so far, by type, consents:
+ *                                             Consent searches so far } (probes count the
+ *                                             upstream requests one answer took)
  * Pages are built on first use and cached as Buffers (bounded). Started by bench/run.mjs as a
  * child process; reports { ready, port, sizes } over IPC.
  */
 import { createServer } from 'node:http';
-import { buildPayloads, createPagedSearch, RELATIONSHIP_TYPES, relationshipSearch } from '../lib/payloads.mjs';
+import { buildPayloads, consentSearch, createPagedSearch, RELATIONSHIP_TYPES, relationshipSearch } from '../lib/payloads.mjs';
 
 const port = Number(process.env.BENCH_PORT);
 const base = `http://127.0.0.1:${port}/fhir`;
@@ -42,6 +46,7 @@ const notFound = Buffer.from(
 );
 let fhirRequests = 0;
 const relationshipSearches = Object.fromEntries(RELATIONSHIP_TYPES.map((t) => [t, 0]));
+let consentSearches = 0;
 let dripping = 0;
 const DRIP_EVERY_MS = 200;
 const DRIP_HEAD = '{"resourceType":"Patient","id":"slow"';
@@ -78,6 +83,10 @@ const server = createServer((req, res) => {
     return send(res, status, body);
   }
   if (url.startsWith('/fhir/metadata')) return send(res, 200, metadata);
+  if (url.startsWith('/fhir/Consent?')) {
+    consentSearches++;
+    return send(res, 200, consentSearch(base, new URLSearchParams(url.slice('/fhir/Consent?'.length))));
+  }
   const q = url.indexOf('?');
   const type = url.startsWith('/fhir/') ? url.slice('/fhir/'.length, q < 0 ? undefined : q) : '';
   if (Object.hasOwn(relationshipSearches, type)) {
@@ -85,7 +94,7 @@ const server = createServer((req, res) => {
     return send(res, 200, relationshipSearch(base, type, new URLSearchParams(q < 0 ? '' : url.slice(q + 1))));
   }
   if (url === '/_bench/requests') {
-    const counts = { fhir: fhirRequests, dripping, relationships: relationshipSearches, pages: search.stats, cached: search.cached() };
+    const counts = { fhir: fhirRequests, dripping, relationships: relationshipSearches, consents: consentSearches, pages: search.stats, cached: search.cached() };
     return send(res, 200, Buffer.from(JSON.stringify(counts)), 'application/json');
   }
   return send(res, 404, notFound);

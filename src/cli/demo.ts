@@ -15,11 +15,13 @@ import { startGateway } from '../server/runtime.js';
 import type { CliIo } from './main.js';
 import { serveUntilSignal } from './serve.js';
 
+const C = DEMO.consents;
+
 /**
  * The demo roles, the purpose each one declares, and requests that show what the policy does. A
  * `fhirUser` names the person behind the token, whose care relationships (DEMO.relationships) the
- * policy's relationship requirements use. Each `shows` names the status a request answers with when
- * it is not 200.
+ * policy's relationship requirements use, and whom patients' consents (DEMO.consents) name. Each
+ * `shows` names the status a request answers with when it is not 200.
  */
 export const DEMO_TOUR: ReadonlyArray<{
   role: string;
@@ -41,6 +43,11 @@ export const DEMO_TOUR: ReadonlyArray<{
         shows: 'not her patient (no care team, encounter, episode or ward): 403 relationship-required, break-glass can open it',
       },
       { path: `/Patient/${DEMO.patients.vip}`, shows: 'the VIP chart is restricted: 403, break-glass can reveal it' },
+      {
+        path: `/Condition/${C.part2.condition}`,
+        shows: "Paula's substance use disorder record (42 CFR Part 2): her consent names Dr. Reyes for treatment; released with the redisclosure notice (meta.extension, label NORDSCLCDS)",
+      },
+      { path: `/Condition?patient=${DEMO.patients.elder}`, shows: "Edith's consent refusing all sharing ended in 2023: no effect, her conditions as usual" },
     ],
   },
   {
@@ -52,6 +59,11 @@ export const DEMO_TOUR: ReadonlyArray<{
       { path: `/Condition?patient=${DEMO.patients.paula}`, shows: 'psychiatric conditions withheld, codes only' },
       { path: `/Claim?patient=${DEMO.patients.alice}`, shows: 'claims' },
       { path: `/Observation?patient=${DEMO.patients.alice}`, shows: '403: billing may not see observations' },
+      {
+        path: `/Encounter?patient=${DEMO.patients.brian}`,
+        shows: 'Brian paid for one visit himself and restricted it from payment (his consent): only his other encounter',
+      },
+      { path: `/Claim?patient=${DEMO.patients.brian}`, shows: "nor that visit's claim: an empty searchset, as if it did not exist" },
     ],
   },
   {
@@ -62,6 +74,10 @@ export const DEMO_TOUR: ReadonlyArray<{
     requests: [
       { path: `/Patient/${DEMO.patients.alice}`, shows: 'in the coding work queue: MRN, gender and birth date only' },
       { path: `/Patient/${DEMO.patients.brian}`, shows: 'not in the work queue (his task is completed): 404, as if he did not exist' },
+      {
+        path: `/Condition/${C.part2.condition}`,
+        shows: "Paula is in the work queue, but her Part 2 consent does not name the coder: 404, as if the record did not exist",
+      },
     ],
   },
   {
@@ -71,6 +87,10 @@ export const DEMO_TOUR: ReadonlyArray<{
     requests: [
       { path: '/Patient?_count=5', shows: 'Safe Harbor: pseudonymous ids, birth year, 3-digit ZIP, no names' },
       { path: `/Observation?code=http://loinc.org|8867-4`, shows: 'de-identified observations' },
+      {
+        path: '/Condition?code=http://snomed.info/sct|86406008',
+        shows: 'Henry opted out of research (his consent): the only HIV diagnosis is his, so an empty searchset',
+      },
     ],
   },
   {
@@ -94,7 +114,16 @@ function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-export function tourText(baseUrl: string, tokens: Record<string, string>): string {
+/**
+ * The printed tour. `explain`: the demo's FHIR server, the gateway config it runs and its audit
+ * trail, for the `explain --patient` command (the CLI reads consents from the upstream as the
+ * gateway does, and records that read in the trail).
+ */
+export function tourText(
+  baseUrl: string,
+  tokens: Record<string, string>,
+  explain?: { upstreamUrl: string; configFile: string; audit: string },
+): string {
   const lines: string[] = [];
   lines.push('# Demo tokens (valid 8 hours; mint more with: npx phi-gateway token --role billing,');
   lines.push(`#   or for a clinician's own patients: npx phi-gateway token --role clinician --fhir-user ${DEMO.relationships.fhirUsers.clinician})`);
@@ -118,6 +147,14 @@ export function tourText(baseUrl: string, tokens: Record<string, string>): strin
   lines.push(
     `curl -s ${shellQuote(`${baseUrl}/Patient/${DEMO.patients.brian}`)} -H "Authorization: Bearer $${envName('clinician')}" -H 'X-Purpose-Of-Use: BTG' -H 'X-Break-Glass-Reason: Covering the ED overnight, patient arrived by ambulance'`,
   );
+  if (explain) {
+    lines.push('');
+    lines.push("# Paula's consent directives as the gateway reads them (from the demo's FHIR server):");
+    lines.push(
+      `PHI_GATEWAY_UPSTREAM=${shellQuote(explain.upstreamUrl)} PHI_GATEWAY_AUDIT=${shellQuote(explain.audit)} ` +
+        `npx phi-gateway explain --config ${shellQuote(explain.configFile)} --patient ${DEMO.patients.paula}`,
+    );
+  }
   lines.push('');
   lines.push(`# the audit trail: ./data/audit   (npx phi-gateway audit verify --source file:data/audit)`);
   return `${lines.join('\n')}\n`;
@@ -146,6 +183,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const keys = await ensureDemoKeys(resolve(dataDir, 'demo-keys'));
   const upstream = await startFhirUpstream({ seed: true });
   const configFile = values.config ?? io.env.PHI_GATEWAY_CONFIG ?? new URL('../../config/gateway.yaml', import.meta.url).pathname;
+  const audit = io.env.PHI_GATEWAY_AUDIT ?? `file:${resolve(dataDir, 'audit')}`;
   let config: GatewayConfig;
   try {
     const loaded = loadGatewayConfig(configFile, {
@@ -153,7 +191,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       PHI_GATEWAY_UPSTREAM: upstream.url,
       PHI_GATEWAY_ISSUER: DEMO_ISSUER,
       PHI_GATEWAY_AUDIENCE: DEMO_AUDIENCE,
-      PHI_GATEWAY_AUDIT: io.env.PHI_GATEWAY_AUDIT ?? `file:${resolve(dataDir, 'audit')}`,
+      PHI_GATEWAY_AUDIT: audit,
       // A fixed demo key so pseudonyms are stable across demo runs; production sets its own secret.
       ...(io.env.PHI_GATEWAY_PSEUDONYM_KEY_FILE
         ? {}
@@ -175,7 +213,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     tokens[t.role] = await mintDemoToken(keys, { role: t.role, sub: t.sub, fhirUser: t.fhirUser, ttlSec: 8 * 3600 });
   }
   io.stdout.write(`\nphi-gateway demo: FHIR API at ${gw.url} (upstream ${upstream.url}, admin http://${config.admin.host}:${config.admin.port})\n\n`);
-  io.stdout.write(tourText(gw.url, tokens));
+  io.stdout.write(tourText(gw.url, tokens, { upstreamUrl: upstream.url, configFile: resolve(configFile), audit }));
   io.stdout.write('\nCtrl-C to stop.\n');
   const code = await serveUntilSignal(gw, io);
   await upstream.close();

@@ -7,7 +7,10 @@
  * contained resources, claims, coverage and appointments. Care relationships too (policy
  * `relationships`): care teams, encounters, an episode of care, a ward role and a coder's work queue
  * relate some patients to the demo clinician (dr-reyes) and the demo coder (coder-1), and leave
- * others unrelated; `DEMO.relationships` says who is related to whom, via what.
+ * others unrelated; `DEMO.relationships` says who is related to whom, via what. And patients'
+ * consent directives (policy `consent`): a research opt-out, a restriction of one self-paid visit
+ * from payment, a 42 CFR Part 2 consent for a substance use disorder record, and a consent that
+ * expired; `DEMO.consents` says what each one does.
  *
  * `DEMO` names the ids and the sensitive strings so tests can assert that a response's bytes never
  * contain them. `demoResources()` builds fresh objects on every call: callers may mutate them.
@@ -20,6 +23,8 @@ import type {
   Claim,
   Coding,
   Condition,
+  Consent,
+  ConsentProvision,
   Coverage,
   DiagnosticReport,
   DocumentReference,
@@ -54,6 +59,9 @@ const SNOMED = 'http://snomed.info/sct';
 const ICD10 = 'http://hl7.org/fhir/sid/icd-10-cm';
 const UCUM = 'http://unitsofmeasure.org';
 const ACT_ENCOUNTER = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
+const ACT_REASON = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
+const CONSENT_SCOPE = 'http://terminology.hl7.org/CodeSystem/consentscope';
+const CONSENT_ACTION = 'http://terminology.hl7.org/CodeSystem/consentaction';
 
 /**
  * Every seeded resource is version 1 at this instant, so seeds are byte-for-byte reproducible; the
@@ -181,6 +189,38 @@ export const DEMO = {
     coderAssigned: ['alice', 'elder', 'paula'],
     coderUnassigned: ['brian', 'vip', 'david', 'henry', 'grace'],
   },
+  /**
+   * Patients' consent directives (active, scope patient-privacy), as the shipped policy's `consent`
+   * section enforces them:
+   * - `researchOptOut`: Henry opts out of research (OPTIN with a nested deny for HRESCH): the
+   *   researcher gets none of his records, everyone else is unaffected.
+   * - `payerRestriction`: Brian paid one visit in full himself and restricted it from payment
+   *   (HIPAA 164.522(a)(1)(vi): a deny for HPAYMT on the data related to that Encounter): billing
+   *   sees neither the Encounter nor what references it (its Claim, its Condition), and still sees
+   *   his other encounter, claims data and coverage.
+   * - `part2`: Paula's opioid use disorder Condition is labelled SUD (42 CFR Part 2). Her consent
+   *   (OPTIN; a nested deny for label SUD, and inside it a permit for Dr. Reyes and TREAT: an
+   *   exception to the exception) releases it to dr-reyes for treatment, with the redisclosure
+   *   notice, and to nobody else (the coder's data set grants SUD labels, the consent does not);
+   *   the rest of her chart is not restricted.
+   * - `expired`: Edith's deny-all consent (OPTOUT) was in force during 2023 only: no effect now.
+   */
+  consents: {
+    researchOptOut: { id: 'consent-henry-research', patient: 'henry' },
+    payerRestriction: {
+      id: 'consent-brian-selfpay',
+      patient: 'brian',
+      encounter: 'enc-brian-selfpay',
+      condition: 'cond-brian-selfpay',
+      claim: 'claim-brian-selfpay',
+      /** The self-pay Coverage the Claim names: it references no Encounter, so billing still sees it. */
+      coverage: 'cov-brian-selfpay',
+      /** Brian's encounter that the restriction leaves alone. */
+      otherEncounter: 'enc-brian-1',
+    },
+    part2: { id: 'consent-paula-part2', patient: 'paula', condition: 'cond-paula-sud', recipient: 'Practitioner/prac-reyes', purpose: 'TREAT' },
+    expired: { id: 'consent-elder-2023', patient: 'elder', period: { start: '2023-01-01', end: '2023-12-31' } },
+  },
   memberIds: { alice: 'BSHP-778812', brian: 'BSHP-778813', paula: 'BSHP-778814' },
   /** The restricted chart and what is labelled with it. */
   vip: {
@@ -207,6 +247,7 @@ export const DEMO = {
     procedure: 'Two small polyps removed; pathology pending.',
     eob: 'Adjusted for out-of-network anesthesia. Member Alice Anderson notified by phone.',
     medication: 'Take in the morning. Check potassium in two weeks.',
+    sud: 'Stable on buprenorphine-naloxone; weekly counselling at the outpatient program.',
   },
   /** Plain text inside the DocumentReference attachment (base64 in the resource). */
   documentText: 'Progress note. Blood pressure improved on lisinopril 10 mg daily. Follow up in three months.',
@@ -226,6 +267,7 @@ const label = {
   psy: (): Coding => ({ system: ACT_CODE_SYSTEM, code: 'PSY', display: 'psychiatry disorder information sensitivity' }),
   psythpn: (): Coding => ({ system: ACT_CODE_SYSTEM, code: 'PSYTHPN', display: 'psychotherapy note information sensitivity' }),
   hiv: (): Coding => ({ system: ACT_CODE_SYSTEM, code: 'HIV', display: 'HIV/AIDS information sensitivity' }),
+  sud: (): Coding => ({ system: ACT_CODE_SYSTEM, code: 'SUD', display: 'substance use disorder information sensitivity' }),
 };
 
 function patientRef(key: keyof typeof P): Reference {
@@ -631,6 +673,16 @@ function encounters(now: Date): Encounter[] {
       reason: cc(SNOMED, '44054006', 'Diabetes mellitus type 2'),
       diagnosis: 'cond-brian-dm2',
     }),
+    // Paid in full by Brian himself, and restricted from payment (DEMO.consents.payerRestriction).
+    encounter({
+      id: DEMO.consents.payerRestriction.encounter,
+      patient: 'brian',
+      practitioner: 'chen',
+      start: '2024-04-08T16:00:00Z',
+      end: '2024-04-08T16:25:00Z',
+      reason: cc(SNOMED, '860914002', 'Erectile dysfunction'),
+      diagnosis: DEMO.consents.payerRestriction.condition,
+    }),
     // The encounters that relate patients to dr-reyes now: one ended days ago, one in progress.
     encounter({
       id: R.recentEncounter,
@@ -858,6 +910,29 @@ function conditions(): Condition[] {
       recorded: '2024-03-12',
       encounter: 'enc-brian-1',
       author: 'chen',
+    }),
+    condition({
+      id: DEMO.consents.payerRestriction.condition,
+      patient: 'brian',
+      code: cc(SNOMED, '860914002', 'Erectile dysfunction'),
+      icd: 'N52.9',
+      onset: { onsetDateTime: '2024-03-01' },
+      recorded: '2024-04-08',
+      encounter: DEMO.consents.payerRestriction.encounter,
+      author: 'chen',
+    }),
+    condition({
+      // 42 CFR Part 2: released only under a consent naming the recipient (DEMO.consents.part2).
+      id: DEMO.consents.part2.condition,
+      patient: 'paula',
+      code: cc(SNOMED, '75544000', 'Opioid dependence'),
+      icd: 'F11.20',
+      onset: { onsetDateTime: '2023-08-01' },
+      recorded: '2024-01-15',
+      encounter: 'enc-paula-1',
+      noteText: DEMO.notes.sud,
+      author: 'okafor',
+      security: [label.sud()],
     }),
   ];
 }
@@ -1112,7 +1187,8 @@ function financial(): Resource[] {
       },
     ],
   });
-  const claim = (id: string, key: 'alice' | 'paula', enc: string, cond: string, icd: string, amount: number): Claim => ({
+  // A self-paid claim names the patient's self-pay Coverage and no insurer.
+  const claim = (id: string, key: 'alice' | 'paula' | 'brian', enc: string, cond: string, icd: string, amount: number, date = '2024-02-10'): Claim => ({
     resourceType: 'Claim',
     id,
     meta: meta(...(key === 'paula' ? [label.psy()] : [])),
@@ -1120,18 +1196,18 @@ function financial(): Resource[] {
     type: cc('http://terminology.hl7.org/CodeSystem/claim-type', 'professional', 'Professional'),
     use: 'claim',
     patient: patientRef(key),
-    billablePeriod: { start: '2024-02-10', end: '2024-02-10' },
-    created: '2024-02-12',
-    insurer: payerRef(),
+    billablePeriod: { start: date, end: date },
+    created: key === 'brian' ? date : '2024-02-12',
+    ...(key === 'brian' ? {} : { insurer: payerRef() }),
     provider: hospitalRef(),
     priority: cc('http://terminology.hl7.org/CodeSystem/processpriority', 'normal', 'Normal'),
     diagnosis: [{ sequence: 1, diagnosisReference: { reference: `Condition/${cond}` } }],
-    insurance: [{ sequence: 1, focal: true, coverage: { reference: `Coverage/cov-${key}` } }],
+    insurance: [{ sequence: 1, focal: true, coverage: { reference: `Coverage/${key === 'brian' ? DEMO.consents.payerRestriction.coverage : `cov-${key}`}` } }],
     item: [
       {
         sequence: 1,
         productOrService: cc('http://www.ama-assn.org/go/cpt', '99214', 'Office visit, established patient'),
-        servicedDate: '2024-02-10',
+        servicedDate: date,
         unitPrice: { value: amount, currency: 'USD' },
         net: { value: amount, currency: 'USD' },
         encounter: [{ reference: `Encounter/${enc}` }],
@@ -1175,12 +1251,25 @@ function financial(): Resource[] {
     payment: { amount: { value: 140, currency: 'USD' }, date: '2024-03-05' },
     processNote: [{ number: 1, type: 'display', text: DEMO.notes.eob }],
   };
+  const PR = DEMO.consents.payerRestriction;
+  const selfPay: Coverage = {
+    resourceType: 'Coverage',
+    id: PR.coverage,
+    meta: meta(),
+    status: 'active',
+    type: cc('http://terminology.hl7.org/CodeSystem/coverage-selfpay', 'pay', 'PAY'),
+    beneficiary: patientRef('brian'),
+    relationship: cc('http://terminology.hl7.org/CodeSystem/subscriber-relationship', 'self', 'Self'),
+    payor: [patientRef('brian')],
+  };
   return [
     coverage('alice'),
     coverage('brian'),
     coverage('paula'),
+    selfPay,
     claim('claim-alice-1', 'alice', 'enc-alice-1', DEMO.hypertension, 'I10', 180),
     claim(DEMO.psyClaim, 'paula', 'enc-paula-1', DEMO.psyCondition, 'F32.1', 220),
+    claim(PR.claim, 'brian', PR.encounter, PR.condition, 'N52.9', 240, '2024-04-08'),
     eob,
   ];
 }
@@ -1204,6 +1293,72 @@ function appointments(): Appointment[] {
     appt('appt-alice-1', 'alice', 'reyes', '2024-07-15T14:00:00.000Z'),
     appt('appt-brian-1', 'brian', 'chen', '2024-07-16T09:30:00.000Z'),
     appt('appt-grace-1', 'grace', 'reyes', '2024-07-18T15:00:00.000Z'),
+  ];
+}
+
+/**
+ * The patients' consent directives (DEMO.consents): active, scope patient-privacy, each signed by
+ * the patient and held by the hospital. Provisions name purposes (v3-ActReason), security labels,
+ * actors and data; a nested provision is an exception to the one it is in.
+ */
+function consents(): Consent[] {
+  const C = DEMO.consents;
+  const purpose = (code: string, display: string): Coding => ({ system: ACT_REASON, code, display });
+  const action = (code: 'access' | 'use' | 'disclose') => ({ coding: [{ system: CONSENT_ACTION, code }] });
+  const consent = (id: string, key: keyof typeof P, dateTime: string, rule: 'OPTIN' | 'OPTOUT', provision: ConsentProvision): Consent => ({
+    resourceType: 'Consent',
+    id,
+    meta: meta(),
+    status: 'active',
+    scope: { coding: [{ system: CONSENT_SCOPE, code: 'patient-privacy', display: 'Privacy Consent' }] },
+    category: [cc(LOINC, '59284-0', 'Patient Consent')],
+    patient: patientRef(key),
+    dateTime,
+    performer: [patientRef(key)],
+    organization: [hospitalRef()],
+    policyRule: { coding: [{ system: ACT_CODE_SYSTEM, code: rule, display: rule === 'OPTIN' ? 'opt-in' : 'opt-out' }] },
+    provision,
+  });
+  return [
+    // Everything may be shared as usual, except for research.
+    consent(C.researchOptOut.id, C.researchOptOut.patient, '2024-05-05T13:20:00Z', 'OPTIN', {
+      provision: [{ type: 'deny', action: [action('use')], purpose: [purpose('HRESCH', 'healthcare research')] }],
+    }),
+    // Not to be disclosed for payment: the self-paid visit and everything that references it.
+    consent(C.payerRestriction.id, C.payerRestriction.patient, '2024-04-08T16:30:00Z', 'OPTIN', {
+      provision: [
+        {
+          type: 'deny',
+          action: [action('disclose')],
+          purpose: [purpose('HPAYMT', 'healthcare payment')],
+          data: [{ meaning: 'related', reference: { reference: `Encounter/${C.payerRestriction.encounter}` } }],
+        },
+      ],
+    }),
+    // 42 CFR Part 2: substance use disorder records withheld, except from Dr. Reyes for treatment.
+    consent(C.part2.id, C.part2.patient, '2024-01-15T11:00:00Z', 'OPTIN', {
+      provision: [
+        {
+          type: 'deny',
+          securityLabel: [label.sud()],
+          provision: [
+            {
+              type: 'permit',
+              actor: [
+                {
+                  role: cc('http://terminology.hl7.org/CodeSystem/v3-ParticipationType', 'IRCP', 'information recipient'),
+                  reference: practitionerRef('reyes'),
+                },
+              ],
+              action: [action('access')],
+              purpose: [purpose(C.part2.purpose, 'treatment')],
+            },
+          ],
+        },
+      ],
+    }),
+    // Nothing was to be shared during 2023; the period has ended, so the consent no longer applies.
+    consent(C.expired.id, C.expired.patient, '2022-12-20T10:00:00Z', 'OPTOUT', { period: C.expired.period }),
   ];
 }
 
@@ -1242,6 +1397,7 @@ export function demoResources(now: Date = new Date()): Resource[] {
     ...financial(),
     ...appointments(),
     ...tasks,
+    ...consents(),
   ];
 }
 

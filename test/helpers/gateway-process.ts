@@ -3,8 +3,8 @@
  * kill it (SIGKILL mid-load), run several replicas, or run the CLI the way an operator does.
  * Configured only through the documented environment overrides (SPEC 2) on top of the shipped
  * config/gateway.yaml, so what is tested is what ships; the policy is the shipped one without its
- * care-relationship requirements unless `relationships: true` (as startStack's). Needs
- * `npm run build` first.
+ * care-relationship requirements unless `relationships: true`, and without patient consent
+ * enforcement unless `consent: true` (as startStack's). Needs `npm run build` first.
  *
  *   const gw = await spawnGateway({ upstream, issuer, audience, jwksUri, audit: `file:${dir}` });
  *   await fetch(`${gw.url}/Patient/pat-alice`, { headers });
@@ -37,6 +37,11 @@ export interface SpawnGatewayOptions {
    * `env.PHI_GATEWAY_POLICY` names a policy of the test's own.
    */
   readonly relationships?: boolean;
+  /**
+   * Keep the shipped policy's `consent` section (StackOptions.consent): by default the process
+   * runs a copy without it. Not applied when `env.PHI_GATEWAY_POLICY` names a policy of the test's own.
+   */
+  readonly consent?: boolean;
   /** How long to wait for /healthz. Default 30 s (a loaded CI machine starts node slowly). */
   readonly readyTimeoutMs?: number;
 }
@@ -107,7 +112,8 @@ async function healthy(adminUrl: string): Promise<boolean> {
 
 async function spawnOnce(opts: SpawnGatewayOptions): Promise<GatewayProcess | { retry: string }> {
   const port = await freePort();
-  const adminPort = await freePort();
+  let adminPort = await freePort();
+  while (adminPort === port) adminPort = await freePort();
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -183,7 +189,7 @@ export async function spawnGateway(opts: SpawnGatewayOptions): Promise<GatewayPr
   assertBuilt();
   let policy: TestPolicyFile | undefined;
   if (opts.env?.PHI_GATEWAY_POLICY === undefined) {
-    policy = testPolicyFile({ relationships: opts.relationships });
+    policy = testPolicyFile({ relationships: opts.relationships, consent: opts.consent });
     opts = { ...opts, env: { PHI_GATEWAY_POLICY: policy.file, ...opts.env } };
   }
   let last = '';

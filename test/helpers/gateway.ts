@@ -2,8 +2,9 @@
  * A whole stack for integration tests: the real FHIR upstream (medplum, seeded with the demo data),
  * a real OIDC provider issuing client-credentials access tokens, and the gateway in front with the
  * shipped example policy and a file audit sink in a temp dir. Tokens are verified through the IdP's
- * JWKS URI, exactly as in production. The shipped policy's care-relationship requirements are left
- * out unless a test asks for them (`relationships: true`): see StackOptions.relationships.
+ * JWKS URI, exactly as in production. The shipped policy's care-relationship requirements and its
+ * patient consent enforcement are left out unless a test asks for them (`relationships: true`,
+ * `consent: true`): see StackOptions.relationships and StackOptions.consent.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -82,6 +83,15 @@ export interface StackOptions {
    * either way. Not applied when `env.PHI_GATEWAY_POLICY` names a policy file of the test's own.
    */
   relationships?: boolean;
+  /**
+   * Keep the shipped policy's `consent` section (patients' Consent directives enforced on every
+   * answer). By default the stack's copy of the policy has none, so tests of other features see
+   * the demo patients' records as they were: the demo data holds consents (DEMO.consents) that
+   * withhold some of them from the researcher, billing and the coder, and Part 2 data from every
+   * caller they do not name. Consent tests opt in with `true`. Not applied when
+   * `env.PHI_GATEWAY_POLICY` names a policy file of the test's own.
+   */
+  consent?: boolean;
 }
 
 /** config/policy.yaml as parsed, for StackOptions.policy edits. */
@@ -99,15 +109,24 @@ export interface TestPolicyFile {
 
 /**
  * The shipped policy as a test gateway runs it: config/policy.yaml itself when nothing changes
- * (`relationships: true`, no edit), else a parsed copy without the care-relationship requirements
- * (unless `relationships`) and with `edit` applied, in a temp dir that `remove()` deletes.
+ * (`relationships: true`, `consent: true`, no edit), else a parsed copy without the
+ * care-relationship requirements (unless `relationships`), without the `consent` section and the
+ * data sets' consent requirements (unless `consent`), and with `edit` applied, in a temp dir that
+ * `remove()` deletes.
  */
-export function testPolicyFile(opts: { relationships?: boolean; edit?: (policy: ShippedPolicy) => void } = {}): TestPolicyFile {
+export function testPolicyFile(
+  opts: { relationships?: boolean; consent?: boolean; edit?: (policy: ShippedPolicy) => void } = {},
+): TestPolicyFile {
   const shipped = new URL('../../config/policy.yaml', import.meta.url);
-  if (opts.relationships && !opts.edit) return { file: shipped.pathname, remove: () => {} };
+  if (opts.relationships && opts.consent && !opts.edit) return { file: shipped.pathname, remove: () => {} };
   const policy = parseYaml(readFileSync(shipped, 'utf8')) as ShippedPolicy;
   if (!opts.relationships) {
     for (const ds of Object.values(policy.dataSets)) delete ds.relationship;
+  }
+  if (!opts.consent) {
+    // A data set's authorization requirement needs the section: both go.
+    delete policy.consent;
+    for (const ds of Object.values(policy.dataSets)) delete ds.consent;
   }
   opts.edit?.(policy);
   const dir = mkdtempSync(join(tmpdir(), 'phi-policy-'));
@@ -118,7 +137,7 @@ export function testPolicyFile(opts: { relationships?: boolean; edit?: (policy: 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   let policyFile: TestPolicyFile | undefined;
   if (opts.env?.PHI_GATEWAY_POLICY === undefined) {
-    policyFile = testPolicyFile({ relationships: opts.relationships, edit: opts.policy });
+    policyFile = testPolicyFile({ relationships: opts.relationships, consent: opts.consent, edit: opts.policy });
     opts = { ...opts, env: { PHI_GATEWAY_POLICY: policyFile.file, ...opts.env } };
   }
   const upstream = opts.upstreamUrl ? undefined : await startFhirUpstream({ seed: true });
@@ -126,9 +145,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const idp = await startIdp();
   const auditDir = mkdtempSync(join(tmpdir(), 'phi-audit-'));
   const port = await freePort();
+  // Two ports asked of the OS one after the other can be the same one (each is closed again at once).
+  let adminPort = await freePort();
+  while (adminPort === port) adminPort = await freePort();
   const env = {
     PHI_GATEWAY_LISTEN: `127.0.0.1:${port}`,
-    PHI_GATEWAY_ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
+    PHI_GATEWAY_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
     PHI_GATEWAY_UPSTREAM: upstreamUrl,
     PHI_GATEWAY_ISSUER: idp.issuer,
     PHI_GATEWAY_AUDIENCE: idp.audience,

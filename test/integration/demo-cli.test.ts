@@ -1,18 +1,25 @@
 /**
  * `npm start` is the first thing anyone tries: run the built `phi-gateway demo` as a process, take the
  * curl commands it prints, and run each one (URL and headers as printed, tokens from the printed
- * exports). Each must answer as its comment says: the status it names (403, 404), else 200.
+ * exports). Each must answer as its comment says: the status it names (403, 404), else 200. The
+ * demo patients' consents (DEMO.consents) are enforced by the shipped policy: the tour's consent
+ * commands are checked for what they release and what they withhold, and the printed `explain
+ * --patient` command is run.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { OperationOutcome } from 'fhir/r4.js';
+import type { Bundle, Condition, OperationOutcome, Resource } from 'fhir/r4.js';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openAuditSource } from '../../src/audit/index.js';
+import type { ChainedRecord } from '../../src/audit/record.js';
+import { NOTICE_EXTENSION, REFRAIN_CODE, REFRAIN_SYSTEM } from '../../src/consent/types.js';
 import { DEMO } from '../../src/demo/data.js';
 import { ERROR_SYSTEM } from '../../src/errors.js';
 import { freePort } from '../helpers/gateway.js';
+import { runCli } from '../helpers/gateway-process.js';
 
 const root = new URL('../..', import.meta.url).pathname;
 let child: ChildProcess;
@@ -148,5 +155,88 @@ describe('npm start (phi-gateway demo)', () => {
     expect(missing.status).toBe(404);
     // The same answer as for an id that does not exist: nothing tells that Brian is a patient here.
     expect(await refused.text()).toBe(await missing.text());
+  });
+  it("enforces the demo patients' consents as the tour says: opt-out, payer restriction, Part 2, an expired consent", async () => {
+    const tour = parseTour(output);
+    const C = DEMO.consents;
+    const PR = C.payerRestriction;
+    const find = (purpose: string, path: string) => {
+      const c = tour.find((x) => x.headers['X-Purpose-Of-Use'] === purpose && x.url.endsWith(path));
+      if (!c) throw new Error(`the tour has no ${purpose} command for ${path}`);
+      return c;
+    };
+    const run = async (c: Curl) => {
+      const res = await fetch(c.url, { headers: c.headers });
+      return { status: res.status, id: res.headers.get('x-request-id')!, text: await res.text() };
+    };
+    const resources = (text: string) => ((JSON.parse(text) as Bundle).entry ?? []).map((e) => e.resource as Resource);
+
+    // Henry opted out of research: the one HIV diagnosis in the demo is his, and it is not there.
+    const research = await run(find('HRESCH', '/Condition?code=http://snomed.info/sct|86406008'));
+    expect(research.status).toBe(200);
+    expect(resources(research.text).filter((r) => r.resourceType === 'Condition')).toEqual([]);
+
+    // Brian's self-paid visit, its Condition and its Claim are not disclosed for payment; his other encounter is.
+    const encounters = await run(find('HPAYMT', `/Encounter?patient=${DEMO.patients.brian}`));
+    expect(encounters.status).toBe(200);
+    expect(resources(encounters.text).map((r) => r.id)).toEqual([PR.otherEncounter]);
+    const claims = await run(find('HPAYMT', `/Claim?patient=${DEMO.patients.brian}`));
+    expect(claims.status).toBe(200);
+    expect(resources(claims.text)).toEqual([]);
+    for (const leak of [PR.encounter, PR.claim, PR.condition, 'Erectile']) {
+      expect(encounters.text).not.toContain(leak);
+      expect(claims.text).not.toContain(leak);
+    }
+
+    // Part 2: released to dr-reyes for treatment, with the refrain label and the notice.
+    const treating = await run(find('TREAT', `/Condition/${C.part2.condition}`));
+    expect(treating.status).toBe(200);
+    const sud = JSON.parse(treating.text) as Condition;
+    expect(sud.id).toBe(C.part2.condition);
+    expect(treating.text).toContain(DEMO.notes.sud);
+    expect(sud.meta?.security).toContainEqual(expect.objectContaining({ system: REFRAIN_SYSTEM, code: REFRAIN_CODE }));
+    const notice = sud.meta?.extension?.find((e) => e.url === NOTICE_EXTENSION);
+    expect(notice?.valueString).toContain('42 CFR part 2');
+
+    // ... and to nobody the consent does not name: the coder (Paula is in its work queue) gets a missing record.
+    const coding = find('HOPERAT', `/Condition/${C.part2.condition}`);
+    const refused = await run(coding);
+    const missing = await run({ ...coding, url: coding.url.replace(C.part2.condition, 'cond-does-not-exist') });
+    expect(refused.status).toBe(404);
+    expect(refused.text).toBe(missing.text);
+    for (const leak of [DEMO.notes.sud, 'Opioid', 'F11.20']) expect(refused.text).not.toContain(leak);
+
+    // Edith's consent ended in 2023: her conditions as usual.
+    const elder = await run(find('TREAT', `/Condition?patient=${DEMO.patients.elder}`));
+    expect(elder.status).toBe(200);
+    expect(resources(elder.text).map((r) => r.id)).toContain(DEMO.elderAgeCondition);
+
+    // The audit records name the consents that withheld and the one whose permit released.
+    const records = new Map<string, ChainedRecord>();
+    for await (const item of openAuditSource({ sink: 'file', path: join(dataDir, 'audit'), failOpen: false, rotateBytes: 0, groupCommitMs: 0 })) {
+      if ('record' in item) records.set(item.record.id, item.record as ChainedRecord);
+    }
+    expect(records.get(research.id)?.consent?.restricted).toEqual([`Consent/${C.researchOptOut.id}`]);
+    expect(records.get(encounters.id)?.consent?.restricted).toEqual([`Consent/${PR.id}`]);
+    expect(records.get(refused.id)?.consent?.restricted).toEqual([`Consent/${C.part2.id}`]);
+    expect(records.get(treating.id)?.consent).toMatchObject({ permitted: [`Consent/${C.part2.id}`], part2: 1, withheld: 0 });
+    expect(records.get(elder.id)?.consent).toBeUndefined();
+  });
+
+  it("prints an explain --patient command that shows Paula's consent as the gateway reads it", async () => {
+    const line = /^((?:PHI_GATEWAY_\w+=\S+ )+)npx phi-gateway (explain .*)$/m.exec(output);
+    expect(line, output).not.toBeNull();
+    const unquote = (w: string) => w.replace(/^'(.*)'$/, '$1');
+    const env = Object.fromEntries([...line![1].matchAll(/(\w+)=(\S+) /g)].map((m) => [m[1], unquote(m[2])]));
+    expect(env.PHI_GATEWAY_AUDIT).toBe(`file:${join(dataDir, 'audit')}`);
+    const args = (line![2].match(/'[^']*'|\S+/g) ?? []).map(unquote);
+    expect(args).toEqual(expect.arrayContaining(['--patient', DEMO.patients.paula]));
+    const r = await runCli(args, env);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`Consent/${DEMO.consents.part2.id}`);
+    expect(r.stdout).toContain(DEMO.consents.part2.recipient);
+    expect(r.stdout).toContain('SUD');
+    // Identifiers and codes only: nothing of the patient's record.
+    for (const leak of [DEMO.names.paula, DEMO.ssn.paula, DEMO.notes.sud]) expect(r.stdout).not.toContain(leak);
   });
 });

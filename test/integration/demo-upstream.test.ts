@@ -9,6 +9,7 @@ import type {
   Bundle,
   CapabilityStatement,
   Condition,
+  Consent,
   Coverage,
   DocumentReference,
   Encounter,
@@ -25,6 +26,7 @@ import {
   CONFIDENTIALITY_SYSTEM,
   DEMO,
   demoResources,
+  SEED_INSTANT,
   SSN_SYSTEM,
 } from '../../src/demo/data.js';
 import { buildFhirUpstream, startFhirUpstream } from '../../src/demo/upstream.js';
@@ -39,6 +41,11 @@ const R = `${CONFIDENTIALITY_SYSTEM}|R`;
 const PSY = `${ACT_CODE_SYSTEM}|PSY`;
 const PSYTHPN = `${ACT_CODE_SYSTEM}|PSYTHPN`;
 const HIV = `${ACT_CODE_SYSTEM}|HIV`;
+const SUD = `${ACT_CODE_SYSTEM}|SUD`;
+
+function partition<T>(items: readonly T[], keep: (item: T) => boolean): [T[], T[]] {
+  return [items.filter(keep), items.filter((i) => !keep(i))];
+}
 
 function patientOf(r: Resource): string | undefined {
   const x = r as { subject?: { reference?: string }; patient?: { reference?: string }; beneficiary?: { reference?: string }; for?: { reference?: string } };
@@ -177,10 +184,61 @@ describe('demo data', () => {
       const patient = patientOf(r) ?? (focus ? patientOf(byRef.get(focus)!) : undefined);
       expect(patientIds.has(patient ?? ''), `${r.resourceType}/${r.id}`).toBe(true);
     }
-    const coverage = byType('Coverage') as Coverage[];
-    expect(coverage.every((c) => c.subscriberId && c.identifier?.[0].type?.coding?.[0].code === 'MB')).toBe(true);
+    // Health plan coverage carries member ids; a self-pay Coverage is paid by the patient.
+    const [selfPay, insured] = partition(byType('Coverage') as Coverage[], (c) => c.type?.coding?.[0].code === 'pay');
+    expect(insured.every((c) => c.subscriberId && c.identifier?.[0].type?.coding?.[0].code === 'MB')).toBe(true);
+    expect(selfPay.map((c) => [c.id, c.payor[0].reference])).toEqual([[DEMO.consents.payerRestriction.coverage, `Patient/${DEMO.patients.brian}`]]);
     expect(JSON.stringify(byType('ExplanationOfBenefit'))).toContain(DEMO.notes.eob);
     expect(labels(all.find((r) => r.id === DEMO.psyClaim)!)).toContain(PSY);
+  });
+
+  it('has the consent directives DEMO.consents describes: active, patient-privacy, one per patient', () => {
+    const C = DEMO.consents;
+    const consents = byType('Consent') as Consent[];
+    expect(consents.map((c) => c.id).sort()).toEqual(Object.values(C).map((c) => c.id).sort());
+    for (const c of consents) {
+      const key = Object.values(C).find((x) => x.id === c.id)!.patient;
+      expect(c.status).toBe('active');
+      expect(c.scope.coding?.[0]).toMatchObject({ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' });
+      expect(c.patient?.reference).toBe(`Patient/${DEMO.patients[key]}`);
+      expect(c.policyRule?.coding?.[0].system).toBe(ACT_CODE_SYSTEM);
+      expect(c.provision).toBeDefined();
+      // What makes a consent unevaluable (fail closed) has no place in the demo's.
+      expect(JSON.stringify(c)).not.toMatch(/modifierExtension|dataPeriod|authoredby/);
+    }
+    const byId = (id: string) => consents.find((c) => c.id === id)!;
+    // Opt-out of research: a nested deny for HRESCH under an opt-in.
+    const optOut = byId(C.researchOptOut.id);
+    expect(optOut.policyRule?.coding?.[0].code).toBe('OPTIN');
+    expect(optOut.provision?.provision?.map((p) => [p.type, p.purpose?.map((x) => x.code)])).toEqual([['deny', ['HRESCH']]]);
+    // Part 2: a deny for label SUD, and inside it the permit for the recipient and purpose.
+    const part2 = byId(C.part2.id).provision!.provision!;
+    expect(part2.map((p) => [p.type, p.securityLabel?.map((l) => `${l.system}|${l.code}`)])).toEqual([['deny', [SUD]]]);
+    expect(part2[0].provision?.map((p) => [p.type, p.actor?.map((a) => a.reference.reference), p.purpose?.map((x) => x.code)])).toEqual([
+      ['permit', [C.part2.recipient], [C.part2.purpose]],
+    ]);
+    // Expired: a deny-all whose period ended before the seed was taken.
+    const expired = byId(C.expired.id);
+    expect(expired.policyRule?.coding?.[0].code).toBe('OPTOUT');
+    expect(expired.provision?.period).toEqual(C.expired.period);
+    expect(Date.parse(C.expired.period.end) < Date.parse(SEED_INSTANT)).toBe(true);
+  });
+
+  it("labels one record SUD (Paula's, named by her Part 2 consent); the payer restriction reaches one visit and what references it", () => {
+    expect(all.filter((r) => labels(r).includes(SUD)).map((r) => `${r.resourceType}/${r.id}`)).toEqual([`Condition/${DEMO.consents.part2.condition}`]);
+    const sud = all.find((r) => r.id === DEMO.consents.part2.condition) as Condition;
+    expect(sud.subject?.reference).toBe(`Patient/${DEMO.patients.paula}`);
+    expect(sud.note?.[0].text).toBe(DEMO.notes.sud);
+
+    const PR = DEMO.consents.payerRestriction;
+    const restricted = `Encounter/${PR.encounter}`;
+    const related = all.filter((r) => `${r.resourceType}/${r.id}` === restricted || JSON.stringify(r).includes(`"reference":"${restricted}"`));
+    expect(related.map((r) => `${r.resourceType}/${r.id}`).sort()).toEqual(
+      [restricted, `Condition/${PR.condition}`, `Claim/${PR.claim}`, `Consent/${PR.id}`].sort(),
+    );
+    // Brian keeps an encounter, a condition and coverage the restriction does not reach.
+    const brians = all.filter((r) => patientOf(r) === `Patient/${DEMO.patients.brian}` && !related.includes(r)).map((r) => `${r.resourceType}/${r.id}`);
+    expect(brians).toEqual(expect.arrayContaining([`Encounter/${PR.otherEncounter}`, 'Condition/cond-brian-dm2', 'Coverage/cov-brian', `Coverage/${PR.coverage}`]));
   });
 
   it("keeps Alice's superseded phone number only in her first version", () => {
@@ -252,9 +310,9 @@ describe('demo FHIR upstream over HTTP', () => {
 
     const bareId = await up.get<Bundle>(`Condition?patient=${DEMO.patients.paula}`);
     const full = await up.get<Bundle>(`Condition?patient=Patient/${DEMO.patients.paula}`);
-    expect(bareId.body.total).toBe(2);
+    expect(bareId.body.total).toBe(3);
     expect(bareId.body.entry?.map((e) => e.resource?.id).sort()).toEqual(
-      [DEMO.psyCondition, DEMO.psythpnCondition].sort(),
+      [DEMO.psyCondition, DEMO.psythpnCondition, DEMO.consents.part2.condition].sort(),
     );
     expect(full.body.entry).toEqual(bareId.body.entry);
 
@@ -338,7 +396,7 @@ describe('demo FHIR upstream over HTTP', () => {
   it('serves system search with _type, paged at the base URL', async () => {
     const res = await up.get<Bundle>('?_type=Coverage,ExplanationOfBenefit&_count=3');
     expect(res.status).toBe(200);
-    expect(res.body.total).toBe(4);
+    expect(res.body.total).toBe(5);
     expect(res.body.entry?.map((e) => e.resource?.resourceType)).toEqual(['Coverage', 'Coverage', 'Coverage']);
     expect(res.body.link?.find((l) => l.relation === 'next')?.url).toMatch(new RegExp(`^${up.url}\\?`));
   });
@@ -392,6 +450,18 @@ describe('demo FHIR upstream over HTTP', () => {
     const completed = await get(`Task?owner=${R.fhirUsers.coder}&status=completed`);
     expect(ids(completed)).toEqual([`Task/${R.tasks.brianCompleted}`]);
     for (const key of R.coderUnassigned) expect(assigned, key).not.toContain(`Patient/${DEMO.patients[key]}`);
+  });
+
+  it("answers the consent lookup the gateway makes (patients' active Consents, OR-listed) with DEMO.consents", async () => {
+    const C = DEMO.consents;
+    const patients = [C.researchOptOut, C.part2, C.expired].map((c) => `Patient/${DEMO.patients[c.patient]}`);
+    const res = await up.get<Bundle>(`Consent?patient=${patients.join(',')}&status=active&_count=1000`);
+    expect(res.status).toBe(200);
+    expect(ids(res.body).sort()).toEqual([C.researchOptOut.id, C.part2.id, C.expired.id].map((id) => `Consent/${id}`).sort());
+    const none = await up.get<Bundle>(`Consent?patient=Patient/${DEMO.patients.alice}&status=active&_count=1000`);
+    expect(none.body.total).toBe(0);
+    const inactive = await up.get<Bundle>(`Consent?patient=Patient/${DEMO.patients.brian}&status=inactive`);
+    expect(inactive.body.total).toBe(0);
   });
 
   it('serves a minimal CapabilityStatement at /metadata', async () => {

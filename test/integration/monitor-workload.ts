@@ -27,13 +27,14 @@ export const TEST_ANOMALIES = {
 
 /**
  * The shipped policy with the test's anomaly rules, written to a temp file. Without its
- * care-relationship requirements, as test stacks run it by default (the scripted day's tokens name
- * no `fhirUser`).
+ * care-relationship requirements and its consent section, as test stacks run it by default (the
+ * scripted day's tokens name no `fhirUser`, and the demo consents would withhold some of its reads).
  */
 export function testPolicyFile(mutate?: (policy: Record<string, unknown>) => void): string {
   const policy = parse(readFileSync(new URL('../../config/policy.yaml', import.meta.url), 'utf8')) as Record<string, unknown>;
   policy.anomalies = TEST_ANOMALIES;
   for (const ds of Object.values(policy.dataSets as Record<string, Record<string, unknown>>)) delete ds.relationship;
+  delete policy.consent;
   mutate?.(policy);
   const file = join(tmpdir(), `phi-policy-${process.pid}-${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(file, stringify(policy));

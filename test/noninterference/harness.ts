@@ -22,7 +22,8 @@
  *     relationship-required (answer, or batch-response entry) reads as the gateway's 404 not-found:
  *     both tell such a caller, by design, that break-glass would reveal something there.
  * A caller with a fhirUser runs under the shipped policy's care-relationship requirements (every
- * other caller's stacks run without them, as the rest of the test suite does).
+ * other caller's stacks run without them, as the rest of the test suite does); a caller marked
+ * `consent` runs under its `consent` section likewise.
  * Upstream pages are as small as the client's page allows (paging.minUpstreamCount 1), so the
  * small demo result sets still make the gateway refill pages across upstream pages.
  * Both gateways are configured with the same publicBaseUrl so fullUrl and links are comparable
@@ -76,12 +77,13 @@ async function seed(upstream: RunningUpstream, versions: readonly Resource[]): P
  * startStack picks its ports with freePort() (bind, close, reuse), which can race with another test
  * file starting stacks at the same moment: retry on EADDRINUSE.
  */
-async function startStackRetrying(upstreamUrl: string, relationships: boolean): Promise<Stack> {
+async function startStackRetrying(upstreamUrl: string, relationships: boolean, consent = false): Promise<Stack> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await startStack({
         upstreamUrl,
         relationships,
+        consent,
         configure: (c) => ({ ...c, publicBaseUrl: PUBLIC_BASE, paging: { ...c.paging, minUpstreamCount: 1 } }),
       });
     } catch (e) {
@@ -93,7 +95,7 @@ async function startStackRetrying(upstreamUrl: string, relationships: boolean): 
 async function startState(name: StateName, caller: Caller, versions: readonly Resource[]): Promise<State> {
   const upstream = await startFhirUpstream({ seed: false });
   await seed(upstream, versions);
-  const stack = await startStackRetrying(upstream.url, caller.fhirUser !== undefined);
+  const stack = await startStackRetrying(upstream.url, caller.fhirUser !== undefined, caller.consent === true);
   const claims = {
     ...(caller.patient === undefined ? {} : { patient: caller.patient }),
     ...(caller.fhirUser === undefined ? {} : { fhirUser: caller.fhirUser }),

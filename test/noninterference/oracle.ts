@@ -19,6 +19,12 @@
  * it asks for: S' keeps them even where the caller may not read them (a labelled care team, a
  * coder's Tasks), so S and S' relate the caller to the same patients. A care team or task of an
  * unrelated patient is that patient's data and goes.
+ *
+ * Patients' consents: a caller marked `consent` runs under the shipped policy's `consent` section
+ * (the harness keeps it for it). What each seeded Consent withholds from it is decided here, by this
+ * file's own reading of the design (consentWithholds: provisions, nesting, overlap, 42 CFR Part 2,
+ * authorizations, fail closed), never by src/consent; those records are withheld (reason `consent`).
+ * The Consents are the policy's input, not data the caller asks for: S' keeps them.
  */
 import { readFileSync } from 'node:fs';
 import type { Coding, Condition, Resource } from 'fhir/r4.js';
@@ -55,11 +61,17 @@ interface RoleYaml {
   purposes: Record<string, string>;
   breakGlass?: boolean;
 }
+interface ConsentYaml {
+  overlap?: 'deny-wins' | 'latest';
+  exemptPurposes?: string[];
+  part2?: { labels?: string[] };
+}
 interface PolicyYaml {
   dataSets: Record<string, DataSetYaml>;
   roles: Record<string, RoleYaml>;
   purposes?: Record<string, { parent?: string }>;
   relationships?: { sources: Record<string, SourceYaml> };
+  consent?: ConsentYaml;
 }
 
 let policyYaml: PolicyYaml | undefined;
@@ -79,6 +91,8 @@ export interface Caller {
   readonly purpose: string;
   readonly patient?: string;
   readonly fhirUser?: string;
+  /** Runs under the shipped policy's `consent` section (the harness keeps it for this caller only). */
+  readonly consent?: boolean;
 }
 
 /** Every role of the shipped policy with each purpose it is granted, and each role (first purpose) with a patient claim. */
@@ -173,13 +187,14 @@ export function inPatientCompartment(r: Resource, patient: string): boolean | un
   return paths.some((p) => referencesAt(r, p.split('.')).some((ref) => ref === `Patient/${patient}`));
 }
 
-export type WithheldReason = 'type' | 'label' | 'compartment' | 'relationship';
+export type WithheldReason = 'type' | 'label' | 'compartment' | 'relationship' | 'consent';
 
 /** Why the caller may not see this (current version of a) resource, or undefined when it may. */
 export function withheldReason(c: Caller, r: Resource): WithheldReason | undefined {
   if (!grantedTypes(c).includes(r.resourceType)) return 'type';
   const related = relatedSet(c);
   if (related !== undefined && !ofRelatedPatients(r, related)) return 'relationship';
+  if (c.consent === true && consentWithholds(c, r)) return 'consent';
   const labels = withheldLabels(c, r.resourceType);
   const security = r.meta?.security ?? [];
   if (labels.some((l) => security.some((coding) => labelMatches(l, coding)))) return 'label';
@@ -383,6 +398,263 @@ export function recordsOnlyOf(patients: readonly string[]): string[] {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Patients' consents, read independently (the policy's `consent` section and each data set's
+// authorization requirement, evaluated here on the seeded Consent resources themselves)
+
+const CONSENT_SCOPE_SYSTEM = 'http://terminology.hl7.org/CodeSystem/consentscope';
+const CONSENT_ACTION_SYSTEM = 'http://terminology.hl7.org/CodeSystem/consentaction';
+/** Actions that concern reading (collect, correct: never). */
+const READING_ACTIONS = new Set(['access', 'use', 'disclose']);
+const OPT_IN = new Set(['OPTIN', 'OPTINR']);
+const OPT_OUT = new Set(['OPTOUT', 'OPTOUTE']);
+/** Where a resource's codes are (a consent's `provision.code` is met by a coding of one of these). */
+const CODE_ELEMENTS = ['code', 'type', 'vaccineCode', 'medicationCodeableConcept'];
+
+type Decision = 'permit' | 'deny';
+
+interface OracleProvision {
+  readonly type?: Decision;
+  readonly period?: unknown;
+  readonly actors?: string[];
+  readonly purposes?: string[];
+  readonly classes?: string[];
+  readonly codes?: string[];
+  readonly labels?: string[];
+  readonly data?: Array<{ meaning: string; ref: string }>;
+  /** Absent: any action; present: the reading ones among the provision's actions (may be empty). */
+  readonly actions?: string[];
+  readonly children: OracleProvision[];
+}
+
+/** One patient's seeded Consent as this file reads it; `unreadable` when the gateway must fail closed. */
+export interface OracleConsent {
+  readonly id: string;
+  readonly patient: string;
+  readonly dateTime: number | undefined;
+  readonly base: Decision | undefined;
+  readonly period: unknown;
+  readonly root: OracleProvision;
+  readonly unreadable?: string;
+}
+
+/** `Type/id` of a reference (relative or absolute, a version cut off), or undefined. */
+function tailOf(ref: string): string | undefined {
+  const m = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]*)?$/.exec(ref);
+  return m ? `${m[1]}/${m[2]}` : undefined;
+}
+
+function codingKeys(concepts: unknown): string[] {
+  return many(concepts).flatMap((cc) => many(asObj(cc)?.coding).flatMap((c) => (asObj(c)?.system !== undefined ? [`${asObj(c)!.system}|${asObj(c)!.code}`] : [])));
+}
+
+/** Whether `period` (a FHIR Period) holds `now`: an end date runs to the end of its day. */
+function periodHolds(period: unknown, now: number): boolean {
+  const p = asObj(period);
+  if (p === undefined) return true;
+  if (typeof p.start === 'string' && Date.parse(p.start.length === 10 ? `${p.start}T00:00:00Z` : p.start) > now) return false;
+  if (typeof p.end === 'string' && over(p.end) <= now) return false;
+  return true;
+}
+
+function readProvision(v: unknown, root: boolean, fail: (why: string) => never): OracleProvision {
+  const p = asObj(v) ?? {};
+  if (p.modifierExtension !== undefined) fail('modifierExtension');
+  if (p.dataPeriod !== undefined) fail('provision.dataPeriod');
+  const type = p.type === 'permit' || p.type === 'deny' ? p.type : undefined;
+  if (!root && type === undefined) fail('a nested provision without type');
+  const list = <T>(x: unknown, f: (y: unknown) => T | undefined): T[] | undefined => {
+    if (x === undefined) return undefined;
+    return many(x).map((y) => f(y) ?? fail('an unreadable element'));
+  };
+  let actions: string[] | undefined;
+  if (p.action !== undefined) {
+    const codes = many(p.action).flatMap((a) => many(asObj(a)?.coding).filter((c) => asObj(c)?.system === CONSENT_ACTION_SYSTEM).map((c) => String(asObj(c)!.code)));
+    if (codes.length === 0) fail('provision.action without a consentaction code');
+    actions = codes.filter((c) => READING_ACTIONS.has(c));
+  }
+  return {
+    ...(type === undefined ? {} : { type }),
+    ...(p.period === undefined ? {} : { period: p.period }),
+    ...(p.actor === undefined ? {} : { actors: list(p.actor, (a) => tailOf(refOf(asObj(a)?.reference) ?? '')) }),
+    ...(p.purpose === undefined ? {} : { purposes: list(p.purpose, (c) => (typeof asObj(c)?.code === 'string' ? String(asObj(c)!.code) : undefined)) }),
+    ...(p.class === undefined ? {} : { classes: list(p.class, (c) => (typeof asObj(c)?.code === 'string' ? String(asObj(c)!.code) : undefined)) }),
+    ...(p.code === undefined ? {} : { codes: codingKeys(p.code) }),
+    ...(p.securityLabel === undefined ? {} : { labels: list(p.securityLabel, (c) => (asObj(c)?.system === undefined ? undefined : `${asObj(c)!.system}|${asObj(c)!.code}`)) }),
+    ...(p.data === undefined
+      ? {}
+      : {
+          data: list(p.data, (d) => {
+            const meaning = asObj(d)?.meaning;
+            const ref = tailOf(refOf(asObj(d)?.reference) ?? '');
+            return (meaning === 'instance' || meaning === 'related' || meaning === 'dependents') && ref !== undefined ? { meaning, ref } : undefined;
+          }),
+        }),
+    ...(actions === undefined ? {} : { actions }),
+    children: many(p.provision).map((x) => readProvision(x, false, fail)),
+  };
+}
+
+/** The seeded Consent, read; undefined when it does not count (not active, not patient-privacy). */
+export function readConsent(r: Obj): OracleConsent | undefined {
+  if (r.status !== 'active') return undefined;
+  if (!many(asObj(r.scope)?.coding).some((c) => asObj(c)?.system === CONSENT_SCOPE_SYSTEM && asObj(c)?.code === 'patient-privacy')) return undefined;
+  const patient = tailOf(refOf(r.patient) ?? '');
+  if (patient === undefined || !patient.startsWith('Patient/')) return undefined;
+  const id = `Consent/${String(r.id)}`;
+  const rule = many(asObj(r.policyRule)?.coding).map((c) => String(asObj(c)?.code));
+  const dateTime = typeof r.dateTime === 'string' ? Date.parse(r.dateTime) : undefined;
+  const shell = { id, patient: patient.slice('Patient/'.length), dateTime, period: asObj(r.provision)?.period };
+  try {
+    const fail = (why: string): never => {
+      throw new Error(why);
+    };
+    if (r.modifierExtension !== undefined) fail('modifierExtension');
+    const root = readProvision(r.provision, true, fail);
+    let base: Decision | undefined = rule.some((c) => OPT_IN.has(c)) ? 'permit' : rule.some((c) => OPT_OUT.has(c)) ? 'deny' : undefined;
+    if (rule.length > 0 && base === undefined && root.type === undefined) fail('an unknown policyRule');
+    base = root.type ?? base;
+    return { ...shell, base, root };
+  } catch (e) {
+    return { ...shell, base: undefined, root: { children: [] }, unreadable: (e as Error).message };
+  }
+}
+
+/** The seeded consents of each patient (current versions). */
+let consentsCache: Map<string, OracleConsent[]> | undefined;
+export function consentsByPatient(): Map<string, OracleConsent[]> {
+  if (consentsCache === undefined) {
+    consentsCache = new Map();
+    for (const r of currentResources().values()) {
+      if (r.resourceType !== 'Consent') continue;
+      const c = readConsent(r as unknown as Obj);
+      if (c !== undefined) consentsCache.set(c.patient, [...(consentsCache.get(c.patient) ?? []), c]);
+    }
+  }
+  return consentsCache;
+}
+
+interface Access {
+  readonly purpose: string;
+  readonly actors: readonly string[];
+  readonly now: number;
+}
+
+/** Every reference in `value`, as `Type/id`. */
+function referencesIn(value: unknown, out = new Set<string>()): Set<string> {
+  if (Array.isArray(value)) for (const v of value) referencesIn(v, out);
+  else if (value !== null && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      if (k === 'reference' && typeof v === 'string') {
+        const t = tailOf(v);
+        if (t !== undefined) out.add(t);
+      } else referencesIn(v, out);
+    }
+  }
+  return out;
+}
+
+function provisionApplies(p: OracleProvision, r: Resource, a: Access): boolean {
+  const res = r as unknown as Obj;
+  if (p.period !== undefined && !periodHolds(p.period, a.now)) return false;
+  if (p.actions !== undefined && p.actions.length === 0) return false;
+  if (p.actors !== undefined && !p.actors.some((x) => a.actors.includes(x))) return false;
+  if (p.purposes !== undefined && !p.purposes.some((x) => purposeCovers(x, a.purpose))) return false;
+  if (p.classes !== undefined && !p.classes.includes(r.resourceType)) return false;
+  if (p.codes !== undefined) {
+    const own = CODE_ELEMENTS.flatMap((e) => codingKeys(res[e]));
+    if (!p.codes.some((x) => own.includes(x))) return false;
+  }
+  if (p.labels !== undefined) {
+    const own = (r.meta?.security ?? []).map((c) => `${c.system}|${c.code}`);
+    if (!p.labels.some((x) => own.includes(x))) return false;
+  }
+  if (p.data !== undefined) {
+    const key = keyOf(r);
+    const refs = referencesIn(r);
+    if (!p.data.some((d) => d.ref === key || (d.meaning !== 'instance' && refs.has(d.ref)))) return false;
+  }
+  return true;
+}
+
+/** A provision's decision where it applies, and the provisions from it up to the root that decided. */
+function decideProvision(p: OracleProvision, inherited: Decision | undefined, r: Resource, a: Access): { decision: Decision | undefined; path: OracleProvision[] } | undefined {
+  if (!provisionApplies(p, r, a)) return undefined;
+  const own = p.type ?? inherited;
+  const children = p.children.map((x) => decideProvision(x, own, r, a)).filter((x) => x !== undefined && x.decision !== undefined);
+  const pick = children.find((x) => x!.decision === 'deny') ?? children.find((x) => x!.decision === 'permit');
+  return pick === undefined ? { decision: own, path: [p] } : { decision: pick.decision, path: [...pick.path, p] };
+}
+
+/** One consent's opinion on the access to `r` (undefined: none, or not in force). */
+function consentDecision(c: OracleConsent, r: Resource, a: Access): { decision: Decision | undefined; path: OracleProvision[] } {
+  if (!periodHolds(c.period, a.now)) return { decision: undefined, path: [] };
+  return decideProvision(c.root, c.base, r, a) ?? { decision: c.base, path: [] };
+}
+
+/** The patients a resource belongs to: a Patient itself; else the patients its compartment references name. */
+export function compartmentPatients(r: Resource): string[] {
+  if (r.resourceType === 'Patient') return r.id === undefined ? [] : [r.id];
+  const out = new Set<string>();
+  for (const path of patientReferencePaths(r.resourceType)) {
+    for (const ref of referencesAt(r, path.split('.'))) {
+      const t = tailOf(ref);
+      if (t?.startsWith('Patient/')) out.add(t.slice('Patient/'.length));
+    }
+  }
+  return [...out];
+}
+
+/** A permit whose deciding path names the caller (where it names actors) and a purpose covering the declared one. */
+function permitNaming(consents: readonly OracleConsent[], r: Resource, a: Access, actorRequired: boolean): boolean {
+  return consents.some((c) => {
+    const d = consentDecision(c, r, a);
+    if (d.decision !== 'permit') return false;
+    const purposes = d.path.flatMap((p) => p.purposes ?? []);
+    const actors = d.path.flatMap((p) => p.actors ?? []);
+    if (!purposes.some((p) => purposeCovers(p, a.purpose))) return false;
+    if (actorRequired || actors.length > 0) return actors.some((x) => a.actors.includes(x));
+    return true;
+  });
+}
+
+/**
+ * Whether the shipped policy's consent enforcement withholds `r` from the caller (not under
+ * break-glass): every patient the resource belongs to (`patients`: a contained resource's include
+ * its container's) is judged on their own consents.
+ */
+export function consentWithholds(c: Caller, r: Resource, patients: readonly string[] = compartmentPatients(r)): boolean {
+  const spec = policy().consent;
+  if (spec === undefined) return false;
+  if ((spec.exemptPurposes ?? []).some((p) => purposeCovers(p, c.purpose))) return false;
+  if (patients.length === 0) return false;
+  const a: Access = { purpose: c.purpose, actors: c.fhirUser === undefined ? [] : [c.fhirUser], now: Date.now() };
+  const part2Labels = spec.part2?.labels ?? ['SUD', '42CFRPart2'];
+  const part2 = part2Labels.some((l) => (r.meta?.security ?? []).some((coding) => labelMatches(l, coding)));
+  const authorization = ((policy().dataSets[dataSetName(c)] as { consent?: { authorization?: string[] } }).consent?.authorization ?? []).some((p) => purposeCovers(p, c.purpose));
+  for (const patient of patients) {
+    const all = consentsByPatient().get(patient) ?? [];
+    if (all.some((x) => x.unreadable !== undefined)) return true;
+    if (part2 && !permitNaming(all, r, a, true)) return true;
+    if (authorization && !permitNaming(all, r, a, false)) return true;
+    const opinions = all.map((x) => ({ x, d: consentDecision(x, r, a).decision })).filter((o) => o.d !== undefined);
+    if (spec.overlap === 'latest') {
+      const newest = [...opinions].sort((p, q) => (q.x.dateTime ?? Number.NEGATIVE_INFINITY) - (p.x.dateTime ?? Number.NEGATIVE_INFINITY))[0];
+      if (newest?.d === 'deny') return true;
+    } else if (opinions.some((o) => o.d === 'deny')) return true;
+  }
+  return false;
+}
+
+/** The callers the demo's consents restrict: Henry's research opt-out, Brian's payer restriction, Paula's Part 2 record. */
+export function consentCallers(): Caller[] {
+  return [
+    { name: 'researcher/HRESCH+consent', role: 'researcher', purpose: 'HRESCH', consent: true },
+    { name: 'billing/HPAYMT+consent', role: 'billing', purpose: 'HPAYMT', consent: true },
+    { name: 'coder/HOPERAT+consent', role: 'coder', purpose: 'HOPERAT', consent: true },
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
 // The two states
 
 export const HENRY_HISTORY_ID = 'cond-henry-hiv-history';
@@ -462,5 +734,7 @@ export function withheldFor(c: Caller): Map<string, WithheldReason> {
 export function sPrimeVersions(c: Caller): Resource[] {
   const withheld = withheldFor(c);
   const evidence = new Set([...(relatedPatients(c)?.values() ?? [])].flatMap((r) => r.evidence));
-  return seedVersions().filter((r) => !withheld.has(keyOf(r)) || evidence.has(keyOf(r)));
+  // The Consents decide for the caller (policy input, like the relationship evidence): S' keeps them.
+  const kept = (r: Resource) => evidence.has(keyOf(r)) || (c.consent === true && r.resourceType === 'Consent');
+  return seedVersions().filter((r) => !withheld.has(keyOf(r)) || kept(r));
 }

@@ -1,7 +1,8 @@
 /**
  * The per-caller non-interference suites (SPEC 3.6), shared by corpus.test.ts and generated.test.ts
- * (every role and purpose of the shipped policy) and relationships.test.ts (the callers under a
- * care-relationship requirement, in a file of their own so they run beside the others):
+ * (every role and purpose of the shipped policy), relationships.test.ts (the callers under a
+ * care-relationship requirement) and consent.test.ts (the callers the demo's consents restrict),
+ * each in a file of its own so they run beside the others:
  *
  * - corpusSuite: every request of requests.corpus(), one test per request family, then the
  *   harness self-check (S against an identical S2 over the same requests must agree).
@@ -114,8 +115,11 @@ function byFamily(specs: readonly RequestSpec[]): Map<string, RequestSpec[]> {
   return out;
 }
 
-/** The fixed corpus for one caller: one test per request family, then the self-check. */
-export function corpusSuite(caller: Caller): void {
+/**
+ * The fixed corpus for one caller (plus `extra` requests of the caller's own suite): one test per
+ * request family, then the self-check.
+ */
+export function corpusSuite(caller: Caller, extra: readonly RequestSpec[] = []): void {
   describe(`non-interference, corpus: ${caller.name}`, () => {
     let world: World | undefined;
     const selfDiffs: string[] = [];
@@ -127,7 +131,7 @@ export function corpusSuite(caller: Caller): void {
       await world?.close();
     });
 
-    for (const [family, specs] of byFamily(corpus(caller))) {
+    for (const [family, specs] of byFamily([...corpus(caller), ...extra])) {
       it(`${family} (${specs.length} requests): same answer in S and S'`, async () => {
         // Writes one at a time, so an executed one is attributed to the right request.
         const verdicts = await mapLimit(specs, specs[0]!.write ? 1 : 6, (s) => judge(world!, s));
