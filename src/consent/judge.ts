@@ -22,6 +22,13 @@ export function createConsentJudge(resolver: ConsentResolver, policy: CompiledCo
   const merge = (found: ReadonlyMap<string, PatientConsents>) => {
     for (const [p, c] of found) held.set(p, c);
   };
+  resolver.noteRequest?.(false);
+  let refused = false;
+  const refuse = (e: unknown): never => {
+    if (!refused) resolver.noteRequest?.(true);
+    refused = true;
+    throw e;
+  };
   return {
     notice: policy.part2.notice,
     load(patients: Iterable<string>): void | Promise<void> {
@@ -37,8 +44,13 @@ export function createConsentJudge(resolver: ConsentResolver, policy: CompiledCo
         missing.add(p);
       }
       if (missing === undefined) return;
-      const found = resolver.lookup([...missing], policy, signal);
-      if (found instanceof Promise) return found.then(merge);
+      let found: ReturnType<ConsentResolver['lookup']>;
+      try {
+        found = resolver.lookup([...missing], policy, signal);
+      } catch (e) {
+        return refuse(e);
+      }
+      if (found instanceof Promise) return found.then(merge, refuse);
       merge(found);
     },
     judge(resource: Readonly<Record<string, unknown>>, patients: readonly string[]): ConsentVerdict {

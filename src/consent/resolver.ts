@@ -22,13 +22,24 @@
  * An id that is not a FHIR id cannot name an upstream patient: it is answered with no consents
  * and never sent upstream. Logs name consent ids, reasons and counts, never a patient id.
  */
-import type { Logger } from 'pino';
-import { type Dispatcher, request } from 'undici';
 import type { GatewayConfig } from '../config/types.js';
 import { GatewayError, isGatewayError } from '../errors.js';
-import { readsAsParsed } from '../proxy/strict-json.js';
-import { readUpstreamBody } from '../proxy/upstream-body.js';
-import { FHIR_ID, isObj, readSearchBundle } from '../relationships/sources.js';
+import {
+  abortable,
+  DEFAULT_RESPONSE_LIMIT,
+  DEFAULT_TIMEOUT_MS,
+  LookupCache,
+  type LookupCounts,
+  type LookupDeps,
+  noLookups,
+  REFRESH_RETRY_MS,
+  refreshDue,
+  type SearchUpstream,
+  searchPage,
+  type UpstreamLookupOptions,
+  upstreamLookupOptions,
+} from '../proxy/upstream-lookup.js';
+import { FHIR_ID, isObj } from '../relationships/sources.js';
 import { consentsByPatient } from './parse.js';
 import type { CompiledConsent, PatientConsents, UnevaluableConsent } from './types.js';
 
@@ -38,13 +49,16 @@ import type { CompiledConsent, PatientConsents, UnevaluableConsent } from './typ
  * `refreshes`: patients refreshed in the background; `failures`: patients a lookup was refused for
  * because the upstream could not answer, and patients whose background refresh failed.
  */
-export interface ConsentResolverStats {
+export interface ConsentResolverStats extends LookupCounts {
   /** Patients cached now. */
   readonly patients: number;
-  readonly hits: number;
-  readonly misses: number;
-  readonly refreshes: number;
-  readonly failures: number;
+  /**
+   * Requests judged against consents, and those refused because consents could not be read: one
+   * each per request, whatever its answer held (what /metrics shows: the per-patient counts above
+   * change with the patients an answer names, withheld ones included, so they are not exported).
+   */
+  readonly requests: number;
+  readonly refused: number;
   /** Cached patients with an unevaluable consent, and those consents (id + reason, at most MAX_REPORTED). */
   readonly unevaluablePatients: number;
   readonly unevaluable: readonly UnevaluableConsent[];
@@ -63,24 +77,16 @@ export interface ConsentResolver {
    */
   peek?(patient: string, config: CompiledConsent): PatientConsents | undefined;
   stats(): ConsentResolverStats;
+  /** Counts one request judged against consents (`refused`: it was refused, the consents unreadable). */
+  noteRequest?(refused: boolean): void;
   close(): Promise<void>;
 }
 
-export interface ConsentResolverOptions {
-  /** The upstream FHIR base (`config.upstream.url`). */
-  readonly upstreamUrl: string;
-  /** Other bases the upstream names itself by (`config.upstream.linkBases`): paging links under them are followed. */
-  readonly linkBases?: readonly string[] | undefined;
-  /** The gateway's upstream dispatcher (its TLS and idle timeouts). */
-  readonly dispatcher: Dispatcher;
-  upstreamAuthorization(): Promise<string | undefined>;
-  readonly logger: Logger;
-  readonly now?: () => number;
-  /** Bytes one upstream answer may have (default 16 MiB). */
-  readonly responseLimit?: number;
-  /** Wall-clock bound on one search, all its pages together (default 10 s). */
-  readonly timeoutMs?: number;
-}
+/**
+ * The upstream and its bounds: paging links under `linkBases` are followed; `timeoutMs` bounds one
+ * search, all its pages together.
+ */
+export type ConsentResolverOptions = UpstreamLookupOptions;
 
 /** Patients named in one search. */
 export const CHUNK_PATIENTS = 50;
@@ -92,18 +98,6 @@ const PAGE_SIZE = 1000;
 const MAX_REPORTED = 20;
 /** Unevaluable consents remembered as already logged (forgotten all at once when full). */
 const MAX_LOGGED = 10_000;
-const DEFAULT_RESPONSE_LIMIT = 16 * 1024 * 1024;
-const DEFAULT_TIMEOUT_MS = 10_000;
-/** After a failed background refresh, the next one waits this long (the entry is still served). */
-const REFRESH_RETRY_MS = 1000;
-
-interface Entry {
-  readonly value: PatientConsents;
-  /** Epoch ms the upstream was asked (what it answered is at least this recent). */
-  readonly resolvedAt: number;
-  /** No background refresh before this (epoch ms): set when one failed. */
-  retryAt: number;
-}
 
 type Found = ReadonlyMap<string, PatientConsents>;
 
@@ -113,27 +107,6 @@ function unavailable(detail: string, cause?: unknown): GatewayError {
 
 function none(patient: string): PatientConsents {
   return Object.freeze({ patient, consents: Object.freeze([]), unevaluable: Object.freeze([]) });
-}
-
-/** Resolves `p`, or rejects as soon as `signal` aborts (with its reason) without cancelling `p` for others. */
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return p;
-  const reason = (): GatewayError => (isGatewayError(signal.reason) ? signal.reason : unavailable('lookup aborted'));
-  if (signal.aborted) return Promise.reject(reason());
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(reason());
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
 }
 
 function chunks<T>(all: readonly T[], size: number): T[][] {
@@ -146,13 +119,10 @@ function chunks<T>(all: readonly T[], size: number): T[][] {
 // Upstream
 
 /** How the resolver (and `fetchPatientConsents`) reaches the upstream. */
-interface Upstream {
+interface Upstream extends SearchUpstream {
   readonly base: string;
   /** An upstream paging link as a URL on `base`'s origin and path; undefined for a link elsewhere. */
   readonly link: (url: string) => string | undefined;
-  readonly dispatcher: Dispatcher;
-  authorization(): Promise<string | undefined>;
-  readonly limits: { readonly responseBodyBytes: number; readonly decompressedBytes: number };
   readonly timeoutMs: number;
 }
 
@@ -186,6 +156,7 @@ function upstreamOf(opts: ConsentResolverOptions): Upstream {
     dispatcher: opts.dispatcher,
     authorization: () => opts.upstreamAuthorization(),
     limits: { responseBodyBytes: limit, decompressedBytes: limit },
+    unavailable,
     timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
   };
 }
@@ -193,44 +164,11 @@ function upstreamOf(opts: ConsentResolverOptions): Upstream {
 /** One page of a Consent search: its Consents and the upstream's `next` link, if any. */
 async function readPage(up: Upstream, url: string, signal: AbortSignal): Promise<{ consents: readonly unknown[]; next: string | undefined }> {
   const what = 'Consent search';
-  const headers: Record<string, string> = {
-    accept: 'application/fhir+json',
-    'accept-encoding': 'identity',
-    // A parameter the upstream does not know must fail the search, not be dropped from it.
-    prefer: 'handling=strict',
-  };
-  let res: Awaited<ReturnType<typeof request>>;
-  try {
-    const authorization = await up.authorization();
-    if (authorization) headers.authorization = authorization;
-    res = await request(url, { method: 'GET', headers, dispatcher: up.dispatcher, signal });
-  } catch (e) {
-    const code = String((e as { code?: unknown } | undefined)?.code ?? (signal.aborted ? 'aborted' : 'connection error'));
-    throw unavailable(`${what}: ${isGatewayError(e) ? e.code : code}`, e);
-  }
-  if (res.statusCode !== 200) {
-    res.body.dump().catch(() => {});
-    throw unavailable(`${what}: upstream ${res.statusCode}`);
-  }
-  let value: unknown;
-  try {
-    const body = await readUpstreamBody(res.body, res.headers, up.limits);
-    // A duplicate key (or invalid UTF-8) reads differently in other parsers: which of two
-    // `provision`s, or `status`es, the upstream meant is unknown, so the consents are too.
-    if (body.kind === 'json' && !readsAsParsed(body.raw, body.value)) throw new GatewayError('upstream-bad-response', 'ambiguous JSON');
-    value = body.kind === 'json' ? body.value : undefined;
-  } catch (e) {
-    res.body.destroy();
-    throw unavailable(`${what}: ${isGatewayError(e) ? `${e.code} (${e.detail})` : 'unreadable body'}`, e);
-  }
-  let consents: readonly unknown[];
-  try {
-    consents = readSearchBundle(value, 'Consent').matches;
-  } catch (e) {
-    throw unavailable(`${what}: ${(e as Error).message}`);
-  }
+  // Strict: which of two `provision`s, or `status`es, an ambiguous body meant is unknown, so the consents are too.
+  const { result, bundle } = await searchPage(up, url, 'Consent', signal, { strict: true });
+  const consents: readonly unknown[] = result.matches;
   let next: string | undefined;
-  for (const l of ((value as Record<string, unknown>).link ?? []) as unknown[]) {
+  for (const l of (bundle.link ?? []) as unknown[]) {
     if (!isObj(l) || l.relation !== 'next') continue;
     if (typeof l.url !== 'string') throw unavailable(`${what}: a next link without a url`);
     next = up.link(l.url);
@@ -278,34 +216,21 @@ export function createConsentResolver(opts: ConsentResolverOptions): ConsentReso
   const now = opts.now ?? Date.now;
   const up = upstreamOf(opts);
 
-  /** Least recently used first. */
-  const cache = new Map<string, Entry>();
   /** Cached patients with an unevaluable consent (kept in step with the cache). */
   const failing = new Map<string, readonly UnevaluableConsent[]>();
+  const cache = new LookupCache<PatientConsents>((patient) => failing.delete(patient));
   /** The one search under way per patient (blocking or background). */
   const inflight = new Map<string, Promise<Found>>();
   /** Unevaluable consents already logged (`id\nreason`). */
   const logged = new Set<string>();
   const closing = new AbortController();
   let closed = false;
-  let hits = 0;
-  let misses = 0;
-  let refreshes = 0;
-  let failures = 0;
-
-  function forget(patient: string): void {
-    cache.delete(patient);
-    failing.delete(patient);
-  }
+  const counts = noLookups();
 
   function remember(value: PatientConsents, resolvedAt: number, maxPatients: number): void {
-    forget(value.patient);
-    cache.set(value.patient, { value, resolvedAt, retryAt: 0 });
+    failing.delete(value.patient);
     if (value.unevaluable.length > 0) failing.set(value.patient, value.unevaluable);
-    for (const oldest of cache.keys()) {
-      if (cache.size <= maxPatients) break;
-      forget(oldest);
-    }
+    cache.set(value.patient, value, resolvedAt, maxPatients);
   }
 
   /** Each unevaluable consent once (consent id and reason: never the patient). */
@@ -355,13 +280,13 @@ export function createConsentResolver(opts: ConsentResolverOptions): ConsentReso
     for (const chunk of chunks(patients, CHUNK_PATIENTS)) {
       search(chunk, config, true).then(
         () => {
-          refreshes += chunk.length;
+          counts.refreshes += chunk.length;
         },
         () => {
-          failures += chunk.length;
+          counts.failures += chunk.length;
           const retryAt = now() + REFRESH_RETRY_MS;
           for (const id of chunk) {
-            const entry = cache.get(id);
+            const entry = cache.peek(id);
             if (entry !== undefined) entry.retryAt = retryAt;
           }
         },
@@ -383,17 +308,18 @@ export function createConsentResolver(opts: ConsentResolverOptions): ConsentReso
     return held;
   }
 
+  let requests = 0;
+  let refused = 0;
   return {
     // Not async: a lookup whose patients are all cached is answered synchronously (no promise turn
     // on the request's hot path).
     peek(patient, config) {
       if (closed) return undefined;
-      const entry = cache.get(patient);
+      const entry = cache.peek(patient);
       if (entry === undefined || now() - entry.resolvedAt >= config.ttlMs / 2) return undefined;
       // Most recently used last (the LRU order lookup keeps).
-      cache.delete(patient);
-      cache.set(patient, entry);
-      hits++;
+      cache.touch(patient, entry);
+      counts.hits++;
       return entry.value;
     },
     lookup(patients, config, signal) {
@@ -409,31 +335,25 @@ export function createConsentResolver(opts: ConsentResolverOptions): ConsentReso
           held.set(id, none(id));
           continue;
         }
-        const entry = cache.get(id);
+        const entry = cache.fresh(id, t, config.ttlMs);
         if (entry !== undefined) {
-          const age = t - entry.resolvedAt;
-          if (age < config.ttlMs) {
-            cache.delete(id);
-            cache.set(id, entry);
-            hits++;
-            held.set(id, entry.value);
-            if (age >= config.ttlMs / 2 && !inflight.has(id) && t >= entry.retryAt) stale.push(id);
-            continue;
-          }
-          forget(id);
+          counts.hits++;
+          held.set(id, entry.value);
+          if (refreshDue(entry, t, config.ttlMs) && !inflight.has(id)) stale.push(id);
+          continue;
         }
         missing.add(id);
       }
       if (stale.length > 0) refresh(stale, config);
       if (missing.size === 0) return held;
       const waiting = [...missing];
-      return abortable(wait(waiting, config, held), signal).then(
+      return abortable(wait(waiting, config, held), signal, unavailable).then(
         (found) => {
-          misses += waiting.length;
+          counts.misses += waiting.length;
           return found;
         },
         (e: unknown) => {
-          if (isGatewayError(e) && e.code === 'consent-unavailable') failures += waiting.length;
+          if (isGatewayError(e) && e.code === 'consent-unavailable') counts.failures += waiting.length;
           throw e;
         },
       );
@@ -450,7 +370,11 @@ export function createConsentResolver(opts: ConsentResolverOptions): ConsentReso
           unevaluable.push({ id: u.id, reason: u.reason });
         }
       }
-      return { patients: cache.size, hits, misses, refreshes, failures, unevaluablePatients: failing.size, unevaluable };
+      return { patients: cache.size, ...counts, requests, refused, unevaluablePatients: failing.size, unevaluable };
+    },
+    noteRequest(wasRefused) {
+      if (wasRefused) refused++;
+      else requests++;
     },
     async close() {
       if (closed) return;
@@ -464,28 +388,13 @@ export function createConsentResolver(opts: ConsentResolverOptions): ConsentReso
 }
 
 /** The resolver for a gateway: its upstream, link bases, response limit and total timeout. */
-export async function openConsentResolver(
-  config: GatewayConfig,
-  deps: { logger: Logger; dispatcher: Dispatcher; upstreamAuthorization(): Promise<string | undefined>; now?: () => number },
-): Promise<ConsentResolver | undefined> {
+export async function openConsentResolver(config: GatewayConfig, deps: LookupDeps): Promise<ConsentResolver | undefined> {
   return createConsentResolver(consentResolverOptions(config, deps));
 }
 
 /** Resolver options from a gateway's configuration (also for `explain --patient`). */
-export function consentResolverOptions(
-  config: GatewayConfig,
-  deps: { logger: Logger; dispatcher: Dispatcher; upstreamAuthorization(): Promise<string | undefined>; now?: () => number },
-): ConsentResolverOptions {
-  return {
-    upstreamUrl: config.upstream.url,
-    linkBases: config.upstream.linkBases,
-    dispatcher: deps.dispatcher,
-    upstreamAuthorization: deps.upstreamAuthorization,
-    logger: deps.logger,
-    now: deps.now,
-    responseLimit: config.limits.responseBodyBytes,
-    timeoutMs: config.upstream.totalTimeoutMs,
-  };
+export function consentResolverOptions(config: GatewayConfig, deps: LookupDeps): ConsentResolverOptions {
+  return upstreamLookupOptions(config, deps);
 }
 
 /**

@@ -196,8 +196,9 @@ export const DEMO = {
    *   researcher gets none of his records, everyone else is unaffected.
    * - `payerRestriction`: Brian paid one visit in full himself and restricted it from payment
    *   (HIPAA 164.522(a)(1)(vi): a deny for HPAYMT on the data related to that Encounter): billing
-   *   sees neither the Encounter nor what references it (its Claim, its Condition), and still sees
-   *   his other encounter, claims data and coverage.
+   *   sees neither the Encounter nor what references it (its Claim, its Condition) nor the self-pay
+   *   Coverage (named too: it references no Encounter), and still sees his other encounter, claims
+   *   data and insurance coverage.
    * - `part2`: Paula's opioid use disorder Condition is labelled SUD (42 CFR Part 2). Her consent
    *   (OPTIN; a nested deny for label SUD, and inside it a permit for Dr. Reyes and TREAT: an
    *   exception to the exception) releases it to dr-reyes for treatment, with the redisclosure
@@ -213,7 +214,7 @@ export const DEMO = {
       encounter: 'enc-brian-selfpay',
       condition: 'cond-brian-selfpay',
       claim: 'claim-brian-selfpay',
-      /** The self-pay Coverage the Claim names: it references no Encounter, so billing still sees it. */
+      /** The self-pay Coverage the Claim names: it references no Encounter, so the consent names it as well. */
       coverage: 'cov-brian-selfpay',
       /** Brian's encounter that the restriction leaves alone. */
       otherEncounter: 'enc-brian-1',
@@ -1331,7 +1332,11 @@ function consents(): Consent[] {
           type: 'deny',
           action: [action('disclose')],
           purpose: [purpose('HPAYMT', 'healthcare payment')],
-          data: [{ meaning: 'related', reference: { reference: `Encounter/${C.payerRestriction.encounter}` } }],
+          data: [
+            { meaning: 'related', reference: { reference: `Encounter/${C.payerRestriction.encounter}` } },
+            // The self-pay arrangement itself: no Encounter reference leads to it.
+            { meaning: 'instance', reference: { reference: `Coverage/${C.payerRestriction.coverage}` } },
+          ],
         },
       ],
     }),

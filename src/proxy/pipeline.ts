@@ -1184,7 +1184,7 @@ const UNAVAILABLE_CONSENTS: ConsentResolver = {
     throw new GatewayError('consent-unavailable', 'no consent resolver');
   },
   stats() {
-    return { patients: 0, hits: 0, misses: 0, refreshes: 0, failures: 0, unevaluablePatients: 0, unevaluable: [] };
+    return { patients: 0, hits: 0, misses: 0, refreshes: 0, failures: 0, requests: 0, refused: 0, unevaluablePatients: 0, unevaluable: [] };
   },
   close: async () => {},
 };

@@ -20,15 +20,28 @@
  */
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
-import type { Logger } from 'pino';
-import { type Dispatcher, request } from 'undici';
 import { failFastRedisOptions, waitUntilReady } from '../audit/redis-options.js';
 import type { GatewayConfig } from '../config/types.js';
 import { GatewayError, isGatewayError } from '../errors.js';
 import type { CompiledRelationships, RelationshipSource } from '../policy/plan.js';
 import { parseStrictJson } from '../proxy/strict-json.js';
-import { readUpstreamBody } from '../proxy/upstream-body.js';
-import { type Caller, FHIR_ID, isObj, localReferences, parseCaller, readSearchBundle, readSource, type SearchResult, type SourceResult } from './sources.js';
+import {
+  abortable,
+  type CachedLookup,
+  DEFAULT_RESPONSE_LIMIT,
+  DEFAULT_TIMEOUT_MS,
+  LookupCache,
+  type LookupCounts,
+  type LookupDeps,
+  noLookups,
+  REFRESH_RETRY_MS,
+  refreshDue,
+  type SearchUpstream,
+  searchPage,
+  type UpstreamLookupOptions,
+  upstreamLookupOptions,
+} from '../proxy/upstream-lookup.js';
+import { type Caller, FHIR_ID, isObj, localReferences, parseCaller, readSource, type SearchResult, type SourceResult } from './sources.js';
 
 export interface Relationship {
   /** The policy's source name, e.g. `care-team`. */
@@ -52,13 +65,9 @@ export interface CallerRelationships {
  * `refreshes`: background refreshes done; `failures`: lookups refused because the upstream could
  * not answer, and background refreshes that failed.
  */
-export interface RelationshipStats {
+export interface RelationshipStats extends LookupCounts {
   /** Callers cached now. */
   readonly callers: number;
-  readonly hits: number;
-  readonly misses: number;
-  readonly refreshes: number;
-  readonly failures: number;
 }
 
 export interface RelationshipResolver {
@@ -69,28 +78,15 @@ export interface RelationshipResolver {
   close(): Promise<void>;
 }
 
-export interface RelationshipResolverOptions {
-  /** The upstream FHIR base (`config.upstream.url`). */
-  readonly upstreamUrl: string;
-  /** Other bases the upstream names itself by (`config.upstream.linkBases`): absolute references under them count. */
-  readonly linkBases?: readonly string[] | undefined;
-  /** The gateway's upstream dispatcher (its TLS and idle timeouts). */
-  readonly dispatcher: Dispatcher;
-  upstreamAuthorization(): Promise<string | undefined>;
+/**
+ * The upstream and its bounds (absolute references under `linkBases` count; `timeoutMs` bounds one
+ * lookup, all its searches together), and Redis.
+ */
+export interface RelationshipResolverOptions extends UpstreamLookupOptions {
   /** Shared entries across replicas; the resolver does not close it. */
   readonly redis?: Redis | undefined;
-  readonly logger: Logger;
-  readonly now?: () => number;
-  /** Bytes one upstream answer may have (default 16 MiB). */
-  readonly responseLimit?: number;
-  /** Wall-clock bound on one lookup, all its searches together (default 10 s). */
-  readonly timeoutMs?: number;
 }
 
-const DEFAULT_RESPONSE_LIMIT = 16 * 1024 * 1024;
-const DEFAULT_TIMEOUT_MS = 10_000;
-/** After a failed background refresh, the next one waits this long (the entry is still served). */
-const REFRESH_RETRY_MS = 1000;
 const REDIS_PREFIX = 'phi-gateway:rel:';
 /** A relationship's evidence: `Type/id`. */
 const RESOURCE_REF = /^[A-Z][A-Za-z]{1,63}\/[A-Za-z0-9\-.]{1,64}$/;
@@ -101,11 +97,7 @@ interface Resolved {
   readonly shared: boolean;
 }
 
-interface Entry {
-  readonly value: CallerRelationships;
-  /** No background refresh before this (epoch ms): set when one failed. */
-  retryAt: number;
-}
+type Entry = CachedLookup<CallerRelationships>;
 
 function unavailable(detail: string, cause?: unknown): GatewayError {
   return new GatewayError('relationship-unavailable', detail, cause === undefined ? undefined : { cause });
@@ -123,48 +115,28 @@ function signatureOf(config: CompiledRelationships): string {
   return JSON.stringify({ sources, maxPatients: config.maxPatients });
 }
 
-/** Resolves `p`, or rejects as soon as `signal` aborts (with its reason) without cancelling `p` for others. */
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return p;
-  const reason = (): GatewayError => (isGatewayError(signal.reason) ? signal.reason : unavailable('lookup aborted'));
-  if (signal.aborted) return Promise.reject(reason());
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(reason());
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
-}
-
 export function createRelationshipResolver(opts: RelationshipResolverOptions): RelationshipResolver {
   const { dispatcher, logger, redis } = opts;
   const now = opts.now ?? Date.now;
   const base = opts.upstreamUrl.replace(/\/+$/, '');
   const local = localReferences([base, ...(opts.linkBases ?? [])]);
   const limit = opts.responseLimit ?? DEFAULT_RESPONSE_LIMIT;
-  const limits = { responseBodyBytes: limit, decompressedBytes: limit };
+  const up: SearchUpstream = {
+    dispatcher,
+    authorization: () => opts.upstreamAuthorization(),
+    limits: { responseBodyBytes: limit, decompressedBytes: limit },
+    unavailable,
+  };
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
 
-  /** Least recently used first. */
-  const cache = new Map<string, Entry>();
+  const cache = new LookupCache<CallerRelationships>();
   /** The one lookup under way per cache key (blocking or background). */
   const inflight = new Map<string, Promise<Resolved>>();
   const pendingWrites = new Set<Promise<void>>();
   const signatures = new WeakMap<CompiledRelationships, string>();
   const closing = new AbortController();
   let closed = false;
-  let hits = 0;
-  let misses = 0;
-  let refreshes = 0;
-  let failures = 0;
+  const counts = noLookups();
   let redisFailing = false;
 
   /** Per config, each caller's parsed reference and cache key (made once, not on every request). */
@@ -199,40 +171,8 @@ export function createRelationshipResolver(opts: RelationshipResolverOptions): R
   // Upstream
 
   async function search(resourceType: string, params: readonly (readonly [string, string])[], signal: AbortSignal): Promise<SearchResult> {
-    const what = `${resourceType} search`;
-    const headers: Record<string, string> = {
-      accept: 'application/fhir+json',
-      'accept-encoding': 'identity',
-      // A parameter the upstream does not know must fail the search, not be dropped from it.
-      prefer: 'handling=strict',
-    };
-    let res: Awaited<ReturnType<typeof request>>;
-    try {
-      const authorization = await opts.upstreamAuthorization();
-      if (authorization) headers.authorization = authorization;
-      const query = new URLSearchParams(params as [string, string][]).toString();
-      res = await request(`${base}/${resourceType}?${query}`, { method: 'GET', headers, dispatcher, signal });
-    } catch (e) {
-      const code = String((e as { code?: unknown } | undefined)?.code ?? (signal.aborted ? 'aborted' : 'connection error'));
-      throw unavailable(`${what}: ${isGatewayError(e) ? e.code : code}`, e);
-    }
-    if (res.statusCode !== 200) {
-      res.body.dump().catch(() => {});
-      throw unavailable(`${what}: upstream ${res.statusCode}`);
-    }
-    let value: unknown;
-    try {
-      const body = await readUpstreamBody(res.body, res.headers, limits);
-      value = body.kind === 'json' ? body.value : undefined;
-    } catch (e) {
-      res.body.destroy();
-      throw unavailable(`${what}: ${isGatewayError(e) ? e.code : 'unreadable body'}`, e);
-    }
-    try {
-      return readSearchBundle(value, resourceType);
-    } catch (e) {
-      throw unavailable(`${what}: ${(e as Error).message}`);
-    }
+    const query = new URLSearchParams(params as [string, string][]).toString();
+    return (await searchPage(up, `${base}/${resourceType}?${query}`, resourceType, signal)).result;
   }
 
   /** Every configured source for the caller, as one CallerRelationships (throws `relationship-unavailable`). */
@@ -361,12 +301,7 @@ export function createRelationshipResolver(opts: RelationshipResolverOptions): R
   // Cache
 
   function remember(key: string, value: CallerRelationships, maxCallers: number): void {
-    cache.delete(key);
-    cache.set(key, { value, retryAt: 0 });
-    for (const oldest of cache.keys()) {
-      if (cache.size <= maxCallers) break;
-      cache.delete(oldest);
-    }
+    cache.set(key, value, value.resolvedAt, maxCallers);
   }
 
   /**
@@ -400,10 +335,10 @@ export function createRelationshipResolver(opts: RelationshipResolverOptions): R
   function refresh(key: string, caller: Caller, config: CompiledRelationships, entry: Entry): void {
     resolve(key, caller, config, entry).then(
       () => {
-        refreshes++;
+        counts.refreshes++;
       },
       () => {
-        failures++;
+        counts.failures++;
         entry.retryAt = now() + REFRESH_RETRY_MS;
       },
     );
@@ -417,33 +352,27 @@ export function createRelationshipResolver(opts: RelationshipResolverOptions): R
       // Only practitioners (and their roles) have care relationships: nobody else is asked about.
       if (k === undefined || config.sources.size === 0) return none(callerRef, now());
       const { caller, key } = k;
-      const entry = cache.get(key);
+      const t = now();
+      const entry = cache.fresh(key, t, config.ttlMs);
       if (entry !== undefined) {
-        const t = now();
-        const age = t - entry.value.resolvedAt;
-        if (age < config.ttlMs) {
-          cache.delete(key);
-          cache.set(key, entry);
-          hits++;
-          if (age >= config.ttlMs / 2 && !inflight.has(key) && t >= entry.retryAt) refresh(key, caller, config, entry);
-          return entry.value;
-        }
-        cache.delete(key);
+        counts.hits++;
+        if (refreshDue(entry, t, config.ttlMs) && !inflight.has(key)) refresh(key, caller, config, entry);
+        return entry.value;
       }
-      return abortable(resolve(key, caller, config, undefined), signal).then(
+      return abortable(resolve(key, caller, config, undefined), signal, unavailable).then(
         ({ value, shared }) => {
-          if (shared) hits++;
-          else misses++;
+          if (shared) counts.hits++;
+          else counts.misses++;
           return value;
         },
         (e: unknown) => {
-          if (isGatewayError(e) && e.code === 'relationship-unavailable') failures++;
+          if (isGatewayError(e) && e.code === 'relationship-unavailable') counts.failures++;
           throw e;
         },
       );
     },
     stats() {
-      return { callers: cache.size, hits, misses, refreshes, failures };
+      return { callers: cache.size, ...counts };
     },
     async close() {
       if (closed) return;
@@ -459,10 +388,7 @@ export function createRelationshipResolver(opts: RelationshipResolverOptions): R
  * The resolver for a gateway: its upstream, limits and total timeout, and its own Redis client when
  * the audit sink is Redis (closed with the resolver).
  */
-export async function openRelationshipResolver(
-  config: GatewayConfig,
-  opts: { logger: Logger; dispatcher: Dispatcher; upstreamAuthorization(): Promise<string | undefined>; now?: () => number },
-): Promise<RelationshipResolver> {
+export async function openRelationshipResolver(config: GatewayConfig, opts: LookupDeps): Promise<RelationshipResolver> {
   let redis: Redis | undefined;
   if (config.audit.sink === 'redis') {
     redis = new Redis(config.audit.url, failFastRedisOptions(config.audit.commandTimeoutMs));
@@ -470,17 +396,7 @@ export async function openRelationshipResolver(
     redis.on('error', () => {});
     await waitUntilReady(redis, undefined, { untilRefused: true });
   }
-  const resolver = createRelationshipResolver({
-    upstreamUrl: config.upstream.url,
-    linkBases: config.upstream.linkBases,
-    dispatcher: opts.dispatcher,
-    upstreamAuthorization: opts.upstreamAuthorization,
-    redis,
-    logger: opts.logger,
-    now: opts.now,
-    responseLimit: config.limits.responseBodyBytes,
-    timeoutMs: config.upstream.totalTimeoutMs,
-  });
+  const resolver = createRelationshipResolver({ ...upstreamLookupOptions(config, opts), redis });
   if (redis === undefined) return resolver;
   const client = redis;
   return {

@@ -182,7 +182,6 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
         ? {}
         : {
             consent: {
-              patientsCached: consent.patients,
               unevaluablePatients: consent.unevaluablePatients,
               unevaluable: consent.unevaluable.map((u) => ({ id: u.id, reason: u.reason })),
             },

@@ -10,6 +10,7 @@ import type { BreakGlassStats } from '../breakglass/types.js';
 import type { ConsentResolverStats } from '../consent/resolver.js';
 import type { CompiledPolicy } from '../policy/plan.js';
 import type { Exchange } from '../proxy/record.js';
+import type { LookupCounts } from '../proxy/upstream-lookup.js';
 import type { RelationshipStats } from '../relationships/resolver.js';
 
 export type Decision = 'allow' | 'deny' | 'error';
@@ -67,6 +68,41 @@ export interface GatewayMetrics {
 
 /** Label values of the alert failure counter (src/breakglass/outbox.ts AlertTarget). */
 const ALERT_TARGETS: readonly string[] = ['webhook', 'redis'];
+
+/**
+ * A resolver's lookups counter (by result: hit, miss, refresh, failure) and its cache-size gauge,
+ * both copied from `read()` at each scrape; nothing is set while it answers undefined.
+ */
+function lookupMetrics<S extends LookupCounts>(
+  registry: Registry,
+  read: (() => S | undefined) | undefined,
+  m: { readonly lookups: string; readonly lookupsHelp: string; readonly cached: string; readonly cachedHelp: string; size(s: S): number },
+): void {
+  new Counter({
+    name: m.lookups,
+    help: m.lookupsHelp,
+    labelNames: ['result'] as const,
+    registers: [registry],
+    collect() {
+      const s = read?.();
+      if (!s) return;
+      this.reset();
+      this.inc({ result: 'hit' }, s.hits);
+      this.inc({ result: 'miss' }, s.misses);
+      this.inc({ result: 'refresh' }, s.refreshes);
+      this.inc({ result: 'failure' }, s.failures);
+    },
+  });
+  new Gauge({
+    name: m.cached,
+    help: m.cachedHelp,
+    registers: [registry],
+    collect() {
+      const s = read?.();
+      if (s) this.set(m.size(s));
+    },
+  });
+}
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const AUDIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];
@@ -174,57 +210,32 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
   bgGauge('break_glass_oldest_unreviewed_age_seconds', 'Age of the oldest unreviewed break-glass session (0 when none)', (s) => s.oldestUnreviewedAgeSec);
 
   // The resolver counts since it started; each scrape copies its counts (a restart reads as a counter reset).
-  const rel = opts.relationships;
-  new Counter({
-    name: `${p}relationship_lookups_total`,
-    help: 'Care-relationship lookups, by result: hit (answered from the cache, this replica\'s or Redis), miss (waited for the upstream), refresh (a background refresh of an entry past half its TTL), failure (the upstream could not answer: refused, or a refresh failed)',
-    labelNames: ['result'] as const,
-    registers: [registry],
-    collect() {
-      const s = rel?.();
-      if (!s) return;
-      this.reset();
-      this.inc({ result: 'hit' }, s.hits);
-      this.inc({ result: 'miss' }, s.misses);
-      this.inc({ result: 'refresh' }, s.refreshes);
-      this.inc({ result: 'failure' }, s.failures);
-    },
-  });
-  new Gauge({
-    name: `${p}relationship_callers_cached`,
-    help: 'Callers whose care relationships are cached (relationships.maxCallers at most)',
-    registers: [registry],
-    collect() {
-      const s = rel?.();
-      if (s) this.set(s.callers);
-    },
+  lookupMetrics(registry, opts.relationships, {
+    lookups: `${p}relationship_lookups_total`,
+    lookupsHelp:
+      'Care-relationship lookups, by result: hit (answered from the cache, this replica\'s or Redis), miss (waited for the upstream), refresh (a background refresh of an entry past half its TTL), failure (the upstream could not answer: refused, or a refresh failed)',
+    cached: `${p}relationship_callers_cached`,
+    cachedHelp: 'Callers whose care relationships are cached (relationships.maxCallers at most)',
+    size: (s) => s.callers,
   });
 
-  // Per patient, copied from the resolver at each scrape like the relationship counts. No patient id
-  // or consent id becomes a label: /readyz lists the unevaluable consents.
+  // Per request, never per patient: which patients' consents a request loads (hits, misses, the
+  // cache's size) depends on every patient its upstream answer names, withheld ones included, and a
+  // caller reading /metrics around its own request would learn that a withheld record matched (a
+  // red-team session did). No patient id or consent id becomes a label: /readyz lists the
+  // unevaluable consents.
   const con = opts.consents;
   new Counter({
-    name: `${p}consent_lookups_total`,
-    help: "Patients' consent lookups, per patient, by result: hit (answered from the cache), miss (waited for the upstream), refresh (refreshed in the background past half the TTL), failure (the upstream could not answer: refused, or a refresh failed)",
+    name: `${p}consent_requests_total`,
+    help: "Requests whose answers were judged against patients' consents, by result: judged, refused (the consents could not be read: 503 consent-unavailable)",
     labelNames: ['result'] as const,
     registers: [registry],
     collect() {
       const s = con?.();
       if (!s) return;
       this.reset();
-      this.inc({ result: 'hit' }, s.hits);
-      this.inc({ result: 'miss' }, s.misses);
-      this.inc({ result: 'refresh' }, s.refreshes);
-      this.inc({ result: 'failure' }, s.failures);
-    },
-  });
-  new Gauge({
-    name: `${p}consent_patients_cached`,
-    help: 'Patients whose consents are cached (consent.maxPatients at most)',
-    registers: [registry],
-    collect() {
-      const s = con?.();
-      if (s) this.set(s.patients);
+      this.inc({ result: 'judged' }, s.requests);
+      this.inc({ result: 'refused' }, s.refused);
     },
   });
   new Gauge({
@@ -274,7 +285,9 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
     contentType: registry.contentType,
     observe(ex, outcome) {
       const role = roleLabel(ex.role);
-      const decision = outcome.decision;
+      // A 404 is one decision whatever its cause: a withheld record (deny) and a missing one (the
+      // upstream's 404, error) must not be told apart here when their answers cannot be.
+      const decision = outcome.status === 404 ? 'deny' : outcome.decision;
       const purpose = purposeLabel(ex.purpose);
       const status = statusLabel(outcome.status);
       // Unambiguous whatever the names hold: decision and status have no spaces, role has its length.

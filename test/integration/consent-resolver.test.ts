@@ -284,9 +284,10 @@ describe('against the real upstream', () => {
     const metrics = createMetrics({ policy: () => policy, processMetrics: false, consents: () => h.resolver.stats() });
     const text = await metrics.render();
     expect(value(text, 'phi_gateway_consent_unevaluable_patients')).toBe(1);
-    expect(value(text, 'phi_gateway_consent_patients_cached')).toBe(2);
-    expect(value(text, 'phi_gateway_consent_lookups_total{result="miss"}')).toBe(3);
-    expect(value(text, 'phi_gateway_consent_lookups_total{result="hit"}')).toBe(0);
+    // Per-patient counts are not exported (they follow withheld records): none of these series exist.
+    expect(text).not.toContain('phi_gateway_consent_patients_cached');
+    expect(text).not.toContain('phi_gateway_consent_lookups_total');
+    expect(value(text, 'phi_gateway_consent_requests_total{result="judged"}')).toBe(0);
     // Ids are never labels.
     expect(text).not.toContain(broken);
     expect(text).not.toContain(bad);
@@ -303,7 +304,7 @@ describe('against the real upstream', () => {
         audit: true,
         config: true,
         policyVersion: 'sha256:test',
-        consent: { patientsCached: 2, unevaluablePatients: 1, unevaluable: [{ id: broken, reason: stats.unevaluable[0].reason }] },
+        consent: { unevaluablePatients: 1, unevaluable: [{ id: broken, reason: stats.unevaluable[0].reason }] },
       });
       expect(res.body).not.toContain(bad);
     } finally {
@@ -655,7 +656,7 @@ describe('in a running gateway', () => {
 
   const adminUrl = (s: Stack) => `http://${s.config.admin.host}:${s.config.admin.port}`;
 
-  it('/readyz shows the consent cache while the policy enforces consent; metrics count lookups', async () => {
+  it('/readyz shows unevaluable consents while the policy enforces consent; metrics count requests, never patients', async () => {
     enforcing = await startStack({
       policy: (p) => {
         p.consent = { cacheSeconds: 60 };
@@ -663,10 +664,9 @@ describe('in a running gateway', () => {
     });
     const ready = await fetch(`${adminUrl(enforcing)}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toMatchObject({ status: 'ready', consent: { patientsCached: 0, unevaluablePatients: 0, unevaluable: [] } });
+    expect(await ready.json()).toMatchObject({ status: 'ready', consent: { unevaluablePatients: 0, unevaluable: [] } });
     let text = await (await fetch(`${adminUrl(enforcing)}/metrics`)).text();
-    expect(value(text, 'phi_gateway_consent_lookups_total{result="miss"}')).toBe(0);
-    expect(value(text, 'phi_gateway_consent_patients_cached')).toBe(0);
+    expect(value(text, 'phi_gateway_consent_requests_total{result="judged"}')).toBe(0);
     expect(value(text, 'phi_gateway_consent_unevaluable_patients')).toBe(0);
 
     // A read of a patient's record asks the gateway's resolver about that patient, once.
@@ -675,12 +675,11 @@ describe('in a running gateway', () => {
       expect(res.status).toBe(200);
     }
     text = await (await fetch(`${adminUrl(enforcing)}/metrics`)).text();
-    expect(value(text, 'phi_gateway_consent_lookups_total{result="miss"}')).toBe(1);
-    expect(value(text, 'phi_gateway_consent_lookups_total{result="hit"}')).toBe(1);
-    expect(value(text, 'phi_gateway_consent_patients_cached')).toBe(1);
+    expect(value(text, 'phi_gateway_consent_requests_total{result="judged"}')).toBe(2);
+    expect(value(text, 'phi_gateway_consent_requests_total{result="refused"}')).toBe(0);
     expect(text).not.toContain(DEMO.patients.alice);
     const after = (await (await fetch(`${adminUrl(enforcing)}/readyz`)).json()) as R;
-    expect(after.consent).toEqual({ patientsCached: 1, unevaluablePatients: 0, unevaluable: [] });
+    expect(after.consent).toEqual({ unevaluablePatients: 0, unevaluable: [] });
 
     // Without a consent section: no consent detail.
     plain = await startStack({

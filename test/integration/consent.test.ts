@@ -757,14 +757,15 @@ describe('consent directives through the gateway (shipped policy, real upstream)
 
   it('payer restriction (the demo: Brian restricted a self-paid visit from payment)', async () => {
     const PR = C.payerRestriction;
-    for (const key of [`Encounter/${PR.encounter}`, `Condition/${PR.condition}`, `Claim/${PR.claim}`]) {
+    // The self-pay Coverage is named as an instance: no Encounter reference leads to it.
+    for (const key of [`Encounter/${PR.encounter}`, `Condition/${PR.condition}`, `Claim/${PR.claim}`, `Coverage/${PR.coverage}`]) {
       const r = await get(stack, billing, `/${key}`);
       expectSameAnswer(r, await get(stack, billing, `/${key.split('/')[0]}/cx-does-not-exist`), key);
       expect((await auditFor(stack, r.requestId)).consent?.restricted).toEqual([`Consent/${PR.id}`]);
       // Treatment is not restricted.
-      if (!key.startsWith('Claim/')) expect((await get(stack, reyes, `/${key}`)).status, key).toBe(200);
+      if (!key.startsWith('Claim/') && !key.startsWith('Coverage/')) expect((await get(stack, reyes, `/${key}`)).status, key).toBe(200);
     }
-    for (const key of [`Encounter/${PR.otherEncounter}`, `Coverage/${PR.coverage}`, `Patient/${DEMO.patients.brian}`]) {
+    for (const key of [`Encounter/${PR.otherEncounter}`, `Coverage/cov-brian`, `Patient/${DEMO.patients.brian}`]) {
       expect((await get(stack, billing, `/${key}`)).status, key).toBe(200);
     }
     const claims = await get(stack, billing, `/Claim?patient=${DEMO.patients.brian}`);

@@ -55,8 +55,8 @@ describe('oracle: patients consents (independent of the gateway)', () => {
 
     const billing = withheldFor(BILLING);
     const PR = C.payerRestriction;
-    for (const key of [`Encounter/${PR.encounter}`, `Condition/${PR.condition}`, `Claim/${PR.claim}`]) expect(billing.get(key), key).toBe('consent');
-    for (const key of [`Encounter/${PR.otherEncounter}`, `Coverage/${PR.coverage}`, `Patient/${P.brian}`, 'Condition/cond-brian-dm2']) expect(billing.has(key), key).toBe(false);
+    for (const key of [`Encounter/${PR.encounter}`, `Condition/${PR.condition}`, `Claim/${PR.claim}`, `Coverage/${PR.coverage}`]) expect(billing.get(key), key).toBe('consent');
+    for (const key of [`Encounter/${PR.otherEncounter}`, 'Coverage/cov-brian', `Patient/${P.brian}`, 'Condition/cond-brian-dm2']) expect(billing.has(key), key).toBe(false);
     // The Part 2 record: withheld from billing by the consent (and its data set's label rule).
     expect(billing.get(`Condition/${C.part2.condition}`)).toBe('consent');
 

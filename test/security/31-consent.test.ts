@@ -116,7 +116,7 @@ function as(who: Who, key: string): string {
 }
 
 const PR = C.payerRestriction;
-const BRIAN_WITHHELD = [`Encounter/${PR.encounter}`, `Condition/${PR.condition}`, `Claim/${PR.claim}`];
+const BRIAN_WITHHELD = [`Encounter/${PR.encounter}`, `Condition/${PR.condition}`, `Claim/${PR.claim}`, `Coverage/${PR.coverage}`];
 const PAULA_WITHHELD = [`Condition/${C.part2.condition}`];
 
 beforeAll(async () => {
@@ -232,7 +232,9 @@ describe('nothing only the withheld records hold reaches the caller', () => {
     const encounters = await get(billing, `/Encounter?patient=${P.brian}`);
     expect(encounters.text).toContain(PR.otherEncounter);
     const coverages = await get(billing, `/Coverage?beneficiary=Patient/${P.brian}`);
-    expect(coverages.text).toContain(PR.coverage);
+    expect(coverages.text).toContain('cov-brian');
+    // The self-pay arrangement is named by the consent too (a red-team session saw it otherwise).
+    expect(coverages.text).not.toContain(PR.coverage);
     // The upstream does hold them: the gateway withholds them.
     const up = await (await fetch(`${stack.upstreamUrl}/Condition?code=860914002`)).text();
     expect(up).toContain(PR.condition);
@@ -319,5 +321,51 @@ describe('nothing only the withheld records hold reaches the caller', () => {
     expectIdentical(a, b, 'batch');
     // The control: another patient's records are there, under their pseudonyms.
     expect((await get(researcher, '/Patient?_count=100')).text).toContain(pseudo('Patient', P.alice));
+  });
+});
+
+describe('the admin port tells a consent-withheld record from a missing one in no metric', () => {
+  // A red-team session read /metrics around its own requests: a per-patient consent lookup counter
+  // rose by one for a withheld record (its patient's consents were read) and not for a missing one,
+  // and the request counter labelled the withheld 404 `deny` and the missing 404 `error`.
+  const adminUrl = () => `http://${stack.config.admin.host}:${stack.config.admin.port}`;
+  const scrape = async (): Promise<Map<string, number>> => {
+    const text = await (await fetch(`${adminUrl()}/metrics`)).text();
+    const out = new Map<string, number>();
+    for (const line of text.split('\n')) {
+      if (line.startsWith('#') || !line.startsWith('phi_gateway_')) continue;
+      // Durations and process gauges move with time, not with what was withheld.
+      if (/_seconds|process_|nodejs_|_bytes|inflight|audit_|last_reload/.test(line)) continue;
+      const at = line.lastIndexOf(' ');
+      out.set(line.slice(0, at), Number(line.slice(at + 1)));
+    }
+    return out;
+  };
+  const delta = (before: Map<string, number>, after: Map<string, number>): string[] =>
+    [...after].filter(([k, v]) => v !== (before.get(k) ?? 0)).map(([k, v]) => `${k} +${v - (before.get(k) ?? 0)}`).sort();
+
+  /** What one request changes in /metrics, the first time (cold caches, maybe) and again (warm). */
+  async function deltaOf(who: Who, path: string): Promise<string[][]> {
+    await get(who, '/metadata'); // the token minted outside the probes
+    const out: string[][] = [];
+    for (let i = 0; i < 2; i++) {
+      const before = await scrape();
+      const r = await get(who, path);
+      expect([200, 404]).toContain(r.status);
+      out.push(delta(before, await scrape()));
+    }
+    return out;
+  }
+
+  it.each([
+    ['coder, the Part 2 record', coder, `/Condition/${C.part2.condition}`, `/Condition/${MISSING}`],
+    ['billing, the self-pay visit', billing, `/Encounter/${C.payerRestriction.encounter}`, `/Encounter/${MISSING}`],
+    ['billing, claims of the restricted patient vs another', billing, `/Claim?patient=${P.brian}&_id=${C.payerRestriction.claim}`, `/Claim?patient=${P.brian}&_id=${MISSING}`],
+    ['coder, a search by the Part 2 code', coder, `/Condition?patient=${P.paula}&code=F11.20`, `/Condition?patient=${P.paula}&code=F11.21`],
+  ])('%s', async (_what, who, withheld, missing) => {
+    const a = await deltaOf(who, withheld);
+    const b = await deltaOf(who, missing);
+    expect(a).toEqual(b);
+    expect(a[1]!.some((l) => l.startsWith('phi_gateway_consent_requests_total{result="judged"}'))).toBe(true);
   });
 });

@@ -69,6 +69,17 @@ describe('createMetrics', () => {
     expect(value(text, 'phi_gateway_upstream_duration_seconds_bucket{le="0.025",interaction="read"}')).toBe(1);
   });
 
+  it('counts a 404 under one decision, withheld (deny) or missing upstream (error) alike', async () => {
+    // A red-team session told a consent-withheld record from a missing one by this label alone.
+    const m = createMetrics({ policy: () => policy, processMetrics: false });
+    m.observe(exchange({ role: 'clinician', purpose: 'TREAT' }), { status: 404, decision: 'deny', rule: 'r: withheld (consent)' });
+    m.observe(exchange({ role: 'clinician', purpose: 'TREAT' }), { status: 404, decision: 'error', rule: 'not-found' });
+    const text = await m.render();
+    expect(value(text, 'phi_gateway_requests_total{decision="deny",role="clinician",purpose="TREAT",status="404"}')).toBe(2);
+    expect(text).not.toMatch(/decision="error"[^\n]*status="404"/);
+    expect(value(text, 'phi_gateway_request_duration_seconds_count{decision="deny"}')).toBe(2);
+  });
+
   it('bounds label values: roles and purposes outside the policy become "other", statuses stay numeric', async () => {
     const m = createMetrics({ policy: () => policy, processMetrics: false });
     m.observe(exchange({ role: 'pat-alice', purpose: 'Alice Example' }), { status: 403, decision: 'deny', rule: 'purpose-unknown' });
