@@ -393,16 +393,7 @@ function relationshipFor(
 ): RelationshipRequirement | undefined {
   const rel = isObject(ds) ? ds.relationship : undefined;
   if (!isObject(rel) || !Array.isArray(rel.sources)) return undefined;
-  if (Array.isArray(rel.purposes)) {
-    const listed = new Set(rel.purposes);
-    let covered = false;
-    const seen = new Set<string>();
-    for (let c: string | undefined = code; c !== undefined && !seen.has(c); c = purposes.get(c)?.parent) {
-      seen.add(c);
-      if (listed.has(c)) covered = true;
-    }
-    if (!covered) return undefined;
-  }
+  if (Array.isArray(rel.purposes) && !coveredBy(code, new Set(rel.purposes), purposes)) return undefined;
   const required = rel.required !== false;
   const kinds = rel.sources.map((n) => relationships?.sources.get(n)?.kind).filter((k) => k !== undefined);
   return Object.freeze({

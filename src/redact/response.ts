@@ -407,7 +407,9 @@ export class Filter {
     if (reason !== undefined) return { kind: 'withheld', reason };
     const consent = this.lastConsent;
     const plan = this.ctx.planFor(type)!;
-    if (this.ctx.consent !== undefined) this.containerPatients = patientsOf(res);
+    // Its patients, once: the audit's patients and, where consent applies, its contained resources' judge.
+    const patients = patientsOf(res);
+    if (this.ctx.consent !== undefined) this.containerPatients = patients;
     const r = redactWith(res, plan.elements, this.ctx, { contained: this.contained });
     let released = r.resource as Obj;
     this.stats.elementsRemoved += r.removed;
@@ -423,7 +425,7 @@ export class Filter {
       this.consentStats().part2++;
     }
     if (typeof res.id === 'string') this.stats.resources.push(`${type}/${res.id}`);
-    for (const p of patientsOf(res)) this.stats.patients.add(p);
+    for (const p of patients) this.stats.patients.add(p);
     noteElements(this.stats, type, released);
     return { kind: 'ok', resource: released, plan };
   }
