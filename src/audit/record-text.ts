@@ -36,6 +36,7 @@ const TOP = [
   'details',
   'disclosed',
   'durations',
+  'grant',
   'id',
   'kind',
   'policyVersion',
@@ -217,7 +218,7 @@ export function splitKnownRecord(record: AuditRecord): RecordSplit | undefined {
     `,"client":{"address":${str(client.address)}${optStr(',"userAgent":', client.userAgent)}}${generic(',"consent":', 'consent', r.consent)}` +
     `,"decision":${str(r.decision)}${generic(',"details":', 'details', r.details)}` +
     `,"disclosed":{${el}"elementsRemoved":${num(d.elementsRemoved)},"patients":${strArray(d.patients)},"resources":${strArray(d.resources)},"resourcesWithheld":${num(d.resourcesWithheld)}}` +
-    `,"durations":{"totalMs":${num(t.totalMs)}${optNum(',"upstreamMs":', t.upstreamMs)}}` +
+    `,"durations":{"totalMs":${num(t.totalMs)}${optNum(',"upstreamMs":', t.upstreamMs)}}${generic(',"grant":', 'grant', r.grant)}` +
     `,"id":${str(r.id)},"kind":${str(r.kind)},"policyVersion":${str(r.policyVersion)}${optStr(',"purpose":', r.purpose)}${relationshipMember(r.relationship)}` +
     `,"request":{${interaction}"method":${str(q.method)},"path":${str(q.path)}${optStr(',"resourceType":', q.resourceType)}}` +
     `${optStr(',"role":', r.role)},"rule":${str(r.rule)},"status":${num(r.status)},"time":${str(r.time)}${optNum(',"upstreamStatus":', r.upstreamStatus)}}`;

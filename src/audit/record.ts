@@ -19,6 +19,10 @@ export interface AuditRecord {
     | 'break-glass-end'
     | 'alert'
     | 'anomaly'
+    /** Elevated access on request (src/access): a request, decision, revocation or listing; `details.action` says which. */
+    | 'access-request'
+    /** An approved access grant reached its expiry (written once, by whichever replica's sweep saw it first). */
+    | 'access-grant-expired'
     /** Shadow mode: a candidate policy would have treated this request differently (src/monitor/shadow.ts). */
     | 'shadow-diff'
     /** Written by the sink itself as a writer's last record on a clean close (src/audit/chain.ts). */
@@ -45,6 +49,8 @@ export interface AuditRecord {
   /** What patients' consent directives did to the answer (src/consent); absent when they did nothing. */
   readonly consent?: ConsentEvidence | undefined;
   readonly breakGlass?: { readonly session: string; readonly reason: string } | undefined;
+  /** The approved access grant the request used (X-Access-Grant), src/access. Sorted keys. */
+  readonly grant?: GrantEvidence | undefined;
   readonly client: { readonly address: string; readonly userAgent?: string | undefined };
   readonly request: {
     readonly method: string;
@@ -76,6 +82,18 @@ export interface AuditRecord {
   readonly policyVersion: string;
   /** Free-form, kind-specific details (export filters, review outcome...). No PHI. */
   readonly details?: Readonly<Record<string, unknown>> | undefined;
+}
+
+/** The access grant behind a request (sorted keys: the record is canonical JSON). */
+export interface GrantEvidence {
+  /** The approver's sub. */
+  readonly approvedBy: string;
+  readonly dataSet: string;
+  readonly id: string;
+  /** Resources of the granted types withheld because they fall outside the grant's encounters or period. */
+  readonly outOfScope?: number | undefined;
+  /** The granted patient the request was about. */
+  readonly patient: string;
 }
 
 /**

@@ -42,6 +42,8 @@ const ALERT_MESSAGES: Record<AlertPayload['type'], string> = {
   'break-glass-start': 'BREAK-GLASS session opened',
   'break-glass-limit': 'BREAK-GLASS daily session limit exceeded',
   anomaly: 'ANOMALY rule fired',
+  'access-request': 'ACCESS REQUEST awaiting approval',
+  'grant-misuse': 'ACCESS GRANT used outside its scope',
 };
 
 function describeError(e: unknown): string {

@@ -15,7 +15,7 @@ export type AlertTarget = 'webhook' | 'redis';
 /** What the privacy office receives. Ids and the attested reason; no clinical content. */
 export interface AlertPayload {
   /** `anomaly`: an anomaly rule fired (src/monitor); `patient` is '' when it concerns no single patient. */
-  readonly type: 'break-glass-start' | 'break-glass-limit' | 'anomaly';
+  readonly type: 'break-glass-start' | 'break-glass-limit' | 'anomaly' | 'access-request' | 'grant-misuse';
   readonly alertId: string;
   /** ISO 8601, when the event happened. */
   readonly time: string;
@@ -31,6 +31,11 @@ export interface AlertPayload {
   readonly sessionsInLast24h?: number | undefined;
   /** anomaly: which rule fired and why (counts and ids only, never names). */
   readonly anomaly?: Readonly<Record<string, unknown>> | undefined;
+  /**
+   * access-request: a request was made (id, data set, purpose, patients count, minutes, decide URL);
+   * grant-misuse: a grant was used outside its scope or by someone else (id, why). Ids and codes only.
+   */
+  readonly access?: Readonly<Record<string, unknown>> | undefined;
 }
 
 export interface OutboxItem {

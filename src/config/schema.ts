@@ -370,6 +370,34 @@ export const policySchema = {
         maxSessionsPerDay: { type: 'integer', minimum: 1, maximum: 1000 },
       },
     },
+    accessRequests: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['dataSets'],
+      properties: {
+        maxMinutes: { type: 'integer', minimum: 1, maximum: 43200 },
+        minJustificationLength: { type: 'integer', minimum: 1, maximum: 1000 },
+        reasons: { type: 'array', uniqueItems: true, minItems: 1, items: code },
+        maxPatients: { type: 'integer', minimum: 1, maximum: 1000 },
+        maxPending: { type: 'integer', minimum: 1, maximum: 1000 },
+        dataSets: {
+          type: 'object',
+          propertyNames: name,
+          minProperties: 1,
+          additionalProperties: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['requesters', 'purposes', 'approvers'],
+            properties: {
+              requesters: { type: 'array', uniqueItems: true, minItems: 1, items: name },
+              purposes: { type: 'array', uniqueItems: true, minItems: 1, items: code },
+              approvers: { type: 'array', uniqueItems: true, minItems: 1, items: name },
+              maxMinutes: { type: 'integer', minimum: 1, maximum: 43200 },
+            },
+          },
+        },
+      },
+    },
     anomalies: {
       type: 'object',
       additionalProperties: false,

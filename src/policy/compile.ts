@@ -26,6 +26,7 @@ import { selfGrantingTypes } from './relationship.js';
 import type { DeidProfile, LabelDeclaration, PolicyFile, PolicyInteraction, RuleSpec, TransformName } from './model.js';
 import type {
   AccessPlan,
+  CompiledAccessRequests,
   CompiledBreakGlass,
   CompiledPolicy,
   CompiledRelationships,
@@ -34,6 +35,7 @@ import type {
   RelationshipKind,
   RelationshipRequirement,
   RelationshipSource,
+  RequestableDataSet,
   ResourcePlan,
 } from './plan.js';
 
@@ -200,6 +202,8 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
     }
   }
 
+  const accessRequests = compileAccessRequests(raw, dataSets, roles, purposes, problem);
+
   if (problems.length > 0) return { ok: false, policy: undefined, problems };
   return {
     ok: true,
@@ -211,6 +215,7 @@ export function compilePolicy(raw: PolicyFile, source: string | Uint8Array, comp
       breakGlass,
       ...(relationships === undefined ? {} : { relationships }),
       ...(consent === undefined ? {} : { consent }),
+      ...(accessRequests === undefined ? {} : { accessRequests }),
       restrictedZip3: new Set(restrictedZip3 ?? []),
     }),
   };
@@ -499,6 +504,92 @@ function nearestGrant(
     if (Object.hasOwn(granted, c)) return c;
   }
   return undefined;
+}
+
+/** Interactions a requestable data set may grant: a grant widens what its holder reads, never what it writes. */
+const GRANTABLE: ReadonlySet<string> = new Set(['read', 'search', 'history']);
+
+/**
+ * The `accessRequests` section: each requestable data set exists, reads only, does not
+ * de-identify, and is asked for by roles that hold each of its purposes with a data set that does
+ * not de-identify either (a grant widens the requester's own view of named patients) and that are
+ * not limited to a patient compartment; its approvers are roles of the policy.
+ */
+function compileAccessRequests(
+  raw: PolicyFile,
+  dataSets: ReadonlyMap<string, ReadonlyMap<string, ResourcePlan>>,
+  roles: ReadonlyMap<string, CompiledRole>,
+  purposes: ReadonlyMap<string, PurposeInfo>,
+  problem: Report,
+): CompiledAccessRequests | undefined {
+  const spec = raw.accessRequests;
+  if (!isObject(spec)) return undefined;
+  const maxMs = (spec.maxMinutes ?? 1440) * 60_000;
+  const out = new Map<string, RequestableDataSet>();
+  for (const [name, r] of entries(spec.dataSets)) {
+    if (!isObject(r)) continue;
+    const base = `accessRequests.dataSets.${name}`;
+    const types = dataSets.get(name);
+    if (types === undefined) {
+      problem(base, `unknown data set '${name}'${didYouMean(name, dataSets.keys())}`, 'key');
+      continue;
+    }
+    const ds = raw.dataSets?.[name];
+    if (isObject(ds) && ds.deidentify !== undefined) problem(base, 'a requestable data set cannot de-identify (a grant widens an identified view)', 'key');
+    for (const [type, plan] of types) {
+      const writes = [...plan.interactions].filter((i) => !GRANTABLE.has(i));
+      if (writes.length > 0) problem(base, `a requestable data set grants reads only: ${type} grants ${writes.join(', ')} (${plan.rule})`, 'key');
+    }
+    const requesters = strings(r.requesters) ? r.requesters : [];
+    const listed = strings(r.purposes) ? r.purposes : [];
+    listed.forEach((p, i) => {
+      if (!purposes.has(p)) problem(`${base}.purposes[${i}]`, `unknown purpose '${p}'${didYouMean(p, purposes.keys())}`);
+      else if (p === BREAK_GLASS_PURPOSE) problem(`${base}.purposes[${i}]`, 'BTG cannot be requested: break-glass has its own section');
+    });
+    requesters.forEach((roleName, i) => {
+      const role = roles.get(roleName);
+      if (role === undefined) {
+        problem(`${base}.requesters[${i}]`, `unknown role '${roleName}'${didYouMean(roleName, roles.keys())}`);
+        return;
+      }
+      for (const p of listed) {
+        const plan = role.plans.get(p);
+        if (plan === undefined) {
+          if (purposes.has(p)) problem(`${base}.requesters[${i}]`, `role ${roleName} does not hold purpose ${p}: a grant widens the requester's own data set for that purpose`);
+          continue;
+        }
+        if (plan.compartment !== undefined) problem(`${base}.requesters[${i}]`, `role ${roleName} is limited to a patient compartment and cannot be granted more`);
+        const own = raw.dataSets?.[plan.dataSet];
+        if (isObject(own) && own.deidentify !== undefined) problem(`${base}.requesters[${i}]`, `role ${roleName} sees de-identified data for ${p}: a grant cannot mix identified data into it`);
+      }
+    });
+    const approvers = strings(r.approvers) ? r.approvers : [];
+    approvers.forEach((roleName, i) => {
+      if (!roles.has(roleName)) problem(`${base}.approvers[${i}]`, `unknown role '${roleName}'${didYouMean(roleName, roles.keys())}`);
+    });
+    const own = (r.maxMinutes ?? spec.maxMinutes ?? 1440) * 60_000;
+    if (own > maxMs) problem(`${base}.maxMinutes`, `longer than accessRequests.maxMinutes (${maxMs / 60_000})`);
+    out.set(
+      name,
+      Object.freeze({
+        name,
+        requesters: new Set(requesters),
+        purposes: new Set(listed),
+        approvers: new Set(approvers),
+        maxMs: Math.min(own, maxMs),
+        types,
+        rule: base,
+      }),
+    );
+  }
+  return Object.freeze({
+    maxMs,
+    minJustificationLength: spec.minJustificationLength ?? 20,
+    reasons: spec.reasons ? Object.freeze([...spec.reasons]) : undefined,
+    maxPatients: spec.maxPatients ?? 20,
+    maxPending: spec.maxPending ?? 5,
+    dataSets: out,
+  });
 }
 
 function compileDataSet(

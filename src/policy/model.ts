@@ -25,6 +25,39 @@ export interface PolicyFile {
   readonly consent?: ConsentSpec;
   /** Live anomaly rules (src/monitor): alerted and audited; they refuse requests only with `block: true`. */
   readonly anomalies?: AnomaliesSpec;
+  /** Elevated access on request (src/access): data sets a role may ask for, with someone else's approval. */
+  readonly accessRequests?: AccessRequestsSpec;
+}
+
+/**
+ * Planned exceptions to a role's data set: a requester asks for a requestable data set for named
+ * patients, a purpose, a period and a time, with a justification; a role listed as approver (never
+ * the requester) approves, denies or approves narrower; the grant expires on its own.
+ */
+export interface AccessRequestsSpec {
+  /** Longest grant any data set may give, minutes (default 1440). */
+  readonly maxMinutes?: number;
+  /** Justification: validated like a break-glass reason (default 20 code points). */
+  readonly minJustificationLength?: number;
+  /** Optional coded justifications; when set, a justification must start with one (`CODE: text`). */
+  readonly reasons?: readonly string[];
+  /** Patients one request may name (default 20). */
+  readonly maxPatients?: number;
+  /** Undecided requests a requester may hold at once (default 5). */
+  readonly maxPending?: number;
+  /** Data set name -> who may ask for it, for which purposes, and who approves. */
+  readonly dataSets: Readonly<Record<string, RequestableSpec>>;
+}
+
+export interface RequestableSpec {
+  /** Roles that may request it. */
+  readonly requesters: readonly string[];
+  /** Purposes it may be requested for (exactly these; each held by every requester role). */
+  readonly purposes: readonly string[];
+  /** Roles that may approve, deny or revoke it. */
+  readonly approvers: readonly string[];
+  /** Longest grant of this data set, minutes (default and ceiling: accessRequests.maxMinutes). */
+  readonly maxMinutes?: number;
 }
 
 export interface PurposeSpec {

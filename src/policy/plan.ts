@@ -119,6 +119,32 @@ export interface CompiledBreakGlass {
   readonly plan: AccessPlan;
 }
 
+/** The `accessRequests` section, compiled (src/access). */
+export interface CompiledAccessRequests {
+  /** Longest grant any data set gives. */
+  readonly maxMs: number;
+  readonly minJustificationLength: number;
+  readonly reasons: readonly string[] | undefined;
+  readonly maxPatients: number;
+  readonly maxPending: number;
+  readonly dataSets: ReadonlyMap<string, RequestableDataSet>;
+}
+
+/** One data set a role may ask for. */
+export interface RequestableDataSet {
+  readonly name: string;
+  readonly requesters: ReadonlySet<string>;
+  /** Purposes it may be requested for: a grant is used for exactly the purpose it was asked for. */
+  readonly purposes: ReadonlySet<string>;
+  readonly approvers: ReadonlySet<string>;
+  /** Longest grant of this data set (at most CompiledAccessRequests.maxMs). */
+  readonly maxMs: number;
+  /** The data set's types, compiled (read, search and history only: check-config refuses writes). */
+  readonly types: ReadonlyMap<string, ResourcePlan>;
+  /** e.g. `accessRequests.dataSets.claim-attachment` (audit, explain). */
+  readonly rule: string;
+}
+
 export interface CompiledPolicy {
   /** sha256 (hex, first 16 chars) of the policy file bytes: recorded in every audit record. */
   readonly version: string;
@@ -129,6 +155,8 @@ export interface CompiledPolicy {
   readonly relationships?: CompiledRelationships | undefined;
   /** The `consent` section: patients' consent directives enforced on every answer, when the policy has one. */
   readonly consent?: CompiledConsent | undefined;
+  /** The `accessRequests` section: data sets a role may ask for, approved by another role. */
+  readonly accessRequests?: CompiledAccessRequests | undefined;
   /** safeHarbor.restrictedZip3 (for RedactContext). Always set by compilePolicy. */
   readonly restrictedZip3?: ReadonlySet<string>;
 }

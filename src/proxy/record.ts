@@ -2,7 +2,8 @@
  * The per-request state the pipeline accumulates, and the audit record built from it. One
  * Exchange per request; `toAuditRecord` is the only place the record's shape is assembled.
  */
-import type { AuditRecord, ConsentEvidence, RelationshipEvidence } from '../audit/record.js';
+import type { GrantUse } from '../access/types.js';
+import type { AuditRecord, ConsentEvidence, GrantEvidence, RelationshipEvidence } from '../audit/record.js';
 import type { Principal } from '../auth/principal.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { FilterStats } from '../redact/types.js';
@@ -26,6 +27,8 @@ export interface Exchange {
   request?: ClassifiedRequest;
   rule?: string;
   breakGlass?: { session: string; reason: string; patient: string };
+  /** The access grant the request used (X-Access-Grant), src/access. */
+  grant?: GrantUse;
   /** The caller's care relationships as they applied to this request (src/relationships). */
   relationship?: RelationshipEvidence;
   /** What patients' consents did to the answer (src/consent), when they did something. */
@@ -65,6 +68,7 @@ export function toAuditRecord(ex: Exchange, outcome: { status: number; decision:
       resourcesWithheld: stats?.resourcesWithheld ?? 0,
     },
     durations: { totalMs: elapsedMs(ex.started), upstreamMs: ex.upstreamMs },
+    grant: grantEvidence(ex.grant, stats?.grantOutOfScope),
     id: ex.id,
     kind: ex.kind ?? 'fhir',
     policyVersion: ex.policyVersion,
@@ -82,6 +86,11 @@ export function toAuditRecord(ex: Exchange, outcome: { status: number; decision:
     time: ex.time.toISOString(),
     upstreamStatus: ex.upstreamStatus,
   };
+}
+
+function grantEvidence(g: GrantUse | undefined, outOfScope: number | undefined): GrantEvidence | undefined {
+  if (g === undefined) return undefined;
+  return { approvedBy: g.approvedBy, dataSet: g.dataSet, id: g.id, outOfScope: outOfScope || undefined, patient: g.patient };
 }
 
 /** Per type, sorted element names; sorted types too, so equal disclosures give equal record text. */

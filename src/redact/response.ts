@@ -276,6 +276,7 @@ export class Filter {
     const plan = this.ctx.planFor(c.resourceType);
     // No plan for that type: the caller may not see it, even inside another resource.
     if (plan === undefined) return REMOVE;
+    if (this.outsideGrant(c)) return REMOVE;
     // A patient's consent reaches what is contained in their records (a consent denying Conditions
     // denies the Condition contained in a report); contained resources carry no labels (dom-5).
     const consent = this.ctx.consent;
@@ -334,10 +335,20 @@ export class Filter {
     return named.length > 0 && named.every((p) => related.has(p)) && namesNoOtherPatient(res, (p) => related.has(p));
   }
 
+  /** A resource of an access grant's types outside its encounters or period (counted for the audit). */
+  private outsideGrant(res: Obj): boolean {
+    const g = this.ctx.grantScope;
+    if (g === undefined || !g.types.has(res.resourceType as string) || !g.outOfScope(res)) return false;
+    this.stats.grantOutOfScope = (this.stats.grantOutOfScope ?? 0) + 1;
+    return true;
+  }
+
   /** Why the caller may not see `res` at all, or undefined when it may (after redaction). */
   withheldReason(res: Obj): WithheldReason | undefined {
     const plan = this.ctx.planFor(res.resourceType as string);
     if (plan === undefined) return 'type';
+    // Outside the grant that made its type visible: as if the type were not granted.
+    if (this.outsideGrant(res)) return 'type';
     const meta = res.meta;
     if (meta !== undefined && !isObj(meta)) return 'label';
     const security = meta?.security;

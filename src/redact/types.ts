@@ -65,6 +65,11 @@ export interface ResponseContext extends RedactContext {
    * patients of a body must be loaded (`consent.load`) before it is filtered.
    */
   readonly consent?: ConsentJudge | undefined;
+  /**
+   * An access grant in use (src/access): resources of its types outside its encounters or period
+   * are withheld with reason `type` (as if the type were not granted), counted in `grantOutOfScope`.
+   */
+  readonly grantScope?: { readonly types: ReadonlySet<string>; outOfScope(resource: Readonly<Record<string, unknown>>): boolean } | undefined;
 }
 
 export interface FilterStats {
@@ -81,6 +86,8 @@ export interface FilterStats {
   unrelated?: Set<string>;
   /** What consents did (the audit record's `consent`); absent until one did something. */
   consent?: ConsentStats;
+  /** Resources of a grant's types withheld for falling outside its encounters or period (ResponseContext.grantScope). */
+  grantOutOfScope?: number;
   /**
    * Top-level element names released, per resource type (contained resources under their own
    * type): the keys of each released resource that its type defines (`_x` counted as `x`, choice
