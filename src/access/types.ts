@@ -169,6 +169,11 @@ export interface CallContext {
   /** `METHOD path` recorded as the audit record's request (HTTP: the route; CLI: `CLI access <verb>`). */
   readonly method: string;
   readonly path: string;
+  /**
+   * The declared X-Purpose-Of-Use of a decide, revoke, get or list call (parsed by the route or
+   * the CLI), recorded in its audit record. `request()` takes the purpose as an argument instead.
+   */
+  readonly purpose?: string | undefined;
 }
 
 /** A new request as the requester sends it (validated by the service: anything else is `access-request-invalid`). */
@@ -225,4 +230,9 @@ export interface AccessService extends AccessGate {
   /** The decide link for a request, from publicBaseUrl minus `/fhir`. */
   requestUrl(id: string): string;
   close(): Promise<void>;
+}
+
+export function isAccessService(g: AccessGate | undefined): g is AccessService {
+  const s = g as Partial<AccessService> | undefined;
+  return typeof s?.use === 'function' && typeof s.request === 'function' && typeof s.decide === 'function' && typeof s.list === 'function';
 }

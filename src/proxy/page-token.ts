@@ -40,6 +40,8 @@ export interface PageBinding {
   /** The caller's FHIR user: a search narrowed to its care relationships continues for it alone. */
   readonly fhirUser?: string | undefined;
   readonly policyVersion: string;
+  /** The access grant (X-Access-Grant) the search was made under: its pages continue under it alone. */
+  readonly grant?: string | undefined;
 }
 
 interface Sealed extends PageState {
@@ -56,7 +58,7 @@ const TAG_BYTES = 16;
 function bindingDigest(b: PageBinding): string {
   const roles = [...new Set(b.roles)].sort();
   return createHash('sha256')
-    .update(JSON.stringify([b.iss, b.sub, roles, b.purpose, b.patient ?? null, b.policyVersion, b.fhirUser ?? null]))
+    .update(JSON.stringify([b.iss, b.sub, roles, b.purpose, b.patient ?? null, b.policyVersion, b.fhirUser ?? null, ...(b.grant === undefined ? [] : [b.grant])]))
     .digest('base64url');
 }
 

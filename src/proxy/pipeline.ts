@@ -19,7 +19,7 @@ import type { ConsentAccess, ConsentJudge } from '../consent/types.js';
 import { ERRORS, type ErrorCode, GatewayError, isGatewayError, operationOutcome } from '../errors.js';
 import { deidentifyOf, type PseudonymContext } from '../policy/deid-request.js';
 import { withMetaElements } from '../policy/narrow.js';
-import type { AccessPlan, CompiledPolicy, CompiledRelationships, RelationshipRequirement } from '../policy/plan.js';
+import type { AccessPlan, CompiledPolicy, CompiledRelationships, RelationshipRequirement, RequestableDataSet } from '../policy/plan.js';
 import { judgeRelationship, patientsNamed } from '../policy/relationship.js';
 import type { ClassifiedRequest } from '../policy/request.js';
 import type { FilterResult, RedactContext, ResponseContext } from '../redact/types.js';
@@ -28,6 +28,8 @@ import { readsAsParsed } from './strict-json.js';
 import { type Exchange, elapsedMs, toAuditRecord } from './record.js';
 
 export type { Exchange } from './record.js';
+import { elevatePlan, grantScopeOf } from '../access/scope.js';
+import type { AccessGate, GrantUse } from '../access/types.js';
 import { BufferBudget, type BufferLease, decodeUpstreamBody } from './upstream-body.js';
 import { dispatchUpstream, type UpstreamAnswer, UpstreamScope } from './upstream-dispatch.js';
 import { buildUpstreamCall, type UpstreamCall } from './upstream-request.js';
@@ -51,6 +53,11 @@ export interface PipelineDeps {
   readonly logger: Logger;
   readonly steps: PipelineSteps;
   readonly breakGlass?: BreakGlassGate | undefined;
+  /**
+   * Elevated access on request (src/access): checks the grant a request names in X-Access-Grant.
+   * Absent: a request naming one is refused (503 grant-unavailable).
+   */
+  readonly access?: AccessGate | undefined;
   /**
    * Runs after the decision allowed a request, before it is forwarded (anomaly rules that are
    * configured to block, rate limits). Throwing a GatewayError refuses the request (audited).
@@ -509,12 +516,14 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       const purpose = deps.steps.parsePurpose(declaredPurpose(request.headers['x-purpose-of-use'], ex.principal), rt.policy);
       if (!purpose.ok) throw new GatewayError(purpose.code);
       ex.purpose = purpose.code;
+      const grantHeader = request.headers['x-access-grant'];
       const cursor = cursorOf(url);
       if (cursor !== undefined) {
         // A gateway continuation: the search it continues is re-classified and re-decided for this
-        // caller, and the token must have been issued to exactly this caller, purpose and policy.
+        // caller, and the token must have been issued to exactly this caller, purpose and policy
+        // (and grant: a search made under a grant continues under that grant alone, re-checked below).
         if (request.method !== 'GET' && request.method !== 'HEAD') throw new GatewayError('method-not-allowed', 'paging link with a body method');
-        page = tokens.open(cursor.token, bindingOf(ex.principal, ex.purpose, rt.policy.version));
+        page = tokens.open(cursor.token, bindingOf(ex.principal, ex.purpose, rt.policy.version, grantKey(grantHeader)));
         if (cursor.count !== undefined && cursor.count !== String(page.n)) throw new GatewayError('paging-token-invalid', '_count differs from the page size of the link');
       }
       decided = deps.steps.classify({
@@ -527,10 +536,26 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       ex.request = decided;
       const requestedRole = request.headers['x-role'];
       if (Array.isArray(requestedRole)) throw new GatewayError('role-not-held', 'repeated X-Role');
-      const d = deps.steps.decide({ policy: rt.policy, principal: ex.principal, purpose: ex.purpose, requestedRole, request: decided, pseudonyms: pseudonymsOf(rt) });
+      let policy = rt.policy;
+      let granted: RequestableDataSet | undefined;
+      if (grantHeader !== undefined) {
+        // An access grant (src/access): checked on every request (revocation and expiry act at
+        // once), then the caller's own plan for its purpose widened by exactly what it names.
+        if (ex.purpose === 'BTG') throw new GatewayError('grant-out-of-scope', 'break-glass does not use access grants');
+        if (deps.access === undefined) throw new GatewayError('grant-unavailable', 'no access-request service configured');
+        ex.grant = await deps.access.use({ principal: ex.principal, purpose: ex.purpose, request: decided, header: grantHeader, requestId: ex.id });
+        granted = rt.policy.accessRequests?.dataSets.get(ex.grant.dataSet);
+        if (granted === undefined) throw new GatewayError('grant-inactive', 'data set no longer requestable');
+        policy = elevatedPolicy(rt.policy, ex.principal, ex.purpose, granted, ex.grant);
+      }
+      const d = deps.steps.decide({ policy, principal: ex.principal, purpose: ex.purpose, requestedRole, request: decided, pseudonyms: pseudonymsOf(rt) });
       ex.rule = d.rule;
       if (!d.allow) throw new GatewayError(d.code);
       plan = d.plan;
+      if (ex.grant !== undefined && granted !== undefined) {
+        const scope = grantScopeOf(granted, ex.grant.scope);
+        if (scope !== undefined) grantScopes.set(plan, scope);
+      }
       ex.role = plan.role;
       // The decision may narrow what is sent (a patient context's compartment, includes the role can
       // see); ex.request keeps the client's request for the audit and for paging continuations.
@@ -562,7 +587,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       // with the context its answer will be filtered with (src/proxy/stored-guard.ts).
       const eligible = announces(ex, rt);
       consentFor(ex, rt, plan, scopes.get(reply)?.signal);
-      const filter = responseContext(rt, plan, eligible, ex.breakGlass?.patient ?? ex.principal.patient, relatedSet(ex), consentJudges.get(ex));
+      const filter = responseContext(rt, plan, eligible, compartmentOf(ex), relatedSet(ex), consentJudges.get(ex));
       ({ req: decided, ifMatch } = await guardStored({
         ex,
         req: decided,
@@ -634,9 +659,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     // Answered, but the client has gone meanwhile: nothing to filter for anyone.
     const gone = scopes.get(reply)?.reason;
     if (gone?.code === 'client-closed') return fail(ex, reply, gone, 'error');
-    const principal = ex.principal!;
     const eligible = announces(ex, rt);
-    const compartment = ex.breakGlass?.patient ?? principal.patient;
+    const compartment = compartmentOf(ex);
     try {
       if (start !== undefined && answer.statusCode === 200) await respondPaged(ex, reply, rt, plan, req, call, answer, eligible, compartment, start, page !== undefined);
       else if (start !== undefined && page !== undefined && (answer.statusCode === 404 || answer.statusCode === 410)) {
@@ -665,8 +689,12 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       ...(related === undefined ? {} : { relatedPatients: related }),
       deidentify: deidentifyOf(plan),
       ...(consent === undefined ? {} : { consent }),
+      ...(grantScopes.has(plan) ? { grantScope: grantScopes.get(plan) } : {}),
     };
   }
+
+  /** Per request using an access grant that names encounters or a period: the limit on its types' resources. */
+  const grantScopes = new WeakMap<AccessPlan, NonNullable<ResponseContext['grantScope']>>();
 
   /** Per request where patients' consents apply: the judge its answers are filtered with. */
   const consentJudges = new WeakMap<Exchange, ConsentJudge>();
@@ -818,6 +846,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     ex.stats = filter.stats;
     const headers: Headers = {};
     if (ex.breakGlass) headers['x-break-glass-session'] = ex.breakGlass.session;
+    if (ex.grant) headers['x-access-grant'] = ex.grant.id;
     return finish(ex, reply, { status: 200, body, headers, decision: 'allow', rule: ex.rule ?? '' });
   }
 
@@ -873,7 +902,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     if (collected.next !== undefined) {
       const token = tokens.seal(
         { q: start.q, u: collected.next.at, i: collected.next.index, r: collected.next.released, n: start.count, f: start.f ?? Buffer.byteLength(start.at, 'utf8') },
-        bindingOf(ex.principal!, ex.purpose!, rt.policy.version),
+        bindingOf(ex.principal!, ex.purpose!, rt.policy.version, ex.grant?.id),
       );
       link.push({ relation: 'next', url: `${publicBase}${start.q.split('?', 1)[0]}?_cursor=${token}&_count=${start.count}` });
     }
@@ -933,6 +962,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
     const status = up.statusCode;
     const headers: Headers = {};
     if (ex.breakGlass) headers['x-break-glass-session'] = ex.breakGlass.session;
+    if (ex.grant) headers['x-access-grant'] = ex.grant.id;
 
     if (status === 404 || status === 410) throw new GatewayError('not-found', `upstream ${status}`);
     if (status >= 500) throw new GatewayError('upstream-error', `upstream ${status}`);
@@ -1293,8 +1323,39 @@ function atUpstream(call: UpstreamCall, at: string): UpstreamCall {
   return { ...call, method: 'GET', body: undefined, headers, path: q < 0 ? at : at.slice(0, q), query: q < 0 ? '' : at.slice(q + 1) };
 }
 
-function bindingOf(p: Principal, purpose: string, policyVersion: string): PageBinding {
-  return { iss: p.iss, sub: p.sub, roles: p.roles, purpose, patient: p.patient, policyVersion, fhirUser: p.fhirUser };
+function bindingOf(p: Principal, purpose: string, policyVersion: string, grant: string | undefined): PageBinding {
+  return { iss: p.iss, sub: p.sub, roles: p.roles, purpose, patient: p.patient, policyVersion, fhirUser: p.fhirUser, grant };
+}
+
+/** The X-Access-Grant a continuation is opened with (repeated headers: a value no token was bound to). */
+function grantKey(header: string | string[] | undefined): string | undefined {
+  return header === undefined ? undefined : Array.isArray(header) ? header.join(',') : header;
+}
+
+/**
+ * The patient a request's answer is limited to: the patient an access grant or break-glass session
+ * was used for, else the token's patient context.
+ */
+function compartmentOf(ex: Exchange): string | undefined {
+  return ex.grant?.patient ?? ex.breakGlass?.patient ?? ex.principal?.patient;
+}
+
+/**
+ * The policy as decide() sees it for a request using an access grant: each of the caller's roles
+ * that may request the data set has its plan for the grant's purpose widened (src/access/scope.ts);
+ * everything else is the policy in force.
+ */
+function elevatedPolicy(policy: CompiledPolicy, principal: Principal, purpose: string, ds: RequestableDataSet, grant: GrantUse): CompiledPolicy {
+  const roles = new Map(policy.roles);
+  for (const name of principal.roles) {
+    const role = policy.roles.get(name);
+    const base = role?.plans.get(purpose);
+    if (role === undefined || base === undefined || !ds.requesters.has(name) || !ds.purposes.has(purpose)) continue;
+    const plans = new Map(role.plans);
+    plans.set(purpose, elevatePlan(base, ds, grant.scope, grant.id));
+    roles.set(name, { ...role, plans });
+  }
+  return { ...policy, roles };
 }
 
 /**

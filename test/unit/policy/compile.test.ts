@@ -175,3 +175,58 @@ describe('compilePolicy problems', () => {
     expect(r.policy).toBeUndefined();
   });
 });
+
+describe('compilePolicy: accessRequests', () => {
+  const fake: ElementCompiler = { compileElementPlan: () => ({ keepsAll: true, describe: () => [] }) };
+  const base: PolicyFile = {
+    version: 1,
+    purposes: { TREAT: { display: 't' }, HPAYMT: { display: 'p' }, BTG: { display: 'b', parent: 'TREAT' } },
+    dataSets: {
+      own: { rules: [{ types: ['Claim'] }] },
+      more: { rules: [{ types: ['DocumentReference'], interactions: ['read', 'search'] }] },
+      writes: { rules: [{ types: ['DocumentReference'], interactions: ['read', 'create'] }] },
+      deid: { deidentify: 'limited-data-set', rules: [{ types: ['Patient'] }] },
+    },
+    roles: { clerk: { purposes: { HPAYMT: 'own' } }, officer: { purposes: { TREAT: 'own' } }, self: { purposes: { HPAYMT: 'own' }, compartment: 'patient' } },
+    accessRequests: { dataSets: { more: { requesters: ['clerk'], purposes: ['HPAYMT'], approvers: ['officer'] } } },
+  } as PolicyFile;
+  const problems = (raw: PolicyFile) => {
+    const r = compilePolicy(raw, 'x', fake);
+    return r.ok ? [] : r.problems.map((p) => `${p.path}: ${p.message}`);
+  };
+  const withSet = (over: Record<string, unknown>, extra: Partial<PolicyFile> = {}) =>
+    ({ ...base, ...extra, accessRequests: { ...(extra.accessRequests ?? {}), dataSets: { more: { requesters: ['clerk'], purposes: ['HPAYMT'], approvers: ['officer'], ...over } } } }) as PolicyFile;
+
+  it('a valid section compiles with its defaults', () => {
+    const r = compilePolicy(base, 'x', fake);
+    expect(r.ok).toBe(true);
+    const ar = r.ok ? r.policy.accessRequests! : undefined;
+    expect(ar).toMatchObject({ maxMs: 1440 * 60_000, minJustificationLength: 20, maxPatients: 20, maxPending: 5 });
+    expect([...ar!.dataSets.get('more')!.types.keys()]).toEqual(['DocumentReference']);
+    expect(ar!.dataSets.get('more')!.rule).toBe('accessRequests.dataSets.more');
+  });
+
+  it.each([
+    ['an unknown data set', { ...base, accessRequests: { dataSets: { nope: { requesters: ['clerk'], purposes: ['HPAYMT'], approvers: ['officer'] } } } } as PolicyFile, "accessRequests.dataSets.nope: unknown data set 'nope'"],
+    ['a data set that writes', { ...base, accessRequests: { dataSets: { writes: { requesters: ['clerk'], purposes: ['HPAYMT'], approvers: ['officer'] } } } } as PolicyFile, 'accessRequests.dataSets.writes: a requestable data set grants reads only: DocumentReference grants create'],
+    ['a de-identifying data set', { ...base, accessRequests: { dataSets: { deid: { requesters: ['clerk'], purposes: ['HPAYMT'], approvers: ['officer'] } } } } as PolicyFile, 'accessRequests.dataSets.deid: a requestable data set cannot de-identify'],
+    ['BTG', withSet({ purposes: ['BTG'] }), 'accessRequests.dataSets.more.purposes[0]: BTG cannot be requested'],
+    ['an unknown purpose', withSet({ purposes: ['HPAYMNT'] }), "accessRequests.dataSets.more.purposes[0]: unknown purpose 'HPAYMNT'"],
+    ['a requester without the purpose', withSet({ requesters: ['officer'] }), 'accessRequests.dataSets.more.requesters[0]: role officer does not hold purpose HPAYMT'],
+    ['a patient-compartment requester', withSet({ requesters: ['self'] }), 'accessRequests.dataSets.more.requesters[0]: role self is limited to a patient compartment'],
+    ['an unknown approver', withSet({ approvers: ['boss'] }), "accessRequests.dataSets.more.approvers[0]: unknown role 'boss'"],
+    ['a data set longer than the section', withSet({ maxMinutes: 120 }, { accessRequests: { maxMinutes: 60, dataSets: {} } }), 'accessRequests.dataSets.more.maxMinutes: longer than accessRequests.maxMinutes (60)'],
+  ] as Array<[string, PolicyFile, string]>)('refuses %s', (_name, raw, expected) => {
+    expect(problems(raw).some((p) => p.startsWith(expected)), problems(raw).join('\n')).toBe(true);
+  });
+
+  it('the shipped policy names its requestable data sets with their approvers', () => {
+    const ar = policy.accessRequests!;
+    expect([...ar.dataSets.keys()].sort()).toEqual(['claim-attachment', 'compliance-chart']);
+    for (const ds of ar.dataSets.values()) {
+      expect(ds.approvers.size).toBeGreaterThan(0);
+      // Nobody approves a data set they may request: separation of duties by policy as well.
+      for (const r of ds.requesters) expect(ds.approvers.has(r), `${ds.name} ${r}`).toBe(false);
+    }
+  });
+});
