@@ -542,6 +542,8 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
         // An access grant (src/access): checked on every request (revocation and expiry act at
         // once), then the caller's own plan for its purpose widened by exactly what it names.
         if (ex.purpose === 'BTG') throw new GatewayError('grant-out-of-scope', 'break-glass does not use access grants');
+        // The grant asked for, in the record whether or not it is honoured (a well-formed id only).
+        if (typeof grantHeader === 'string' && GRANT_ID.test(grantHeader)) ex.details = { ...ex.details, accessGrant: grantHeader };
         if (deps.access === undefined) throw new GatewayError('grant-unavailable', 'no access-request service configured');
         ex.grant = await deps.access.use({ principal: ex.principal, purpose: ex.purpose, request: decided, header: grantHeader, requestId: ex.id });
         granted = rt.policy.accessRequests?.dataSets.get(ex.grant.dataSet);
@@ -1326,6 +1328,9 @@ function atUpstream(call: UpstreamCall, at: string): UpstreamCall {
 function bindingOf(p: Principal, purpose: string, policyVersion: string, grant: string | undefined): PageBinding {
   return { iss: p.iss, sub: p.sub, roles: p.roles, purpose, patient: p.patient, policyVersion, fhirUser: p.fhirUser, grant };
 }
+
+/** What an access grant id looks like (the service issues UUIDs). */
+const GRANT_ID = /^[A-Za-z0-9-]{1,64}$/;
 
 /** The X-Access-Grant a continuation is opened with (repeated headers: a value no token was bound to). */
 function grantKey(header: string | string[] | undefined): string | undefined {
