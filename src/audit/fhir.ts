@@ -5,8 +5,15 @@
  * - type `audit-event-type#rest` + subtype `restful-interaction#<interaction>` for FHIR requests;
  *   DCM 110106 Export for audit exports; DCM 110113 Security Alert for break-glass start/end
  *   (subtype 110127 / 110138), reviews, alerts and anomalies.
+ * - access requests (src/access): DCM 110113 Security Alert as well, the only event type the
+ *   standards we follow give for access-control events. Subtypes: DCM 110137 "User security
+ *   Attributes Changed" where a grant took effect or ended (approve, revoke, expiry: what the
+ *   requester may see changed), and always the step in the gateway's own code system
+ *   (request, approve, deny, revoke, get, list, expire): the R4 subtype binding is extensible and
+ *   no DCM code names a request, a denial or a listing.
  * - action R (read, vread), C, U (update, patch), D, E (everything else: search, history,
- *   operations, batch, export, alerts).
+ *   operations, batch, export, alerts). Access requests: C request, U approve, deny, revoke and
+ *   expiry, R get, E list.
  * - outcome 0 success, 4 on a 4xx, 8 on a 5xx, with the error code / rule in outcomeDesc.
  * - agents: the user (IRCP, requestor, who.identifier = iss|sub, policy = jti, roles,
  *   purposeOfUse), the client app and the server with DCM 110153 (source) / 110152
@@ -14,7 +21,10 @@
  *   write client -> server (client 110153).
  * - entities: the patient (type 1, role 1), the query for searches (role 24, base64 of the
  *   request path and query), the resources read/written (role 4), the X-Request-Id (BALP
- *   XrequestId), and for break-glass the session with its reason.
+ *   XrequestId), for break-glass the session with its reason, and for access requests and for
+ *   FHIR requests that used a grant the request (the grant's id is its request's id) as a security
+ *   resource (role 13) with its data set and the other ids as details; never the justification
+ *   text or a decision's note.
  */
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, CodeableConcept, Coding } from 'fhir/r4.js';
 import type { Interaction } from '../policy/request.js';
@@ -31,6 +41,9 @@ const BALP_ENTITY = 'https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEnti
 const SOURCE_TYPE = 'http://terminology.hl7.org/CodeSystem/security-source-type';
 const ROLE_SYSTEM = 'https://phi-gateway.dev/CodeSystem/role';
 const SESSION_SYSTEM = 'https://phi-gateway.dev/break-glass-session';
+/** Access requests and the grants approved from them share ids (src/access). */
+const ACCESS_REQUEST_SYSTEM = 'https://phi-gateway.dev/access-request';
+const ACCESS_STEP_SYSTEM = 'https://phi-gateway.dev/CodeSystem/access-request-step';
 
 const SUBTYPE: Record<Interaction, string> = {
   capabilities: 'capabilities',
@@ -53,7 +66,19 @@ const SUBTYPE: Record<Interaction, string> = {
 
 type Action = NonNullable<AuditEvent['action']>;
 
+/** The step an access-request record is about: `details.action`, or `expire` for an expiry. */
+function accessStep(r: ChainedRecord): string | undefined {
+  if (r.kind === 'access-grant-expired') return 'expire';
+  if (r.kind !== 'access-request') return undefined;
+  const a = r.details?.action;
+  return typeof a === 'string' && ACCESS_STEPS.has(a) ? a : undefined;
+}
+
+const ACCESS_ACTION: Readonly<Record<string, Action>> = { request: 'C', approve: 'U', deny: 'U', revoke: 'U', expire: 'U', get: 'R', list: 'E' };
+
 function action(r: ChainedRecord): Action {
+  const step = accessStep(r);
+  if (step !== undefined) return ACCESS_ACTION[step];
   const i = r.request?.interaction;
   if (r.kind === 'fhir') {
     if (i === 'read' || i === 'vread') return 'R';
@@ -99,12 +124,36 @@ function eventType(r: ChainedRecord): { type: Coding; subtype: Coding[] | undefi
       const i = r.request?.interaction;
       return { type: { system: EVENT_TYPE, code: 'rest', display: 'Restful Operation' }, subtype: i ? [{ system: INTERACTION, code: SUBTYPE[i] }] : undefined };
     }
+    case 'access-request':
+    case 'access-grant-expired': {
+      const step = accessStep(r);
+      if (step === undefined) return { type: SECURITY_ALERT, subtype: undefined };
+      const own: Coding = ACCESS_STEP_CODINGS[step];
+      return { type: SECURITY_ALERT, subtype: CHANGES_ACCESS.has(step) ? [USER_SECURITY_CHANGED, own] : [own] };
+    }
     default:
       return { type: { system: DCM, code: '110113', display: 'Security Alert' }, subtype: undefined };
   }
 }
 
 // Constant codings, built once (an export converts millions of records).
+const SECURITY_ALERT: Coding = { system: DCM, code: '110113', display: 'Security Alert' };
+const USER_SECURITY_CHANGED: Coding = { system: DCM, code: '110137', display: 'User security Attributes Changed' };
+const ACCESS_STEP_DISPLAY: Readonly<Record<string, string>> = {
+  request: 'Access requested',
+  approve: 'Access request approved',
+  deny: 'Access request denied',
+  revoke: 'Access grant revoked',
+  expire: 'Access grant expired',
+  get: 'Access request read',
+  list: 'Access requests listed',
+};
+const ACCESS_STEPS: ReadonlySet<string> = new Set(Object.keys(ACCESS_STEP_DISPLAY));
+const ACCESS_STEP_CODINGS: Readonly<Record<string, Coding>> = Object.fromEntries(
+  Object.entries(ACCESS_STEP_DISPLAY).map(([code, display]) => [code, { system: ACCESS_STEP_SYSTEM, code, display }]),
+);
+/** Steps after which the requester may see more (approve) or less (revoke, expiry) than before. */
+const CHANGES_ACCESS: ReadonlySet<string> = new Set(['approve', 'revoke', 'expire']);
 const IRCP: CodeableConcept = { coding: [{ system: PARTICIPATION, code: 'IRCP', display: 'information recipient' }] };
 const SOURCE_ROLE: CodeableConcept = { coding: [{ system: DCM, code: '110153', display: 'Source Role ID' }] };
 const DEST_ROLE: CodeableConcept = { coding: [{ system: DCM, code: '110152', display: 'Destination Role ID' }] };
@@ -162,6 +211,8 @@ export function toAuditEvents(r: ChainedRecord): AuditEvent[] {
       description: r.breakGlass.reason,
     });
   }
+  const access = accessEntity(r);
+  if (access) common.push(access);
   common.push({ what: { identifier: { value: r.id } }, type: XREQUESTID });
   const source = { observer: { display: r.chain?.writer ? `phi-gateway ${r.chain.writer}` : 'phi-gateway' }, type: APP_SERVER };
   const status = typeof r.status === 'number' ? r.status : 0;
@@ -179,4 +230,45 @@ export function toAuditEvents(r: ChainedRecord): AuditEvent[] {
   const patients = r.disclosed?.patients ?? [];
   if (patients.length <= 1) return [make(r.id, patients[0])];
   return patients.map((p, i) => make(`${r.id}-${i + 1}`, p));
+}
+
+/** A string detail of an entity, when the value is a non-empty string, a finite number or a boolean. */
+function detail(type: string, v: unknown): NonNullable<AuditEventEntity['detail']>[number] | undefined {
+  if (typeof v === 'string' && v !== '') return { type, valueString: v };
+  if ((typeof v === 'number' && Number.isFinite(v)) || typeof v === 'boolean') return { type, valueString: String(v) };
+  return undefined;
+}
+
+/**
+ * The access request a record is about (kinds `access-request`, `access-grant-expired`) or the grant
+ * a FHIR request used (`grant`): ids, data set, codes and times only.
+ */
+function accessEntity(r: ChainedRecord): AuditEventEntity | undefined {
+  let id: unknown;
+  let details: Array<ReturnType<typeof detail>>;
+  if (r.kind === 'fhir' && r.grant) {
+    const g = r.grant;
+    id = g.id;
+    details = [detail('dataSet', g.dataSet), detail('approvedBy', g.approvedBy), detail('outOfScope', g.outOfScope)];
+  } else if (r.kind === 'access-request' || r.kind === 'access-grant-expired') {
+    const d = r.details ?? {};
+    id = d.request;
+    details = [
+      detail('dataSet', d.dataSet),
+      detail('action', accessStep(r)),
+      detail('expiresAt', d.expiresAt),
+      detail('minutes', d.minutes),
+      detail('narrowed', d.narrowed),
+      detail('justificationCode', d.justificationCode),
+      detail('decideSeconds', d.decideSeconds),
+      detail('uses', d.uses),
+    ];
+  } else {
+    return undefined;
+  }
+  if (typeof id !== 'string' || id === '') return undefined;
+  const e: AuditEventEntity = { what: { identifier: { system: ACCESS_REQUEST_SYSTEM, value: id } }, type: SYSTEM_OBJECT, role: ROLE_SECURITY };
+  const present = details.filter((x) => x !== undefined);
+  if (present.length) e.detail = present;
+  return e;
 }

@@ -27,6 +27,7 @@ export const VERBS: Readonly<Record<string, () => Promise<VerbModule>>> = {
   token: () => import('./token.js'),
   seed: () => import('./seed.js'),
   'break-glass': () => import('./break-glass.js'),
+  access: () => import('./access.js'),
   report: () => import('./report.js'),
   policy: () => import('./policy.js'),
 };
@@ -52,6 +53,10 @@ export const USAGE = `usage: phi-gateway <verb> [options]
   break-glass review ID --token-file F --outcome justified|unjustified [--note T]
                                      record a retrospective review as the token's verified subject
                                      (the reviewer may not be the actor)
+  access request|approve|deny|revoke|list ... --token-file F --purpose P
+                                     elevated access on request, through the running gateway:
+                                     ask for a data set for named patients, decide (never your
+                                     own), revoke, list (see phi-gateway access --help)
   report usage|access|break-glass [--from T] [--to T] [--format table|csv|html] [--out F]
                                      compliance reports from the audit trail
   policy diff --candidate F [--from T] [--to T]

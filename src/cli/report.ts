@@ -36,7 +36,10 @@ export const USAGE = `usage:
   access       per actor and per patient: requests, denials, break-glass sessions, anomalies,
                requests restricted by patients' consents; per actor, access without a care
                relationship (refused, break-glass, recorded only); per consent, requests it
-               restricted and requests where break-glass overrode it
+               restricted and requests where break-glass overrode it; access requests (overall,
+               per data set, per grant): requests, approvals (narrowed), denials, refused steps,
+               median time to decide, grants expired vs revoked early, time from approval to
+               revocation, grants never used after approval
   break-glass  sessions, review state and outcome, the consents each session overrode, median and
                worst time to review, overdue reviews (a review is overdue after --review-due-hours
                N, default 72)

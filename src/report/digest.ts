@@ -1,12 +1,13 @@
 /**
  * Compliance reports from the audit trail (pure): one pass over the records of a time window
  * builds a digest; `usage`, `access` and `break-glass` reports are tables computed from it.
- * Memory grows with distinct actors, patients, sessions, consents and (role, purpose, type)
- * grants, never with the number of records.
+ * Memory grows with distinct actors, patients, sessions, consents, access requests and (role,
+ * purpose, type) grants, never with the number of records.
  */
 import type { AuditRecord } from '../audit/record.js';
 import { withoutRelationship } from '../monitor/rules.js';
 import type { CompiledPolicy } from '../policy/plan.js';
+import { type AccessRequestCharts, AccessRequestDigest } from './access-requests.js';
 
 export interface Table {
   readonly title: string;
@@ -34,6 +35,8 @@ export interface Report {
     readonly accessOverTime: readonly Series[];
     readonly denialsByRole: readonly Series[];
     readonly reviewAges: readonly Series[];
+    /** The access report's access-requests section (src/report/access-requests.ts). */
+    readonly accessRequests?: AccessRequestCharts | undefined;
   };
 }
 
@@ -112,6 +115,7 @@ export class AuditDigest {
   private readonly anomalyRules = new Map<string, number>();
   private readonly unrelated = new Map<string, Unrelated>();
   private readonly consents = new Map<string, ConsentUse>();
+  private readonly accessRequests = new AccessRequestDigest();
   private readonly fromMs: number | undefined;
   private readonly toMs: number | undefined;
   private first = Number.POSITIVE_INFINITY;
@@ -126,9 +130,17 @@ export class AuditDigest {
   add(r: AuditRecord): void {
     const t = Date.parse(r.time);
     if (!Number.isFinite(t)) return;
-    if (this.fromMs !== undefined && t < this.fromMs) return;
-    if (this.toMs !== undefined && t >= this.toMs) return;
+    // An access request's approval before the window still dates a revocation inside it.
+    if (this.fromMs !== undefined && t < this.fromMs) {
+      this.accessRequests.outside(r, true);
+      return;
+    }
+    if (this.toMs !== undefined && t >= this.toMs) {
+      this.accessRequests.outside(r, false);
+      return;
+    }
     this.records++;
+    this.accessRequests.add(r, t);
     const actor = r.actor?.sub ?? '(anonymous)';
     const patients = r.disclosed?.patients ?? [];
     if (r.relationship && (r.kind === 'fhir' || r.kind === 'break-glass-start')) this.relationshipUse(actor, r);
@@ -398,6 +410,7 @@ export class AuditDigest {
           'Per patient consent directive, from the consent evidence of each record: requests from whose answer it withheld something (by a deny, or for want of ' +
           'its permit where one is needed: 42 CFR Part 2 data, a purpose needing authorization), and break-glass requests that released what it withholds (each record lists at most 50 consents).',
       },
+      ...this.accessRequests.tables(),
     ];
   }
 
@@ -480,10 +493,11 @@ export class AuditDigest {
     else tables = this.breakGlass(o.now, o.reviewDueHours ?? 72);
     const titles: Record<ReportKind, string> = {
       usage: 'Minimum-necessary usage: grants vs disclosures',
-      access: 'Access by actor and patient',
+      access: 'Access by actor and patient, and access requests',
       'break-glass': 'Break-glass sessions and reviews',
     };
-    return { kind, title: titles[kind], from: this.o.from, to: this.o.to, tables, charts: this.charts(o.now) };
+    const charts = kind === 'access' ? { ...this.charts(o.now), accessRequests: this.accessRequests.charts() } : this.charts(o.now);
+    return { kind, title: titles[kind], from: this.o.from, to: this.o.to, tables, charts };
   }
 }
 

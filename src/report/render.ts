@@ -3,6 +3,7 @@
  * quoting, spreadsheet formula prefixes neutralized), and a self-contained printable HTML page
  * with inline SVG charts (no script, no network, nothing fetched).
  */
+import type { GroupedSeries } from './access-requests.js';
 import type { Report, Series, Table } from './digest.js';
 
 export type ReportFormat = 'table' | 'csv' | 'html';
@@ -118,6 +119,45 @@ function hbarChart(id: string, title: string, series: readonly Series[], unit: s
   return `<figure><figcaption>${escapeHtml(title)}</figcaption><svg id="${id}" data-chart="${id}" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${escapeHtml(title)}">${body}</svg></figure>`;
 }
 
+/** Bars side by side per label, one colour per key (at most three keys: k0, k1, k2). */
+function groupedBarChart(id: string, title: string, groups: readonly GroupedSeries[], keys: readonly string[], unit: string): string {
+  const H = 220;
+  const top = 20;
+  const bottom = 50;
+  const left = 44;
+  const plotH = H - top - bottom;
+  const max = Math.max(1, ...groups.flatMap((g) => g.values));
+  const gw = groups.length ? (W - left - 10) / groups.length : 0;
+  const bw = (gw * 0.8) / Math.max(1, keys.length);
+  const parts: string[] = [];
+  for (let g = 0; g <= 4; g++) {
+    const v = (max * g) / 4;
+    const y = top + plotH - (plotH * g) / 4;
+    parts.push(`<line x1="${left}" x2="${W - 10}" y1="${y}" y2="${y}" class="grid"/><text x="${left - 6}" y="${y + 4}" class="axis" text-anchor="end">${round1(v)}</text>`);
+  }
+  groups.forEach((g, i) => {
+    const x0 = left + i * gw + gw * 0.1;
+    const label = escapeHtml(g.label);
+    keys.forEach((k, j) => {
+      const value = g.values[j] ?? 0;
+      const h = (plotH * value) / max;
+      const x = x0 + j * bw;
+      const key = escapeHtml(k);
+      parts.push(
+        `<g class="bar" data-label="${label}" data-series="${key}" data-value="${value}"><title>${label}, ${key}: ${value} ${unit}</title>` +
+          `<rect class="k${j}" x="${x.toFixed(1)}" y="${(top + plotH - h).toFixed(1)}" width="${Math.max(1, bw - 1).toFixed(1)}" height="${h.toFixed(1)}"/></g>`,
+      );
+    });
+    // Upright, centred under the group, cut to the group's width (the bars' titles hold it whole).
+    const fit = Math.max(3, Math.floor(gw / 6));
+    const shown = g.label.length > fit ? `${g.label.slice(0, fit - 1)}…` : g.label;
+    parts.push(`<text x="${(x0 + (gw * 0.8) / 2).toFixed(1)}" y="${H - bottom + 16}" class="axis" text-anchor="middle">${escapeHtml(shown)}</text>`);
+  });
+  const legend = keys.map((k, j) => `<span class="key k${j}"></span>${escapeHtml(k)}`).join(' ');
+  const body = groups.length === 0 ? `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" class="axis">no data in this window</text>` : parts.join('');
+  return `<figure><figcaption>${escapeHtml(title)} <small>${legend}</small></figcaption><svg id="${id}" data-chart="${id}" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${escapeHtml(title)}">${body}</svg></figure>`;
+}
+
 function round1(x: number): string {
   return Number.isInteger(x) ? String(x) : x.toFixed(1);
 }
@@ -139,6 +179,7 @@ th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}td
 figure{margin:12px 0;break-inside:avoid}figcaption{font-weight:600;margin-bottom:4px}figcaption small{font-weight:400;color:#57606a;margin-left:8px}
 svg{max-width:100%;height:auto}.grid{stroke:#eaeef2}.axis{font-size:10px;fill:#57606a}
 rect.total,.key.total{fill:#4c78a8;background:#4c78a8}rect.part,.key.part{fill:#e45756;background:#e45756}
+rect.k0,.key.k0{fill:#4c78a8;background:#4c78a8}rect.k1,.key.k1{fill:#54a24b;background:#54a24b}rect.k2,.key.k2{fill:#e45756;background:#e45756}
 .key{display:inline-block;width:10px;height:10px;margin:0 4px 0 8px;vertical-align:-1px}
 @media print{body{margin:0;max-width:none}h2{break-after:avoid}tr{break-inside:avoid}}
 `;
@@ -154,6 +195,17 @@ export function toHtml(r: Report, generatedAt: Date): string {
       unit: 'hours',
     }).replace(/data-part="1"><title>([^<]*)<\/title><rect class="total"/g, 'data-part="1"><title>$1</title><rect class="total unreviewed" style="fill:#e45756"'),
   ];
+  const ar = c.accessRequests;
+  if (ar) {
+    charts.push(
+      groupedBarChart('access-requests-by-data-set', 'Access requests per data set (requests, approvals, denials)', ar.byDataSet, ar.keys, 'requests'),
+      barChart('access-decision-times', 'Time to decide an access request (decisions per interval; red: denials)', ar.decisionTimes, {
+        partLabel: 'denied',
+        restLabel: 'decisions',
+        unit: 'decisions',
+      }),
+    );
+  }
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">

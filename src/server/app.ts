@@ -11,6 +11,7 @@ import { Agent, Pool } from 'undici';
 import { GatewayError } from '../errors.js';
 import type { GatewayConfig } from '../config/types.js';
 import { createPipeline, type PipelineDeps } from '../proxy/pipeline.js';
+import { registerAccessRoutes } from './access-routes.js';
 import { registerAuditRoutes } from './audit-routes.js';
 import { registerBreakGlassRoutes } from './breakglass-routes.js';
 import { createClientErrorHandler } from './client-error.js';
@@ -198,6 +199,8 @@ export async function buildApp(deps: PipelineDeps): Promise<FastifyInstance> {
   registerAuditRoutes(app as unknown as FastifyInstance, deps, pipeline, config.audit);
 
   registerBreakGlassRoutes(app as unknown as FastifyInstance, deps);
+
+  registerAccessRoutes(app as unknown as FastifyInstance, deps);
 
   app.setNotFoundHandler((request, reply) => pipeline.reject(request, reply, new GatewayError('route-not-found')).then(() => reply));
   app.setErrorHandler((error, request, reply) => {

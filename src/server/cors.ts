@@ -16,6 +16,7 @@ export const ALLOWED_HEADERS: readonly string[] = Object.freeze([
   'X-Purpose-Of-Use',
   'X-Role',
   'X-Break-Glass-Reason',
+  'X-Access-Grant',
   'If-Match',
   'If-None-Match',
   'If-None-Exist',
@@ -31,6 +32,7 @@ export const EXPOSED_HEADERS: readonly string[] = Object.freeze([
   'Last-Modified',
   'X-Request-Id',
   'X-Break-Glass-Session',
+  'X-Access-Grant',
   'WWW-Authenticate',
   'Retry-After',
 ]);

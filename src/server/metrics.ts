@@ -5,6 +5,7 @@
  * counted as `other`), and no id, path or query ever becomes a label.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { AccessEvent, AccessStats } from '../access/types.js';
 import type { AuditRecord, AuditSink } from '../audit/record.js';
 import type { BreakGlassStats } from '../breakglass/types.js';
 import type { ConsentResolverStats } from '../consent/resolver.js';
@@ -45,6 +46,8 @@ export interface MetricsOptions {
   relationships?: (() => RelationshipStats | undefined) | undefined;
   /** Consent lookups (src/consent), read at scrape time; undefined when no resolver is running. */
   consents?: (() => ConsentResolverStats | undefined) | undefined;
+  /** Access-request counts (src/access), read at scrape time; undefined when no service is running. */
+  access?: (() => AccessStats | undefined) | undefined;
   /** Node process metrics (CPU, memory, event loop lag). Default true. */
   readonly processMetrics?: boolean;
   /** Metric name prefix (default `phi_gateway_`). */
@@ -59,6 +62,8 @@ export interface GatewayMetrics {
   timeAudit<S extends AuditSink>(sink: S): S;
   /** A configuration reload was applied (`success`) or refused (`failure`). */
   reloaded(result: ReloadResult, policyVersion: string): void;
+  /** One step of the access-request service (its onEvent): counted by action and outcome only. Never throws. */
+  accessEvent(e: AccessEvent): void;
   /** What the proxy pipeline holds (in-flight slots, buffered upstream bytes), read at each scrape. */
   trackLoad(read: () => { readonly requests: number; readonly bufferBytes: number }): void;
   /** Prometheus text exposition. */
@@ -104,8 +109,15 @@ function lookupMetrics<S extends LookupCounts>(
   });
 }
 
+/** Label values of the access-request counters (src/access/types.ts AccessEvent): nothing else is counted. */
+const ACCESS_ACTIONS: readonly string[] = ['request', 'approve', 'deny', 'revoke'];
+const ACCESS_OUTCOMES: readonly string[] = ['allowed', 'refused'];
+const GRANT_USE_OUTCOMES: readonly string[] = ['allowed', 'invalid', 'inactive', 'out-of-scope', 'unavailable'];
+
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const AUDIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];
+/** Time to decide an access request: a minute to a week. */
+const DECISION_BUCKETS = [60, 300, 900, 1800, 3600, 7200, 14_400, 28_800, 86_400, 259_200, 604_800];
 
 export function createMetrics(opts: MetricsOptions): GatewayMetrics {
   const registry = new Registry();
@@ -248,6 +260,50 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
     },
   });
 
+  // Elevated access on request (src/access): the service's counts at scrape time, and one count per
+  // step it reports (its onEvent). Labels are the step and its outcome only, never a patient, user
+  // or grant: the admin port needs no token.
+  const acc = opts.access;
+  const accessGauge = (name: string, help: string, pick: (s: AccessStats) => number) =>
+    new Gauge({
+      name: `${p}${name}`,
+      help,
+      registers: [registry],
+      collect() {
+        const s = acc?.();
+        if (s) this.set(pick(s));
+      },
+    });
+  accessGauge('access_requests_pending', 'Access requests awaiting a decision', (s) => s.pending);
+  accessGauge('access_grants_active', 'Approved access grants neither revoked nor expired', (s) => s.active);
+  accessGauge('access_requests_oldest_pending_age_seconds', 'Age of the oldest access request awaiting a decision (0 when none)', (s) => s.oldestPendingAgeSec);
+  const accessSteps = new Counter({
+    name: `${p}access_requests_total`,
+    help: 'Access-request steps (request, approve, deny, revoke), by outcome: allowed, or refused (invalid, not permitted, separation of duties, already decided)',
+    labelNames: ['action', 'outcome'] as const,
+    registers: [registry],
+  });
+  for (const action of ACCESS_ACTIONS) for (const outcome of ACCESS_OUTCOMES) accessSteps.inc({ action, outcome }, 0);
+  const grantUses = new Counter({
+    name: `${p}access_grant_uses_total`,
+    help: 'Requests that named an access grant (X-Access-Grant), by outcome: allowed, invalid (unknown or another caller\'s), inactive (pending, denied, revoked, expired), out-of-scope (another purpose or patient), unavailable (the store could not be read)',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  for (const outcome of GRANT_USE_OUTCOMES) grantUses.inc({ outcome }, 0);
+  const grantsExpired = new Counter({
+    name: `${p}access_grants_expired_total`,
+    help: 'Access grants that reached their expiry (audited once, by whichever replica saw it first)',
+    registers: [registry],
+  });
+  const decisionTime = new Histogram({
+    name: `${p}access_decision_seconds`,
+    help: 'Time from an access request to its approval or denial, by action',
+    labelNames: ['action'] as const,
+    buckets: DECISION_BUCKETS,
+    registers: [registry],
+  });
+
   // The pipeline's own capacity (limits.maxInflightRequests, limits.bufferBytes): what is taken now.
   let load: (() => { readonly requests: number; readonly bufferBytes: number }) | undefined;
   new Gauge({
@@ -335,6 +391,23 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
         lastReload.setToCurrentTime();
         policyInfo.reset();
         policyInfo.set({ version: policyVersion }, 1);
+      }
+    },
+    accessEvent(e) {
+      try {
+        if (e.action === 'use') {
+          if (GRANT_USE_OUTCOMES.includes(e.outcome)) grantUses.inc({ outcome: e.outcome });
+        } else if (e.action === 'expire') {
+          grantsExpired.inc();
+        } else if (ACCESS_ACTIONS.includes(e.action) && ACCESS_OUTCOMES.includes(e.outcome)) {
+          accessSteps.inc({ action: e.action, outcome: e.outcome });
+          const s = e.decideSeconds;
+          if (e.outcome === 'allowed' && (e.action === 'approve' || e.action === 'deny') && typeof s === 'number' && Number.isFinite(s) && s >= 0) {
+            decisionTime.observe({ action: e.action }, s);
+          }
+        }
+      } catch {
+        // A metric must never fail the step it counts.
       }
     },
     trackLoad(read) {

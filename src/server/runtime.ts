@@ -11,6 +11,7 @@ import { createAuditSink } from '../audit/index.js';
 import type { ChainHead } from '../audit/chain.js';
 import type { AuditSink } from '../audit/record.js';
 import { createTokenVerifier, type TokenVerifier } from '../auth/verify.js';
+import { type AccessService, openAccess } from '../access/index.js';
 import { isBreakGlassService, openBreakGlass } from '../breakglass/index.js';
 import { ConfigError, loadPolicy } from '../config/load.js';
 import type { GatewayConfig } from '../config/types.js';
@@ -53,6 +54,8 @@ export interface RunningGateway {
   readonly logger: Logger;
   /** The break-glass gate in use (the full service unless the caller injected another): stats, sweep. */
   readonly breakGlass: BreakGlassGate | undefined;
+  /** Elevated access on request (src/access): stats, sweep. */
+  readonly access: AccessService | undefined;
   readonly metrics: GatewayMetrics;
   /** Anomaly rules and shadow policy (src/monitor); `idle()` lets tests wait for their verdicts. */
   readonly monitor: RunningMonitor;
@@ -183,11 +186,13 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
   let verifier: TokenVerifier = createTokenVerifier(config.auth);
   let upstreamAuth: UpstreamAuthorization = createUpstreamAuthorization(config.upstream.auth);
   let breakGlass: BreakGlassGate | undefined;
+  let access: AccessService | undefined;
   let relationships: RelationshipResolver | undefined;
   let consents: ConsentResolver | undefined;
   const metrics = createMetrics({
     policy: () => runtime.policy,
     breakGlass: () => (isBreakGlassService(breakGlass) ? breakGlass.stats() : undefined),
+    access: () => access?.stats(),
     relationships: () => relationships?.stats(),
     consents: () => consents?.stats(),
   });
@@ -196,6 +201,8 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
   const audit = metrics.timeAudit(sink);
   // Built from the config unless the caller brings its own; closed with the gateway only if built here.
   breakGlass = opts.breakGlass ?? (await openBreakGlass(config, { audit, logger, policy: () => runtime.policy, now }));
+  // Always running (it costs nothing until asked), so a reloaded policy that adds the section finds it.
+  access = await openAccess(config, { audit, logger, policy: () => runtime.policy, now, onEvent: (e) => metrics.accessEvent(e) });
   // Every call the gateway itself makes to the upstream (readiness probe, compartment write check,
   // family-name lookup) goes the way the proxy does: its CA, client certificate and timeouts.
   const upstreamDispatcher = new Agent({
@@ -223,6 +230,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     logger,
     steps: defaultSteps(config.limits.requestBodyBytes, config.limits.bundleEntries),
     breakGlass,
+    access,
     relationships,
     consents,
     upstreamAuthorization: () => upstreamAuth(),
@@ -330,6 +338,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
       await closed;
     }
     if (breakGlass !== opts.breakGlass) await (breakGlass as { close?: () => Promise<void> }).close?.();
+    await access?.close();
     await monitor.close();
     await relationships?.close();
     await consents?.close();
@@ -359,6 +368,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     audit,
     logger,
     breakGlass,
+    access,
     metrics,
     monitor,
     get draining() {

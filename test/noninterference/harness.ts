@@ -53,6 +53,8 @@ export interface State {
   readonly name: StateName;
   readonly upstream: RunningUpstream;
   readonly stack: Stack;
+  /** The access grant every request of this state carries (X-Access-Grant), for a caller with one. */
+  readonly grant?: string | undefined;
   token(): Promise<string>;
   /** Number of versions the upstream holds (a write that reached it changes this). */
   versionCount(): number;
@@ -77,13 +79,14 @@ async function seed(upstream: RunningUpstream, versions: readonly Resource[]): P
  * startStack picks its ports with freePort() (bind, close, reuse), which can race with another test
  * file starting stacks at the same moment: retry on EADDRINUSE.
  */
-async function startStackRetrying(upstreamUrl: string, relationships: boolean, consent = false): Promise<Stack> {
+async function startStackRetrying(upstreamUrl: string, relationships: boolean, consent = false, now?: () => Date): Promise<Stack> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await startStack({
         upstreamUrl,
         relationships,
         consent,
+        now,
         configure: (c) => ({ ...c, publicBaseUrl: PUBLIC_BASE, paging: { ...c.paging, minUpstreamCount: 1 } }),
       });
     } catch (e) {
@@ -95,23 +98,54 @@ async function startStackRetrying(upstreamUrl: string, relationships: boolean, c
 async function startState(name: StateName, caller: Caller, versions: readonly Resource[]): Promise<State> {
   const upstream = await startFhirUpstream({ seed: false });
   await seed(upstream, versions);
-  const stack = await startStackRetrying(upstream.url, caller.fhirUser !== undefined, caller.consent === true);
+  // The gateway's clock: a caller with an expired grant has it approved now, then lives past it.
+  let skew = 0;
+  const stack = await startStackRetrying(upstream.url, caller.fhirUser !== undefined, caller.consent === true, () => new Date(Date.now() + skew));
   const claims = {
     ...(caller.patient === undefined ? {} : { patient: caller.patient }),
     ...(caller.fhirUser === undefined ? {} : { fhirUser: caller.fhirUser }),
   };
   let token: Promise<string> | undefined;
+  const tokenOf = () => {
+    // Same role client (so the same sub), same claims, from this stack's own IdP.
+    token ??= stack.token(caller.role, Object.keys(claims).length === 0 ? undefined : claims);
+    return token;
+  };
+  let grant: string | undefined;
+  if (caller.grant !== undefined) {
+    grant = await approvedGrant(stack, caller, await tokenOf());
+    skew = (caller.grant.minutes + 1) * 60_000;
+  }
   return {
     name,
     upstream,
     stack,
-    token() {
-      // Same role client (so the same sub), same claims, from this stack's own IdP.
-      token ??= stack.token(caller.role, Object.keys(claims).length === 0 ? undefined : claims);
-      return token;
-    },
+    grant,
+    token: tokenOf,
     versionCount: () => upstream.repo.readTypeHistory(undefined, { limit: 1 }).total ?? -1,
   };
+}
+
+/**
+ * Asks for the caller's grant over the gateway's own API and has the privacy officer approve it:
+ * the same request in every state (ids differ; the requests naming them are refused alike).
+ */
+async function approvedGrant(stack: Stack, caller: Caller, token: string): Promise<string> {
+  const g = caller.grant!;
+  const asked = await fetch(`${stack.url.replace(/\/fhir$/, '')}/access-requests`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'x-purpose-of-use': caller.purpose, 'content-type': 'application/json' },
+    body: JSON.stringify({ dataSet: g.dataSet, patients: g.patients, justification: 'Payer requested the discharge summary for claim review', minutes: g.minutes }),
+  });
+  if (asked.status !== 201) throw new Error(`harness: access request answered ${asked.status} ${await asked.text()}`);
+  const id = ((await asked.json()) as { id: string }).id;
+  const approved = await fetch(`${stack.url.replace(/\/fhir$/, '')}/access-requests/${id}/approve`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${await stack.token('privacy-officer')}`, 'x-purpose-of-use': 'HCOMPL', 'content-type': 'application/json' },
+    body: JSON.stringify({ note: 'approved for the payer request' }),
+  });
+  if (approved.status !== 200) throw new Error(`harness: approval answered ${approved.status} ${await approved.text()}`);
+  return id;
 }
 
 /**
@@ -255,6 +289,7 @@ async function fetchPage(
     ...extra,
     authorization: `Bearer ${await state.token()}`,
     'x-purpose-of-use': caller.purpose,
+    ...(state.grant === undefined ? {} : { 'x-access-grant': state.grant }),
   };
   if (contentType) headers['content-type'] = contentType;
   const res = await fetch(`${state.stack.url}${path}`, { method, headers, body });

@@ -93,6 +93,11 @@ export interface Caller {
   readonly fhirUser?: string;
   /** Runs under the shipped policy's `consent` section (the harness keeps it for this caller only). */
   readonly consent?: boolean;
+  /**
+   * An access grant the caller asked for and had approved, used (X-Access-Grant) on every request
+   * once it has expired: S' is the caller's own S', since an expired grant widens nothing.
+   */
+  readonly grant?: { readonly dataSet: string; readonly patients: readonly string[]; readonly minutes: number } | undefined;
 }
 
 /** Every role of the shipped policy with each purpose it is granted, and each role (first purpose) with a patient claim. */

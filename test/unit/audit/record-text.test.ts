@@ -140,6 +140,7 @@ const known: fc.Arbitrary<AuditRecord> = fc
       resourcesWithheld: number,
     }),
     durations: fc.record({ totalMs: number, upstreamMs: opt(number) }),
+    grant: opt(fc.oneof(fc.record({ approvedBy: text, dataSet: text, id: text, outOfScope: opt(number), patient: text }), free)),
     id: text,
     kind: fc.oneof(fc.constantFrom('fhir', 'export'), text),
     policyVersion: text,
@@ -170,6 +171,7 @@ const known: fc.Arbitrary<AuditRecord> = fc
           resourcesWithheld: r.disclosed.resourcesWithheld,
         },
         durations: { totalMs: r.durations.totalMs, upstreamMs: r.durations.upstreamMs },
+        grant: r.grant,
         id: r.id,
         kind: r.kind,
         policyVersion: r.policyVersion,
@@ -277,6 +279,7 @@ describe('splitKnownRecord: byte-identical to canonicalSplit', () => {
       role: opt(text),
       request: opt(fc.record({ interaction: opt(text), resourceType: opt(text) })),
       breakGlass: opt(fc.record({ session: text, reason: text, patient: text })),
+      grant: opt(fc.record({ id: text, dataSet: text, patient: text, approvedBy: text, expiresAt: text, scope: fc.record({ patients: fc.array(text, { maxLength: 2 }) }) })),
       upstreamStatus: opt(fc.integer({ min: 100, max: 599 })),
       upstreamMs: opt(fc.double({ min: 0, max: 1e5, noNaN: true })),
       stats: opt(

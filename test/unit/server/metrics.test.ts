@@ -184,6 +184,64 @@ describe('createMetrics', () => {
     expect(value(text, `phi_gateway_policy_info{version="${policy.version}"}`)).toBeUndefined();
   });
 
+  it('reads access-request gauges at scrape time and counts access steps by action and outcome only', async () => {
+    let stats: { pending: number; active: number; oldestPendingAgeSec: number } | undefined;
+    const m = createMetrics({ policy: () => policy, access: () => stats, processMetrics: false });
+    let text = await m.render();
+    // No service yet: the gauges read 0, the counters start at zero for every label value.
+    expect(value(text, 'phi_gateway_access_requests_pending')).toBe(0);
+    expect(value(text, 'phi_gateway_access_requests_total{action="approve",outcome="refused"}')).toBe(0);
+    expect(value(text, 'phi_gateway_access_grant_uses_total{outcome="out-of-scope"}')).toBe(0);
+    stats = { pending: 2, active: 1, oldestPendingAgeSec: 900 };
+    m.accessEvent({ action: 'request', outcome: 'allowed' });
+    m.accessEvent({ action: 'request', outcome: 'allowed' });
+    m.accessEvent({ action: 'request', outcome: 'refused' });
+    m.accessEvent({ action: 'approve', outcome: 'allowed', decideSeconds: 1200 });
+    m.accessEvent({ action: 'approve', outcome: 'refused', decideSeconds: 50 });
+    m.accessEvent({ action: 'deny', outcome: 'allowed', decideSeconds: 30 });
+    m.accessEvent({ action: 'revoke', outcome: 'allowed' });
+    m.accessEvent({ action: 'use', outcome: 'allowed' });
+    m.accessEvent({ action: 'use', outcome: 'allowed' });
+    m.accessEvent({ action: 'use', outcome: 'out-of-scope' });
+    m.accessEvent({ action: 'use', outcome: 'invalid' });
+    m.accessEvent({ action: 'expire', outcome: 'allowed' });
+    // Anything outside the contract is dropped, never a new label value, never thrown.
+    m.accessEvent({ action: 'list', outcome: 'allowed' } as never);
+    m.accessEvent({ action: 'use', outcome: 'pat-alice' } as never);
+    m.accessEvent({ action: 'approve', outcome: 'allowed', decideSeconds: Number.NaN });
+    m.accessEvent(undefined as never);
+    text = await m.render();
+    expect(value(text, 'phi_gateway_access_requests_pending')).toBe(2);
+    expect(value(text, 'phi_gateway_access_grants_active')).toBe(1);
+    expect(value(text, 'phi_gateway_access_requests_oldest_pending_age_seconds')).toBe(900);
+    expect(value(text, 'phi_gateway_access_requests_total{action="request",outcome="allowed"}')).toBe(2);
+    expect(value(text, 'phi_gateway_access_requests_total{action="request",outcome="refused"}')).toBe(1);
+    expect(value(text, 'phi_gateway_access_requests_total{action="approve",outcome="allowed"}')).toBe(2);
+    expect(value(text, 'phi_gateway_access_requests_total{action="approve",outcome="refused"}')).toBe(1);
+    expect(value(text, 'phi_gateway_access_requests_total{action="deny",outcome="allowed"}')).toBe(1);
+    expect(value(text, 'phi_gateway_access_requests_total{action="revoke",outcome="allowed"}')).toBe(1);
+    expect(value(text, 'phi_gateway_access_requests_total{action="revoke",outcome="refused"}')).toBe(0);
+    expect(text.match(/^phi_gateway_access_requests_total\{/gm)).toHaveLength(8);
+    expect(value(text, 'phi_gateway_access_grant_uses_total{outcome="allowed"}')).toBe(2);
+    expect(value(text, 'phi_gateway_access_grant_uses_total{outcome="out-of-scope"}')).toBe(1);
+    expect(value(text, 'phi_gateway_access_grant_uses_total{outcome="invalid"}')).toBe(1);
+    expect(value(text, 'phi_gateway_access_grant_uses_total{outcome="inactive"}')).toBe(0);
+    expect(text.match(/^phi_gateway_access_grant_uses_total\{/gm)).toHaveLength(5);
+    expect(value(text, 'phi_gateway_access_grants_expired_total')).toBe(1);
+    // Time to decide: allowed decisions with a time only (the refused approval and the NaN are not observed).
+    expect(value(text, 'phi_gateway_access_decision_seconds_count{action="approve"}')).toBe(1);
+    expect(value(text, 'phi_gateway_access_decision_seconds_sum{action="approve"}')).toBe(1200);
+    expect(value(text, 'phi_gateway_access_decision_seconds_bucket{le="900",action="approve"}')).toBe(0);
+    expect(value(text, 'phi_gateway_access_decision_seconds_bucket{le="1800",action="approve"}')).toBe(1);
+    expect(value(text, 'phi_gateway_access_decision_seconds_bucket{le="60",action="deny"}')).toBe(1);
+    expect(text).not.toContain('pat-alice');
+    expect(text).not.toMatch(/^phi_gateway_access\w*\{[^}]*(list|patient|sub|grant|id)="/m);
+    stats = undefined;
+    text = await m.render();
+    // The service gone (a reload without one): the last counts stay as they were, nothing throws.
+    expect(value(text, 'phi_gateway_access_grants_active')).toBe(1);
+  });
+
   it('keeps registries apart and includes process metrics unless disabled', async () => {
     const a = createMetrics({ policy: () => policy });
     const b = createMetrics({ policy: () => policy, processMetrics: false });
