@@ -363,7 +363,8 @@ export function createAccessService(o: AccessServiceOptions): AccessService {
       if (body.role !== undefined && typeof body.role !== 'string') throw invalid('role: not a string');
       const scope = scopeOf(patients, encounters, types, p);
       c.patients = patients;
-      c.details = { ...c.details, scope, minutes, justificationCode: j.code };
+      // In the trail, as a break-glass reason is: months later the auditor reads why it was asked.
+      c.details = { ...c.details, scope, minutes, justification: j.reason, justificationCode: j.code };
       c.role = requesterRole(policy, ds, principal, purpose, body.role as string | undefined);
       maxPending = ar.maxPending;
       const held = (await o.store.list()).filter((r) => r.status === 'pending' && isRequester(r, principal)).length;

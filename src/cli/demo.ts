@@ -2,7 +2,8 @@
  * `phi-gateway demo` (`npm start`): a sample FHIR server (medplum's FHIR router over an in-memory
  * repository, seeded with synthetic patients), the gateway in front of it with the shipped example
  * policy, a local signing key standing in for the identity provider, and the file audit sink under
- * ./data. Prints curl commands with a token for each demo role. Needs no Redis, Docker or network.
+ * ./data. Prints curl commands with a token for each demo role, break-glass, and an elevated-access
+ * request approved by another role and then used. Needs no Redis, Docker or network.
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -110,6 +111,24 @@ export const DEMO_TOUR: ReadonlyArray<{
   },
 ];
 
+/**
+ * Elevated access on request, as the tour shows it: billing, which never sees clinical documents,
+ * asks for the `claim-attachment` data set for one patient (a payer wants the note as a claim
+ * attachment), the privacy officer approves it, billing reads the patient's documents with
+ * `X-Access-Grant`, and the grant is revoked. The approver's token is printed with the others.
+ */
+export const DEMO_ACCESS = {
+  requester: 'billing',
+  purpose: 'HPAYMT',
+  approver: { role: 'privacy-officer', purpose: 'HCOMPL', sub: 'privacy-officer-1' },
+  dataSet: 'claim-attachment',
+  patient: DEMO.patients.alice,
+  /** A patient the grant does not name. */
+  other: DEMO.patients.brian,
+  justification: 'Payer requested the February progress note as an attachment to claim CLM-1001',
+  minutes: 60,
+} as const;
+
 function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
@@ -128,6 +147,7 @@ export function tourText(
   lines.push('# Demo tokens (valid 8 hours; mint more with: npx phi-gateway token --role billing,');
   lines.push(`#   or for a clinician's own patients: npx phi-gateway token --role clinician --fhir-user ${DEMO.relationships.fhirUsers.clinician})`);
   for (const t of DEMO_TOUR) lines.push(`export ${envName(t.role)}=${tokens[t.role]}`);
+  lines.push(`export ${envName(DEMO_ACCESS.approver.role)}=${tokens[DEMO_ACCESS.approver.role]}`);
   lines.push('');
   for (const t of DEMO_TOUR) {
     lines.push(`# ${t.role} (purpose ${t.purpose})`);
@@ -147,6 +167,8 @@ export function tourText(
   lines.push(
     `curl -s ${shellQuote(`${baseUrl}/Patient/${DEMO.patients.brian}`)} -H "Authorization: Bearer $${envName('clinician')}" -H 'X-Purpose-Of-Use: BTG' -H 'X-Break-Glass-Reason: Covering the ED overnight, patient arrived by ambulance'`,
   );
+  lines.push('');
+  lines.push(...accessTour(baseUrl));
   if (explain) {
     lines.push('');
     lines.push("# Paula's consent directives as the gateway reads them (from the demo's FHIR server):");
@@ -160,6 +182,43 @@ export function tourText(
   return `${lines.join('\n')}\n`;
 }
 
+/**
+ * The request / approve / use / revoke sequence (DEMO_ACCESS). The access-request routes live beside
+ * the FHIR base (`/access-requests`, not under `/fhir`); the request's id, kept in `$GRANT`, is
+ * read from its JSON answer with node, which `npm start` already needs.
+ */
+function accessTour(baseUrl: string): string[] {
+  const a = DEMO_ACCESS;
+  const origin = baseUrl.replace(/\/fhir$/, '');
+  const officer = a.approver.role.replace(/-/g, ' ');
+  const requester = `-H "Authorization: Bearer $${envName(a.requester)}" -H 'X-Purpose-Of-Use: ${a.purpose}'`;
+  const approver = `-H "Authorization: Bearer $${envName(a.approver.role)}" -H 'X-Purpose-Of-Use: ${a.approver.purpose}'`;
+  const json = (body: unknown) => `-H 'Content-Type: application/json' -d ${shellQuote(JSON.stringify(body))}`;
+  const search = (type: string, patient: string) => shellQuote(`${baseUrl}/${type}?patient=${patient}`);
+  const request = { dataSet: a.dataSet, patients: [a.patient], justification: a.justification, minutes: a.minutes };
+  return [
+    `# elevated access on request: ${a.requester} needs Alice's progress note for a payer (data set ${a.dataSet}, approved by the ${officer}):`,
+    `#   without a grant ${a.requester} may not read documents: 403`,
+    `curl -s ${search('DocumentReference', a.patient)} ${requester}`,
+    `#   (a) ${a.requester} asks, for Alice only and ${a.minutes} minutes, with a justification: 201, the privacy office is alerted; the id goes in $GRANT`,
+    `GRANT=$(curl -s -X POST ${shellQuote(`${origin}/access-requests`)} ${requester} ${json(request)} | node -pe 'JSON.parse(require("fs").readFileSync(0, "utf8")).id')`,
+    `#   the ${officer}'s queue holds it (${a.requester} may not approve its own request)`,
+    `curl -s ${shellQuote(`${origin}/access-requests?status=pending`)} ${approver}`,
+    `#   (b) the ${officer} approves it (or approves less: fewer patients or types, a shorter time; or denies it)`,
+    `curl -s -X POST "${origin}/access-requests/$GRANT/approve" ${approver} ${json({ note: 'Payer request verified against the claim' })}`,
+    `#   (c) ${a.requester} reads Alice's documents with the grant; the response and each audit record name it`,
+    `curl -s ${search('DocumentReference', a.patient)} ${requester} -H "X-Access-Grant: $GRANT"`,
+    `#   and her lab report (DiagnosticReport is in the data set too)`,
+    `curl -s ${search('DiagnosticReport', a.patient)} ${requester} -H "X-Access-Grant: $GRANT"`,
+    `#   the same grant for a patient it does not name: 403 grant-out-of-scope, and the privacy office is alerted`,
+    `curl -s ${search('DocumentReference', a.other)} ${requester} -H "X-Access-Grant: $GRANT"`,
+    `#   (d) the ${officer} revokes it (${a.requester} may also give it back early)`,
+    `curl -s -X POST "${origin}/access-requests/$GRANT/revoke" ${approver} ${json({ note: 'Attachment sent to the payer' })}`,
+    `#   the next use, on any replica: 403 grant-inactive`,
+    `curl -s ${search('DocumentReference', a.patient)} ${requester} -H "X-Access-Grant: $GRANT"`,
+  ];
+}
+
 function envName(role: string): string {
   return `${role.toUpperCase().replace(/-/g, '_')}_TOKEN`;
 }
@@ -167,7 +226,8 @@ function envName(role: string): string {
 export const USAGE = `usage: phi-gateway demo [--config F] [--data DIR]
   Starts a sample FHIR server with synthetic patients, the gateway in front of it with the shipped
   example policy, and a local signing key standing in for the identity provider; prints a token and
-  curl commands for each demo role. Needs no Redis, Docker or network. Not for production.
+  curl commands for each demo role, and an elevated-access request approved, used and revoked.
+  Needs no Redis, Docker or network. Not for production.
   --config F: the gateway config (default PHI_GATEWAY_CONFIG, else the package's config/gateway.yaml;
   upstream, issuer and audience are the demo's). --data DIR: demo keys and the file audit trail
   (default ./data; PHI_GATEWAY_AUDIT overrides the trail). Ctrl-C stops.
@@ -212,6 +272,8 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   for (const t of DEMO_TOUR) {
     tokens[t.role] = await mintDemoToken(keys, { role: t.role, sub: t.sub, fhirUser: t.fhirUser, ttlSec: 8 * 3600 });
   }
+  const approver = DEMO_ACCESS.approver;
+  tokens[approver.role] = await mintDemoToken(keys, { role: approver.role, sub: approver.sub, ttlSec: 8 * 3600 });
   io.stdout.write(`\nphi-gateway demo: FHIR API at ${gw.url} (upstream ${upstream.url}, admin http://${config.admin.host}:${config.admin.port})\n\n`);
   io.stdout.write(tourText(gw.url, tokens, { upstreamUrl: upstream.url, configFile: resolve(configFile), audit }));
   io.stdout.write('\nCtrl-C to stop.\n');

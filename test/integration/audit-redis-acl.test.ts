@@ -2,8 +2,9 @@
  * The Redis ACL docs/production.md tells administrators to give the gateway: append and read on
  * the audit stream, nothing that could remove a record; full use of its own other keys. The gateway
  * runs under exactly that line (parsed from the document) against a real Redis: requests, a
- * break-glass session with its alert and anomaly windows all work, and every way of removing
- * audit records (XDEL, XTRIM, DEL, UNLINK, EXPIRE, RENAME, and the same from a script) is refused.
+ * break-glass session with its alert and anomaly windows, and access requests with their grants
+ * all work, and every way of removing audit records (XDEL, XTRIM, DEL, UNLINK, EXPIRE, RENAME, and
+ * the same from a script) is refused.
  */
 import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
@@ -105,6 +106,33 @@ suite('the documented Redis ACL for the gateway', () => {
       await two.close();
       await agent.close();
     }
+  });
+
+  it('keeps access requests and grants under phi-gateway:access:*: request, approval, use, revocation, sweep', async () => {
+    const base = stack.url.replace(/\/fhir$/, '');
+    const call = async (path: string, role: string, sub: string, purpose: string, body: unknown) =>
+      fetch(`${base}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${await stack.token(role, { sub })}`, 'x-purpose-of-use': purpose, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const asked = await call('/access-requests', 'billing', 'acl-billing', 'HPAYMT', {
+      dataSet: 'claim-attachment',
+      patients: [DEMO.patients.alice],
+      justification: 'Payer requested the progress note as a claim attachment',
+      minutes: 30,
+    });
+    expect(asked.status).toBe(201);
+    const id = ((await asked.json()) as { id: string }).id;
+    expect((await call(`/access-requests/${id}/approve`, 'privacy-officer', 'acl-officer', 'HCOMPL', {})).status).toBe(200);
+    const read = (grant: string) =>
+      stack.get(`/DocumentReference?patient=${DEMO.patients.alice}`, { role: 'billing', purpose: 'HPAYMT', tokenClaims: { sub: 'acl-billing' }, headers: { 'x-access-grant': grant } });
+    expect((await read(id)).status).toBe(200);
+    expect((await admin.keys('phi-gateway:access:*')).length).toBeGreaterThan(0);
+    expect((await call(`/access-requests/${id}/revoke`, 'privacy-officer', 'acl-officer', 'HCOMPL', {})).status).toBe(200);
+    expect((await read(id)).status).toBe(403);
+    await stack.gateway.access!.sweep();
+    expect(stack.logs.join('\n')).not.toMatch(/NOPERM|no permissions/i);
   });
 
   it('refuses the gateway every way of removing an audit record', async () => {

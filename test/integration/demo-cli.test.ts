@@ -60,43 +60,182 @@ afterAll(async () => {
 
 interface Curl {
   comment: string;
+  /** The last `# ...` line above it that is not an indented comment: which part of the tour. */
+  section: string;
+  method: string;
   url: string;
   headers: Record<string, string>;
+  body?: string;
+  /** `NAME=$(curl ... | node -pe '...id')`: the answer's `id` is kept in $NAME for later commands. */
+  capture?: string;
 }
 
-/** Parses the printed tour: `export X_TOKEN=...` lines and `curl -s 'URL' -H "K: V" ...` lines. */
+/**
+ * Parses the printed tour: `export X_TOKEN=...` lines and `curl -s [-X M] 'URL' -H "K: V" ... [-d 'JSON']`
+ * lines, optionally as `NAME=$(curl ... | node -pe '...')`. The exported tokens are substituted;
+ * variables set by earlier commands (`$GRANT`) stay in place for `run`.
+ */
 function parseTour(text: string): Curl[] {
-  const tokens = new Map<string, string>();
-  for (const m of text.matchAll(/^export (\w+)=(\S+)$/gm)) tokens.set(m[1], m[2]);
+  const tokens = tourVars(text);
   const out: Curl[] = [];
   let comment = '';
+  let section = '';
   for (const line of text.split('\n')) {
     if (line.startsWith('#   ') || line.startsWith('# break')) comment = line;
-    if (!line.startsWith('curl ')) continue;
-    const url = /curl -s '([^']+)'/.exec(line)?.[1];
-    if (!url) throw new Error(`unparsable curl line: ${line}`);
+    if (line.startsWith('# ') && !line.startsWith('#   ')) section = line;
+    const m = /^(?:(\w+)=\$\()?curl -s (?:-X (\w+) )?(?:'([^']+)'|"([^"]+)")(.*)$/.exec(line);
+    if (!m) {
+      if (line.includes('curl ')) throw new Error(`unparsable curl line: ${line}`);
+      continue;
+    }
     const headers: Record<string, string> = {};
-    for (const h of line.matchAll(/-H (?:"([^"]+)"|'([^']+)')/g)) {
-      const raw = (h[1] ?? h[2]).replace(/\$(\w+)/g, (_, name: string) => tokens.get(name) ?? `<missing ${name}>`);
+    for (const h of m[5].matchAll(/-H (?:"([^"]+)"|'([^']+)')/g)) {
+      const raw = (h[1] ?? h[2]).replace(/\$(\w+)/g, (v, name: string) => tokens.get(name) ?? v);
       const i = raw.indexOf(':');
       headers[raw.slice(0, i).trim()] = raw.slice(i + 1).trim();
     }
-    out.push({ comment, url, headers });
+    const body = / -d '([^']*)'/.exec(m[5])?.[1];
+    if (m[1] !== undefined && !/\| node -pe '.*\.id'\)$/.test(m[5])) throw new Error(`a captured command must keep the answer's id: ${line}`);
+    out.push({ comment, section, method: m[2] ?? 'GET', url: m[3] ?? m[4], headers, ...(body === undefined ? {} : { body }), ...(m[1] ? { capture: m[1] } : {}) });
   }
   return out;
+}
+
+/** Shell variables of the tour: the exported tokens, and ids captured by earlier commands. */
+function tourVars(text: string): Map<string, string> {
+  return new Map([...text.matchAll(/^export (\w+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
+}
+
+/** Runs one printed command as the shell would: variables expanded, the captured id kept. */
+async function run(c: Curl, vars: Map<string, string>): Promise<{ status: number; headers: Headers; text: string }> {
+  const expand = (s: string) => s.replace(/\$(\w+)/g, (_, name: string) => vars.get(name) ?? `<missing ${name}>`);
+  const headers = Object.fromEntries(Object.entries(c.headers).map(([k, v]) => [k, expand(v)]));
+  const res = await fetch(expand(c.url), { method: c.method, headers, ...(c.body === undefined ? {} : { body: c.body }) });
+  const text = await res.text();
+  if (c.capture !== undefined) vars.set(c.capture, String((JSON.parse(text) as { id: unknown }).id));
+  return { status: res.status, headers: res.headers, text };
+}
+
+/** The status a command's comment says it answers with; 200 when it names none. */
+function expectedStatus(comment: string): number {
+  return comment.includes('403') ? 403 : comment.includes('404') ? 404 : comment.includes('201') ? 201 : 200;
+}
+
+function errorCode(text: string): string | undefined {
+  return (JSON.parse(text) as OperationOutcome).issue?.[0]?.details?.coding?.[0]?.code;
 }
 
 describe('npm start (phi-gateway demo)', () => {
   it('prints a token for each demo role and curl commands that work as described', async () => {
     const tour = parseTour(output);
-    expect(tour.length).toBeGreaterThanOrEqual(14);
+    expect(tour.length).toBeGreaterThanOrEqual(24);
+    const vars = tourVars(output);
     for (const c of tour) {
-      const res = await fetch(c.url, { headers: c.headers });
-      const body = await res.text();
-      const expected = c.comment.includes('403') ? 403 : c.comment.includes('404') ? 404 : 200;
-      expect(res.status, `${c.comment}\n${c.url}\n${body.slice(0, 300)}`).toBe(expected);
+      const res = await run(c, vars);
+      expect(res.status, `${c.comment}\n${c.url}\n${res.text.slice(0, 300)}`).toBe(expectedStatus(c.comment));
       expect(res.headers.get('x-request-id')).toBeTruthy();
     }
+  });
+
+  it('elevated access: the printed request, approval, use and revocation work as printed, for the patient the grant names only', async () => {
+    const steps = parseTour(output).filter((c) => c.section.startsWith('# elevated access on request'));
+    const vars = tourVars(output);
+    const at = (pattern: RegExp) => {
+      const i = steps.findIndex((c) => pattern.test(c.comment));
+      if (i < 0) throw new Error(`the access tour has no step ${pattern}`);
+      return steps[i];
+    };
+    const doc = (text: string) => ((JSON.parse(text) as Bundle).entry ?? []).map((e) => `${e.resource?.resourceType}/${e.resource?.id}`);
+    const documentData = Buffer.from(DEMO.documentText, 'utf8').toString('base64');
+    const po = vars.get('PRIVACY_OFFICER_TOKEN');
+    expect(decodeJwt(po!)).toMatchObject({ sub: 'privacy-officer-1', roles: ['privacy-officer'] });
+
+    // Before: billing may not read documents at all.
+    const before = await run(at(/without a grant/), vars);
+    expect(before.status).toBe(403);
+    expect(errorCode(before.text)).toBe('type-denied');
+    expect(before.text).not.toContain(documentData);
+
+    // (a) The request: pending, as asked; its id kept in $GRANT as the shell would.
+    const asked = await run(at(/\(a\)/), vars);
+    expect(asked.status, asked.text).toBe(201);
+    const id = vars.get('GRANT')!;
+    expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(JSON.parse(asked.text)).toMatchObject({ id, status: 'pending', dataSet: 'claim-attachment', purpose: 'HPAYMT', scope: { patients: [DEMO.patients.alice] } });
+
+    // The requester may not approve its own request, as the tour says.
+    const approve = at(/\(b\)/);
+    const own = await run({ ...approve, headers: { ...approve.headers, Authorization: `Bearer ${vars.get('BILLING_TOKEN')}`, 'X-Purpose-Of-Use': 'HPAYMT' } }, vars);
+    expect(own.status).toBe(403);
+    expect(errorCode(own.text)).toBe('approval-not-permitted');
+    // Before approval the grant opens nothing.
+    const use = at(/\(c\)/);
+    const early = await run(use, vars);
+    expect(early.status).toBe(403);
+    expect(errorCode(early.text)).toBe('grant-inactive');
+
+    const queue = await run(at(/queue/), vars);
+    expect(queue.status).toBe(200);
+    expect((JSON.parse(queue.text) as { requests: { id: string }[] }).requests.map((r) => r.id)).toContain(id);
+
+    // (b) Approved by the privacy officer.
+    const approved = await run(approve, vars);
+    expect(approved.status, approved.text).toBe(200);
+    expect(JSON.parse(approved.text)).toMatchObject({ id, status: 'approved', decision: { outcome: 'approved', by: { sub: 'privacy-officer-1' } } });
+
+    // (c) Billing reads Alice's documents and lab report with it; the answer names the grant.
+    const used = await run(use, vars);
+    expect(used.status, used.text).toBe(200);
+    expect(used.headers.get('x-access-grant')).toBe(id);
+    expect(doc(used.text)).toEqual([`DocumentReference/${DEMO.documentReference}`]);
+    expect(used.text).toContain(documentData);
+    const report = await run(at(/lab report/), vars);
+    expect(report.status).toBe(200);
+    expect(doc(report.text)).toContain('DiagnosticReport/dr-alice-labs');
+    // Without the header the same request is refused as before: the grant widens only requests that name it.
+    const { 'X-Access-Grant': _, ...withoutGrant } = use.headers;
+    const plain = await run({ ...use, headers: withoutGrant }, vars);
+    expect(plain.status).toBe(403);
+    expect(errorCode(plain.text)).toBe('type-denied');
+
+    // Another patient: refused and alerted.
+    const other = await run(at(/does not name/), vars);
+    expect(other.status).toBe(403);
+    expect(errorCode(other.text)).toBe('grant-out-of-scope');
+    for (const leak of ['Baker', DEMO.ssn.brian]) expect(other.text).not.toContain(leak);
+
+    // (d) Revoked; the next use is refused.
+    const revoked = await run(at(/\(d\)/), vars);
+    expect(revoked.status, revoked.text).toBe(200);
+    expect(JSON.parse(revoked.text)).toMatchObject({ id, active: false, revoked: { by: { sub: 'privacy-officer-1' } } });
+    const after = await run(at(/next use/), vars);
+    expect(after.status).toBe(403);
+    expect(errorCode(after.text)).toBe('grant-inactive');
+    expect(after.text).not.toContain(documentData);
+
+    // The trail: each step of the request, and the FHIR record of the use naming the grant.
+    const records: ChainedRecord[] = [];
+    for await (const item of openAuditSource({ sink: 'file', path: join(dataDir, 'audit'), failOpen: false, rotateBytes: 0, groupCommitMs: 0 })) {
+      if ('record' in item) records.push(item.record as ChainedRecord);
+    }
+    const steps2 = records.filter((r) => r.kind === 'access-request' && r.details?.request === id);
+    expect(steps2.map((r) => [r.details?.action, r.decision, r.actor.sub])).toEqual(
+      expect.arrayContaining([
+        ['request', 'allow', 'billing-clerk-1'],
+        ['approve', 'deny', 'billing-clerk-1'],
+        ['approve', 'allow', 'privacy-officer-1'],
+        ['revoke', 'allow', 'privacy-officer-1'],
+      ]),
+    );
+    // The privacy office was alerted of the request and of the misuse (the demo's only target is the
+    // log, flushed every second): ids, no patient.
+    const alerts = () => output.split('\n').filter((l) => /"alert":\{"type":"(access-request|grant-misuse)"/.test(l));
+    await expect.poll(() => alerts().map((l) => /"type":"([a-z-]+)"/.exec(l)![1]), { timeout: 5000 }).toEqual(expect.arrayContaining(['access-request', 'grant-misuse']));
+    for (const l of alerts()) for (const p of [DEMO.patients.alice, DEMO.patients.brian]) expect(l).not.toContain(p);
+
+    const read = records.find((r) => r.id === used.headers.get('x-request-id'));
+    expect(read?.grant).toEqual({ approvedBy: 'privacy-officer-1', dataSet: 'claim-attachment', id, patient: DEMO.patients.alice });
+    expect(records.find((r) => r.id === plain.headers.get('x-request-id'))?.grant).toBeUndefined();
   });
 
   it('the billing command really is redacted and the researcher one de-identified', async () => {

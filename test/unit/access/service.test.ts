@@ -162,8 +162,8 @@ describe('request, approve, use, expire', () => {
       status: 201,
       details: { action: 'request', request: r.id, dataSet: 'claim-attachment', purpose: 'HPAYMT', scope: { patients: ['p1'] }, minutes: 60 },
     });
-    // The justification is in the store, not in the trail.
-    expect(JSON.stringify(await recordOf(c1.auditId))).not.toContain('discharge summary');
+    // The justification is in the trail (the auditor reads why access was asked for), as given.
+    expect((await recordOf(c1.auditId))?.details?.justification).toBe(JUSTIFICATION);
     expect(outbox()).toMatchObject([
       {
         type: 'access-request',

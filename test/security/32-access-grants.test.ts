@@ -1,0 +1,235 @@
+/**
+ * Elevated access on request, attacked from outside with billing's tokens against the real upstream
+ * and the shipped policy (`claim-attachment`: billing asks, the privacy officer approves, documents
+ * and reports of the granted patient). A grant must reach exactly what it names, for its requester,
+ * while it is in force: nobody approves their own request; another requester's grant, a grant for
+ * another patient and a grant no longer in force open nothing, and answer byte for byte as a grant
+ * or a patient that does not exist would (apart from X-Request-Id); a page of a search made under a
+ * grant is not read after the grant ends; and a grant never lets anyone write.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEMO } from '../../src/demo/data.js';
+import { type Stack, startStack } from '../helpers/gateway.js';
+import { comparableHeaders, expectAbsent, expectError, type Received, receive, refs } from './support.js';
+
+const P = DEMO.patients;
+const FHIR_JSON = 'application/fhir+json';
+const JUSTIFICATION = 'Payer requested the progress note as a claim attachment for claim 2024-32';
+/** Alice's extra documents (so a search under the grant pages) and one of Brian's. */
+const ALICE_DOCS = ['doc-alice-32a', 'doc-alice-32b', 'doc-alice-32c'];
+const BRIAN_DOC = 'doc-brian-32';
+const BRIAN_TEXT = 'Brian Baker discharge summary 32: knee arthroscopy, no complications.';
+/** A grant id nobody was given. */
+const NO_GRANT = '00000000-0000-4000-8000-000000000032';
+
+class Clock {
+  t = Date.now();
+  readonly now = () => new Date(this.t);
+}
+
+let stack: Stack;
+let base: string;
+const clock = new Clock();
+
+function documentOf(id: string, patient: string, text: string) {
+  return {
+    resourceType: 'DocumentReference',
+    id,
+    status: 'current',
+    type: { coding: [{ system: 'http://loinc.org', code: '11506-3', display: 'Progress note' }] },
+    subject: { reference: `Patient/${patient}` },
+    date: '2024-03-01T10:00:00Z',
+    content: [{ attachment: { contentType: 'text/plain', data: Buffer.from(text, 'utf8').toString('base64') } }],
+  };
+}
+
+beforeAll(async () => {
+  stack = await startStack({ now: clock.now });
+  base = stack.url.replace(/\/fhir$/, '');
+  const put = async (r: { resourceType: string; id: string }) => {
+    const res = await fetch(`${stack.upstreamUrl}/${r.resourceType}/${r.id}`, { method: 'PUT', headers: { 'content-type': FHIR_JSON }, body: JSON.stringify(r) });
+    expect(res.ok, `${r.resourceType}/${r.id}`).toBe(true);
+  };
+  for (const id of ALICE_DOCS) await put(documentOf(id, P.alice, `Alice progress note ${id}`));
+  await put(documentOf(BRIAN_DOC, P.brian, BRIAN_TEXT));
+}, 60_000);
+
+afterAll(async () => {
+  await stack?.close();
+});
+
+type Who = { role: string; sub: string; roles?: string[]; purpose: string };
+const clerk = (sub: string): Who => ({ role: 'billing', sub, purpose: 'HPAYMT' });
+const officer = (sub: string): Who => ({ role: 'privacy-officer', sub, purpose: 'HCOMPL' });
+
+async function tokenOf(who: Who): Promise<string> {
+  return stack.token(who.role, { sub: who.sub, ...(who.roles ? { roles: who.roles } : {}) });
+}
+
+/** A call to the access-request routes. */
+async function access(who: Who, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Received> {
+  const headers: Record<string, string> = { authorization: `Bearer ${await tokenOf(who)}`, 'x-purpose-of-use': who.purpose };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  return receive(await fetch(`${base}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }));
+}
+
+/** A FHIR call, with the grant header when given. */
+async function fhir(who: Who, path: string, grant?: string, o: { method?: string; body?: unknown } = {}): Promise<Received> {
+  return receive(
+    await stack.request(path, {
+      token: await tokenOf(who),
+      purpose: who.purpose,
+      method: o.method ?? 'GET',
+      headers: { accept: FHIR_JSON, ...(grant === undefined ? {} : { 'x-access-grant': grant }) },
+      ...(o.body === undefined ? {} : { body: JSON.stringify(o.body), contentType: FHIR_JSON }),
+    }),
+  );
+}
+
+/** A new request for `patients` by `who`; its id. */
+async function ask(who: Who, patients: string[] = [P.alice], minutes = 60): Promise<string> {
+  const r = await access(who, 'POST', '/access-requests', { dataSet: 'claim-attachment', patients, justification: JUSTIFICATION, minutes });
+  expect(r.status, r.text).toBe(201);
+  return (r.json as { id: string }).id;
+}
+
+/** A request by `who`, approved by a privacy officer: the grant's id. */
+async function granted(who: Who, patients: string[] = [P.alice], minutes = 60): Promise<string> {
+  const id = await ask(who, patients, minutes);
+  const r = await access(officer('po-32'), 'POST', `/access-requests/${id}/approve`, {});
+  expect(r.status, r.text).toBe(200);
+  return id;
+}
+
+/** The answer without what differs per request by design (X-Request-Id, Date). */
+function same(a: Received, b: Received): void {
+  expect({ status: a.status, headers: comparableHeaders(a.headers), text: a.text }).toEqual({ status: b.status, headers: comparableHeaders(b.headers), text: b.text });
+}
+
+const documentData = (text: string) => Buffer.from(text, 'utf8').toString('base64');
+const ALICE_NOTE = documentData(DEMO.documentText);
+
+describe('access grants from outside', () => {
+  it('nobody approves their own request, nor a request for a data set they hold one for; the grant opens nothing', async () => {
+    // One person holding both the requester and the approver role.
+    const both: Who = { role: 'billing', sub: 'clerk-and-officer-32', roles: ['billing', 'privacy-officer'], purpose: 'HPAYMT' };
+    const own = await ask(both);
+    const self = await access({ ...both, purpose: 'HCOMPL' }, 'POST', `/access-requests/${own}/approve`, {});
+    expectError(self, 403, 'approval-not-permitted');
+    // ... nor another clerk's, while holding a pending request for the same data set.
+    const other = await ask(clerk('clerk-32-x'));
+    const mutual = await access({ ...both, purpose: 'HCOMPL' }, 'POST', `/access-requests/${other}/approve`, {});
+    expectError(mutual, 403, 'approval-not-permitted');
+    // Billing alone has no approver role.
+    expectError(await access(clerk('clerk-32-y'), 'POST', `/access-requests/${other}/approve`, {}), 403, 'approval-not-permitted');
+
+    const use = await fhir(both, `/DocumentReference?patient=${P.alice}`, own);
+    expectError(use, 403, 'grant-inactive');
+    expectAbsent(use, [ALICE_NOTE, DEMO.documentReference]);
+    expect((await access(officer('po-32'), 'GET', `/access-requests/${own}`)).json).toMatchObject({ status: 'pending', active: false });
+  });
+
+  it("another requester's grant opens nothing, and answers exactly as a grant that does not exist", async () => {
+    const id = await granted(clerk('clerk-32-a'));
+    expect((await fhir(clerk('clerk-32-a'), `/DocumentReference?patient=${P.alice}`, id)).status).toBe(200);
+
+    const stolen = await fhir(clerk('clerk-32-b'), `/DocumentReference?patient=${P.alice}`, id);
+    const unknown = await fhir(clerk('clerk-32-b'), `/DocumentReference?patient=${P.alice}`, NO_GRANT);
+    expectError(stolen, 403, 'grant-invalid');
+    expectAbsent(stolen, [ALICE_NOTE, DEMO.documentReference, ...ALICE_DOCS]);
+    same(stolen, unknown);
+    // The header is the caller's to send: the same grant id under another role is no better.
+    expectError(await fhir({ role: 'coder', sub: 'clerk-32-b', purpose: 'HPAYMT' }, `/DocumentReference?patient=${P.alice}`, id), 403, 'grant-invalid');
+  });
+
+  it('a grant for one patient opens nothing of another, whether or not that patient exists', async () => {
+    const who = clerk('clerk-32-c');
+    const id = await granted(who);
+    const brian = await fhir(who, `/DocumentReference?patient=${P.brian}`, id);
+    const nobody = await fhir(who, '/DocumentReference?patient=pat-does-not-exist-32', id);
+    expectError(brian, 403, 'grant-out-of-scope');
+    expectAbsent(brian, [BRIAN_DOC, documentData(BRIAN_TEXT), 'Baker']);
+    same(brian, nobody);
+    for (const path of [`/Patient/${P.brian}/DocumentReference`, `/DocumentReference?subject=Patient/${P.brian}`, `/DiagnosticReport?patient=${P.brian}`]) {
+      expectError(await fhir(who, path, id), 403, 'grant-out-of-scope');
+    }
+
+    // Naming no patient: limited to the granted one. Brian's document by id answers as a missing one.
+    const all = await fhir(who, '/DocumentReference?_count=50', id);
+    expect(all.status).toBe(200);
+    expect(refs(all.json).sort()).toEqual([...ALICE_DOCS, DEMO.documentReference].map((d) => `DocumentReference/${d}`).sort());
+    expectAbsent(all, [BRIAN_DOC, documentData(BRIAN_TEXT)]);
+    const byId = await fhir(who, `/DocumentReference/${BRIAN_DOC}`, id);
+    const missing = await fhir(who, '/DocumentReference/doc-does-not-exist-32', id);
+    expect(byId.status).toBe(404);
+    expectAbsent(byId, [documentData(BRIAN_TEXT), P.brian]);
+    same(byId, missing);
+  });
+
+  it('a revoked, expired, denied or pending grant opens nothing, and they all answer alike', async () => {
+    const who = clerk('clerk-32-d');
+    const path = `/DocumentReference?patient=${P.alice}`;
+    const pending = await ask(who);
+    const denied = await ask(who);
+    expect((await access(officer('po-32'), 'POST', `/access-requests/${denied}/deny`, { note: 'No payer letter on file' })).status).toBe(200);
+    const revoked = await granted(who);
+    expect((await fhir(who, path, revoked)).status).toBe(200);
+    expect((await access(officer('po-32'), 'POST', `/access-requests/${revoked}/revoke`, {})).status).toBe(200);
+    const expiring = await granted(who, [P.alice], 1);
+    expect((await fhir(who, path, expiring)).status).toBe(200);
+    clock.t += 61_000;
+
+    const answers = [await fhir(who, path, pending), await fhir(who, path, denied), await fhir(who, path, revoked), await fhir(who, path, expiring)];
+    for (const a of answers) {
+      expectError(a, 403, 'grant-inactive');
+      expectAbsent(a, [ALICE_NOTE, DEMO.documentReference, ...ALICE_DOCS]);
+      same(a, answers[0]);
+    }
+  });
+
+  it('a search made under a grant is not paged on after the grant ends, nor without it or under another', async () => {
+    const who = clerk('clerk-32-e');
+    const id = await granted(who);
+    const other = await granted(who);
+    const first = await fhir(who, `/DocumentReference?patient=${P.alice}&_count=1`, id);
+    expect(first.status).toBe(200);
+    const next = (r: Received) => (r.json as { link?: { relation: string; url: string }[] }).link?.find((l) => l.relation === 'next')?.url;
+    const link = next(first)!;
+    expect(link).toContain('_cursor=');
+    const path = link.slice(stack.url.length);
+    const second = await fhir(who, path, id);
+    expect(second.status).toBe(200);
+    expect(refs(second.json)).toHaveLength(1);
+    const third = next(second)!.slice(stack.url.length);
+
+    // The continuation is bound to the grant: not without it, not under another grant of the same requester.
+    expectError(await fhir(who, third, undefined), 400, 'paging-token-invalid');
+    expectError(await fhir(who, third, other), 400, 'paging-token-invalid');
+
+    expect((await access(clerk('clerk-32-e'), 'POST', `/access-requests/${id}/revoke`, { note: 'Done with it' })).status).toBe(200);
+    const after = await fhir(who, third, id);
+    expectError(after, 403, 'grant-inactive');
+    expectAbsent(after, [ALICE_NOTE, ...ALICE_DOCS, DEMO.documentReference]);
+  });
+
+  it('a grant never lets its holder write, the granted types included; nothing reaches the upstream', async () => {
+    const who = clerk('clerk-32-f');
+    const id = await granted(who);
+    const read = async () => (await (await fetch(`${stack.upstreamUrl}/DocumentReference/${ALICE_DOCS[0]}`, { headers: { accept: FHIR_JSON } })).json()) as { meta: { versionId: string } };
+    const before = (await read()).meta.versionId;
+    const changed = { ...documentOf(ALICE_DOCS[0], P.alice, 'Rewritten under a grant'), status: 'entered-in-error' };
+    const attempts = [
+      await fhir(who, `/DocumentReference/${ALICE_DOCS[0]}`, id, { method: 'PUT', body: changed }),
+      await fhir(who, '/DocumentReference', id, { method: 'POST', body: { ...changed, id: undefined } }),
+      await fhir(who, `/DocumentReference/${ALICE_DOCS[0]}`, id, { method: 'DELETE' }),
+      await fhir(who, `/Claim`, id, { method: 'POST', body: { resourceType: 'Claim', status: 'active', patient: { reference: `Patient/${P.alice}` } } }),
+    ];
+    for (const a of attempts) {
+      expect(a.status, a.text).toBe(403);
+      expect(a.text).not.toContain('Rewritten under a grant');
+    }
+    expect((await read()).meta.versionId).toBe(before);
+    const search = (await (await fetch(`${stack.upstreamUrl}/DocumentReference?patient=${P.alice}&_count=100`, { headers: { accept: FHIR_JSON } })).json()) as { entry?: unknown[] };
+    expect(search.entry).toHaveLength(ALICE_DOCS.length + 1);
+  });
+});
