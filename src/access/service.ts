@@ -10,12 +10,11 @@ import type { AuditRecord, AuditSink } from '../audit/record.js';
 import type { Principal } from '../auth/principal.js';
 import type { Alerter } from '../breakglass/alerts.js';
 import type { AlertPayload } from '../breakglass/outbox.js';
-import { resolvePatient } from '../breakglass/patient.js';
 import { parseReason } from '../breakglass/reason.js';
 import { reviewBase } from '../breakglass/service.js';
 import { type ErrorCode, GatewayError, isGatewayError } from '../errors.js';
 import type { CompiledAccessRequests, CompiledPolicy, RequestableDataSet } from '../policy/plan.js';
-import { dateRange, validPeriod } from './scope.js';
+import { dateRange, requestPatients, validPeriod } from './scope.js';
 import {
   type AccessActor,
   type AccessDecision,
@@ -443,7 +442,8 @@ export function createAccessService(o: AccessServiceOptions): AccessService {
         throw invalid('a denial names nothing but a note');
       }
       const r = await o.store.get(id);
-      if (r === undefined) throw new GatewayError('access-request-not-found');
+      // Whoever may not see a request is told nothing of it, here as on GET: not that it exists.
+      if (r === undefined || viewerRole(r, principal, ar) === undefined) throw new GatewayError('access-request-not-found');
       about(c, r);
       const ds = ar?.dataSets.get(r.dataSet);
       // Separation of duties: never one's own request, whatever issuer vouches for the approver.
@@ -495,7 +495,7 @@ export function createAccessService(o: AccessServiceOptions): AccessService {
       const body = fields(input, REVOKE_FIELDS);
       const note = noteOf(body.note);
       const r = await o.store.get(id);
-      if (r === undefined) throw new GatewayError('access-request-not-found');
+      if (r === undefined || viewerRole(r, principal, ar) === undefined) throw new GatewayError('access-request-not-found');
       about(c, r);
       if (isRequester(r, principal)) {
         // Giving one's own grant up early.
@@ -601,20 +601,26 @@ export function createAccessService(o: AccessServiceOptions): AccessService {
       o.logger.error({ reqId: input.requestId, err: e }, 'access grants unreadable');
       return fail('grant-unavailable', 'store unreadable');
     }
-    const named = resolvePatient(req);
+    const asked = requestPatients(req);
+    const named = asked.ids.size === 1 ? [...asked.ids][0] : undefined;
     if (r === undefined) return fail('grant-invalid', 'no such grant');
     if (!isRequester(r, principal)) return fail('grant-invalid', "another requester's grant", { r, why: 'not-requester', patient: named });
     if (!isActive(r, t) || r.granted === undefined || r.decision === undefined) return fail('grant-inactive', `grant ${r.status}${r.revoked ? ', revoked' : ''}`);
     if (policyOf().ar?.dataSets.get(r.dataSet) === undefined) return fail('grant-inactive', 'data set no longer requestable');
     if (purpose !== r.purpose) return fail('grant-out-of-scope', 'another purpose', { r, why: 'purpose', patient: named });
     const granted = r.granted.scope;
+    // Every patient the request names must be granted (a list, a second parameter, a search body
+    // naming another one: refused and alerted, never quietly answered empty); what cannot be read
+    // as patient ids (a batch, an identifier) is refused rather than guessed at.
+    const outside = [...asked.ids].find((p) => !granted.patients.includes(p));
+    if (outside !== undefined) return fail('grant-out-of-scope', 'patient not granted', { r, why: 'patient', patient: outside });
+    if (asked.opaque) return fail('grant-out-of-scope', 'patients not named by id', { r, why: 'unresolvable', patient: undefined });
+    if (asked.ids.size > 1) return fail('grant-out-of-scope', 'several patients named', { r, why: 'several-patients', patient: undefined });
     let patient = named;
     if (patient === undefined) {
-      // A request naming no single patient is limited by the pipeline to the grant's only patient.
+      // A request naming no patient is limited by the pipeline to the grant's only patient.
       if (granted.patients.length !== 1) return fail('grant-out-of-scope', 'no single granted patient named', { r, why: 'no-patient', patient: undefined });
-      patient = granted.patients[0];
-    } else if (!granted.patients.includes(patient)) {
-      return fail('grant-out-of-scope', 'patient not granted', { r, why: 'patient', patient });
+      patient = granted.patients[0]!;
     }
     if (principal.patient !== undefined && principal.patient !== patient) return fail('grant-out-of-scope', 'outside the token patient', { r, why: 'token-patient', patient });
     try {

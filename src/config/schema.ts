@@ -3,6 +3,7 @@
  * everywhere: a misspelt key is an error, never a silently ignored safeguard.
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { RECORD_KINDS } from '../siem/filter.js';
 import { didYouMean } from './errors.js';
 
 const str = { type: 'string', minLength: 1 } as const;
@@ -153,6 +154,68 @@ export const gatewaySchema = {
       additionalProperties: false,
       required: ['cert', 'key'],
       properties: { cert: str, key: str },
+    },
+    // Delivery of the audit trail to SIEM targets (syslog over TLS, FHIR Audit Record Repository);
+    // URLs, names and which keys apply to which type are checked in gateway.ts.
+    siem: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['targets'],
+      properties: {
+        targets: {
+          type: 'array',
+          minItems: 1,
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'type', 'url'],
+            properties: {
+              // Names a cursor file and a Redis consumer group: letters, digits, `.`, `_`, `-`.
+              name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' },
+              type: { enum: ['syslog', 'fhir'] },
+              url: str,
+              format: { enum: ['balp', 'record'] },
+              appName: { type: 'string', pattern: '^[!-~]{1,48}$' },
+              hostname: { type: 'string', pattern: '^[!-~]{1,255}$' },
+              tls: {
+                type: 'object',
+                additionalProperties: false,
+                properties: { ca: str, cert: str, key: str, serverName: str },
+              },
+              auth: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['type'],
+                properties: {
+                  type: { enum: ['none', 'bearer', 'client-credentials'] },
+                  token: str,
+                  tokenFile: str,
+                  tokenUrl: str,
+                  clientId: str,
+                  clientSecret: str,
+                  clientSecretFile: str,
+                  scope: str,
+                },
+              },
+              batchSize: { type: 'integer', minimum: 1, maximum: 1000 },
+              filter: {
+                type: 'object',
+                additionalProperties: false,
+                properties: {
+                  kinds: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: RECORD_KINDS } },
+                  decisions: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: ['allow', 'deny', 'error'] } },
+                  breakGlassOnly: { type: 'boolean' },
+                },
+              },
+            },
+          },
+        },
+        stateDir: str,
+        batchSize: { type: 'integer', minimum: 1, maximum: 10_000 },
+        baseDelayMs: { type: 'integer', minimum: 10, maximum: 3_600_000 },
+        maxDelayMs: { type: 'integer', minimum: 10, maximum: 86_400_000 },
+        pollMs: { type: 'integer', minimum: 10, maximum: 600_000 },
+      },
     },
     // SIGTERM: how long in-flight requests may take to finish before connections are cut.
     shutdownGraceMs: { type: 'integer', minimum: 0, maximum: 600_000 },
@@ -380,6 +443,7 @@ export const policySchema = {
         reasons: { type: 'array', uniqueItems: true, minItems: 1, items: code },
         maxPatients: { type: 'integer', minimum: 1, maximum: 1000 },
         maxPending: { type: 'integer', minimum: 1, maximum: 1000 },
+        timeZone: { type: 'string', minLength: 1 },
         dataSets: {
           type: 'object',
           propertyNames: name,

@@ -23,6 +23,7 @@ import {
 } from './labels.js';
 import type { CompiledConsent } from '../consent/types.js';
 import { selfGrantingTypes } from './relationship.js';
+import { isTimeZone } from '../monitor/rules.js';
 import type { DeidProfile, LabelDeclaration, PolicyFile, PolicyInteraction, RuleSpec, TransformName } from './model.js';
 import type {
   AccessPlan,
@@ -525,6 +526,8 @@ function compileAccessRequests(
   const spec = raw.accessRequests;
   if (!isObject(spec)) return undefined;
   const maxMs = (spec.maxMinutes ?? 1440) * 60_000;
+  const timeZone = spec.timeZone ?? 'UTC';
+  if (!isTimeZone(timeZone)) problem('accessRequests.timeZone', `unknown time zone '${timeZone}'`);
   const out = new Map<string, RequestableDataSet>();
   for (const [name, r] of entries(spec.dataSets)) {
     if (!isObject(r)) continue;
@@ -588,6 +591,7 @@ function compileAccessRequests(
     reasons: spec.reasons ? Object.freeze([...spec.reasons]) : undefined,
     maxPatients: spec.maxPatients ?? 20,
     maxPending: spec.maxPending ?? 5,
+    timeZone,
     dataSets: out,
   });
 }

@@ -45,6 +45,8 @@ export interface AccessRequestsSpec {
   readonly maxPatients?: number;
   /** Undecided requests a requester may hold at once (default 5). */
   readonly maxPending?: number;
+  /** IANA time zone in which a grant's period dates (`2024-02-11`) are days (default UTC). */
+  readonly timeZone?: string;
   /** Data set name -> who may ask for it, for which purposes, and who approves. */
   readonly dataSets: Readonly<Record<string, RequestableSpec>>;
 }

@@ -127,6 +127,8 @@ export interface CompiledAccessRequests {
   readonly reasons: readonly string[] | undefined;
   readonly maxPatients: number;
   readonly maxPending: number;
+  /** IANA time zone of a grant's period dates and of records' bare dates. */
+  readonly timeZone: string;
   readonly dataSets: ReadonlyMap<string, RequestableDataSet>;
 }
 

@@ -555,7 +555,7 @@ export function createPipeline(deps: PipelineDeps, upstream: Dispatcher) {
       if (!d.allow) throw new GatewayError(d.code);
       plan = d.plan;
       if (ex.grant !== undefined && granted !== undefined) {
-        const scope = grantScopeOf(granted, ex.grant.scope);
+        const scope = grantScopeOf(granted, ex.grant.scope, rt.policy.accessRequests?.timeZone);
         if (scope !== undefined) grantScopes.set(plan, scope);
       }
       ex.role = plan.role;

@@ -120,8 +120,12 @@ describe('access grants from outside', () => {
     const other = await ask(clerk('clerk-32-x'));
     const mutual = await access({ ...both, purpose: 'HCOMPL' }, 'POST', `/access-requests/${other}/approve`, {});
     expectError(mutual, 403, 'approval-not-permitted');
-    // Billing alone has no approver role.
-    expectError(await access(clerk('clerk-32-y'), 'POST', `/access-requests/${other}/approve`, {}), 403, 'approval-not-permitted');
+    // Billing alone has no approver role, and may not see another clerk's request: it is told
+    // nothing of it, exactly as for an id that does not exist.
+    const unseen = await access(clerk('clerk-32-y'), 'POST', `/access-requests/${other}/approve`, {});
+    const missing = await access(clerk('clerk-32-y'), 'POST', '/access-requests/8513cabb-25d0-45a9-89be-6f0cbae99f1b/approve', {});
+    expectError(unseen, 404, 'access-request-not-found');
+    expectError(missing, 404, 'access-request-not-found');
 
     const use = await fhir(both, `/DocumentReference?patient=${P.alice}`, own);
     expectError(use, 403, 'grant-inactive');
@@ -231,5 +235,62 @@ describe('access grants from outside', () => {
     expect((await read()).meta.versionId).toBe(before);
     const search = (await (await fetch(`${stack.upstreamUrl}/DocumentReference?patient=${P.alice}&_count=100`, { headers: { accept: FHIR_JSON } })).json()) as { entry?: unknown[] };
     expect(search.entry).toHaveLength(ALICE_DOCS.length + 1);
+  });
+
+  // Found by an outside tester: shapes naming another patient that a one-patient grant answered
+  // empty without refusing or alerting. Each is now refused as outside the grant.
+  it('a grant refuses every request naming a patient it does not grant (lists, repeats, search bodies, batches)', async () => {
+    const me = clerk('clerk-32-names');
+    const grant = await granted(me, [P.alice]);
+    const refused = [
+      `/DocumentReference?patient=${P.alice},${P.brian}`,
+      `/DocumentReference?patient=${P.alice}&patient=${P.brian}`,
+      `/DocumentReference?subject:Patient=${P.brian}`,
+      `/DocumentReference?subject=Patient/${P.brian}`,
+      `/Patient?_id=${P.brian}`,
+    ];
+    for (const path of refused) expectError(await fhir(me, path, grant), 403, 'grant-out-of-scope');
+    const body = await receive(
+      await stack.request(`/DocumentReference/_search?patient=${P.alice}`, {
+        token: await tokenOf(me),
+        purpose: me.purpose,
+        method: 'POST',
+        headers: { accept: FHIR_JSON, 'x-access-grant': grant },
+        body: `patient=${P.brian}`,
+        contentType: 'application/x-www-form-urlencoded',
+      }),
+    );
+    expectError(body, 403, 'grant-out-of-scope');
+    const batch = { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: `DocumentReference?patient=${P.alice}` } }] };
+    expectError(await fhir(me, '/', grant, { method: 'POST', body: batch }), 403, 'grant-out-of-scope');
+    // The granted patient alone is still answered.
+    expect((await fhir(me, `/DocumentReference?patient=${P.alice}`, grant)).status).toBe(200);
+    const misuse = (await stack.auditRecords()).filter((r) => r.kind === 'fhir' && r.details?.accessGrant === grant && r.rule.endsWith('grant-out-of-scope'));
+    expect(misuse.length).toBe(refused.length + 2);
+  });
+
+  // Found by an outside tester: a period of bare dates was widened by other time zones, releasing a
+  // record of the day before (09:00 in New York) under a grant approved "from" the next day.
+  it('a period of dates is days in the hospital time zone: nothing of the day before is released', async () => {
+    const me = clerk('clerk-32-period');
+    const FEB10 = 'doc-alice-32-feb10';
+    const FEB11 = 'doc-alice-32-feb11';
+    const put = async (r: { resourceType: string; id: string; date: string }) => {
+      const res = await fetch(`${stack.upstreamUrl}/${r.resourceType}/${r.id}`, { method: 'PUT', headers: { 'content-type': FHIR_JSON }, body: JSON.stringify(r) });
+      expect(res.ok).toBe(true);
+    };
+    await put({ ...documentOf(FEB10, P.alice, 'note of Feb 10'), date: '2024-02-10T14:00:00Z' });
+    await put({ ...documentOf(FEB11, P.alice, 'note of Feb 11'), date: '2024-02-11T07:45:00Z' });
+    const asked = await access(me, 'POST', '/access-requests', { dataSet: 'claim-attachment', patients: [P.alice], period: { start: '2024-02-11', end: '2024-02-28' }, justification: JUSTIFICATION, minutes: 60 });
+    expect(asked.status, asked.text).toBe(201);
+    const id = (asked.json as { id: string }).id;
+    expect((await access(officer('po-32'), 'POST', `/access-requests/${id}/approve`, {})).status).toBe(200);
+    const found = await fhir(me, `/DocumentReference?patient=${P.alice}`, id);
+    expect(found.status).toBe(200);
+    expect(refs(found.json)).toContain(`DocumentReference/${FEB11}`);
+    expect(refs(found.json)).not.toContain(`DocumentReference/${FEB10}`);
+    expectAbsent(found, [documentData('note of Feb 10')]);
+    // By id, the day before answers like a document that does not exist.
+    same(await fhir(me, `/DocumentReference/${FEB10}`, id), await fhir(me, '/DocumentReference/doc-alice-32-none', id));
   });
 });

@@ -44,11 +44,31 @@ describe('elevatePlan', () => {
 });
 
 describe('dates and periods', () => {
-  it('reads dates, dateTimes and instants as the range they can mean', () => {
-    expect(dateRange('2024-03-05')).toEqual([Date.UTC(2024, 2, 5) - 14 * 3_600_000, Date.UTC(2024, 2, 6) + 14 * 3_600_000 - 1]);
+  it('reads dates, dateTimes and instants as the range they name, a date as its day in the time zone', () => {
+    expect(dateRange('2024-03-05')).toEqual([Date.UTC(2024, 2, 5), Date.UTC(2024, 2, 6) - 1]);
     expect(dateRange('2024-03-05T10:00:00Z')).toEqual([Date.UTC(2024, 2, 5, 10), Date.UTC(2024, 2, 5, 10)]);
-    expect(dateRange('2024')?.[1]).toBe(Date.UTC(2025, 0, 1) + 14 * 3_600_000 - 1);
-    for (const bad of ['', 'yesterday', '2024-3-5', 5, null, '2024-03-05Tnope']) expect(dateRange(bad), String(bad)).toBeUndefined();
+    expect(dateRange('2024-03-05T10:00:00+02:00')).toEqual([Date.UTC(2024, 2, 5, 8), Date.UTC(2024, 2, 5, 8)]);
+    expect(dateRange('2024')?.[1]).toBe(Date.UTC(2025, 0, 1) - 1);
+    // New York: EST (UTC-5) in February, EDT (UTC-4) in July; a wall-clock time without an offset is local.
+    expect(dateRange('2024-02-11', 'America/New_York')).toEqual([Date.UTC(2024, 1, 11, 5), Date.UTC(2024, 1, 12, 5) - 1]);
+    expect(dateRange('2024-07-04', 'America/New_York')).toEqual([Date.UTC(2024, 6, 4, 4), Date.UTC(2024, 6, 5, 4) - 1]);
+    expect(dateRange('2024-02-11T09:30:00', 'America/New_York')).toEqual([Date.UTC(2024, 1, 11, 14, 30), Date.UTC(2024, 1, 11, 14, 30)]);
+    for (const bad of ['', 'yesterday', '2024-3-5', 5, null, '2024-03-05Tnope', '2024-13-01', '2024-02-11T25:00:00Z']) expect(dateRange(bad), String(bad)).toBeUndefined();
+  });
+
+  it('a period of dates covers exactly those days in the hospital time zone (no widening by other zones)', () => {
+    const s = grantScopeOf(chart, { patients: ['p1'], period: { start: '2024-02-11', end: '2024-02-28' } }, 'America/New_York')!;
+    const obs = (effectiveDateTime: string) => ({ resourceType: 'Observation', id: 'o', status: 'final', subject: { reference: 'Patient/p1' }, effectiveDateTime });
+    // 09:00 in New York on Feb 10: the day before the period, whatever UTC says.
+    expect(s.outOfScope(obs('2024-02-10T14:00:00Z'))).toBe(true);
+    expect(s.outOfScope(obs('2024-02-11T04:59:59Z'))).toBe(true);
+    expect(s.outOfScope(obs('2024-02-11T05:00:00Z'))).toBe(false);
+    expect(s.outOfScope(obs('2024-02-11T07:45:00Z'))).toBe(false);
+    expect(s.outOfScope(obs('2024-02-11'))).toBe(false);
+    expect(s.outOfScope(obs('2024-02-10'))).toBe(true);
+    expect(s.outOfScope(obs('2024-02-28T23:59:00-05:00'))).toBe(false);
+    expect(s.outOfScope(obs('2024-02-29T04:59:59Z'))).toBe(false);
+    expect(s.outOfScope(obs('2024-02-29T05:00:00Z'))).toBe(true);
   });
 
   it('validates periods', () => {
@@ -86,10 +106,10 @@ describe('grantScopeOf', () => {
     expect(s.outOfScope(doc('2024'))).toBe(true);
   });
 
-  it('generated: a dateTime is in scope exactly when it lies within the period (as widened by time zones)', () => {
+  it('generated: a dateTime is in scope exactly when it lies within the period', () => {
     const s = grantScopeOf(claim, { patients: ['p1'], period: { start: '2024-01-01', end: '2024-12-31' } })!;
-    const from = Date.UTC(2024, 0, 1) - 14 * 3_600_000;
-    const to = Date.UTC(2025, 0, 1) + 14 * 3_600_000 - 1;
+    const from = Date.UTC(2024, 0, 1);
+    const to = Date.UTC(2025, 0, 1) - 1;
     fc.assert(
       fc.property(fc.integer({ min: Date.UTC(2022, 0, 1), max: Date.UTC(2026, 0, 1) }), (t) => {
         const at = new Date(t).toISOString();
