@@ -33,7 +33,7 @@ seal() {
 }
 
 # The gateway's Redis ACL: the same rules docs/production.md gives (a test keeps them equal).
-GATEWAY_ACL='resetkeys resetchannels nocommands +@connection +info ~phi-gateway:audit +xadd +xrange +xrevrange +xlen +xinfo|stream +eval +evalsha +script|load +multi +exec +discard (~phi-gateway:bg:* ~phi-gateway:anomaly:* ~phi-gateway:rel:* ~phi-gateway:access:* ~phi-gateway:access-alerts:* &phi-gateway:* +@all -@dangerous)'
+GATEWAY_ACL='resetkeys resetchannels nocommands +@connection +info ~phi-gateway:audit +xadd +xrange +xrevrange +xlen +xinfo|stream +xgroup|create +xreadgroup +xack +xautoclaim +xinfo|groups +eval +evalsha +script|load +multi +exec +discard (~phi-gateway:bg:* ~phi-gateway:anomaly:* ~phi-gateway:rel:* ~phi-gateway:access:* ~phi-gateway:access-alerts:* &phi-gateway:* +@all -@dangerous)'
 
 # The ACL file and the URL share one password: both are made together, or both kept.
 if [ ! -e "$dir/redis-users.acl" ] || [ ! -e "$dir/audit-redis-url" ]; then

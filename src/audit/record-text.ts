@@ -51,7 +51,7 @@ const TOP = [
 ] as const;
 const ACTOR = ['clientId', 'iss', 'jti', 'roles', 'sub'] as const;
 const CLIENT = ['address', 'userAgent'] as const;
-const DISCLOSED = ['elements', 'elementsRemoved', 'patients', 'resources', 'resourcesWithheld'] as const;
+const DISCLOSED = ['elements', 'elementsRemoved', 'patients', 'resources', 'resourcesWithheld', 'states'] as const;
 const DURATIONS = ['totalMs', 'upstreamMs'] as const;
 const REQUEST = ['interaction', 'method', 'path', 'resourceType'] as const;
 
@@ -153,6 +153,27 @@ function elements(v: unknown): string {
   return `${out}}`;
 }
 
+/** `disclosed.states`: a plain object, keys in canonical order, each value a string. */
+function states(v: unknown): string {
+  if (!isPlainObject(v)) {
+    ok = false;
+    return '';
+  }
+  const obj = v;
+  const keys = Object.keys(obj);
+  let out = '{';
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i] as string;
+    // Integer-like ids (`10`, `9`) enumerate first whatever their insertion order: generic route.
+    if (i > 0 && !((keys[i - 1] as string) < k)) {
+      ok = false;
+      return '';
+    }
+    out += `${i > 0 ? ',' : ''}${quote(k)}:${str(obj[k])}`;
+  }
+  return `${out}}`;
+}
+
 /** A free-form member (`breakGlass`, `details`) as the generic route writes it: `,"key":text` or ''. */
 function generic(member: string, key: string, v: unknown): string {
   if (v === undefined || !ok) return '';
@@ -217,7 +238,7 @@ export function splitKnownRecord(record: AuditRecord): RecordSplit | undefined {
   const after =
     `,"client":{"address":${str(client.address)}${optStr(',"userAgent":', client.userAgent)}}${generic(',"consent":', 'consent', r.consent)}` +
     `,"decision":${str(r.decision)}${generic(',"details":', 'details', r.details)}` +
-    `,"disclosed":{${el}"elementsRemoved":${num(d.elementsRemoved)},"patients":${strArray(d.patients)},"resources":${strArray(d.resources)},"resourcesWithheld":${num(d.resourcesWithheld)}}` +
+    `,"disclosed":{${el}"elementsRemoved":${num(d.elementsRemoved)},"patients":${strArray(d.patients)},"resources":${strArray(d.resources)},"resourcesWithheld":${num(d.resourcesWithheld)}${d.states === undefined ? '' : `,"states":${states(d.states)}`}}` +
     `,"durations":{"totalMs":${num(t.totalMs)}${optNum(',"upstreamMs":', t.upstreamMs)}}${generic(',"grant":', 'grant', r.grant)}` +
     `,"id":${str(r.id)},"kind":${str(r.kind)},"policyVersion":${str(r.policyVersion)}${optStr(',"purpose":', r.purpose)}${relationshipMember(r.relationship)}` +
     `,"request":{${interaction}"method":${str(q.method)},"path":${str(q.path)}${optStr(',"resourceType":', q.resourceType)}}` +

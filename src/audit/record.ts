@@ -75,6 +75,13 @@ export interface AuditRecord {
      * elements. Absent on records written before it existed and when nothing was released.
      */
     readonly elements?: Readonly<Record<string, readonly string[]>> | undefined;
+    /**
+     * State of residence per released Patient whose released body showed one (real patient id ->
+     * `address[].state` of the home address, else of the first with a state; trimmed, uppercased,
+     * at most 40 characters), sorted keys. The state only, never another part of an address. For
+     * the breach report's per-state counts. Absent when no released Patient showed a state.
+     */
+    readonly states?: Readonly<Record<string, string>> | undefined;
   };
   readonly status: number;
   readonly upstreamStatus: number | undefined;

@@ -2,6 +2,7 @@
  * `phi-gateway audit export [filters] [--format ndjson|csv|fhir] [--bundle] [--out F] [--source S]`
  * `phi-gateway audit verify [--public-key F] [--allow-unsealed] [--anchor F] [--source S]`
  * `phi-gateway audit keygen --out DIR`
+ * `phi-gateway audit ship [--config F] [--once]` (ship.ts)
  *
  * Source: `--source file:DIR | redis://host:port[/db][?stream=NAME]`, else PHI_GATEWAY_AUDIT, else
  * the audit sink of the gateway config (`--config F`, PHI_GATEWAY_CONFIG, config/gateway.yaml).
@@ -44,6 +45,11 @@ export const USAGE = `usage:
       or PHI_GATEWAY_AUDIT_SIGNING_KEY_FILE) and DIR/audit-signing-key.pub.pem (for audit verify
       --public-key; keep a copy off this machine). Never overwrites an existing key.
 
+  phi-gateway audit ship [--config F] [--once]
+      Delivers the trail to the SIEM targets of the config's siem section, as serve does, in a
+      process of its own (docs/siem.md); --once: until caught up, then exit 0 (1 a target failed).
+      Never beside a serve with the same targets on a file sink: a target's cursor is locked.
+
   S: file:DIR or redis://host:port[/db][?stream=NAME]; default PHI_GATEWAY_AUDIT (or the file
   PHI_GATEWAY_AUDIT_FILE names), then the audit section of the gateway config (--config F, else
   PHI_GATEWAY_CONFIG, else config/gateway.yaml). T: an ISO 8601 time; --from inclusive, --to exclusive.
@@ -82,6 +88,7 @@ export async function run(argv: string[], io: AuditCliIo): Promise<number> {
     if (verb === 'export') return await runExport(rest, io);
     if (verb === 'verify') return await runVerify(rest, io);
     if (verb === 'keygen') return await runKeygen(rest, io);
+    if (verb === 'ship') return await (await import('./ship.js')).runShip(rest, io);
     if (verb === '--help' || verb === '-h') {
       io.stdout.write(USAGE);
       return 0;

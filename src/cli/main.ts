@@ -49,6 +49,7 @@ export const USAGE = `usage: phi-gateway <verb> [options]
   audit verify [--public-key F] [--allow-unsealed] [--anchor F]
                                      check the audit hash chains and signed checkpoints
   audit keygen --out DIR             create the Ed25519 key pair that signs audit checkpoints
+  audit ship [--once]                deliver the audit trail to the SIEM targets of the config (docs/siem.md)
   break-glass list [--unreviewed]    break-glass sessions: reason, actor, patient, expiry, review state
   break-glass review ID --token-file F --outcome justified|unjustified [--note T]
                                      record a retrospective review as the token's verified subject
@@ -59,6 +60,8 @@ export const USAGE = `usage: phi-gateway <verb> [options]
                                      own), revoke, list (see phi-gateway access --help)
   report usage|access|break-glass [--from T] [--to T] [--format table|csv|html] [--out F]
                                      compliance reports from the audit trail
+  report breach (--actor SUB | --client ID | --address CIDR)... --from T --to T [--discovered T]
+                                     what was released to those actors: patients, states, deadlines
   policy diff --candidate F [--from T] [--to T]
                                      replay recorded requests: what a candidate policy would change
   seed --upstream URL                load the synthetic demo patients into a FHIR server (docker compose)

@@ -20,6 +20,7 @@ import { DEFAULT_CHECKPOINT_RECORDS, DEFAULT_CHECKPOINT_SECONDS, loadSigningKey,
 import { DEFAULT_REDIS_COMMAND_TIMEOUT_MS } from '../audit/redis-options.js';
 import { ConfigError, deepFreeze } from './errors.js';
 import { ASYMMETRIC_ALGORITHMS, gatewaySchema, LOG_LEVELS, validateSchema } from './schema.js';
+import type { FhirTargetConfig, SiemConfig, SyslogTargetConfig, TargetConfig } from '../siem/types.js';
 import type { AuditCheckpointConfig, AuditConfig, CorsConfig, GatewayConfig, HostPort, SmartConfig, UpstreamConfig } from './types.js';
 import { formatPath, formatProblem, type ParsedYaml, type PathSegment, parseYaml, sortProblems } from './yaml.js';
 
@@ -354,6 +355,7 @@ class Builder {
     const cors = this.broken.has('cors') ? undefined : this.cors();
     const smart = this.broken.has('smart') ? undefined : this.smart();
     const trustedProxies = this.broken.has('trustedProxies') ? undefined : this.trustedProxies();
+    const siem = this.broken.has('siem') || this.data.siem === undefined ? undefined : this.siem();
 
     if (this.problems.length > 0 || this.broken.size > 0 || !listen || !admin || !publicBaseUrl || !upstream || !auth || !audit) return undefined;
     return deepFreeze({
@@ -381,6 +383,7 @@ class Builder {
       cors: cors ?? { origins: [] },
       ...(smart ? { smart } : {}),
       ...(trustedProxies !== undefined && trustedProxies.length > 0 ? { trustedProxies } : {}),
+      ...(siem ? { siem } : {}),
     }) as GatewayConfig;
   }
 
@@ -653,6 +656,133 @@ class Builder {
     return [...list];
   }
 
+  /**
+   * `siem`: delivery targets of the audit trail. Names unique (each names a cursor and a Redis
+   * consumer group); syslog at `tls://host:port`, a repository at an http(s) base (https unless
+   * loopback); keys that do not apply to a target's type refused; TLS files must exist; the FHIR
+   * target's secrets inline or from files, as the upstream's.
+   */
+  private siem(): SiemConfig | undefined {
+    const raw = this.obj('siem');
+    const list = Array.isArray(raw.targets) ? (raw.targets as Raw[]) : [];
+    const targets: TargetConfig[] = [];
+    const names = new Set<string>();
+    const allowed: Record<string, readonly string[]> = {
+      syslog: ['name', 'type', 'url', 'format', 'appName', 'hostname', 'tls', 'filter'],
+      fhir: ['name', 'type', 'url', 'auth', 'tls', 'batchSize', 'filter'],
+    };
+    list.forEach((t, i) => {
+      const at = (...rest: PathSegment[]): PathSegment[] => ['siem', 'targets', i, ...rest];
+      const type = t.type as 'syslog' | 'fhir';
+      const name = t.name as string;
+      if (names.has(name)) this.at(at('name'), `duplicate target name '${name}'`);
+      names.add(name);
+      for (const k of Object.keys(t)) {
+        if (!allowed[type].includes(k)) this.at(at(k), `'${k}' does not apply to a ${type} target`, true);
+      }
+      const tls = this.siemTls(t, at, type === 'syslog');
+      const filter = t.filter === undefined ? undefined : (t.filter as TargetConfig['filter']);
+      if (type === 'syslog') {
+        const url = syslogUrlProblem(t.url as string);
+        if (url !== undefined) this.at(at('url'), url);
+        targets.push({
+          name,
+          type,
+          url: t.url as string,
+          format: (t.format as 'balp' | 'record' | undefined) ?? 'balp',
+          ...(tls ? { tls } : {}),
+          ...(typeof t.appName === 'string' ? { appName: t.appName } : {}),
+          ...(typeof t.hostname === 'string' ? { hostname: t.hostname } : {}),
+          ...(filter ? { filter } : {}),
+        });
+        return;
+      }
+      let url = t.url as string;
+      const u = parseHttpUrl(url, { httpsUnlessLoopback: true });
+      if (u.ok) url = u.value;
+      else this.at(at('url'), u.message);
+      const auth = this.siemAuth((t.auth ?? { type: 'none' }) as Raw, (k) => (k === undefined ? at('auth') : at('auth', k)));
+      if (auth === undefined) return;
+      targets.push({
+        name,
+        type,
+        url,
+        auth,
+        ...(tls ? { tls } : {}),
+        ...(typeof t.batchSize === 'number' ? { batchSize: t.batchSize } : {}),
+        ...(filter ? { filter } : {}),
+      });
+    });
+    const baseDelayMs = raw.baseDelayMs as number | undefined;
+    const maxDelayMs = raw.maxDelayMs as number | undefined;
+    if (baseDelayMs !== undefined && maxDelayMs !== undefined && baseDelayMs > maxDelayMs) this.at(['siem', 'baseDelayMs'], 'baseDelayMs must not exceed maxDelayMs');
+    return {
+      targets,
+      ...(typeof raw.stateDir === 'string' ? { stateDir: this.file(raw.stateDir) } : {}),
+      ...(typeof raw.batchSize === 'number' ? { batchSize: raw.batchSize } : {}),
+      ...(baseDelayMs !== undefined ? { baseDelayMs } : {}),
+      ...(maxDelayMs !== undefined ? { maxDelayMs } : {}),
+      ...(typeof raw.pollMs === 'number' ? { pollMs: raw.pollMs } : {}),
+    };
+  }
+
+  private siemTls(t: Raw, at: (...rest: PathSegment[]) => PathSegment[], serverName: boolean): SyslogTargetConfig['tls'] {
+    if (t.tls === undefined) return undefined;
+    const raw = t.tls as Raw;
+    const out: { ca?: string; cert?: string; key?: string; serverName?: string } = {};
+    for (const k of ['ca', 'cert', 'key'] as const) {
+      if (typeof raw[k] === 'string') out[k] = this.mustExist(at('tls', k), raw[k] as string);
+    }
+    if ((out.cert === undefined) !== (out.key === undefined)) this.at(at('tls'), 'tls cert and key go together');
+    if (typeof raw.serverName === 'string') {
+      if (serverName) out.serverName = raw.serverName;
+      else this.at(at('tls', 'serverName'), "'serverName' applies to syslog targets only", true);
+    }
+    return out;
+  }
+
+  private siemAuth(raw: Raw, p: (k?: string) => PathSegment[]): FhirTargetConfig['auth'] | undefined {
+    const allowed: Record<string, readonly string[]> = {
+      none: ['type'],
+      bearer: ['type', 'token', 'tokenFile'],
+      'client-credentials': ['type', 'tokenUrl', 'clientId', 'clientSecret', 'clientSecretFile', 'scope'],
+    };
+    const type = raw.type as string;
+    for (const k of Object.keys(raw)) {
+      if (!allowed[type].includes(k)) this.at(p(k), `'${k}' does not apply to auth type ${type}`, true);
+    }
+    const secret = (inline: string, fileKey: string): string | undefined => {
+      const hasInline = typeof raw[inline] === 'string';
+      const hasFile = typeof raw[fileKey] === 'string';
+      if (hasInline === hasFile) {
+        this.at(hasFile ? p(fileKey) : p(), `set exactly one of '${inline}' or '${fileKey}'`, hasFile);
+        return undefined;
+      }
+      return hasInline ? (raw[inline] as string) : this.secretFile(p(fileKey), raw[fileKey] as string);
+    };
+    if (type === 'none') return { type: 'none' };
+    if (type === 'bearer') {
+      const token = secret('token', 'tokenFile');
+      return token === undefined ? undefined : { type: 'bearer', token };
+    }
+    const clientSecret = secret('clientSecret', 'clientSecretFile');
+    if (raw.clientId === undefined) this.at(p(), "client-credentials needs 'clientId'");
+    if (raw.tokenUrl === undefined) {
+      this.at(p(), "client-credentials needs 'tokenUrl'");
+      return undefined;
+    }
+    const tokenUrl = parseHttpUrl(raw.tokenUrl as string, { httpsUnlessLoopback: true });
+    if (!tokenUrl.ok) this.at(p('tokenUrl'), tokenUrl.message);
+    if (clientSecret === undefined || !tokenUrl.ok || typeof raw.clientId !== 'string') return undefined;
+    return {
+      type: 'client-credentials',
+      tokenUrl: tokenUrl.value,
+      clientId: raw.clientId,
+      clientSecret,
+      ...(typeof raw.scope === 'string' ? { scope: raw.scope } : {}),
+    };
+  }
+
   private audit(): AuditConfig | undefined {
     const sink = this.auditSink();
     const checkpoint = this.auditCheckpoint();
@@ -742,6 +872,21 @@ class Builder {
       groupCommitMs: (raw.groupCommitMs as number) ?? DEFAULTS.auditGroupCommitMs,
     };
   }
+}
+
+/** Why `raw` is not a syslog target URL (`tls://host:port`), or undefined. Never echoes credentials. */
+export function syslogUrlProblem(raw: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return `'${raw}' is not a URL (tls://host:port)`;
+  }
+  if (u.protocol !== 'tls:') return `a syslog target needs tls://host:port (RFC 5425), not ${u.protocol}`;
+  if (u.username !== '' || u.password !== '') return 'URL must not contain credentials';
+  if (u.hostname === '' || u.port === '') return 'a syslog target needs tls://host:port (6514 is the registered port)';
+  if ((u.pathname !== '' && u.pathname !== '/') || u.search !== '' || u.hash !== '') return 'a syslog target URL is tls://host:port, nothing more';
+  return undefined;
 }
 
 // What the policy schema accepts as a role name.

@@ -1,3 +1,5 @@
+import type { SiemConfig } from '../siem/types.js';
+
 /**
  * config/gateway.yaml after validation, defaults and environment overrides (SPEC 2), frozen.
  * Relative paths are resolved against the directory of the file that names them.
@@ -37,6 +39,8 @@ export interface GatewayConfig {
   readonly cors?: CorsConfig | undefined;
   /** SMART configuration fields set by hand; absent ones are derived from the issuer's OpenID discovery. */
   readonly smart?: SmartConfig | undefined;
+  /** Delivery of the audit trail to SIEM targets (src/siem); absent: nothing is forwarded. */
+  readonly siem?: SiemConfig | undefined;
 }
 
 export interface CorsConfig {

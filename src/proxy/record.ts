@@ -66,6 +66,7 @@ export function toAuditRecord(ex: Exchange, outcome: { status: number; decision:
       patients: stats ? [...stats.patients] : [],
       resources: stats?.resources ?? [],
       resourcesWithheld: stats?.resourcesWithheld ?? 0,
+      states: disclosedStates(stats?.states),
     },
     durations: { totalMs: elapsedMs(ex.started), upstreamMs: ex.upstreamMs },
     grant: grantEvidence(ex.grant, stats?.grantOutOfScope),
@@ -103,6 +104,18 @@ function disclosedElements(m: ReadonlyMap<string, ReadonlySet<string>> | undefin
     if (type === '__proto__') continue;
     const names = m.get(type);
     if (names !== undefined && names.size > 0) out[type] = [...names].sort();
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+/** Patient id -> state, keys sorted (canonical order); undefined when no released Patient showed one. */
+function disclosedStates(m: ReadonlyMap<string, string> | undefined): Record<string, string> | undefined {
+  if (m === undefined || m.size === 0) return undefined;
+  const out: Record<string, string> = {};
+  for (const id of [...m.keys()].sort()) {
+    // As for elements: `__proto__` would set the prototype, not a member (never a FHIR id).
+    if (id === '__proto__') continue;
+    out[id] = m.get(id)!;
   }
   return Object.keys(out).length > 0 ? out : undefined;
 }

@@ -124,6 +124,37 @@ function noteElements(stats: Stats, type: string, released: Obj): void {
   }
 }
 
+/** `FilterStats.states` keeps at most this many characters of a state. */
+const STATE_MAX = 40;
+
+/**
+ * The state of residence a released Patient shows: `address[].state` of the `home` address, else
+ * of the first address that has one; trimmed and uppercased. Only the state is read: no other
+ * part of an address ever reaches the trail.
+ */
+export function residenceState(patient: Obj): string | undefined {
+  const addresses = patient.address;
+  if (!Array.isArray(addresses)) return undefined;
+  let first: string | undefined;
+  for (const a of addresses) {
+    if (!isObj(a) || typeof a.state !== 'string') continue;
+    const state = a.state.trim().toUpperCase().slice(0, STATE_MAX).trim();
+    if (state === '') continue;
+    if (a.use === 'home') return state;
+    first ??= state;
+  }
+  return first;
+}
+
+/** Notes a released Patient's state (its real id), the first the answer showed for it. */
+function noteState(stats: Stats, id: string, released: Obj): void {
+  if (stats.states?.has(id)) return;
+  const state = residenceState(released);
+  if (state === undefined) return;
+  stats.states ??= new Map();
+  stats.states.set(id, state);
+}
+
 const splitPaths = new Map<string, ReadonlyArray<readonly string[]>>();
 
 function referencePaths(type: string): ReadonlyArray<readonly string[]> {
@@ -438,6 +469,8 @@ export class Filter {
     if (typeof res.id === 'string') this.stats.resources.push(`${type}/${res.id}`);
     for (const p of patients) this.stats.patients.add(p);
     noteElements(this.stats, type, released);
+    // What the caller received (after redaction and de-identification), under the real id.
+    if (type === 'Patient' && typeof res.id === 'string') noteState(this.stats, res.id, released);
     return { kind: 'ok', resource: released, plan };
   }
 

@@ -94,6 +94,13 @@ export interface FilterStats {
    * elements by their concrete name, e.g. `deceasedBoolean`). Always set by filterResponse.
    */
   readonly elements?: Map<string, Set<string>>;
+  /**
+   * State of residence per released Patient (real id -> state), as the released body shows it:
+   * `address[].state` of the `home` address, else of the first address with one; trimmed,
+   * uppercased, at most 40 characters. The state only, never another part of the address (Safe
+   * Harbor keeps it). For the breach report's per-state counts; absent until one is noted.
+   */
+  states?: Map<string, string>;
 }
 
 export type FilterResult =

@@ -15,11 +15,14 @@ export function render(report: Report, format: ReportFormat, generatedAt: Date):
   return toText(report);
 }
 
-function windowText(r: Report): string {
+/** What the text, CSV and chartless HTML renderings read of a report. */
+export type ReportTables = Pick<Report, 'title' | 'from' | 'to' | 'tables'>;
+
+function windowText(r: ReportTables): string {
   return `${r.from ?? 'beginning'} .. ${r.to ?? 'now'}`;
 }
 
-export function toText(r: Report): string {
+export function toText(r: ReportTables): string {
   const out: string[] = [`${r.title}  (${windowText(r)})`, ''];
   for (const t of r.tables) {
     out.push(t.title, '-'.repeat(t.title.length));
@@ -46,14 +49,14 @@ export function toText(r: Report): string {
   return `${out.join('\n')}\n`;
 }
 
-function csvCell(v: string | number): string {
+export function csvCell(v: string | number): string {
   let s = String(v);
   // A cell starting with = + - @ would run as a formula in a spreadsheet (actor ids are caller-chosen).
   if (typeof v === 'string' && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-export function toCsv(r: Report): string {
+export function toCsv(r: ReportTables): string {
   const blocks = r.tables.map((t) => [`# ${t.title}`, t.columns.map(csvCell).join(','), ...t.rows.map((row) => row.map(csvCell).join(','))].join('\r\n'));
   return `${blocks.join('\r\n\r\n')}\r\n`;
 }
@@ -206,6 +209,11 @@ export function toHtml(r: Report, generatedAt: Date): string {
       }),
     );
   }
+  return htmlPage(r, generatedAt, charts.join('\n'));
+}
+
+/** The self-contained printable page: title, meta line, the given figures, then every table. */
+export function htmlPage(r: ReportTables, generatedAt: Date, figures = ''): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
@@ -214,7 +222,7 @@ export function toHtml(r: Report, generatedAt: Date): string {
 <body>
 <h1>${escapeHtml(r.title)}</h1>
 <p class="meta">phi-gateway compliance report · window ${escapeHtml(windowText(r))} · generated ${escapeHtml(generatedAt.toISOString())} · contains identifiers of staff and patients: handle as PHI</p>
-${charts.join('\n')}
+${figures}
 ${r.tables.map(tableHtml).join('\n')}
 </body></html>
 `;

@@ -20,6 +20,7 @@ import type { Logger } from 'pino';
 import { type Dispatcher, request } from 'undici';
 import type { AuditSink } from '../audit/record.js';
 import type { ConsentResolverStats } from '../consent/resolver.js';
+import type { SiemTargetStatus } from '../siem/forwarder.js';
 import { type ErrorCode, ERRORS, operationOutcome } from '../errors.js';
 import { jsonBytes } from '../utf8.js';
 import { answerOnSocket, clientErrorCode } from './client-error.js';
@@ -50,6 +51,11 @@ export interface AdminDeps {
    * gateway unready.
    */
   consents?: (() => ConsentResolverStats | undefined) | undefined;
+  /**
+   * SIEM delivery per target (src/siem), shown in /readyz when targets are configured. A receiver
+   * that is down makes the lag grow; it never makes the gateway unready (no request waits on it).
+   */
+  siem?: (() => readonly SiemTargetStatus[] | undefined) | undefined;
 }
 
 /** A readiness check's verdict; `reason` (fixed text, nothing from a request) when it failed. */
@@ -164,6 +170,7 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
     const config = policyVersion !== '';
     const ok = upstream.ok && audit.ok && config && !draining;
     const consent = deps.consents?.();
+    const siem = deps.siem?.();
     reply.code(ok ? 200 : 503);
     const reasons = [
       ...(draining ? ['shutting down'] : []),
@@ -184,6 +191,24 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
             consent: {
               unevaluablePatients: consent.unevaluablePatients,
               unevaluable: consent.unevaluable.map((u) => ({ id: u.id, reason: u.reason })),
+            },
+          }),
+      ...(siem === undefined || siem.length === 0
+        ? {}
+        : {
+            siem: {
+              note: 'delivery to SIEM targets never holds requests: a failing target does not make the gateway unready',
+              targets: siem.map((t) => ({
+                name: t.name,
+                type: t.type,
+                status: t.failing ? 'failing' : 'delivering',
+                delivered: t.delivered,
+                failures: t.failures,
+                lag: t.lag,
+                oldestUndeliveredAgeSec: Math.round(t.oldestUndeliveredAgeSec),
+                ...(t.lastError !== undefined ? { lastError: t.lastError } : {}),
+                ...(t.lastDeliveredAt !== undefined ? { lastDeliveredAt: t.lastDeliveredAt } : {}),
+              })),
             },
           }),
     };

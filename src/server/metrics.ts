@@ -13,6 +13,7 @@ import type { CompiledPolicy } from '../policy/plan.js';
 import type { Exchange } from '../proxy/record.js';
 import type { LookupCounts } from '../proxy/upstream-lookup.js';
 import type { RelationshipStats } from '../relationships/resolver.js';
+import type { TargetStatus } from '../siem/types.js';
 
 export type Decision = 'allow' | 'deny' | 'error';
 export type UpstreamErrorKind = 'unavailable' | 'timeout' | 'bad-response' | 'too-large' | 'error';
@@ -48,6 +49,8 @@ export interface MetricsOptions {
   consents?: (() => ConsentResolverStats | undefined) | undefined;
   /** Access-request counts (src/access), read at scrape time; undefined when no service is running. */
   access?: (() => AccessStats | undefined) | undefined;
+  /** SIEM delivery per target (src/siem), read at scrape time; undefined when no forwarder is running. */
+  siem?: (() => readonly TargetStatus[] | undefined) | undefined;
   /** Node process metrics (CPU, memory, event loop lag). Default true. */
   readonly processMetrics?: boolean;
   /** Metric name prefix (default `phi_gateway_`). */
@@ -105,6 +108,56 @@ function lookupMetrics<S extends LookupCounts>(
     collect() {
       const s = read?.();
       if (s) this.set(m.size(s));
+    },
+  });
+}
+
+/**
+ * SIEM delivery, one series per configured target (names come from gateway.yaml, a bounded set),
+ * copied from the forwarder's status at each scrape.
+ */
+function siemMetrics(registry: Registry, p: string, read: (() => readonly TargetStatus[] | undefined) | undefined): void {
+  const each = (set: (s: TargetStatus) => void): void => {
+    for (const s of read?.() ?? []) set(s);
+  };
+  new Counter({
+    name: `${p}siem_delivered_total`,
+    help: 'Audit records delivered to each SIEM target since start',
+    labelNames: ['target'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      each((s) => this.inc({ target: s.name }, s.delivered));
+    },
+  });
+  new Counter({
+    name: `${p}siem_failures_total`,
+    help: 'Delivery rounds to each SIEM target that failed (receiver, TLS, or the trail unreadable) and will be retried',
+    labelNames: ['target'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      each((s) => this.inc({ target: s.name }, s.failures));
+    },
+  });
+  new Gauge({
+    name: `${p}siem_lag_records`,
+    help: 'Audit records committed to the trail and not yet delivered to each SIEM target (as last measured)',
+    labelNames: ['target'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      each((s) => this.set({ target: s.name }, s.lag));
+    },
+  });
+  new Gauge({
+    name: `${p}siem_oldest_undelivered_age_seconds`,
+    help: 'Age of the oldest audit record not yet delivered to each SIEM target (0 when caught up)',
+    labelNames: ['target'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      each((s) => this.set({ target: s.name }, s.oldestUndeliveredAgeSec));
     },
   });
 }
@@ -179,6 +232,7 @@ export function createMetrics(opts: MetricsOptions): GatewayMetrics {
     registers: [registry],
   });
   for (const target of ALERT_TARGETS) alertFailures.inc({ target }, 0);
+  siemMetrics(registry, p, opts.siem);
   const reloads = new Counter({
     name: `${p}config_reloads_total`,
     help: 'Configuration reloads, by result (failure = refused, the running configuration stays in force)',

@@ -26,6 +26,7 @@ import { createUpstreamAuthorization, type UpstreamAuthorization } from '../prox
 import { openMonitor, type RunningMonitor } from '../monitor/index.js';
 import { openRelationshipResolver, type RelationshipResolver } from '../relationships/resolver.js';
 import { filterResponse } from '../redact/response.js';
+import { openSiem, type SiemForwarder } from '../siem/index.js';
 import { buildAdminApp } from './admin.js';
 import { buildApp, listenerTls, upstreamTlsOptions } from './app.js';
 import { createLogger, flushLogger, LOG_FLUSH_MS } from './logger.js';
@@ -59,6 +60,8 @@ export interface RunningGateway {
   readonly metrics: GatewayMetrics;
   /** Anomaly rules and shadow policy (src/monitor); `idle()` lets tests wait for their verdicts. */
   readonly monitor: RunningMonitor;
+  /** Delivery of the trail to SIEM targets (gateway.yaml `siem`); undefined when none is configured. */
+  readonly siem: SiemForwarder | undefined;
   /** Reloads (see reloadWithReport) and returns the policy version in force. */
   reload(): string;
   /**
@@ -135,7 +138,7 @@ function composeHooks(gates: readonly Gate[], observers: readonly Observer[], lo
 }
 
 /** Settings that take effect only when the gateway restarts (sockets, sinks and clients built once). */
-const RESTART_SECTIONS = ['listen', 'admin', 'publicBaseUrl', 'audit', 'alerts', 'limits', 'upstream', 'trustedProxies', 'cors', 'smart'] as const;
+const RESTART_SECTIONS = ['listen', 'admin', 'publicBaseUrl', 'audit', 'alerts', 'limits', 'upstream', 'trustedProxies', 'cors', 'smart', 'siem'] as const;
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
@@ -189,16 +192,20 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
   let access: AccessService | undefined;
   let relationships: RelationshipResolver | undefined;
   let consents: ConsentResolver | undefined;
+  let siem: SiemForwarder | undefined;
   const metrics = createMetrics({
     policy: () => runtime.policy,
     breakGlass: () => (isBreakGlassService(breakGlass) ? breakGlass.stats() : undefined),
     access: () => access?.stats(),
     relationships: () => relationships?.stats(),
     consents: () => consents?.stats(),
+    siem: () => siem?.status(),
   });
   // Every write (requests, break-glass, exports) is timed; failures are counted.
   const sink: AuditSink = opts.audit ?? (await createAuditSink(config.audit, { logger, warnUnsigned: true }));
   const audit = metrics.timeAudit(sink);
+  // On its own timers, reading what the sink committed: a receiver that is down never holds a request.
+  siem = openSiem(config, { logger });
   // Built from the config unless the caller brings its own; closed with the gateway only if built here.
   breakGlass = opts.breakGlass ?? (await openBreakGlass(config, { audit, logger, policy: () => runtime.policy, now }));
   // Always running (it costs nothing until asked), so a reloaded policy that adds the section finds it.
@@ -254,6 +261,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
       draining: () => draining,
       // Shown while the policy in force enforces consent.
       consents: () => (runtime.policy.consent === undefined ? undefined : consents?.stats()),
+      siem: () => siem?.status(),
     });
     await admin.listen({ host: config.admin.host, port: config.admin.port });
   }
@@ -342,6 +350,8 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     await monitor.close();
     await relationships?.close();
     await consents?.close();
+    // The batch in flight finishes (bounded) and its cursor is kept; the rest waits for the next start.
+    await siem?.stop();
     // Flushes pending group commits; records of every answered request are durable after this.
     // The sinks log a seal they could not write and carry on closing: the head tells whether it was.
     const before = chainHeadOf(sink);
@@ -371,6 +381,7 @@ export async function startGateway(config: GatewayConfig, opts: StartOptions = {
     access,
     metrics,
     monitor,
+    siem,
     get draining() {
       return draining;
     },

@@ -4,7 +4,7 @@
  * runs under exactly that line (parsed from the document) against a real Redis: requests, a
  * break-glass session with its alert and anomaly windows, and access requests with their grants
  * all work, and every way of removing audit records (XDEL, XTRIM, DEL, UNLINK, EXPIRE, RENAME, and
- * the same from a script) is refused.
+ * the same from a script) is refused. SIEM delivery works as a consumer group under the same line.
  */
 import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
@@ -13,6 +13,8 @@ import { Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openAuditSource } from '../../src/audit/index.js';
 import { verifyChains } from '../../src/audit/verify.js';
+import { RedisTrailSource } from '../../src/siem/cursor-redis.js';
+import { SiemForwarder } from '../../src/siem/forwarder.js';
 import { DEMO } from '../../src/demo/data.js';
 import { openRelationshipResolver } from '../../src/relationships/resolver.js';
 import { type Stack, startStack } from '../helpers/gateway.js';
@@ -133,6 +135,35 @@ suite('the documented Redis ACL for the gateway', () => {
     expect((await read(id)).status).toBe(403);
     await stack.gateway.access!.sweep();
     expect(stack.logs.join('\n')).not.toMatch(/NOPERM|no permissions/i);
+  });
+
+  it('lets SIEM delivery run as a consumer group on the stream: create, read, pending, acknowledge', async () => {
+    const url = `redis://phi-gateway:${PASSWORD}@127.0.0.1:${redis!.port}`;
+    const audit = { sink: 'redis' as const, url, stream: STREAM, failOpen: false };
+    const got: string[] = [];
+    const target = { name: 'acl-soc', type: 'syslog' as const, deliver: async (rs: readonly { id: string }[]) => void got.push(...rs.map((r) => r.id)), close: async () => {} };
+    // Claims entries idle for 1 ms: XAUTOCLAIM runs under the documented rights too.
+    const source = await RedisTrailSource.open({ url, stream: STREAM, target: 'acl-soc', consumer: 'acl-host', claimIdleMs: 1 });
+    const forwarder = new SiemForwarder({
+      siem: { targets: [{ name: 'acl-soc', type: 'syslog', url: 'tls://127.0.0.1:6514', format: 'record' }] },
+      audit,
+      logger: pino({ level: 'silent' }),
+      createTarget: () => target,
+      openSource: async () => source,
+    });
+    try {
+      expect(await forwarder.drain()).toBe(true);
+    } finally {
+      await forwarder.stop();
+    }
+    const ids = [];
+    for await (const item of openAuditSource(redis!.url.replace(/\/?$/, `?stream=${STREAM}`))) if ('record' in item) ids.push(item.record.id);
+    expect(got).toEqual(ids);
+    expect(forwarder.status()[0]).toMatchObject({ failures: 0, lag: 0 });
+    expect((await admin.xpending(STREAM, 'phi-gateway-siem:acl-soc'))[0]).toBe(0);
+    // A group's position can move; the records stay.
+    await expect(asGateway.xgroup('DESTROY', STREAM, 'phi-gateway-siem:acl-soc'), 'XGROUP DESTROY').rejects.toThrow(/NOPERM|no permissions/i);
+    await expect(asGateway.xgroup('SETID', STREAM, 'phi-gateway-siem:acl-soc', '0'), 'XGROUP SETID').rejects.toThrow(/NOPERM|no permissions/i);
   });
 
   it('refuses the gateway every way of removing an audit record', async () => {

@@ -94,6 +94,17 @@ const elements = fc
     return out;
   });
 
+/** disclosed.states as toAuditRecord builds it: patient ids sorted (integer-like ids too), one state each. */
+const states = fc
+  .array(fc.tuple(fc.oneof(text, key), text), { maxLength: 5 })
+  .map((pairs) => {
+    const out: Record<string, string> = {};
+    for (const [id, state] of [...pairs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      Object.defineProperty(out, id, { value: state, enumerable: true, writable: true, configurable: true });
+    }
+    return out;
+  });
+
 /** RelationshipEvidence in pipeline's key order, optional members absent (not undefined) or, rarely, present as undefined. */
 const relationship = fc
   .record({
@@ -138,6 +149,7 @@ const known: fc.Arbitrary<AuditRecord> = fc
       patients: fc.array(text, { maxLength: 30 }),
       resources: fc.array(text, { maxLength: 30 }),
       resourcesWithheld: number,
+      states: opt(states),
     }),
     durations: fc.record({ totalMs: number, upstreamMs: opt(number) }),
     grant: opt(fc.oneof(fc.record({ approvedBy: text, dataSet: text, id: text, outOfScope: opt(number), patient: text }), free)),
@@ -169,6 +181,7 @@ const known: fc.Arbitrary<AuditRecord> = fc
           patients: r.disclosed.patients,
           resources: r.disclosed.resources,
           resourcesWithheld: r.disclosed.resourcesWithheld,
+          states: r.disclosed.states,
         },
         durations: { totalMs: r.durations.totalMs, upstreamMs: r.durations.upstreamMs },
         grant: r.grant,
@@ -215,9 +228,10 @@ describe('splitKnownRecord: byte-identical to canonicalSplit', () => {
           return;
         }
         const els = r.disclosed.elements;
-        if (els === undefined || canonicalOrder(els)) {
+        const sts = r.disclosed.states;
+        if ((els === undefined || canonicalOrder(els)) && (sts === undefined || canonicalOrder(sts))) {
           eligible++;
-          // Every record of the shape is taken, bar elements whose keys enumerate out of order.
+          // Every record of the shape is taken, bar elements or states whose keys enumerate out of order.
           expect(fast).toBeDefined();
         }
         if (fast !== undefined) {
@@ -289,6 +303,7 @@ describe('splitKnownRecord: byte-identical to canonicalSplit', () => {
           resources: fc.array(text, { maxLength: 20 }),
           patients: fc.array(text, { maxLength: 20 }).map((a) => new Set(a)),
           elements: fc.array(fc.tuple(text, fc.array(text, { maxLength: 5 })), { maxLength: 3 }).map((e) => new Map(e.map(([t, n]) => [t, new Set(n)]))),
+          states: opt(fc.array(fc.tuple(fc.oneof(text, key), text), { maxLength: 4 }).map((e) => new Map(e))),
         }),
       ),
     });
@@ -298,7 +313,8 @@ describe('splitKnownRecord: byte-identical to canonicalSplit', () => {
         const r = toAuditRecord(ex, { status: 200, decision: 'allow', rule: 'r' });
         const fast = splitKnownRecord(r);
         const els = r.disclosed.elements;
-        if (els === undefined || canonicalOrder(els)) expect(fast).toBeDefined();
+        const sts = r.disclosed.states;
+        if ((els === undefined || canonicalOrder(els)) && (sts === undefined || canonicalOrder(sts))) expect(fast).toBeDefined();
         if (fast !== undefined) expect(fast).toEqual(canonicalSplit(r, 'chain'));
         expect(chainLine(h, r).line).toBe(oracleChainLine(h, r).line);
       }),
@@ -332,6 +348,7 @@ function base(): Record<string, unknown> {
       resources: ['Patient/p1'],
       patients: new Set(['p1']),
       elements: new Map([['Patient', new Set(['name', 'id'])]]),
+      states: new Map([['p1', 'MA']]),
     },
   };
   return toAuditRecord(ex, { status: 200, decision: 'allow', rule: 'r' }) as unknown as Record<string, unknown>;
@@ -394,6 +411,15 @@ describe('splitKnownRecord refuses what is not toAuditRecord shape (the generic 
     },
     'elements with integer-like keys': (r) => {
       (r.disclosed as Record<string, unknown>).elements = { 10: ['a'], 9: ['b'] };
+    },
+    'states with integer-like keys': (r) => {
+      (r.disclosed as Record<string, unknown>).states = { 10: 'MA', 9: 'CA' };
+    },
+    'states holding a non-string': (r) => {
+      (r.disclosed as Record<string, unknown>).states = { p1: ['MA'] };
+    },
+    'states holding undefined': (r) => {
+      (r.disclosed as Record<string, unknown>).states = { p1: undefined };
     },
     'elements holding a non-array': (r) => {
       (r.disclosed as Record<string, unknown>).elements = { Patient: 'id' };
@@ -546,5 +572,34 @@ describe("toAuditRecord's disclosed.elements (sorted names per type)", () => {
     const m = new Map([['Patient', many]]);
     expect(record(m).disclosed.elements).toEqual(reference(m));
     expect(record(m).disclosed.elements).toEqual(reference(m));
+  });
+});
+
+describe("toAuditRecord's disclosed.states (sorted patient ids)", () => {
+  const record = (m: Map<string, string> | undefined): AuditRecord =>
+    toAuditRecord(
+      {
+        id: 'r',
+        time: new Date(0),
+        started: process.hrtime.bigint(),
+        method: 'GET',
+        url: '/x',
+        clientAddress: 'a',
+        userAgent: undefined,
+        policyVersion: 'v',
+        stats: { elementsRemoved: 0, resourcesWithheld: 0, resources: [], patients: new Set(), states: m },
+      } as Exchange,
+      { status: 200, decision: 'allow', rule: 'r' },
+    );
+
+  it('sorts the ids, is absent when empty, and the stored text is canonical either way', () => {
+    expect(record(undefined).disclosed.states).toBeUndefined();
+    expect(record(new Map()).disclosed.states).toBeUndefined();
+    const r = record(new Map([['pat-b', 'NY'], ['pat-a', 'CA'], ['__proto__', 'XX']]));
+    expect(Object.keys(r.disclosed.states!)).toEqual(['pat-a', 'pat-b']);
+    expect(splitKnownRecord(r)).toEqual(canonicalSplit(r, 'chain'));
+    expect(chainLine(genesisHead('w'), r).line).toContain('"resourcesWithheld":0,"states":{"pat-a":"CA","pat-b":"NY"}}');
+    // Absent: no member at all (the bytes of records written before it existed).
+    expect(chainLine(genesisHead('w'), record(undefined)).line).toContain('"resourcesWithheld":0},');
   });
 });
