@@ -81,6 +81,18 @@ suite('SIEM delivery from a file trail to rsyslog over TLS and a FHIR Audit Reco
     for (let i = 0; i < 5; i++) expect((await read()).status).toBe(200);
     await expect.poll(async () => metric(await metrics(), 'phi_gateway_siem_lag_records', 'soc')).toBe(0);
 
+    // Syslog over TLS has no acknowledgement (RFC 5425): what the receiver has not read when it
+    // stops is lost with it. The outage starts once rsyslog holds everything delivered so far.
+    const delivered = (await stack.auditRecords()).map((r) => r.id);
+    await expect
+      .poll(
+        async () => {
+          const got = new Set(await syslogIds());
+          return delivered.every((id) => got.has(id));
+        },
+        { timeout: 10_000 },
+      )
+      .toBe(true);
     // Outage: requests are answered as before; the lag and the failures show.
     await rsyslog!.stop();
     for (let i = 0; i < 5; i++) {
