@@ -8,7 +8,7 @@
  * so the upstream sees exactly what the decision layer judged. Fixed check order: method ->
  * override headers -> Accept -> If-None-Exist -> URL (path shape, then query, `_format`) -> body.
  *
- * Contracts and choices (README design notes repeat them):
+ * Contracts and choices (docs/design.md repeats them):
  * - `POST Type/_search` and `POST /_search` merge the form body into the URL parameters (URL
  *   first) and are recorded with method POST, interaction search-type / search-system, no body.
  *   They are forwarded as `GET /Type?<merged>` (see upstreamMethod()), so the upstream cannot see

@@ -1,6 +1,6 @@
 /**
  * The policy file (config/policy.yaml) as written by a security admin, after JSON-Schema
- * validation. See README "Writing a policy" and config/policy.yaml for a commented example.
+ * validation. See README "Configuring a role" and config/policy.yaml for a commented example.
  *
  * Selectors (elements / remove / transforms[].select):
  *   `*`                          everything (elements only)
