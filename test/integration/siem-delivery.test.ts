@@ -1,5 +1,6 @@
 /**
- * SIEM delivery end to end: a gateway on a file audit sink forwards its trail to a real rsyslog
+ * SIEM delivery end to end, on a file audit sink and on the Redis stream (a consumer group per
+ * target): a gateway forwards its trail to a real rsyslog
  * over TLS and to the demo FHIR server as the Audit Record Repository. Every record arrives exactly
  * once per target (by record id) across a receiver outage (requests still answered 200, quickly;
  * lag and failures visible in /metrics) and a gateway restart on the same audit and state
@@ -18,23 +19,41 @@ import { type RunningGateway, startGateway } from '../../src/server/runtime.js';
 import { AUDIT_EVENT_TAG_SYSTEM } from '../../src/siem/targets.js';
 import { type Stack, startStack } from '../helpers/gateway.js';
 import { parseSyslogMessage, type RsyslogHandle, startRsyslog } from '../helpers/rsyslog.js';
+import { openAuditSource } from '../../src/audit/index.js';
+import type { ChainedRecord } from '../../src/audit/record.js';
+import { type RedisHandle, startRedis } from '../helpers/redis.js';
 
-const rsyslog: RsyslogHandle | undefined = await startRsyslog();
-const suite = rsyslog ? describe : describe.skip;
+// Whether rsyslogd with TLS is here at all (each suite starts its own receiver).
+const probe: RsyslogHandle | undefined = await startRsyslog();
+await probe?.dispose();
+const suite = probe ? describe : describe.skip;
 
 const metric = (text: string, name: string, target: string): number => {
   const m = new RegExp(`^${name}\\{target="${target}"\\} (\\S+)$`, 'm').exec(text);
   return m ? Number(m[1]) : Number.NaN;
 };
 
-suite('SIEM delivery from a file trail to rsyslog over TLS and a FHIR Audit Record Repository', () => {
+function deliverySuite(sink: 'file' | 'redis'): void {
+suite(`SIEM delivery from a ${sink} trail to rsyslog over TLS and a FHIR Audit Record Repository`, () => {
+  let rsyslog: RsyslogHandle | undefined;
+  let redis: RedisHandle | undefined;
   let arr: RunningUpstream;
   let stack: Stack;
   let stateDir: string;
   let second: RunningGateway | undefined;
   let siem: GatewayConfig['siem'];
 
+  /** The whole trail, from the sink the gateways write. */
+  async function trailIds(): Promise<string[]> {
+    if (sink === 'file') return (await stack.auditRecords()).map((r) => r.id);
+    const out: string[] = [];
+    for await (const item of openAuditSource(redis!.url)) if ('record' in item) out.push((item.record as ChainedRecord).id);
+    return out;
+  }
+
   beforeAll(async () => {
+    rsyslog = await startRsyslog();
+    if (sink === 'redis') redis = await startRedis();
     arr = await startFhirUpstream({ seed: false });
     stateDir = mkdtempSync(join(tmpdir(), 'phi-siem-state-'));
     siem = {
@@ -49,13 +68,14 @@ suite('SIEM delivery from a file trail to rsyslog over TLS and a FHIR Audit Reco
         { name: 'untrusted', type: 'syslog', url: rsyslog!.url, format: 'record', tls: { ca: rsyslog!.clientCert } },
       ],
     };
-    stack = await startStack({ configure: (c) => ({ ...c, siem }) });
+    stack = await startStack({ configure: (c) => ({ ...c, siem }), ...(sink === 'redis' ? { env: { PHI_GATEWAY_AUDIT: redis!.url } } : {}) });
   }, 60_000);
   afterAll(async () => {
     await second?.close();
     await stack?.close();
     await arr?.close();
     await rsyslog?.dispose();
+    await redis?.dispose();
     rmSync(stateDir, { recursive: true, force: true });
   });
 
@@ -83,7 +103,7 @@ suite('SIEM delivery from a file trail to rsyslog over TLS and a FHIR Audit Reco
 
     // Syslog over TLS has no acknowledgement (RFC 5425): what the receiver has not read when it
     // stops is lost with it. The outage starts once rsyslog holds everything delivered so far.
-    const delivered = (await stack.auditRecords()).map((r) => r.id);
+    const delivered = await trailIds();
     await expect
       .poll(
         async () => {
@@ -118,7 +138,7 @@ suite('SIEM delivery from a file trail to rsyslog over TLS and a FHIR Audit Reco
     await expect.poll(async () => metric(await metrics(), 'phi_gateway_siem_lag_records', 'soc'), { timeout: 20_000 }).toBe(0);
     await expect.poll(async () => metric(await metrics(), 'phi_gateway_siem_lag_records', 'arr'), { timeout: 20_000 }).toBe(0);
 
-    const trail = (await stack.auditRecords()).map((r) => r.id);
+    const trail = await trailIds();
     // The second gateway's own records up to now (its seal comes at close).
     const fromSyslog = await syslogIds();
     expect(new Set(fromSyslog).size).toBe(fromSyslog.length);
@@ -143,3 +163,7 @@ suite('SIEM delivery from a file trail to rsyslog over TLS and a FHIR Audit Reco
     expect(body.siem.targets.find((t) => t.name === 'soc')!.status).toBe('delivering');
   });
 });
+}
+
+deliverySuite('file');
+deliverySuite('redis');
