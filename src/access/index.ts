@@ -4,11 +4,11 @@
  * JSON-lines file next to the audit directory (`<audit dir>/../access-requests/`). Alerts go to the
  * break-glass targets through their own outbox (namespace `access-alerts`).
  */
-import { basename, dirname, join, resolve } from 'node:path';
-import { Redis } from 'ioredis';
+import { besideAuditDir } from '../audit/files.js';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AuditSink } from '../audit/record.js';
-import { failFastRedisOptions, waitUntilReady } from '../audit/redis-options.js';
+import { connectFailFast } from '../audit/redis-options.js';
 import { type OpenBreakGlassOptions, openAlertChannel } from '../breakglass/index.js';
 import type { GatewayConfig } from '../config/types.js';
 import type { CompiledPolicy } from '../policy/plan.js';
@@ -55,20 +55,12 @@ export interface OpenAccessOptions {
  * directories share a parent (temp dirs) never share requests.
  */
 export function accessDir(config: Pick<GatewayConfig, 'audit'>): string | undefined {
-  if (config.audit.sink !== 'file') return undefined;
-  const audit = resolve(config.audit.path);
-  const name = basename(audit);
-  return join(dirname(audit), name === 'audit' ? 'access-requests' : `${name}.access-requests`);
+  return config.audit.sink === 'file' ? besideAuditDir(config.audit.path, 'access-requests') : undefined;
 }
 
 /** Grant checks wait on these commands: a stalled Redis refuses them within the audit command timeout. */
-async function redisClient(audit: Extract<GatewayConfig['audit'], { sink: 'redis' }>): Promise<Redis> {
-  const client = new Redis(audit.url, failFastRedisOptions(audit.commandTimeoutMs));
-  // Failures surface as rejected commands (fail closed per request); the event would only repeat them.
-  client.on('error', () => {});
-  // Without an offline queue, a command before the first connection is refused: wait for it (bounded).
-  await waitUntilReady(client, undefined, { untilRefused: true });
-  return client;
+function redisClient(audit: Extract<GatewayConfig['audit'], { sink: 'redis' }>): Promise<Redis> {
+  return connectFailFast(audit.url, audit.commandTimeoutMs);
 }
 
 /** The store alone (the CLI reads it without an alerter). */

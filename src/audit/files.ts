@@ -5,6 +5,7 @@
  * back its own last file, which would cut another process's lines.
  */
 import { readdir } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 
 const NAME = /^audit-(\d{4}-\d{2}-\d{2})-(\d{3,})(?:-([a-z0-9]{1,64}))?\.ndjson$/;
 
@@ -52,4 +53,15 @@ export async function listAuditFiles(dir: string): Promise<AuditFileName[]> {
     if (f) files.push(f);
   }
   return files.sort(compareAuditFiles);
+}
+
+/**
+ * A directory kept beside the audit directory (break-glass sessions, access requests, alert
+ * outboxes, SIEM cursors): `data/audit` -> `data/<name>`; any other directory X -> its sibling
+ * `X.<name>`, so two gateways whose audit directories share a parent never share it.
+ */
+export function besideAuditDir(auditDir: string, name: string): string {
+  const audit = resolve(auditDir);
+  const base = basename(audit);
+  return join(dirname(audit), base === 'audit' ? name : `${base}.${name}`);
 }

@@ -17,7 +17,7 @@
  *   could store a batch twice; ioredis resends by default).
  * - reconnect forever, backing off to 1 s.
  */
-import type { Redis, RedisOptions } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 
 /** Default `audit.commandTimeoutMs`. */
 export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 1000;
@@ -58,4 +58,17 @@ export async function waitUntilReady(client: Redis, ms: number = DEFAULT_REDIS_C
     client.once('ready', onReady);
     if (opts.untilRefused) client.once('reconnecting', onFailed);
   });
+}
+
+/**
+ * A client for a store requests wait on (break-glass sessions, access requests, alert outboxes):
+ * fail-fast options, connection errors surfacing as rejected commands (fail closed per request;
+ * the event would only repeat them), and the first connection awaited (bounded), since without an
+ * offline queue a command before it is refused.
+ */
+export async function connectFailFast(url: string, commandTimeoutMs?: number): Promise<Redis> {
+  const client = new Redis(url, failFastRedisOptions(commandTimeoutMs));
+  client.on('error', () => {});
+  await waitUntilReady(client, undefined, { untilRefused: true });
+  return client;
 }

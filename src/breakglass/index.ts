@@ -4,11 +4,11 @@
  * next to the audit directory (`<audit dir>/../break-glass/`), which survive restarts.
  */
 import { randomUUID } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
-import { Redis } from 'ioredis';
+import { besideAuditDir } from '../audit/files.js';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AuditSink } from '../audit/record.js';
-import { failFastRedisOptions, waitUntilReady } from '../audit/redis-options.js';
+import { connectFailFast } from '../audit/redis-options.js';
 import { UNSIGNED_WEBHOOK_WARNING } from '../config/gateway.js';
 import type { GatewayConfig } from '../config/types.js';
 import type { CompiledPolicy } from '../policy/plan.js';
@@ -41,23 +41,15 @@ export interface OpenBreakGlassOptions {
  * share a parent (temp dirs) never share sessions.
  */
 export function breakGlassDir(config: Pick<GatewayConfig, 'audit'>): string | undefined {
-  if (config.audit.sink !== 'file') return undefined;
-  const audit = resolve(config.audit.path);
-  const name = basename(audit);
-  return join(dirname(audit), name === 'audit' ? 'break-glass' : `${name}.break-glass`);
+  return config.audit.sink === 'file' ? besideAuditDir(config.audit.path, 'break-glass') : undefined;
 }
 
 /**
  * Break-glass opens and alerts wait on these commands: a stalled Redis must refuse them within the
  * audit command timeout (redis-options.ts), and a session write that timed out is never resent.
  */
-async function redisClient(audit: Extract<GatewayConfig['audit'], { sink: 'redis' }>): Promise<Redis> {
-  const client = new Redis(audit.url, failFastRedisOptions(audit.commandTimeoutMs));
-  // Failures surface as rejected commands (fail closed per request); the event would only repeat them.
-  client.on('error', () => {});
-  // Without an offline queue, a command before the first connection is refused: wait for it (bounded).
-  await waitUntilReady(client, undefined, { untilRefused: true });
-  return client;
+function redisClient(audit: Extract<GatewayConfig['audit'], { sink: 'redis' }>): Promise<Redis> {
+  return connectFailFast(audit.url, audit.commandTimeoutMs);
 }
 
 /** The stores alone (the CLI needs no alerter). */
@@ -126,10 +118,7 @@ export async function openAlertChannel(
   } else {
     // Beside the audit directory, like the break-glass store: `data/audit` -> `data/<namespace>`.
     let dir = opts.dir;
-    if (dir === undefined && config.audit.sink === 'file') {
-      const audit = resolve(config.audit.path);
-      dir = join(dirname(audit), basename(audit) === 'audit' ? opts.namespace : `${basename(audit)}.${opts.namespace}`);
-    }
+    if (dir === undefined && config.audit.sink === 'file') dir = besideAuditDir(config.audit.path, opts.namespace);
     outbox = await FileOutbox.open(dir!, opts.logger);
   }
   const channel = config.alerts.redisChannel;

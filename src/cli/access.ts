@@ -10,12 +10,9 @@
  * Exit codes: 0 done, 1 refused or failed, 2 usage error.
  */
 import { readFileSync } from 'node:fs';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
-import { hostname, userInfo } from 'node:os';
 import { rootCertificates } from 'node:tls';
 import { parseArgs } from 'node:util';
-import type { GatewayConfig } from '../config/types.js';
+import { callGateway, type GatewayAnswer, gatewayBase, parseJson, refusal, UsageError } from './gateway-client.js';
 
 export interface AccessCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -54,7 +51,6 @@ export const USAGE = `usage:
   Exit 0 done, 1 refused or failed (the gateway's answer, or "gateway unreachable"), 2 usage.
 `;
 
-class UsageError extends Error {}
 
 /** How long the gateway gets to answer (it audits before it answers). */
 const CALL_TIMEOUT_MS = 30_000;
@@ -249,12 +245,6 @@ function show(io: AccessCliIo, conn: Connection, answer: unknown, line: (r: Requ
   return 0;
 }
 
-async function loadConfig(flag: string | undefined, env: NodeJS.ProcessEnv): Promise<GatewayConfig> {
-  const { resolveConfigPath } = await import('../config/env.js');
-  const { loadGatewayConfig } = await import('../config/gateway.js');
-  return loadGatewayConfig(resolveConfigPath(flag, env), env);
-}
-
 /** The options every verb shares, checked before anything is sent. */
 async function connect(
   values: { 'token-file'?: string | undefined; purpose?: string | undefined; gateway?: string | undefined; ca?: string | undefined; config?: string | undefined; format?: string | undefined },
@@ -290,29 +280,17 @@ async function connect(
  * Where the gateway's proxy port is: --gateway, PHI_GATEWAY_URL, else the config's public base URL
  * without its /fhir path. A bearer token goes over http only to this machine.
  */
-async function gatewayBase(flag: string | undefined, configFlag: string | undefined, env: NodeJS.ProcessEnv): Promise<string> {
-  let raw = flag?.trim() || env.PHI_GATEWAY_URL?.trim();
-  let from = flag?.trim() ? '--gateway' : 'PHI_GATEWAY_URL';
-  if (!raw) {
-    try {
-      raw = (await loadConfig(configFlag, env)).publicBaseUrl;
-      from = 'the config (publicBaseUrl)';
-    } catch (e) {
-      throw new UsageError(`where is the gateway? pass --gateway URL or set PHI_GATEWAY_URL (the config could not be read: ${(e as Error).message.split('\n')[0]})`);
-    }
-  }
-  const { parseHttpUrl } = await import('../config/env.js');
-  const u = parseHttpUrl(raw, { httpsUnlessLoopback: true });
-  if (!u.ok) throw new UsageError(`gateway URL from ${from}: ${u.message} (the access token must not cross the network in clear text)`);
-  // The access-request routes sit beside /fhir on the proxy port.
-  return u.value.replace(/\/+$/, '').replace(/\/fhir$/, '');
-}
-
 /** One call to the gateway; its parsed 2xx answer, or undefined once the refusal or failure is told on stderr. */
 async function call(io: AccessCliIo, conn: Connection, method: 'GET' | 'POST', path: string, body?: unknown, extra: Record<string, string> = {}): Promise<unknown> {
-  let answer: { status: number; body: string; challenge: string | undefined };
+  let answer: GatewayAnswer;
   try {
-    answer = await send(new URL(`${conn.base}${path}`), method, body === undefined ? undefined : JSON.stringify(body), { ...extra, authorization: `Bearer ${conn.token}`, 'x-purpose-of-use': conn.purpose }, conn.ca);
+    answer = await callGateway(
+      new URL(`${conn.base}${path}`),
+      method,
+      body === undefined ? undefined : JSON.stringify(body),
+      { ...extra, authorization: `Bearer ${conn.token}`, 'x-purpose-of-use': conn.purpose },
+      { ca: conn.ca, timeoutMs: CALL_TIMEOUT_MS, maxAnswerBytes: MAX_ANSWER_BYTES },
+    );
   } catch (e) {
     const code = (e as { code?: string }).code ?? 'error';
     const tls = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code) ? ': its TLS certificate is not trusted (a private CA: --ca F)' : '';
@@ -324,63 +302,11 @@ async function call(io: AccessCliIo, conn: Connection, method: 'GET' | 'POST', p
     if (parsed === undefined) io.stderr.write(`phi-gateway access: ${conn.base} answered HTTP ${answer.status} without JSON: is it the gateway?\n`);
     return parsed;
   }
-  io.stderr.write(`phi-gateway access: refused by the gateway: ${refusal(answer.status, parsed, answer.challenge)}\n`);
+  io.stderr.write(`phi-gateway access: refused by the gateway: ${refusal(answer.status, parsed, answer.challenge, accessHint)}\n`);
   return undefined;
 }
 
-function send(url: URL, method: string, body: string | undefined, auth: Record<string, string>, ca: string[] | undefined): Promise<{ status: number; body: string; challenge: string | undefined }> {
-  const user = userInfo().username;
-  const headers: Record<string, string | number> = {
-    ...auth,
-    accept: 'application/json, application/fhir+json',
-    // Lands in the gateway's audit record beside the token's subject.
-    'user-agent': `phi-gateway-cli (${user}@${hostname()})`,
-    ...(body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }),
-  };
-  return new Promise((resolve, reject) => {
-    const onAnswer = (res: IncomingMessage) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size > MAX_ANSWER_BYTES) res.destroy(Object.assign(new Error('answer too large'), { code: 'EANSWERTOOLARGE' }));
-        else chunks.push(c);
-      });
-      res.on('error', reject);
-      res.on('end', () => {
-        const challenge = res.headers['www-authenticate'];
-        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), challenge: typeof challenge === 'string' ? challenge : undefined });
-      });
-    };
-    const req =
-      url.protocol === 'https:'
-        ? httpsRequest(url, { method, headers, ca, rejectUnauthorized: true, timeout: CALL_TIMEOUT_MS }, onAnswer)
-        : httpRequest(url, { method, headers, timeout: CALL_TIMEOUT_MS }, onAnswer);
-    req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
-/** The gateway's refusal in words: HTTP status, the OperationOutcome's code and text, and what it usually means. */
-function refusal(status: number, body: unknown, challenge: string | undefined): string {
-  const issue = (body as { resourceType?: unknown; issue?: { details?: { coding?: { code?: unknown }[]; text?: unknown } }[] } | undefined)?.issue?.[0];
-  const code = typeof issue?.details?.coding?.[0]?.code === 'string' ? issue.details.coding[0].code : undefined;
-  const text = typeof issue?.details?.text === 'string' ? issue.details.text : undefined;
-  const described = /error_description="([^"]*)"/.exec(challenge ?? '')?.[1];
-  const hint =
-    status === 401
-      ? `the access token was not accepted${described ? ` (${described})` : ''}`
-      : status === 404 && code === 'route-not-found'
-        ? 'access requests are not enabled on that gateway'
-        : undefined;
-  return [`HTTP ${status}${code ? ` ${code}` : ''}`, text, hint].filter((x) => x !== undefined).join(': ');
+/** What a refusal of the access-request routes usually means. */
+function accessHint(status: number, code: string | undefined): string | undefined {
+  return status === 404 && code === 'route-not-found' ? 'access requests are not enabled on that gateway' : undefined;
 }

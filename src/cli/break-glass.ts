@@ -14,16 +14,13 @@
  * Exit codes: 0 done, 1 refused or failed, 2 usage error.
  */
 import { readFileSync } from 'node:fs';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
-import { hostname, userInfo } from 'node:os';
 import { rootCertificates } from 'node:tls';
 import { parseArgs } from 'node:util';
 import { openSessionStore } from '../breakglass/index.js';
 import { MAX_NOTE_LENGTH, REVIEW_OUTCOMES } from '../breakglass/service.js';
 import { type BreakGlassSession, isOpen, type ReviewOutcome } from '../breakglass/types.js';
-import type { GatewayConfig } from '../config/types.js';
 import { withCliAuditRecord } from './cli-audit.js';
+import { callGateway, gatewayBase, loadConfig, parseJson, refusal, UsageError } from './gateway-client.js';
 
 export interface BreakGlassCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -53,14 +50,6 @@ export const USAGE = `usage:
   --config F, else PHI_GATEWAY_CONFIG, else config/gateway.yaml. Exit 0 done, 1 refused or failed
   (the gateway's answer, or "gateway unreachable"), 2 usage.
 `;
-
-class UsageError extends Error {}
-
-async function loadConfig(flag: string | undefined, env: NodeJS.ProcessEnv): Promise<GatewayConfig> {
-  const { resolveConfigPath } = await import('../config/env.js');
-  const { loadGatewayConfig } = await import('../config/gateway.js');
-  return loadGatewayConfig(resolveConfigPath(flag, env), env);
-}
 
 function reviewState(s: BreakGlassSession): string {
   const last = s.reviews.at(-1);
@@ -199,7 +188,7 @@ async function review(argv: string[], io: BreakGlassCliIo): Promise<number> {
     io.stdout.write(`session ${id}: ${last.outcome} by ${last.reviewer.sub}\n`);
     return 0;
   }
-  io.stderr.write(`phi-gateway break-glass: refused by the gateway: ${refusal(answer.status, parsed, answer.challenge)}\n`);
+  io.stderr.write(`phi-gateway break-glass: refused by the gateway: ${refusal(answer.status, parsed, answer.challenge, reviewHint)}\n`);
   return 1;
 }
 
@@ -207,83 +196,17 @@ async function review(argv: string[], io: BreakGlassCliIo): Promise<number> {
  * Where the gateway's proxy port is: --gateway, PHI_GATEWAY_URL, else the config's public base URL
  * without its /fhir path. A bearer token goes over http only to this machine.
  */
-async function gatewayBase(flag: string | undefined, configFlag: string | undefined, env: NodeJS.ProcessEnv): Promise<string> {
-  let raw = flag?.trim() || env.PHI_GATEWAY_URL?.trim();
-  let from = flag?.trim() ? '--gateway' : 'PHI_GATEWAY_URL';
-  if (!raw) {
-    try {
-      raw = (await loadConfig(configFlag, env)).publicBaseUrl;
-      from = 'the config (publicBaseUrl)';
-    } catch (e) {
-      throw new UsageError(`where is the gateway? pass --gateway URL or set PHI_GATEWAY_URL (the config could not be read: ${(e as Error).message.split('\n')[0]})`);
-    }
-  }
-  const { parseHttpUrl } = await import('../config/env.js');
-  const u = parseHttpUrl(raw, { httpsUnlessLoopback: true });
-  if (!u.ok) throw new UsageError(`gateway URL from ${from}: ${u.message} (the access token must not cross the network in clear text)`);
-  // The review route sits beside /fhir on the proxy port.
-  return u.value.replace(/\/+$/, '').replace(/\/fhir$/, '');
+function post(url: URL, body: string, token: string, ca: string[] | undefined) {
+  return callGateway(url, 'POST', body, { authorization: `Bearer ${token}`, 'x-purpose-of-use': REVIEW_PURPOSE }, { ca, timeoutMs: REVIEW_TIMEOUT_MS, maxAnswerBytes: MAX_ANSWER_BYTES });
 }
 
-function post(url: URL, body: string, token: string, ca: string[] | undefined): Promise<{ status: number; body: string; challenge: string | undefined }> {
-  const user = userInfo().username;
-  const headers = {
-    authorization: `Bearer ${token}`,
-    'x-purpose-of-use': REVIEW_PURPOSE,
-    'content-type': 'application/json',
-    accept: 'application/json, application/fhir+json',
-    'content-length': Buffer.byteLength(body),
-    // Lands in the gateway's audit record beside the token's subject.
-    'user-agent': `phi-gateway-cli (${user}@${hostname()})`,
-  };
-  return new Promise((resolve, reject) => {
-    const onAnswer = (res: IncomingMessage) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size > MAX_ANSWER_BYTES) res.destroy(Object.assign(new Error('answer too large'), { code: 'EANSWERTOOLARGE' }));
-        else chunks.push(c);
-      });
-      res.on('error', reject);
-      res.on('end', () => {
-        const challenge = res.headers['www-authenticate'];
-        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), challenge: typeof challenge === 'string' ? challenge : undefined });
-      });
-    };
-    const req =
-      url.protocol === 'https:'
-        ? httpsRequest(url, { method: 'POST', headers, ca, rejectUnauthorized: true, timeout: REVIEW_TIMEOUT_MS }, onAnswer)
-        : httpRequest(url, { method: 'POST', headers, timeout: REVIEW_TIMEOUT_MS }, onAnswer);
-    req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
-/** The gateway's refusal in words: HTTP status, the OperationOutcome's code and text, and what it usually means. */
-function refusal(status: number, body: unknown, challenge: string | undefined): string {
-  const issue = (body as { resourceType?: unknown; issue?: { details?: { coding?: { code?: unknown }[]; text?: unknown } }[] } | undefined)?.issue?.[0];
-  const code = typeof issue?.details?.coding?.[0]?.code === 'string' ? issue.details.coding[0].code : undefined;
-  const text = typeof issue?.details?.text === 'string' ? issue.details.text : undefined;
-  const described = /error_description="([^"]*)"/.exec(challenge ?? '')?.[1];
-  const hint =
-    status === 401
-      ? `the access token was not accepted${described ? ` (${described})` : ''}`
-      : status === 403
-        ? `the token's subject may not review this session (a role with capability break-glass-review for ${REVIEW_PURPOSE} is needed, and nobody reviews their own session)`
-        : status === 404
-          ? 'no such break-glass session (or break-glass is not enabled on that gateway)'
-          : status === 409
-            ? 'the session cannot be reviewed in its current state'
-            : undefined;
-  return [`HTTP ${status}${code ? ` ${code}` : ''}`, text, hint].filter((x) => x !== undefined).join(': ');
+/** What a refusal of the review route usually means. */
+function reviewHint(status: number): string | undefined {
+  return status === 403
+    ? `the token's subject may not review this session (a role with capability break-glass-review for ${REVIEW_PURPOSE} is needed, and nobody reviews their own session)`
+    : status === 404
+      ? 'no such break-glass session (or break-glass is not enabled on that gateway)'
+      : status === 409
+        ? 'the session cannot be reviewed in its current state'
+        : undefined;
 }

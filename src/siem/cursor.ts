@@ -7,7 +7,8 @@
 import { constants } from 'node:fs';
 import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { besideAuditDir } from '../audit/files.js';
 import type { ChainedRecord } from '../audit/record.js';
 
 /** Records read after the cursor, not yet delivered. */
@@ -37,8 +38,7 @@ export interface TrailSource {
  * `data/siem`, any other `X` -> `X.siem`.
  */
 export function defaultStateDir(auditDir: string): string {
-  const dir = auditDir.replace(/[\\/]+$/, '');
-  return basename(dir) === 'audit' ? join(dirname(dir), 'siem') : `${dir}.siem`;
+  return besideAuditDir(auditDir, 'siem');
 }
 
 /**
