@@ -105,18 +105,17 @@ function valuesAt(res: unknown, path: string): unknown[] {
   return cur;
 }
 
+/** One formatter per time zone: building one costs far more than using it (records are judged by the page). */
+const zoneFormats = new Map<string, Intl.DateTimeFormat>();
+
 /** The offset of `timeZone` from UTC at instant `t`, ms (positive east of Greenwich). */
 function zoneOffsetMs(t: number, timeZone: string): number {
-  const parts = new Intl.DateTimeFormat('en-US', {
-    timeZone,
-    hourCycle: 'h23',
-    year: 'numeric',
-    month: '2-digit',
-    day: '2-digit',
-    hour: '2-digit',
-    minute: '2-digit',
-    second: '2-digit',
-  }).formatToParts(new Date(t));
+  let format = zoneFormats.get(timeZone);
+  if (format === undefined) {
+    format = new Intl.DateTimeFormat('en-US', { timeZone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    zoneFormats.set(timeZone, format);
+  }
+  const parts = format.formatToParts(new Date(t));
   const n = (type: string) => Number(parts.find((p) => p.type === type)?.value);
   return Date.UTC(n('year'), n('month') - 1, n('day'), n('hour'), n('minute'), n('second')) - Math.floor(t / 1000) * 1000;
 }

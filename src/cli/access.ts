@@ -9,10 +9,8 @@
  * role made an approver) cannot make it accept a requester or an approver.
  * Exit codes: 0 done, 1 refused or failed, 2 usage error.
  */
-import { readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
 import { parseArgs } from 'node:util';
-import { callGateway, type GatewayAnswer, gatewayBase, parseJson, refusal, UsageError } from './gateway-client.js';
+import { callGateway, type GatewayAnswer, gatewayBase, parseJson, refusal, UsageError, readTokenFile, trustedCa } from './gateway-client.js';
 
 export interface AccessCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -257,22 +255,8 @@ async function connect(
   const tokenFile = values['token-file']?.trim() || io.env.PHI_GATEWAY_TOKEN_FILE?.trim();
   if (!tokenFile) throw new UsageError('--token-file F (or PHI_GATEWAY_TOKEN_FILE) is required: the caller is who the access token in F names');
   const base = await gatewayBase(values.gateway, values.config, io.env);
-  let ca: string[] | undefined;
-  if (values.ca !== undefined) {
-    try {
-      // Added to the usual roots: a private CA for the gateway, the public ones still trusted.
-      ca = [...rootCertificates, readFileSync(values.ca, 'utf8')];
-    } catch (e) {
-      throw new UsageError(`--ca ${values.ca}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
-    }
-  }
-  let token: string;
-  try {
-    token = readFileSync(tokenFile, 'utf8').trim().replace(/^Bearer\s+/i, '');
-  } catch (e) {
-    throw new Error(`cannot read the token file (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
-  if (token === '' || /[\s\0]/.test(token)) throw new Error(`the token file ${token === '' ? 'is empty' : 'does not hold one access token'}`);
+  const ca = trustedCa(values.ca);
+  const token = readTokenFile(tokenFile);
   return { base, token, purpose, ca, format };
 }
 

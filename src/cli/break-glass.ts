@@ -13,14 +13,12 @@
  * (another JWKS, a role given the review capability) cannot make it accept a reviewer.
  * Exit codes: 0 done, 1 refused or failed, 2 usage error.
  */
-import { readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
 import { parseArgs } from 'node:util';
 import { openSessionStore } from '../breakglass/index.js';
 import { MAX_NOTE_LENGTH, REVIEW_OUTCOMES } from '../breakglass/service.js';
 import { type BreakGlassSession, isOpen, type ReviewOutcome } from '../breakglass/types.js';
 import { withCliAuditRecord } from './cli-audit.js';
-import { callGateway, gatewayBase, loadConfig, parseJson, refusal, UsageError } from './gateway-client.js';
+import { callGateway, gatewayBase, loadConfig, parseJson, refusal, UsageError, readTokenFile, trustedCa } from './gateway-client.js';
 
 export interface BreakGlassCliIo {
   readonly stdout: NodeJS.WritableStream;
@@ -146,24 +144,12 @@ async function review(argv: string[], io: BreakGlassCliIo): Promise<number> {
   if (outcome === undefined || !REVIEW_OUTCOMES.includes(outcome)) throw new UsageError('--outcome must be justified or unjustified');
   if (values.note !== undefined && values.note.length > MAX_NOTE_LENGTH) throw new UsageError(`--note is limited to ${MAX_NOTE_LENGTH} characters`);
   const base = await gatewayBase(values.gateway, values.config, io.env);
-  let ca: string[] | undefined;
-  if (values.ca !== undefined) {
-    try {
-      // Added to the usual roots: a private CA for the gateway, the public ones still trusted.
-      ca = [...rootCertificates, readFileSync(values.ca, 'utf8')];
-    } catch (e) {
-      throw new UsageError(`--ca ${values.ca}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
-    }
-  }
+  const ca = trustedCa(values.ca);
   let token: string;
   try {
-    token = readFileSync(tokenFile, 'utf8').trim().replace(/^Bearer\s+/i, '');
+    token = readTokenFile(tokenFile);
   } catch (e) {
-    io.stderr.write(`phi-gateway break-glass: cannot read the token file (${(e as NodeJS.ErrnoException).code ?? 'error'})\n`);
-    return 1;
-  }
-  if (token === '' || /[\s\0]/.test(token)) {
-    io.stderr.write(`phi-gateway break-glass: the token file ${token === '' ? 'is empty' : 'does not hold one access token'}\n`);
+    io.stderr.write(`phi-gateway break-glass: ${(e as Error).message}\n`);
     return 1;
   }
 

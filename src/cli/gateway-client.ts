@@ -4,9 +4,11 @@
  * judges, audits and stores; the CLI only carries the call, so nothing written on this machine (a
  * gateway.yaml naming another JWKS, a policy making a role an approver) can make it accept anyone.
  */
+import { readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { hostname, userInfo } from 'node:os';
+import { rootCertificates } from 'node:tls';
 import type { GatewayConfig } from '../config/types.js';
 
 /** A command-line mistake (exit 2). */
@@ -109,4 +111,26 @@ export function refusal(status: number, body: unknown, challenge: string | undef
   const described = /error_description="([^"]*)"/.exec(challenge ?? '')?.[1];
   const meaning = status === 401 ? `the access token was not accepted${described ? ` (${described})` : ''}` : hint?.(status, code);
   return [`HTTP ${status}${code ? ` ${code}` : ''}`, text, meaning].filter((x) => x !== undefined).join(': ');
+}
+
+/** `--ca F`: a private CA for the gateway, added to the usual roots (the public ones still trusted). */
+export function trustedCa(file: string | undefined): string[] | undefined {
+  if (file === undefined) return undefined;
+  try {
+    return [...rootCertificates, readFileSync(file, 'utf8')];
+  } catch (e) {
+    throw new UsageError(`--ca ${file}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+}
+
+/** The access token in a token file (a leading `Bearer ` dropped); throws a plain Error (exit 1) in fixed words. */
+export function readTokenFile(file: string): string {
+  let token: string;
+  try {
+    token = readFileSync(file, 'utf8').trim().replace(/^Bearer\s+/i, '');
+  } catch (e) {
+    throw new Error(`cannot read the token file (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  if (token === '' || /[\s\0]/.test(token)) throw new Error(`the token file ${token === '' ? 'is empty' : 'does not hold one access token'}`);
+  return token;
 }
