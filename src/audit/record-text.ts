@@ -132,47 +132,31 @@ function exactly(v: unknown, keys: readonly string[]): v is Record<string, unkno
   return true;
 }
 
-/** `disclosed.elements`: a plain object, keys in canonical order, each value an array of strings. */
-function elements(v: unknown): string {
+/**
+ * A map member of `disclosed` (`elements`: type -> names; `states`: patient id -> state): a plain
+ * object, keys in canonical order, each value written by `value` (which clears `ok` on a wrong type).
+ */
+function sortedMap(v: unknown, value: (x: unknown) => string): string {
   if (!isPlainObject(v)) {
     ok = false;
     return '';
   }
-  const obj = v;
-  const keys = Object.keys(obj);
+  const keys = Object.keys(v);
   let out = '{';
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i] as string;
-    // Integer-like keys enumerate first whatever their insertion order: not canonical, generic route.
+    // Integer-like keys (`10`, `9`) enumerate first whatever their insertion order: not canonical, generic route.
     if (i > 0 && !((keys[i - 1] as string) < k)) {
       ok = false;
       return '';
     }
-    out += `${i > 0 ? ',' : ''}${quote(k)}:${strArray(obj[k])}`;
+    out += `${i > 0 ? ',' : ''}${quote(k)}:${value(v[k])}`;
   }
   return `${out}}`;
 }
 
-/** `disclosed.states`: a plain object, keys in canonical order, each value a string. */
-function states(v: unknown): string {
-  if (!isPlainObject(v)) {
-    ok = false;
-    return '';
-  }
-  const obj = v;
-  const keys = Object.keys(obj);
-  let out = '{';
-  for (let i = 0; i < keys.length; i++) {
-    const k = keys[i] as string;
-    // Integer-like ids (`10`, `9`) enumerate first whatever their insertion order: generic route.
-    if (i > 0 && !((keys[i - 1] as string) < k)) {
-      ok = false;
-      return '';
-    }
-    out += `${i > 0 ? ',' : ''}${quote(k)}:${str(obj[k])}`;
-  }
-  return `${out}}`;
-}
+const elements = (v: unknown): string => sortedMap(v, strArray);
+const states = (v: unknown): string => sortedMap(v, str);
 
 /** A free-form member (`breakGlass`, `details`) as the generic route writes it: `,"key":text` or ''. */
 function generic(member: string, key: string, v: unknown): string {
