@@ -13,6 +13,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openAuditSource } from '../audit/index.js';
 import { isChainRecord } from '../audit/chain.js';
+import type { AuditRecord } from '../audit/record.js';
 import { parseTimeBound } from '../audit/export.js';
 import type { AuditConfig } from '../config/types.js';
 import type { CompiledPolicy } from '../policy/plan.js';
@@ -141,19 +142,7 @@ async function runReport(argv: string[], io: ReportCliIo): Promise<number> {
     io,
     async () => {
       const digest = new AuditDigest({ from: values.from, to: values.to });
-      const audit = openAuditSource(trail);
-      let corrupt = 0;
-      try {
-        for await (const item of audit) {
-          if ('corrupt' in item) {
-            corrupt++;
-            continue;
-          }
-          if (!isChainRecord(item.record)) digest.add(item.record);
-        }
-      } finally {
-        await audit.close();
-      }
+      const corrupt = await readTrail(trail, (r) => digest.add(r));
       const now = io.now?.() ?? new Date();
       const text = render(digest.report(kind, { policy, now, reviewDueHours: due }), format, now);
       return { value: { text, records: digest.records, corrupt }, details: { records: digest.records, skippedCorrupt: corrupt || undefined } };
@@ -234,19 +223,7 @@ async function runBreach(argv: string[], io: ReportCliIo): Promise<number> {
     },
     io,
     async () => {
-      const audit = openAuditSource(trail);
-      let corrupt = 0;
-      try {
-        for await (const item of audit) {
-          if ('corrupt' in item) {
-            corrupt++;
-            continue;
-          }
-          if (!isChainRecord(item.record)) digest.add(item.record);
-        }
-      } finally {
-        await audit.close();
-      }
+      const corrupt = await readTrail(trail, (r) => digest.add(r));
       const report = digest.report();
       const text = format === 'csv' ? breachCsv(report.patients) : format === 'html' ? htmlPage(report, now) : toText(report);
       const patients = report.patients.rows.length;
@@ -262,4 +239,22 @@ async function runBreach(argv: string[], io: ReportCliIo): Promise<number> {
   }
   if (value.corrupt > 0) io.stderr.write(`phi-gateway report: ${value.corrupt} unreadable stored lines skipped (run audit verify)\n`);
   return 0;
+}
+
+/** Feeds every record of the trail but the chain's own (seals, checkpoints) to `add`; returns how many lines were unreadable. */
+async function readTrail(trail: Parameters<typeof openAuditSource>[0], add: (record: AuditRecord) => void): Promise<number> {
+  const audit = openAuditSource(trail);
+  let corrupt = 0;
+  try {
+    for await (const item of audit) {
+      if ('corrupt' in item) {
+        corrupt++;
+        continue;
+      }
+      if (!isChainRecord(item.record)) add(item.record);
+    }
+  } finally {
+    await audit.close();
+  }
+  return corrupt;
 }
