@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { JsonLinesLog } from '../breakglass/jsonl.js';
+import { JsonLinesLog, serialQueue } from '../breakglass/jsonl.js';
 import { type AccessDecision, type AccessRequestRecord, type AccessRevocation, type AccessStore, isActive, type StoreDecision } from './types.js';
 
 type Event =
@@ -34,7 +34,7 @@ export class FileAccessStore implements AccessStore {
   /** The expire event that marked each grant (which writer's sweep audits it). */
   private readonly claims = new Map<string, string>();
   /** Serializes operations: read-check-append must not interleave within this process. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly serial = serialQueue();
 
   private constructor(private readonly log: JsonLinesLog) {}
 
@@ -45,11 +45,6 @@ export class FileAccessStore implements AccessStore {
     return store;
   }
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => {});
-    return run;
-  }
 
   private async catchUp(): Promise<void> {
     for (const e of (await this.log.readNew()) as Event[]) this.apply(e);
@@ -195,6 +190,7 @@ export class FileAccessStore implements AccessStore {
   }
 
   async close(): Promise<void> {
-    await this.queue;
+    // Once every operation already queued has run.
+    await this.serial(async () => {});
   }
 }

@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { JsonLinesLog } from './jsonl.js';
+import { JsonLinesLog, serialQueue } from './jsonl.js';
 import type { BreakGlassReview, BreakGlassSession, OpenRequest, OpenResult, SessionStore } from './types.js';
 
 type Event =
@@ -19,7 +19,7 @@ const DAY_MS = 86_400_000;
 export class FileSessionStore implements SessionStore {
   private readonly sessions = new Map<string, BreakGlassSession>();
   /** Serializes operations: read-check-append must not interleave within this process. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly serial = serialQueue();
 
   private constructor(private readonly log: JsonLinesLog) {}
 
@@ -30,11 +30,6 @@ export class FileSessionStore implements SessionStore {
     return store;
   }
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => {});
-    return run;
-  }
 
   private async catchUp(): Promise<void> {
     for (const e of (await this.log.readNew()) as Event[]) this.apply(e);
@@ -131,6 +126,7 @@ export class FileSessionStore implements SessionStore {
   }
 
   async close(): Promise<void> {
-    await this.queue;
+    // Once every operation already queued has run.
+    await this.serial(async () => {});
   }
 }

@@ -81,3 +81,16 @@ export class JsonLinesLog {
     }
   }
 }
+
+/**
+ * Runs the operations handed to it one after the other, a failure not stopping the next: a
+ * store's read-check-append must not interleave within one process.
+ */
+export function serialQueue(): <T>(fn: () => Promise<T>) => Promise<T> {
+  let queue: Promise<unknown> = Promise.resolve();
+  return <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = queue.then(fn, fn);
+    queue = run.catch(() => {});
+    return run;
+  };
+}

@@ -7,7 +7,7 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { JsonLinesLog } from './jsonl.js';
+import { JsonLinesLog, serialQueue } from './jsonl.js';
 import type { SessionActor } from './types.js';
 
 export type AlertTarget = 'webhook' | 'redis';
@@ -63,7 +63,7 @@ type Event = { readonly t: 'put'; readonly item: OutboxItem } | { readonly t: 'd
 
 export class FileOutbox implements Outbox {
   private readonly items = new Map<string, OutboxItem>();
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly serial = serialQueue();
   private constructor(private readonly log: JsonLinesLog) {}
 
   /** `dir/outbox.jsonl`; compacted at open to the items still pending. */
@@ -91,11 +91,6 @@ export class FileOutbox implements Outbox {
     return box;
   }
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => {});
-    return run;
-  }
 
   add(item: OutboxItem): Promise<void> {
     return this.update(item);
@@ -124,7 +119,8 @@ export class FileOutbox implements Outbox {
   }
 
   async close(): Promise<void> {
-    await this.queue;
+    // Once every operation already queued has run.
+    await this.serial(async () => {});
   }
 }
 
