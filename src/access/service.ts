@@ -146,8 +146,12 @@ function actorOf(p: Principal): AccessActor {
   return { iss: p.iss, sub: p.sub, clientId: p.clientId, roles: [...p.roles] };
 }
 
+/**
+ * The caller is the requester: the same issuer and subject, still holding the role the request was
+ * made under (the same person under a de-identified role neither sees nor uses it).
+ */
 function isRequester(r: AccessRequestRecord, p: Principal): boolean {
-  return r.requester.iss === p.iss && r.requester.sub === p.sub;
+  return r.requester.iss === p.iss && r.requester.sub === p.sub && p.roles.includes(r.role);
 }
 
 /** The caller's first role that approves the data set. */
@@ -362,6 +366,10 @@ export function createAccessService(o: AccessServiceOptions): AccessService {
       if (body.role !== undefined && typeof body.role !== 'string') throw invalid('role: not a string');
       const scope = scopeOf(patients, encounters, types, p);
       c.patients = patients;
+      // A token limited to one patient asks for that patient only (it could never use more).
+      if (principal.patient !== undefined && patients.some((x) => x !== principal.patient)) {
+        throw new GatewayError('access-request-not-permitted', 'a patient outside the token patient');
+      }
       // In the trail, as a break-glass reason is: months later the auditor reads why it was asked.
       c.details = { ...c.details, scope, minutes, justification: j.reason, justificationCode: j.code };
       c.role = requesterRole(policy, ds, principal, purpose, body.role as string | undefined);

@@ -293,4 +293,28 @@ describe('access grants from outside', () => {
     // By id, the day before answers like a document that does not exist.
     same(await fhir(me, `/DocumentReference/${FEB10}`, id), await fhir(me, '/DocumentReference/doc-alice-32-none', id));
   });
+
+  // Found by an outside tester (second round): the same subject under a de-identified role saw and
+  // used the identified requests of its billing role; a patient-limited token filed a request for
+  // another patient.
+  it('a request belongs to its requester in the role it was made under; a patient-limited token asks for its patient only', async () => {
+    const me = clerk('clerk-32-roles');
+    const grant = await granted(me, [P.alice]);
+    const asResearcher: Who = { role: 'researcher', sub: 'clerk-32-roles', purpose: 'HRESCH' };
+    expectError(await access(asResearcher, 'GET', `/access-requests/${grant}`), 404, 'access-request-not-found');
+    const listed = await access(asResearcher, 'GET', '/access-requests');
+    expect(listed.status).toBe(200);
+    expect(listed.text).not.toContain(grant);
+    expect(listed.text).not.toContain(JUSTIFICATION);
+    expectError(await fhir(asResearcher, `/Observation?patient=${P.alice}`, grant), 403, 'grant-invalid');
+    same(await fhir(asResearcher, `/Observation?patient=${P.alice}`, grant), await fhir(asResearcher, `/Observation?patient=${P.alice}`, NO_GRANT));
+    const limited = await receive(
+      await fetch(`${base}/access-requests`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${await stack.token('billing', { sub: 'clerk-32-limited', patient: P.alice })}`, 'x-purpose-of-use': 'HPAYMT', 'content-type': 'application/json' },
+        body: JSON.stringify({ dataSet: 'claim-attachment', patients: [P.brian], justification: JUSTIFICATION, minutes: 60 }),
+      }),
+    );
+    expectError(limited, 403, 'access-request-not-permitted');
+  });
 });
